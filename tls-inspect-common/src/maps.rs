@@ -1,0 +1,252 @@
+//! Keys and values of the BPF maps, and the maps' names.
+//!
+//! Addresses and ports are kept exactly as they are on the wire (network byte order) so the XDP
+//! program never swaps bytes; `from_wire`/`to_wire` helpers convert on the userspace side.
+//! Enums are never read out of map bytes: values carry integers that userspace converts with
+//! `TryFrom`.
+
+use core::mem::size_of;
+
+use crate::classify::MAX_SCOPES;
+#[cfg(feature = "user")]
+use crate::classify::ScopeBitmap;
+
+// Map names as they appear in the BPF object and under the pin directory (at most 15 bytes).
+pub const MAP_CONFIG: &str = "TI_CONFIG";
+pub const MAP_PEERS: &str = "TI_PEERS";
+pub const MAP_XSKS: &str = "TI_XSKS";
+pub const MAP_FLOWS: &str = "TI_FLOWS";
+pub const MAP_SRC_ADDR: &str = "TI_SRC_ADDR";
+pub const MAP_DST_ADDR: &str = "TI_DST_ADDR";
+pub const MAP_SRC_PORT: &str = "TI_SRC_PORT";
+pub const MAP_DST_PORT: &str = "TI_DST_PORT";
+pub const MAP_SLOTS: &str = "TI_SLOTS";
+pub const MAP_COUNTERS: &str = "TI_COUNTERS";
+pub const MAP_SCOPE_COUNTERS: &str = "TI_SCOPE_CNT";
+/// Every map the program defines, in the order the loader pins them.
+pub const ALL_MAPS: [&str; 11] = [
+    MAP_CONFIG,
+    MAP_PEERS,
+    MAP_XSKS,
+    MAP_FLOWS,
+    MAP_SRC_ADDR,
+    MAP_DST_ADDR,
+    MAP_SRC_PORT,
+    MAP_DST_PORT,
+    MAP_SLOTS,
+    MAP_COUNTERS,
+    MAP_SCOPE_COUNTERS,
+];
+/// The XDP program's name in the object.
+pub const PROGRAM_NAME: &str = "tls_inspect";
+
+/// Scope tables exist in two generations; [`Config::generation`] names the live one.
+pub const GENERATIONS: u32 = 2;
+/// Entries per generation in the port tables (one per port).
+pub const PORTS: u32 = 65_536;
+/// Receive queues per interface that can hold an AF_XDP socket.
+pub const MAX_QUEUES: u32 = 64;
+/// `BPF_F_MMAPABLE`: the port tables are written by userspace through a shared mapping.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Which of the appliance's interfaces a frame arrived on.
+pub const SIDE_INSIDE: u32 = 0;
+pub const SIDE_OUTSIDE: u32 = 1;
+
+/// Index of the AF_XDP socket for `side`'s receive queue `queue` in `TI_XSKS`.
+#[inline(always)]
+pub const fn xsk_index(side: u32, queue: u32) -> u32 {
+    side * MAX_QUEUES + queue
+}
+
+/// Index of `port` of `generation` in the port tables.
+#[inline(always)]
+pub const fn port_index(generation: u32, port: u16) -> u32 {
+    generation * PORTS + port as u32
+}
+
+/// Index of `slot` of `generation` in `TI_SLOTS`.
+#[inline(always)]
+pub const fn slot_index(generation: u32, slot: u32) -> u32 {
+    generation * MAX_SCOPES + slot
+}
+
+/// `TI_CONFIG[0]`: what the program needs to know about its place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The live generation of the scope tables (0 or 1).
+    pub generation: u32,
+    pub inside_ifindex: u32,
+    pub outside_ifindex: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Config>() == 16);
+
+/// Data part of an LPM key in `TI_SRC_ADDR` / `TI_DST_ADDR`. The prefix length covers the
+/// generation (always all 32 bits) plus the CIDR's length, so both generations live in one trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrKey {
+    /// Generation, big-endian so that it is the key's most significant bits.
+    pub generation: [u8; 4],
+    /// IPv4 address, network byte order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<AddrKey>() == 8);
+
+impl AddrKey {
+    /// Bits of the generation at the front of every key.
+    pub const GENERATION_BITS: u32 = 32;
+
+    #[inline(always)]
+    pub const fn new(generation: u32, addr: [u8; 4]) -> Self {
+        Self {
+            generation: generation.to_be_bytes(),
+            addr,
+        }
+    }
+}
+
+/// A TCP flow as seen from the inside: the client is the host behind the appliance.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub client_addr: [u8; 4],
+    pub server_addr: [u8; 4],
+    /// Network byte order.
+    pub client_port: [u8; 2],
+    /// Network byte order.
+    pub server_port: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 12);
+
+/// `FlowValue::action` values.
+pub const FLOW_STEER: u32 = 1;
+pub const FLOW_BYPASS: u32 = 2;
+
+/// What happens to a flow's frames, decided on its SYN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowAction {
+    /// Both directions go to the AF_XDP sockets.
+    Steer,
+    /// Both directions are bridged (the flow matched but could not be steered).
+    Bypass,
+}
+
+impl TryFrom<u32> for FlowAction {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            FLOW_STEER => Ok(Self::Steer),
+            FLOW_BYPASS => Ok(Self::Bypass),
+            other => Err(other),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowValue {
+    pub policy_id: u32,
+    pub scope_id: u32,
+    /// [`FLOW_STEER`] or [`FLOW_BYPASS`].
+    pub action: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FlowValue>() == 16);
+
+/// `TI_SLOTS[generation * MAX_SCOPES + slot]`: who owns a bit of that generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotOwner {
+    pub policy_id: u32,
+    pub scope_id: u32,
+}
+const _: () = assert!(size_of::<SlotOwner>() == 8);
+
+/// Indices into [`GlobalCounters::values`].
+pub mod counter {
+    pub const BRIDGED_FRAMES: usize = 0;
+    pub const BRIDGED_BYTES: usize = 1;
+    pub const STEERED_FRAMES: usize = 2;
+    pub const STEERED_BYTES: usize = 3;
+    pub const FAILOPEN_FRAMES: usize = 4;
+    pub const FAILOPEN_BYTES: usize = 5;
+    pub const DROPPED_FRAMES: usize = 6;
+    pub const DROPPED_BYTES: usize = 7;
+    /// Frames the parser gave up on (bridged unchanged).
+    pub const UNPARSED_FRAMES: usize = 8;
+    /// SYNs from inside looked up in the scope tables.
+    pub const SYN_CLASSIFIED: usize = 9;
+    /// ... of which matched a scope of an enabled policy.
+    pub const SYN_MATCHED: usize = 10;
+    /// Frames of flows marked bypass (bridged).
+    pub const BYPASS_FRAMES: usize = 11;
+    /// Flow entries that could not be written (the frame was bridged).
+    pub const FLOW_INSERT_FAILED: usize = 12;
+    /// Frames that arrived on an interface the program was not configured for (passed up).
+    pub const FOREIGN_FRAMES: usize = 13;
+    pub const COUNT: usize = 14;
+
+    /// Names as printed by `tls-inspect stats` and the metrics endpoint.
+    pub const NAMES: [&str; COUNT] = [
+        "bridged_frames",
+        "bridged_bytes",
+        "steered_frames",
+        "steered_bytes",
+        "failopen_frames",
+        "failopen_bytes",
+        "dropped_frames",
+        "dropped_bytes",
+        "unparsed_frames",
+        "syn_classified",
+        "syn_matched",
+        "bypass_frames",
+        "flow_insert_failed",
+        "foreign_frames",
+    ];
+}
+
+/// `TI_COUNTERS[0]`, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalCounters {
+    pub values: [u64; counter::COUNT],
+}
+const _: () = assert!(size_of::<GlobalCounters>() == 8 * counter::COUNT);
+
+/// `TI_SCOPE_CNT[scope_id]`, per CPU; the entry is created by userspace with the scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopeCounters {
+    /// SYNs that matched this scope and were steered.
+    pub flows_steered: u64,
+    /// SYNs that matched this scope but found no AF_XDP socket (bridged).
+    pub flows_failopen: u64,
+    pub steered_frames: u64,
+    pub steered_bytes: u64,
+    pub failopen_frames: u64,
+    pub failopen_bytes: u64,
+}
+const _: () = assert!(size_of::<ScopeCounters>() == 48);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: all of these are `repr(C)`, made only of integers and byte arrays, with no
+    // implicit padding (the size assertions above), so every bit pattern is valid.
+    #[allow(unsafe_code)]
+    mod impls {
+        use super::*;
+        unsafe impl aya::Pod for Config {}
+        unsafe impl aya::Pod for AddrKey {}
+        unsafe impl aya::Pod for FlowKey {}
+        unsafe impl aya::Pod for FlowValue {}
+        unsafe impl aya::Pod for SlotOwner {}
+        unsafe impl aya::Pod for GlobalCounters {}
+        unsafe impl aya::Pod for ScopeCounters {}
+        unsafe impl aya::Pod for ScopeBitmap {}
+    }
+}

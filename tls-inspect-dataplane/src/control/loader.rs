@@ -1,0 +1,198 @@
+//! `tls-inspect run`: loads the XDP program, pins its maps, loads the configured scopes, attaches
+//! to both interfaces and holds them until SIGINT or SIGTERM, then detaches and removes its pins.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{DevMapHash, MapData};
+use aya::programs::{Xdp, XdpMode};
+use aya::EbpfLoader;
+use tls_inspect_common::{Config, ALL_MAPS, MAP_DST_ADDR, MAP_FLOWS, MAP_PEERS, MAP_SRC_ADDR, PROGRAM_NAME};
+use tracing::{info, warn};
+
+use super::config::{ConfigFile, XdpModeSetting};
+use super::maps::{Maps, Paths};
+use super::scopes::ScopeSet;
+use super::state::{self, Lock};
+
+/// The XDP object, built by build.rs from `tls-inspect-ebpf`.
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-xdp"));
+
+pub struct RunOptions {
+    pub paths: Paths,
+    pub config: Option<PathBuf>,
+    pub inside: Option<String>,
+    pub outside: Option<String>,
+    pub xdp_mode: Option<XdpModeSetting>,
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this command loads and changes BPF programs and maps: run it as root");
+    }
+    Ok(())
+}
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there yet.
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(Paths::BPFFS) && l.contains(" bpf ")) {
+        return Ok(());
+    }
+    fs::create_dir_all(Paths::BPFFS)?;
+    let c = |s: &str| CString::new(s).map_err(|e| anyhow!("{e}"));
+    let (src, target, fstype) = (c("bpf")?, c(Paths::BPFFS)?, c("bpf")?);
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mounting bpffs at /sys/fs/bpf");
+    }
+    Ok(())
+}
+
+fn ifindex(field: &str, name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|_| anyhow!("{field}: '{name}': not an interface name"))?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("{field}: '{name}': no such interface in this network namespace");
+    }
+    Ok(index)
+}
+
+/// Removes the pin directory when dropped (also on every error path of `run`).
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(dir = %self.0.display(), error = %e, "could not remove pins");
+            }
+        }
+    }
+}
+
+pub fn run(opts: RunOptions) -> Result<()> {
+    require_root()?;
+    // From here on SIGINT/SIGTERM wait for `sigwait`, so every exit path cleans up.
+    let signals = block_termination_signals()?;
+    // Everything the operator wrote is checked before the kernel is touched.
+    let file = match &opts.config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let inside = opts.inside.or(file.appliance.inside.clone()).context(
+        "inside: no inside interface (give --inside or appliance.inside in the config)",
+    )?;
+    let outside = opts.outside.or(file.appliance.outside.clone()).context(
+        "outside: no outside interface (give --outside or appliance.outside in the config)",
+    )?;
+    if inside == outside {
+        bail!("inside and outside: both are '{inside}'; the appliance needs two interfaces");
+    }
+    let inside_ifindex = ifindex("inside", &inside)?;
+    let outside_ifindex = ifindex("outside", &outside)?;
+    let (policies, scopes) = file.scope_set(file.limits)?;
+    let mut set = ScopeSet::new(file.limits);
+    set.replace_with(policies, scopes)?;
+    let mode = match opts.xdp_mode.unwrap_or(file.appliance.xdp_mode) {
+        XdpModeSetting::Native => XdpMode::Driver,
+        XdpModeSetting::Generic => XdpMode::Skb,
+    };
+
+    ensure_bpffs()?;
+    let paths = opts.paths;
+    let _daemon = Lock::daemon(&paths)?;
+    if paths.pin_dir.exists() {
+        warn!(dir = %paths.pin_dir.display(), "removing pins left by an earlier run");
+        fs::remove_dir_all(&paths.pin_dir)?;
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_FLOWS, file.appliance.flow_table_size)
+        .map_max_entries(MAP_SRC_ADDR, file.appliance.prefix_table_size)
+        .map_max_entries(MAP_DST_ADDR, file.appliance.prefix_table_size)
+        .load(XDP_OBJECT)
+        .context("loading the XDP object")?;
+
+    fs::create_dir_all(&paths.pin_dir)
+        .with_context(|| format!("creating {}", paths.pin_dir.display()))?;
+    let _pins = PinDir(paths.pin_dir.clone());
+    for name in ALL_MAPS {
+        let map = ebpf.map(name).with_context(|| format!("map {name} is missing from the object"))?;
+        map.pin(paths.pin(name)).with_context(|| format!("pinning {name}"))?;
+    }
+
+    let mut peers: DevMapHash<MapData> = DevMapHash::try_from(
+        ebpf.take_map(MAP_PEERS).context("map TI_PEERS")?,
+    )?;
+    peers.insert(inside_ifindex, outside_ifindex, None, 0)?;
+    peers.insert(outside_ifindex, inside_ifindex, None, 0)?;
+
+    let mut maps = Maps::open(&paths)?;
+    maps.set_config(Config {
+        generation: 0,
+        inside_ifindex,
+        outside_ifindex,
+        _pad: 0,
+    })?;
+    maps.stage(&set)?.commit()?;
+    state::write(&paths, &set)?;
+
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .context("the XDP program is missing from the object")?
+        .try_into()?;
+    program.load().context("loading the XDP program (verifier)")?;
+    for (name, index) in [(&inside, inside_ifindex), (&outside, outside_ifindex)] {
+        program.attach_to_if_index(index, mode).with_context(|| {
+            format!(
+                "attaching XDP to {name} in {mode:?} mode (use --xdp-mode generic for a NIC \
+                 without native XDP)"
+            )
+        })?;
+    }
+    info!(
+        instance = %paths.instance, %inside, %outside, ?mode,
+        policies = set.policies.len(), scopes = set.scopes.len(),
+        "attached; bridging, and steering matching TCP flows"
+    );
+    // A line a supervisor or test can wait for.
+    println!("tls-inspect: running (instance {})", paths.instance);
+
+    let signal = wait_for(&signals)?;
+    info!(signal, "stopping: detaching and removing pins");
+    drop(maps);
+    drop(ebpf); // detaches both links and unloads the program
+    let _ = fs::remove_file(state::state_path(&paths));
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM for this thread (and the threads it starts later).
+fn block_termination_signals() -> Result<libc::sigset_t> {
+    // SAFETY: plain signal-set manipulation on a zeroed sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("blocking signals failed");
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for one of the blocked signals in `set`.
+fn wait_for(set: &libc::sigset_t) -> Result<i32> {
+    let mut sig = 0;
+    // SAFETY: `set` was initialised by block_termination_signals.
+    if unsafe { libc::sigwait(set, &mut sig) } != 0 {
+        bail!("sigwait failed");
+    }
+    Ok(sig)
+}

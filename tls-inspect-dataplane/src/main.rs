@@ -1,0 +1,236 @@
+//! `tls-inspect`: the appliance's one binary. `run` owns the XDP program and its pinned maps;
+//! every other command is a second process that reads or changes them through the pins.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod cli;
+mod control;
+mod phy;
+
+use control::config::XdpModeSetting;
+use control::maps::Paths;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "tls-inspect", version, about = "Inline TLS inspection appliance")]
+struct Cli {
+    /// Name of the appliance instance: pins live in /sys/fs/bpf/NAME, state in /run/NAME.
+    #[arg(long, global = true, env = "TLS_INSPECT_INSTANCE", default_value = "tls-inspect")]
+    instance: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to both interfaces, load the configured scopes and run until SIGINT/SIGTERM.
+    Run {
+        /// Interface towards the hosts.
+        #[arg(long)]
+        inside: Option<String>,
+        /// Interface towards the internet.
+        #[arg(long)]
+        outside: Option<String>,
+        /// Configuration file (TOML); see docs/example-config.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// XDP attach mode; generic only for NICs without native XDP.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpModeSetting>,
+    },
+    /// Inspection scopes of the running appliance.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
+    /// Policies of the running appliance.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Counters of the XDP program, globally and per policy and scope.
+    Stats(JsonFlag),
+    /// Flows the XDP program has decided (steered or bypassed).
+    Flows(JsonFlag),
+    /// Tools for testing the data path.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ScopeCommand {
+    /// Add a scope to a policy; prints its ID and quota.
+    Add {
+        #[arg(long)]
+        policy: u32,
+        /// Source IPs or CIDRs, comma-separated.
+        #[arg(long)]
+        src: String,
+        /// Source port ranges start/end, comma-separated (0/65535 for all).
+        #[arg(long)]
+        sport: String,
+        /// Destination IPs or CIDRs, comma-separated (0.0.0.0/0 for all).
+        #[arg(long)]
+        dst: String,
+        /// Destination port ranges start/end, comma-separated.
+        #[arg(long)]
+        dport: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List scopes with their quotas and counters.
+    List(JsonFlag),
+    /// Delete a scope (existing connections keep their decision).
+    Del { id: u32 },
+    /// Replace every policy and scope with those of a file, atomically.
+    Load { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Create a policy.
+    Add {
+        id: u32,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a policy that has no scopes.
+    Del { id: u32 },
+    /// Enable a policy: new connections matching its scopes are steered.
+    Enable { id: u32 },
+    /// Disable a policy: new connections are no longer steered; existing ones are untouched.
+    Disable { id: u32 },
+    List(JsonFlag),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Side {
+    Inside,
+    Outside,
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Register an AF_XDP socket for one queue and print the frames steered to it.
+    XskRecv {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value = "inside")]
+        side: Side,
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// Stop after this many frames.
+        #[arg(long, default_value_t = u64::MAX)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TLS_INSPECT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tls-inspect: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let paths = Paths::new(&cli.instance)?;
+    match cli.command {
+        Command::Run {
+            inside,
+            outside,
+            config,
+            xdp_mode,
+        } => control::loader::run(control::loader::RunOptions {
+            paths,
+            config,
+            inside,
+            outside,
+            xdp_mode,
+        }),
+        Command::Scope(c) => {
+            control::loader::require_root()?;
+            match c {
+                ScopeCommand::Add {
+                    policy,
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                    description,
+                } => cli::scope_add(&paths, policy, &src, &sport, &dst, &dport, &description),
+                ScopeCommand::List(f) => cli::scope_list(&paths, f.json),
+                ScopeCommand::Del { id } => cli::scope_del(&paths, id),
+                ScopeCommand::Load { file } => cli::scope_load(&paths, &file),
+            }
+        }
+        Command::Policy(c) => {
+            control::loader::require_root()?;
+            match c {
+                PolicyCommand::Add { id, name, disabled } => cli::policy_add(&paths, id, &name, !disabled),
+                PolicyCommand::Del { id } => cli::policy_del(&paths, id),
+                PolicyCommand::Enable { id } => cli::policy_enable(&paths, id, true),
+                PolicyCommand::Disable { id } => cli::policy_enable(&paths, id, false),
+                PolicyCommand::List(f) => cli::policy_list(&paths, f.json),
+            }
+        }
+        Command::Stats(f) => {
+            control::loader::require_root()?;
+            cli::stats(&paths, f.json)
+        }
+        Command::Flows(f) => {
+            control::loader::require_root()?;
+            cli::flows(&paths, f.json)
+        }
+        Command::Debug(DebugCommand::XskRecv {
+            iface,
+            side,
+            queue,
+            count,
+            timeout,
+        }) => {
+            control::loader::require_root()?;
+            let side = match side {
+                Side::Inside => tls_inspect_common::SIDE_INSIDE,
+                Side::Outside => tls_inspect_common::SIDE_OUTSIDE,
+            };
+            let n = phy::xsk::receive(
+                &paths,
+                &phy::xsk::RecvOptions {
+                    iface,
+                    side,
+                    queue,
+                    count,
+                    timeout: Duration::from_secs(timeout),
+                },
+            )?;
+            println!("xsk-recv: {n} frames");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Devices: AF_XDP sockets on the appliance's interfaces.
+pub mod xsk;

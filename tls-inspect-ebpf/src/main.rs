@@ -1,0 +1,289 @@
+//! The XDP classifier and bridge, attached to both of the appliance's interfaces.
+//!
+//! For each frame: parse (one bounds-checked cursor, in `tls-inspect-common`); a TCP frame of a
+//! known flow follows its flow (steered to the AF_XDP socket of its receive queue, or bridged
+//! when the flow is marked bypass); a SYN from inside is classified against the scope tables of
+//! the live generation and, when it matches, creates the flow; everything else is redirected to
+//! the other interface through a devmap. No per-packet logging: per-CPU counters instead.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use tls_inspect_common::{
+    counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
+    FlowKey, FlowValue, Frame, GlobalCounters, Packet, ScopeBitmap, ScopeCounters, SlotOwner,
+    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, L4, MAX_QUEUES, MAX_SCOPES, PORTS,
+    SIDE_INSIDE, SIDE_OUTSIDE,
+};
+use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
+
+#[map(name = "TI_CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// ingress ifindex -> the other interface.
+#[map(name = "TI_PEERS")]
+static PEERS: DevMapHash = DevMapHash::with_max_entries(8, 0);
+
+/// `xsk_index(side, queue)` -> AF_XDP socket.
+#[map(name = "TI_XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(2 * MAX_QUEUES, 0);
+
+/// Flows decided on their SYN; the loader sets the size from the config.
+#[map(name = "TI_FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65_536, 0);
+
+#[map(name = "TI_SRC_ADDR")]
+static SRC_ADDR: LpmTrie<AddrKey, ScopeBitmap> = LpmTrie::with_max_entries(65_536, 0);
+
+#[map(name = "TI_DST_ADDR")]
+static DST_ADDR: LpmTrie<AddrKey, ScopeBitmap> = LpmTrie::with_max_entries(65_536, 0);
+
+#[map(name = "TI_SRC_PORT")]
+static SRC_PORT: Array<ScopeBitmap> = Array::with_max_entries(GENERATIONS * PORTS, BPF_F_MMAPABLE);
+
+#[map(name = "TI_DST_PORT")]
+static DST_PORT: Array<ScopeBitmap> = Array::with_max_entries(GENERATIONS * PORTS, BPF_F_MMAPABLE);
+
+#[map(name = "TI_SLOTS")]
+static SLOTS: Array<SlotOwner> = Array::with_max_entries(GENERATIONS * MAX_SCOPES, 0);
+
+#[map(name = "TI_COUNTERS")]
+static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// scope ID -> counters; entries are created by userspace when it adds the scope.
+#[map(name = "TI_SCOPE_CNT")]
+static SCOPE_COUNTERS: PerCpuHashMap<u32, ScopeCounters> =
+    PerCpuHashMap::with_max_entries(2 * MAX_SCOPES, 0);
+
+/// The frame, read through one bounds check per access.
+struct XdpFrame<'a>(&'a XdpContext);
+
+impl Packet for XdpFrame<'_> {
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + N > end {
+            return None;
+        }
+        // SAFETY: the N bytes at start + off lie inside the packet (checked above); [u8; N] has
+        // alignment 1.
+        Some(unsafe { *((start + off) as *const [u8; N]) })
+    }
+}
+
+#[xdp]
+pub fn tls_inspect(ctx: XdpContext) -> u32 {
+    match try_tls_inspect(&ctx) {
+        Ok(action) => action,
+        // Fail open: whatever went wrong, the frame goes on to the other interface.
+        Err(()) => bridge(&ctx, frame_len(&ctx), counter::UNPARSED_FRAMES),
+    }
+}
+
+#[inline(always)]
+fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
+    let len = frame_len(ctx);
+    let config = CONFIG.get(0).ok_or(())?;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let side = if ifindex == config.inside_ifindex {
+        SIDE_INSIDE
+    } else if ifindex == config.outside_ifindex {
+        SIDE_OUTSIDE
+    } else {
+        count(counter::FOREIGN_FRAMES, 1);
+        return Ok(XDP_PASS);
+    };
+
+    let frame = match parse_frame(&XdpFrame(ctx)) {
+        Ok(frame) => frame,
+        Err(_) => return Ok(bridge(ctx, len, counter::UNPARSED_FRAMES)),
+    };
+    let Frame::Ipv4 {
+        src,
+        dst,
+        l4: L4::Tcp {
+            sport, dport, flags, ..
+        },
+        ..
+    } = frame
+    else {
+        // Not TCP over IPv4: UDP (QUIC included), ICMP, ARP, IPv6, ... all bridged.
+        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+    };
+
+    let key = if side == SIDE_INSIDE {
+        FlowKey {
+            client_addr: src,
+            server_addr: dst,
+            client_port: sport,
+            server_port: dport,
+        }
+    } else {
+        FlowKey {
+            client_addr: dst,
+            server_addr: src,
+            client_port: dport,
+            server_port: sport,
+        }
+    };
+
+    // A flow already decided keeps its decision, in both directions.
+    if let Some(flow) = FLOWS.get_ptr(&key) {
+        // SAFETY: a pointer the map returned for this key; read once, by value.
+        let flow = unsafe { *flow };
+        if flow.action == FLOW_STEER {
+            return Ok(steer(ctx, side, len, flow.scope_id));
+        }
+        return Ok(bridge(ctx, len, counter::BYPASS_FRAMES));
+    }
+
+    // Only a new connection from inside is classified.
+    let is_syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if side != SIDE_INSIDE || !is_syn {
+        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+    }
+    count(counter::SYN_CLASSIFIED, 1);
+    let generation = config.generation & 1;
+    let Some(owner) = classify(generation, src, dst, sport, dport) else {
+        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+    };
+    count(counter::SYN_MATCHED, 1);
+
+    // Steer only when a socket waits on this queue; otherwise remember the flow as bypass so it
+    // is never half-steered when a socket appears later.
+    let queue = ctx.rx_queue_index();
+    let has_socket = queue < MAX_QUEUES && XSKS.get(xsk_index(side, queue)).is_some();
+    let value = FlowValue {
+        policy_id: owner.policy_id,
+        scope_id: owner.scope_id,
+        action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
+        _pad: 0,
+    };
+    if FLOWS.insert(&key, &value, 0).is_err() {
+        count(counter::FLOW_INSERT_FAILED, 1);
+        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+    }
+    if has_socket {
+        scope_add(owner.scope_id, |c| c.flows_steered += 1);
+        Ok(steer(ctx, side, len, owner.scope_id))
+    } else {
+        scope_add(owner.scope_id, |c| c.flows_failopen += 1);
+        Ok(fail_open(ctx, len, owner.scope_id))
+    }
+}
+
+/// The owner of the lowest scope slot of the live generation that accepts all four values.
+#[inline(always)]
+fn classify(
+    generation: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+) -> Option<SlotOwner> {
+    let full = AddrKey::GENERATION_BITS + 32;
+    let src_bits = SRC_ADDR.get(Key::new(full, AddrKey::new(generation, src)))?;
+    let dst_bits = DST_ADDR.get(Key::new(full, AddrKey::new(generation, dst)))?;
+    let sport_bits = SRC_PORT.get(port_index(generation, u16::from_be_bytes(sport)))?;
+    let dport_bits = DST_PORT.get(port_index(generation, u16::from_be_bytes(dport)))?;
+    let slot = first_common_bit(src_bits, dst_bits, sport_bits, dport_bits)?;
+    SLOTS.get(slot_index(generation, slot)).copied()
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
+    let queue = ctx.rx_queue_index();
+    if queue < MAX_QUEUES {
+        let index = xsk_index(side, queue);
+        if XSKS.get(index).is_some() {
+            if let Ok(action) = XSKS.redirect(index, 0) {
+                count(counter::STEERED_FRAMES, 1);
+                count(counter::STEERED_BYTES, len);
+                scope_add(scope_id, |c| {
+                    c.steered_frames += 1;
+                    c.steered_bytes += len;
+                });
+                return action;
+            }
+        }
+    }
+    // The socket is gone (dataplane stopped or crashed): keep the network up.
+    fail_open(ctx, len, scope_id)
+}
+
+#[inline(always)]
+fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
+    count(counter::FAILOPEN_FRAMES, 1);
+    count(counter::FAILOPEN_BYTES, len);
+    scope_add(scope_id, |c| {
+        c.failopen_frames += 1;
+        c.failopen_bytes += len;
+    });
+    redirect_to_peer(ctx, len)
+}
+
+/// Redirects to the other interface and counts the frame under `frames_counter` (with its bytes
+/// under bridged_bytes).
+#[inline(always)]
+fn bridge(ctx: &XdpContext, len: u64, frames_counter: usize) -> u32 {
+    count(frames_counter, 1);
+    if frames_counter != counter::BRIDGED_FRAMES {
+        count(counter::BRIDGED_FRAMES, 1);
+    }
+    count(counter::BRIDGED_BYTES, len);
+    redirect_to_peer(ctx, len)
+}
+
+#[inline(always)]
+fn redirect_to_peer(ctx: &XdpContext, len: u64) -> u32 {
+    match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
+        Ok(action) => action,
+        Err(_) => {
+            count(counter::DROPPED_FRAMES, 1);
+            count(counter::DROPPED_BYTES, len);
+            XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
+/// Adds `n` to global counter `index` (the verifier inlines this per-CPU array lookup).
+#[inline(always)]
+fn count(index: usize, n: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+        let c = unsafe { &mut *c };
+        if index < counter::COUNT {
+            c.values[index] += n;
+        }
+    }
+}
+
+#[inline(always)]
+fn scope_add(scope_id: u32, f: impl FnOnce(&mut ScopeCounters)) {
+    if let Some(c) = SCOPE_COUNTERS.get_ptr_mut(&scope_id) {
+        // SAFETY: this CPU's own value of a per-CPU hash entry.
+        f(unsafe { &mut *c });
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
