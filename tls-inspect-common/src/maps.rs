@@ -167,12 +167,16 @@ const _: () = assert!(size_of::<SlotOwner>() == 8);
 
 /// Indices into [`GlobalCounters::values`].
 pub mod counter {
+    /// Every frame redirected to the other interface (including fail-open and bypass).
     pub const BRIDGED_FRAMES: usize = 0;
     pub const BRIDGED_BYTES: usize = 1;
+    /// Every frame redirected to an AF_XDP socket.
     pub const STEERED_FRAMES: usize = 2;
     pub const STEERED_BYTES: usize = 3;
+    /// Frames that matched (or belong to a steered flow) but found no socket: bridged.
     pub const FAILOPEN_FRAMES: usize = 4;
     pub const FAILOPEN_BYTES: usize = 5;
+    /// Frames whose redirect to the other interface failed.
     pub const DROPPED_FRAMES: usize = 6;
     pub const DROPPED_BYTES: usize = 7;
     /// Frames the parser gave up on (bridged unchanged).
@@ -187,7 +191,10 @@ pub mod counter {
     pub const FLOW_INSERT_FAILED: usize = 12;
     /// Frames that arrived on an interface the program was not configured for (passed up).
     pub const FOREIGN_FRAMES: usize = 13;
-    pub const COUNT: usize = 14;
+    pub const BYPASS_BYTES: usize = 14;
+    /// Frames the program could not handle for an internal reason (bridged).
+    pub const ERROR_FRAMES: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// Names as printed by `tls-inspect stats` and the metrics endpoint.
     pub const NAMES: [&str; COUNT] = [
@@ -205,6 +212,8 @@ pub mod counter {
         "bypass_frames",
         "flow_insert_failed",
         "foreign_frames",
+        "bypass_bytes",
+        "error_frames",
     ];
 }
 
@@ -228,8 +237,43 @@ pub struct ScopeCounters {
     pub steered_bytes: u64,
     pub failopen_frames: u64,
     pub failopen_bytes: u64,
+    /// Frames of this scope's bypass flows (bridged).
+    pub bypass_frames: u64,
+    pub bypass_bytes: u64,
+    pub dropped_frames: u64,
+    pub _pad: u64,
 }
-const _: () = assert!(size_of::<ScopeCounters>() == 48);
+const _: () = assert!(size_of::<ScopeCounters>() == 80);
+
+impl ScopeCounters {
+    /// Name and value of every counter, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u64); 9] {
+        [
+            ("flows_steered", self.flows_steered),
+            ("flows_failopen", self.flows_failopen),
+            ("steered_frames", self.steered_frames),
+            ("steered_bytes", self.steered_bytes),
+            ("failopen_frames", self.failopen_frames),
+            ("failopen_bytes", self.failopen_bytes),
+            ("bypass_frames", self.bypass_frames),
+            ("bypass_bytes", self.bypass_bytes),
+            ("dropped_frames", self.dropped_frames),
+        ]
+    }
+
+    /// Adds every counter of `other` (summing per-CPU values, or scopes into a policy).
+    pub fn accumulate(&mut self, other: &Self) {
+        self.flows_steered += other.flows_steered;
+        self.flows_failopen += other.flows_failopen;
+        self.steered_frames += other.steered_frames;
+        self.steered_bytes += other.steered_bytes;
+        self.failopen_frames += other.failopen_frames;
+        self.failopen_bytes += other.failopen_bytes;
+        self.bypass_frames += other.bypass_frames;
+        self.bypass_bytes += other.bypass_bytes;
+        self.dropped_frames += other.dropped_frames;
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {

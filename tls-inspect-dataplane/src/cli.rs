@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde_json::json;
-use tls_inspect_common::{counter, FlowAction};
+use tls_inspect_common::{counter, FlowAction, ScopeCounters};
 
 use crate::control::config::ConfigFile;
 use crate::control::maps::{Maps, Paths};
@@ -74,6 +74,10 @@ pub fn policy_enable(paths: &Paths, id: u32, enabled: bool) -> Result<()> {
     Ok(())
 }
 
+fn counters_json(c: &ScopeCounters) -> serde_json::Value {
+    c.fields().iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+}
+
 fn scope_json(scope: &Scope, maps: &Maps, enabled: bool) -> serde_json::Value {
     let c = maps.scope_counters(scope.id);
     json!({
@@ -86,14 +90,7 @@ fn scope_json(scope: &Scope, maps: &Maps, enabled: bool) -> serde_json::Value {
         "dport": scope.spec.dport,
         "description": scope.spec.description,
         "quota": scope.spec.quota(),
-        "counters": {
-            "flows_steered": c.flows_steered,
-            "flows_failopen": c.flows_failopen,
-            "steered_frames": c.steered_frames,
-            "steered_bytes": c.steered_bytes,
-            "failopen_frames": c.failopen_frames,
-            "failopen_bytes": c.failopen_bytes,
-        },
+        "counters": counters_json(&c),
     })
 }
 
@@ -165,26 +162,17 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
     let config = maps.config()?;
     let mut policies = serde_json::Map::new();
     for p in set.policies.values() {
-        let mut sum = [0u64; 6];
+        let mut sum = ScopeCounters::default();
         let mut scopes = serde_json::Map::new();
         for s in set.scopes.values().filter(|s| s.policy == p.id) {
             let c = maps.scope_counters(s.id);
-            let v = [c.flows_steered, c.flows_failopen, c.steered_frames, c.steered_bytes, c.failopen_frames, c.failopen_bytes];
-            for (a, b) in sum.iter_mut().zip(v) {
-                *a += b;
-            }
-            scopes.insert(s.id.to_string(), scope_json(s, &maps, p.enabled)["counters"].clone());
+            sum.accumulate(&c);
+            scopes.insert(s.id.to_string(), counters_json(&c));
         }
-        policies.insert(
-            p.id.to_string(),
-            json!({
-                "enabled": p.enabled,
-                "flows_steered": sum[0], "flows_failopen": sum[1],
-                "steered_frames": sum[2], "steered_bytes": sum[3],
-                "failopen_frames": sum[4], "failopen_bytes": sum[5],
-                "scopes": scopes,
-            }),
-        );
+        let mut entry = counters_json(&sum);
+        entry["enabled"] = json!(p.enabled);
+        entry["scopes"] = scopes.into();
+        policies.insert(p.id.to_string(), entry);
     }
     if as_json {
         let xdp: serde_json::Map<String, serde_json::Value> = counter::NAMES
@@ -208,21 +196,19 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
         println!("  {name:<20} {v}");
     }
     println!("flows: {flows} of {capacity}");
+    let line = |c: &serde_json::Value| {
+        ScopeCounters::default()
+            .fields()
+            .iter()
+            .map(|(n, _)| format!("{n} {}", c[n]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (id, p) in &policies {
-        println!(
-            "policy {id} ({}): flows steered {} failed-open {}, steered {} frames / {} bytes, failed-open {} frames / {} bytes",
-            if p["enabled"] == json!(true) { "enabled" } else { "disabled" },
-            p["flows_steered"], p["flows_failopen"], p["steered_frames"], p["steered_bytes"],
-            p["failopen_frames"], p["failopen_bytes"]
-        );
-        if let Some(scopes) = p["scopes"].as_object() {
-            for (sid, c) in scopes {
-                println!(
-                    "  scope {sid}: flows steered {} failed-open {}, steered {} frames / {} bytes, failed-open {} frames / {} bytes",
-                    c["flows_steered"], c["flows_failopen"], c["steered_frames"], c["steered_bytes"],
-                    c["failopen_frames"], c["failopen_bytes"]
-                );
-            }
+        let state = if p["enabled"] == json!(true) { "enabled" } else { "disabled" };
+        println!("policy {id} ({state}): {}", line(p));
+        for (sid, c) in p["scopes"].as_object().into_iter().flatten() {
+            println!("  scope {sid}: {}", line(c));
         }
     }
     Ok(())

@@ -83,7 +83,10 @@ pub fn tls_inspect(ctx: XdpContext) -> u32 {
     match try_tls_inspect(&ctx) {
         Ok(action) => action,
         // Fail open: whatever went wrong, the frame goes on to the other interface.
-        Err(()) => bridge(&ctx, frame_len(&ctx), counter::UNPARSED_FRAMES),
+        Err(()) => {
+            count(counter::ERROR_FRAMES, 1);
+            bridge(&ctx, frame_len(&ctx))
+        }
     }
 }
 
@@ -103,7 +106,10 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
 
     let frame = match parse_frame(&XdpFrame(ctx)) {
         Ok(frame) => frame,
-        Err(_) => return Ok(bridge(ctx, len, counter::UNPARSED_FRAMES)),
+        Err(_) => {
+            count(counter::UNPARSED_FRAMES, 1);
+            return Ok(bridge(ctx, len));
+        }
     };
     let Frame::Ipv4 {
         src,
@@ -115,7 +121,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     } = frame
     else {
         // Not TCP over IPv4: UDP (QUIC included), ICMP, ARP, IPv6, ... all bridged.
-        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+        return Ok(bridge(ctx, len));
     };
 
     let key = if side == SIDE_INSIDE {
@@ -141,18 +147,18 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         if flow.action == FLOW_STEER {
             return Ok(steer(ctx, side, len, flow.scope_id));
         }
-        return Ok(bridge(ctx, len, counter::BYPASS_FRAMES));
+        return Ok(bypass(ctx, len, flow.scope_id));
     }
 
     // Only a new connection from inside is classified.
     let is_syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if side != SIDE_INSIDE || !is_syn {
-        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+        return Ok(bridge(ctx, len));
     }
     count(counter::SYN_CLASSIFIED, 1);
     let generation = config.generation & 1;
     let Some(owner) = classify(generation, src, dst, sport, dport) else {
-        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+        return Ok(bridge(ctx, len));
     };
     count(counter::SYN_MATCHED, 1);
 
@@ -168,7 +174,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     };
     if FLOWS.insert(&key, &value, 0).is_err() {
         count(counter::FLOW_INSERT_FAILED, 1);
-        return Ok(bridge(ctx, len, counter::BRIDGED_FRAMES));
+        return Ok(bridge(ctx, len));
     }
     if has_socket {
         scope_add(owner.scope_id, |c| c.flows_steered += 1);
@@ -218,6 +224,7 @@ fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
     fail_open(ctx, len, scope_id)
 }
 
+/// A frame that should have gone to a socket and found none: bridged, so the network stays up.
 #[inline(always)]
 fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
     count(counter::FAILOPEN_FRAMES, 1);
@@ -226,28 +233,42 @@ fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
         c.failopen_frames += 1;
         c.failopen_bytes += len;
     });
-    redirect_to_peer(ctx, len)
+    to_peer(ctx, len, Some(scope_id))
 }
 
-/// Redirects to the other interface and counts the frame under `frames_counter` (with its bytes
-/// under bridged_bytes).
+/// A frame of a flow marked bypass.
 #[inline(always)]
-fn bridge(ctx: &XdpContext, len: u64, frames_counter: usize) -> u32 {
-    count(frames_counter, 1);
-    if frames_counter != counter::BRIDGED_FRAMES {
-        count(counter::BRIDGED_FRAMES, 1);
-    }
-    count(counter::BRIDGED_BYTES, len);
-    redirect_to_peer(ctx, len)
+fn bypass(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
+    count(counter::BYPASS_FRAMES, 1);
+    count(counter::BYPASS_BYTES, len);
+    scope_add(scope_id, |c| {
+        c.bypass_frames += 1;
+        c.bypass_bytes += len;
+    });
+    to_peer(ctx, len, Some(scope_id))
 }
 
+/// A frame no scope cares about.
 #[inline(always)]
-fn redirect_to_peer(ctx: &XdpContext, len: u64) -> u32 {
+fn bridge(ctx: &XdpContext, len: u64) -> u32 {
+    to_peer(ctx, len, None)
+}
+
+/// Redirects to the other interface; every frame that leaves this way is counted as bridged.
+#[inline(always)]
+fn to_peer(ctx: &XdpContext, len: u64, scope_id: Option<u32>) -> u32 {
     match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
-        Ok(action) => action,
+        Ok(action) => {
+            count(counter::BRIDGED_FRAMES, 1);
+            count(counter::BRIDGED_BYTES, len);
+            action
+        }
         Err(_) => {
             count(counter::DROPPED_FRAMES, 1);
             count(counter::DROPPED_BYTES, len);
+            if let Some(id) = scope_id {
+                scope_add(id, |c| c.dropped_frames += 1);
+            }
             XDP_DROP
         }
     }

@@ -106,7 +106,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     ensure_bpffs()?;
     let paths = opts.paths;
-    let _daemon = Lock::daemon(&paths)?;
+    let daemon_lock = Lock::daemon(&paths)?;
     if paths.pin_dir.exists() {
         warn!(dir = %paths.pin_dir.display(), "removing pins left by an earlier run");
         fs::remove_dir_all(&paths.pin_dir)?;
@@ -168,7 +168,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
     info!(signal, "stopping: detaching and removing pins");
     drop(maps);
     drop(ebpf); // detaches both links and unloads the program
-    let _ = fs::remove_file(state::state_path(&paths));
+    drop(daemon_lock);
+    let _ = fs::remove_dir_all(&paths.run_dir);
     Ok(())
 }
 

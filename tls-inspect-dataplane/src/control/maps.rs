@@ -238,12 +238,7 @@ impl Maps {
         let mut sum = ScopeCounters::default();
         if let Ok(per_cpu) = self.scope_counters.get(&scope_id, 0) {
             for c in per_cpu.iter() {
-                sum.flows_steered += c.flows_steered;
-                sum.flows_failopen += c.flows_failopen;
-                sum.steered_frames += c.steered_frames;
-                sum.steered_bytes += c.steered_bytes;
-                sum.failopen_frames += c.failopen_frames;
-                sum.failopen_bytes += c.failopen_bytes;
+                sum.accumulate(c);
             }
         }
         sum

@@ -1,0 +1,234 @@
+//! Scopes steer the SYNs they match to the AF_XDP socket of their queue (a real AF_XDP receiver,
+//! `tls-inspect debug xsk-recv`, sees them) while other ports are bridged; a flow keeps its
+//! decision when its policy is disabled, new flows do not; with no socket, matching traffic
+//! still flows (fail-open) and the counters say so.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use tls_inspect_tests::{check, Background, Topology, CLIENT_IP, INSIDE, SERVER_IP};
+
+const SCOPE_8080: &str = r#"
+[[policy]]
+id = 7
+name = "steer-8080"
+
+  [[policy.scope]]
+  id = 70
+  src = ["198.18.0.0/24"]
+  sport = ["1024/65535"]
+  dst = ["198.18.0.2"]
+  dport = ["8080/8080"]
+"#;
+
+/// HTTP servers on 8080 and 8081 in the server namespace.
+fn serve_http(t: &mut Topology) -> Result<()> {
+    for port in ["8080", "8081"] {
+        let mut s = t.server.cmd("python3");
+        s.args(["-m", "http.server", "--bind", SERVER_IP, port, "--directory", "/"]);
+        t.spawn(s)?;
+    }
+    t.wait_listening(&t.server.clone(), 8080)?;
+    t.wait_listening(&t.server.clone(), 8081)
+}
+
+fn curl_ok(t: &Topology, port: u16) -> Result<()> {
+    check(t.client.cmd("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "10",
+        &format!("http://{SERVER_IP}:{port}/"),
+    ]))?;
+    Ok(())
+}
+
+/// A client that sends SYNs from a fixed source port to 8080 until it gives up (the test
+/// receiver never answers, so the kernel retransmits the SYN at 1 s, 3 s, ...).
+fn hanging_connect(t: &Topology, sport: u16) -> Result<Background> {
+    let mut c = t.client.cmd("python3");
+    c.args([
+        "-c",
+        &format!(
+            "import socket\n\
+             s = socket.socket(); s.bind(('{CLIENT_IP}', {sport})); s.settimeout(8)\n\
+             print('connecting', flush=True)\n\
+             try:\n\
+             \x20   s.connect(('{SERVER_IP}', 8080)); print('connected', flush=True)\n\
+             except Exception as e:\n\
+             \x20   print('failed', e, flush=True)\n"
+        ),
+    ]);
+    Background::spawn(c)
+}
+
+fn syns_seen(receiver: &Background, sport: u16) -> usize {
+    let needle = format!("tcp {CLIENT_IP}:{sport} > {SERVER_IP}:8080 flags=0x02");
+    receiver.lines().iter().filter(|l| l.contains(&needle)).count()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+fn start_receiver(t: &Topology) -> Result<Background> {
+    let mut r = t.appliance.cmd(tls_inspect_tests::appliance_bin().to_str().unwrap_or("tls-inspect"));
+    r.env("TLS_INSPECT_INSTANCE", &t.instance)
+        .args(["debug", "xsk-recv", "--iface", INSIDE, "--side", "inside", "--queue", "0", "--timeout", "60"]);
+    let mut receiver = Background::spawn(r)?;
+    receiver.wait_for("xsk-recv: ready", Duration::from_secs(10))?;
+    Ok(receiver)
+}
+
+fn flow_action(t: &Topology, sport: u16) -> Result<Option<String>> {
+    let out = check(t.cli().args(["flows", "--json"]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let client = format!("{CLIENT_IP}:{sport}");
+    Ok(v["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["client"] == client.as_str())
+        .and_then(|f| f["action"].as_str().map(String::from)))
+}
+
+#[test]
+fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance(SCOPE_8080)?;
+    serve_http(&mut t)?;
+    let mut receiver = start_receiver(&t)?;
+
+    // Another port of the same server is bridged and works.
+    curl_ok(&t, 8081)?;
+
+    // A SYN to the scope's port reaches the AF_XDP socket, not the server.
+    let mut a = hanging_connect(&t, 40001)?;
+    wait_until("the first SYN at the AF_XDP socket", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40001) >= 1))?;
+    assert_eq!(flow_action(&t, 40001)?.as_deref(), Some("steer"));
+    let stats = t.stats()?;
+    assert!(stats["xdp"]["steered_frames"].as_u64().unwrap_or(0) >= 1);
+    assert!(stats["policies"]["7"]["scopes"]["70"]["flows_steered"].as_u64().unwrap_or(0) >= 1);
+
+    // Disable the policy: the flow already steered stays steered (its retransmitted SYN still
+    // arrives at the socket) ...
+    check(t.cli().args(["policy", "disable", "7"]))?;
+    let seen = syns_seen(&receiver, 40001);
+    wait_until("a retransmitted SYN after disabling", Duration::from_secs(6), || Ok(syns_seen(&receiver, 40001) > seen))?;
+    // ... while a new connection to the same port is bridged and reaches the server.
+    curl_ok(&t, 8080)?;
+    let steered_sports: Vec<String> = receiver.lines().into_iter().filter(|l| l.contains("flags=0x02")).collect();
+    assert!(
+        steered_sports.iter().all(|l| l.contains(":40001 >")),
+        "only the old flow may reach the socket: {steered_sports:?}"
+    );
+    a.wait_for("failed", Duration::from_secs(15))?;
+
+    // Enable again: new connections are steered again.
+    check(t.cli().args(["policy", "enable", "7"]))?;
+    let _b = hanging_connect(&t, 40002)?;
+    wait_until("the SYN of a new flow after enabling", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40002) >= 1))?;
+    receiver.stop(Duration::from_secs(5));
+    Ok(())
+}
+
+#[test]
+fn matching_traffic_fails_open_without_a_socket() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance(SCOPE_8080)?;
+    serve_http(&mut t)?;
+
+    // No AF_XDP socket is registered: the matching connection is bridged and works.
+    curl_ok(&t, 8080)?;
+    let stats = t.stats()?;
+    assert!(stats["xdp"]["syn_matched"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    assert!(stats["xdp"]["failopen_frames"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    assert!(stats["xdp"]["bypass_frames"].as_u64().unwrap_or(0) >= 3, "{stats}");
+    assert!(stats["policies"]["7"]["scopes"]["70"]["bypass_frames"].as_u64().unwrap_or(0) >= 3, "{stats}");
+    assert_eq!(stats["xdp"]["steered_frames"], 0);
+    assert!(stats["policies"]["7"]["scopes"]["70"]["flows_failopen"].as_u64().unwrap_or(0) >= 1);
+    let flows = check(t.cli().args(["flows"]))?;
+    assert!(flows.contains("bypass"), "{flows}");
+
+    // A flow that failed open stays bridged even after a socket appears.
+    let mut c = t.client.cmd("python3");
+    c.args([
+        "-c",
+        &format!(
+            "import socket, time\n\
+             s = socket.create_connection(('{SERVER_IP}', 8080), timeout=5)\n\
+             print('connected', flush=True)\n\
+             time.sleep(3)\n\
+             s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+             print('reply', len(s.recv(100)) > 0, flush=True)\n"
+        ),
+    ]);
+    let old = t.spawn(c)?;
+    t.background(old).wait_for("connected", Duration::from_secs(5))?;
+    let receiver = start_receiver(&t)?;
+    t.background(old).wait_for("reply True", Duration::from_secs(10))?;
+
+    // A new connection now is steered to the socket and never reaches the server.
+    let out = tls_inspect_tests::run(t.client.cmd("python3").args([
+        "-c",
+        &format!(
+            "import socket\n\
+             try:\n\
+             \x20   socket.create_connection(('{SERVER_IP}', 8080), timeout=2); print('connected')\n\
+             except Exception:\n\
+             \x20   print('timeout')\n"
+        ),
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timeout"), "a steered SYN must not reach the server: {text}");
+    assert!(receiver.lines().iter().any(|l| l.contains("> 198.18.0.2:8080 flags=0x02")), "{:?}", receiver.lines());
+    Ok(())
+}
+
+#[test]
+fn udp_and_quic_are_never_steered() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance(
+        r#"
+[[policy]]
+id = 1
+  [[policy.scope]]
+  src = ["0.0.0.0/0"]
+  sport = ["0/65535"]
+  dst = ["0.0.0.0/0"]
+  dport = ["0/65535"]
+"#,
+    )?;
+    let receiver = start_receiver(&t)?;
+    let mut r = t.server.cmd("python3");
+    r.args([
+        "-c",
+        &format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{SERVER_IP}', 443)); s.settimeout(10)\n\
+             print('listening', flush=True)\n\
+             print('got', len(s.recvfrom(2048)[0]), flush=True)\n"
+        ),
+    ]);
+    let i = t.spawn(r)?;
+    t.background(i).wait_for("listening", Duration::from_secs(10))?;
+    check(t.client.cmd("python3").args([
+        "-c",
+        &format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.sendto(b'\\xc0' + b'q' * 1199, ('{SERVER_IP}', 443))\n"
+        ),
+    ]))?;
+    t.background(i).wait_for("got 1200", Duration::from_secs(10))?;
+    assert!(receiver.lines().iter().all(|l| !l.contains("udp")), "{:?}", receiver.lines());
+    Ok(())
+}
