@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use tls_inspect_common::{counter, FlowAction, ScopeCounters};
 
@@ -42,7 +42,9 @@ pub fn scope_del(paths: &Paths, id: u32) -> Result<()> {
 pub fn scope_load(paths: &Paths, file: &Path) -> Result<()> {
     let parsed = ConfigFile::read(file)?;
     let (n_policies, n_scopes) = state::change(paths, |set| {
-        let (policies, scopes) = parsed.scope_set(set.limits)?;
+        let (policies, scopes) = parsed
+            .scope_set(set.limits)
+            .with_context(|| format!("in file {}", file.display()))?;
         set.replace_with(policies, scopes)?;
         Ok((set.policies.len(), set.scopes.len()))
     })?;

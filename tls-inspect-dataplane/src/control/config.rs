@@ -72,13 +72,19 @@ fn yes() -> bool {
     true
 }
 
+/// A scope as written in the file: entries stay text until [`ScopeSpec::from_lists`] parses
+/// them, so that an error names its field and value.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeDef {
     /// Assigned (after the highest ID in the file) when omitted.
     pub id: Option<u32>,
-    #[serde(flatten)]
-    pub spec: ScopeSpec,
+    pub src: Vec<String>,
+    pub sport: Vec<String>,
+    pub dst: Vec<String>,
+    pub dport: Vec<String>,
+    #[serde(default)]
+    pub description: String,
 }
 
 impl ConfigFile {
@@ -126,10 +132,12 @@ impl ConfigFile {
                         next_id
                     }
                 };
+                let spec = ScopeSpec::from_lists(&s.src, &s.sport, &s.dst, &s.dport, &s.description)
+                    .map_err(|e| anyhow::anyhow!("policy {} scope {id}: {e}", p.id))?;
                 let scope = Scope {
                     id,
                     policy: p.id,
-                    spec: s.spec.clone(),
+                    spec,
                 };
                 if scopes.insert(id, scope).is_some() {
                     bail!("scope id: '{id}': defined twice");

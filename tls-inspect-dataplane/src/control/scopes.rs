@@ -210,6 +210,18 @@ impl ScopeSpec {
         dport: &str,
         description: &str,
     ) -> Result<Self, ScopeError> {
+        let split = |text: &str| text.split(',').map(str::to_string).collect::<Vec<_>>();
+        Self::from_lists(&split(src), &split(sport), &split(dst), &split(dport), description)
+    }
+
+    /// Parses the four fields from lists of entries (the config file's form).
+    pub fn from_lists(
+        src: &[String],
+        sport: &[String],
+        dst: &[String],
+        dport: &[String],
+        description: &str,
+    ) -> Result<Self, ScopeError> {
         Ok(Self {
             src: parse_list("src", src)?,
             sport: parse_list("sport", sport)?,
@@ -265,12 +277,13 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn parse_list<T: FromStr<Err = String>>(field: &str, text: &str) -> Result<Vec<T>, ScopeError> {
-    text.split(',')
-        .map(str::trim)
+fn parse_list<T: FromStr<Err = String>>(field: &str, items: &[String]) -> Result<Vec<T>, ScopeError> {
+    items
+        .iter()
         .map(|item| {
+            let item = item.trim();
             if item.is_empty() {
-                return Err(ScopeError::new(field, text, "empty entry in the list"));
+                return Err(ScopeError::new(field, items.join(","), "empty entry in the list"));
             }
             item.parse().map_err(|reason| ScopeError::new(field, item, reason))
         })

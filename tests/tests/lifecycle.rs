@@ -1,0 +1,80 @@
+//! The appliance's life cycle and the test bed's own promise: bad configs attach nothing, one
+//! `run` per instance, a graceful stop detaches and removes pins, and a topology leaves nothing
+//! behind, also when the test using it panics.
+
+use std::process::Command;
+
+use anyhow::Result;
+use tls_inspect_tests::{check, run, Topology, INSIDE, OUTSIDE, SERVER_IP};
+
+fn xdp_attached(t: &Topology, link: &str) -> Result<bool> {
+    let out = check(Command::new("ip").args(["-n", &t.appliance.0, "link", "show", link]))?;
+    Ok(out.contains("xdp"))
+}
+
+#[test]
+fn topology_leaves_nothing_behind_even_when_the_test_panics() -> Result<()> {
+    let names = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = names.clone();
+    let result = std::thread::spawn(move || {
+        let mut t = Topology::new().expect("topology");
+        t.start_appliance("").expect("appliance");
+        *seen.lock().expect("lock") = Some((t.id.clone(), t.instance.clone()));
+        assert!(std::path::Path::new(&format!("/sys/fs/bpf/{}", t.instance)).exists());
+        panic!("a failing test");
+    })
+    .join();
+    assert!(result.is_err(), "the thread was meant to panic");
+    let (id, instance) = names.lock().expect("lock").clone().expect("names recorded");
+    let left = Topology::leftovers(&id, &instance);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn a_bad_config_is_rejected_before_anything_is_attached() -> Result<()> {
+    let t = Topology::new()?;
+    let err = t.start_appliance_expecting_failure(
+        "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.1\"]\nsport = [\"0/65535\"]\ndst = [\"0.0.0.0/0\"]\ndport = [\"443/4430000\"]\n",
+    )?;
+    assert!(err.contains("dport") && err.contains("443/4430000"), "{err}");
+    assert!(!xdp_attached(&t, INSIDE)? && !xdp_attached(&t, OUTSIDE)?);
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/{}", t.instance)).exists());
+
+    let err = t.start_appliance_expecting_failure("[appliance]\nflow_table_size = 0\n")?;
+    assert!(err.contains("flow_table_size"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn one_run_per_instance_and_a_clean_graceful_stop() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance("")?;
+    assert!(xdp_attached(&t, INSIDE)? && xdp_attached(&t, OUTSIDE)?);
+
+    let mut second = t.appliance.cmd(tls_inspect_tests::appliance_bin().to_str().unwrap_or_default());
+    second.env("TLS_INSPECT_INSTANCE", &t.instance).args(["run", "--inside", INSIDE, "--outside", OUTSIDE]);
+    let out = run(second)?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another `tls-inspect run` is active"));
+    // The first one is unharmed.
+    check(t.client.cmd("ping").args(["-c", "1", "-W", "2", SERVER_IP]))?;
+
+    let status = t.stop_appliance().expect("the appliance exits");
+    assert!(status.success(), "graceful stop: {status}");
+    assert!(!xdp_attached(&t, INSIDE)? && !xdp_attached(&t, OUTSIDE)?);
+    let left = Topology::leftovers("no-such-topology", &t.instance);
+    assert!(left.is_empty(), "pins or state left after a graceful stop: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn generic_mode_when_asked() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance("[appliance]\nxdp_mode = \"generic\"\n")?;
+    let out = check(Command::new("ip").args(["-n", &t.appliance.0, "link", "show", INSIDE]))?;
+    assert!(out.contains("xdpgeneric"), "{out}");
+    check(t.client.cmd("ping").args(["-c", "2", "-i", "0.2", "-W", "2", SERVER_IP]))?;
+    assert!(t.counter("bridged_frames")? >= 4);
+    Ok(())
+}

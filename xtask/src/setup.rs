@@ -1,0 +1,121 @@
+//! `cargo xtask setup`: installs what a fresh Debian 12 machine of this kind lacks, and nothing
+//! it already has. Safe to run again and again.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{root, status};
+
+/// Debian packages the build, the tests, the demo and the benchmarks use.
+const PACKAGES: &[&str] = &[
+    // xsk-rs builds libxdp and libbpf from source
+    "clang-19",
+    "llvm-19",
+    "libclang-19-dev",
+    "m4",
+    "make",
+    "pkg-config",
+    "libelf-dev",
+    "zlib1g-dev",
+    "libpcap-dev",
+    "bpftool",
+    // the test bed and its real clients and servers
+    "iproute2",
+    "ethtool",
+    "util-linux",
+    "iputils-ping",
+    "procps",
+    "curl",
+    "openssl",
+    "python3",
+    "nginx-light",
+    "iperf3",
+];
+
+pub fn setup() -> Result<()> {
+    apt_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    status(Command::new("apt-get").args(["update", "-q"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to the nightly toolchain");
+    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker, built against the nightly toolchain's own libLLVM so the two always agree.
+fn bpf_linker() -> Result<()> {
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    let linker = Path::new(&home).join(".cargo/bin/bpf-linker");
+    if linker.exists()
+        && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let out = Command::new("rustc").args(["+nightly", "-vV"]).output().context("rustc +nightly")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV reports no LLVM version")?
+        .to_string();
+    let out = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output()?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let lib = Path::new(&sysroot).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let prefix = root().join("target/llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link)?;
+    eprintln!("setup: building bpf-linker against {} (LLVM {major})", llvm.display());
+    let s = Command::new("cargo")
+        .args(["+nightly", "install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix)
+        .status()?;
+    if !s.success() {
+        bail!("installing bpf-linker failed");
+    }
+    Ok(())
+}
