@@ -80,9 +80,16 @@ fn rust_src() -> Result<()> {
 fn bpf_linker() -> Result<()> {
     let home = std::env::var("HOME").context("HOME is not set")?;
     let linker = Path::new(&home).join(".cargo/bin/bpf-linker");
-    if linker.exists()
-        && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
-    {
+    // bpf-linker links nightly's libLLVM dynamically; `rustup run nightly` puts it on the path,
+    // as it does when aya-build runs the nightly cargo.
+    let works = || {
+        Command::new("rustup")
+            .args(["run", "nightly", "bpf-linker", "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if linker.exists() && works() {
         return Ok(());
     }
     let out = Command::new("rustc").args(["+nightly", "-vV"]).output().context("rustc +nightly")?;
@@ -114,7 +121,7 @@ fn bpf_linker() -> Result<()> {
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix)
         .status()?;
-    if !s.success() {
+    if !s.success() || !works() {
         bail!("installing bpf-linker failed");
     }
     Ok(())
