@@ -1,6 +1,7 @@
 //! With no scope, everything crosses the appliance on the XDP bridge: ICMP, a 50 MB TCP download
 //! with a matching checksum, and UDP datagrams. The appliance namespace has no address, no bridge
 //! and no forwarding, so anything that arrives went through the XDP program; its counters say so.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The appliance's life cycle and the test bed's own promise: bad configs attach nothing, one
 //! `run` per instance, a graceful stop detaches and removes pins, and a topology leaves nothing
 //! behind, also when the test using it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
 use std::process::Command;
 

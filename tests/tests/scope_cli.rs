@@ -1,6 +1,7 @@
 //! The scope CLI against a running appliance: add, list, delete, load from a file, and every
 //! rejection, each of which must name the field and value and change nothing (neither the state
 //! nor the live table generation).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
 use std::process::Command;
 

@@ -2,6 +2,7 @@
 //! `tls-inspect debug xsk-recv`, sees them) while other ports are bridged; a flow keeps its
 //! decision when its policy is disabled, new flows do not; with no socket, matching traffic
 //! still flows (fail-open) and the counters say so.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
 use std::time::{Duration, Instant};
 

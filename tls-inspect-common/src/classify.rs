@@ -102,6 +102,7 @@ fn trailing_zeros(mut w: u64) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

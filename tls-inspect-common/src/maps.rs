@@ -176,22 +176,22 @@ pub mod counter {
     /// Frames that matched (or belong to a steered flow) but found no socket: bridged.
     pub const FAILOPEN_FRAMES: usize = 4;
     pub const FAILOPEN_BYTES: usize = 5;
-    /// Frames whose redirect to the other interface failed.
-    pub const DROPPED_FRAMES: usize = 6;
-    pub const DROPPED_BYTES: usize = 7;
-    /// Frames the parser gave up on (bridged unchanged).
-    pub const UNPARSED_FRAMES: usize = 8;
-    /// SYNs from inside looked up in the scope tables.
-    pub const SYN_CLASSIFIED: usize = 9;
-    /// ... of which matched a scope of an enabled policy.
-    pub const SYN_MATCHED: usize = 10;
     /// Frames of flows marked bypass (bridged).
-    pub const BYPASS_FRAMES: usize = 11;
+    pub const BYPASS_FRAMES: usize = 6;
+    pub const BYPASS_BYTES: usize = 7;
+    /// Frames whose redirect to the other interface failed.
+    pub const DROPPED_FRAMES: usize = 8;
+    pub const DROPPED_BYTES: usize = 9;
+    /// Frames the parser gave up on (bridged unchanged).
+    pub const UNPARSED_FRAMES: usize = 10;
+    /// SYNs from inside looked up in the scope tables.
+    pub const SYN_CLASSIFIED: usize = 11;
+    /// ... of which matched a scope of an enabled policy.
+    pub const SYN_MATCHED: usize = 12;
     /// Flow entries that could not be written (the frame was bridged).
-    pub const FLOW_INSERT_FAILED: usize = 12;
+    pub const FLOW_INSERT_FAILED: usize = 13;
     /// Frames that arrived on an interface the program was not configured for (passed up).
-    pub const FOREIGN_FRAMES: usize = 13;
-    pub const BYPASS_BYTES: usize = 14;
+    pub const FOREIGN_FRAMES: usize = 14;
     /// Frames the program could not handle for an internal reason (bridged).
     pub const ERROR_FRAMES: usize = 15;
     pub const COUNT: usize = 16;
@@ -204,15 +204,15 @@ pub mod counter {
         "steered_bytes",
         "failopen_frames",
         "failopen_bytes",
+        "bypass_frames",
+        "bypass_bytes",
         "dropped_frames",
         "dropped_bytes",
         "unparsed_frames",
         "syn_classified",
         "syn_matched",
-        "bypass_frames",
         "flow_insert_failed",
         "foreign_frames",
-        "bypass_bytes",
         "error_frames",
     ];
 }

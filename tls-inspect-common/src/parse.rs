@@ -163,6 +163,7 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3_offset: usize) -> Result<Frame, Pars
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

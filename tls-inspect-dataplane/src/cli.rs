@@ -110,8 +110,8 @@ pub fn scope_list(paths: &Paths, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>12}  {}",
-        "SCOPE", "POLICY", "ON", "QUOTA", "STEERED", "FAILOPEN", "BYTES", "MATCH"
+        "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>12}  MATCH",
+        "SCOPE", "POLICY", "ON", "QUOTA", "STEERED", "FAILOPEN", "BYTES"
     );
     for s in set.scopes.values() {
         let c = maps.scope_counters(s.id);

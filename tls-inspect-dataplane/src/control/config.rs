@@ -152,6 +152,7 @@ impl ConfigFile {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

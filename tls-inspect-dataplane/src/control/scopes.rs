@@ -641,6 +641,7 @@ impl PortTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
