@@ -1,0 +1,574 @@
+//! The transparent TCP relay, sans I/O: frames of steered flows in, frames out through a
+//! [`Transmit`]. Each flow is terminated towards the client (the appliance answers as the server)
+//! and re-originated towards the server (from the client's own address and port), upstream
+//! first: the client gets its SYN-ACK only once the server has accepted.
+//!
+//! Per-packet cost does not grow with the number of flows: frames find their flow through a hash
+//! map, each leg is a smoltcp interface with one socket, and timers sit in a hashed wheel.
+
+pub mod leg;
+pub mod timer;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use smoltcp::socket::tcp::State;
+use smoltcp::time::{Duration, Instant};
+use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
+use tls_inspect_common::{parse_frame, FlowKey, Frame, L4};
+
+use leg::{Leg, LegConfig};
+use timer::TimerWheel;
+use wire::EthHeader;
+
+/// The appliance's two interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Towards the hosts (the clients).
+    Inside,
+    /// Towards the internet (the servers).
+    Outside,
+}
+
+/// Where frames leave. `frame` hands out a buffer for the next frame of `side` (a scratch one
+/// when no transmit buffer is free: that frame is then dropped, and TCP retransmits); `commit`
+/// queues it.
+pub trait Transmit {
+    fn frame(&mut self, side: Side, len: usize) -> &mut [u8];
+    fn commit(&mut self, side: Side, len: usize);
+}
+
+/// What happens to a new flow when the flow table is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Forward the SYN unchanged and mark the flow bypass: it is bridged, not inspected.
+    FailOpen,
+    /// Answer the SYN with a RST.
+    Refuse,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub max_flows: usize,
+    /// IP MTU of the appliance's links.
+    pub mtu: usize,
+    pub leg: LegConfig,
+    /// How long the server may take to accept before the flow is dropped (the client then sees
+    /// its own SYN time out, as it would without the appliance).
+    pub connect_timeout: Duration,
+    /// A flow with no packet for this long is reset on both sides.
+    pub idle_timeout: Duration,
+    pub when_full: WhenFull,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 65_536,
+            mtu: 1500,
+            leg: LegConfig {
+                rx_buffer: 64 * 1024,
+                tx_buffer: 64 * 1024,
+            },
+            connect_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(3600),
+            when_full: WhenFull::FailOpen,
+        }
+    }
+}
+
+/// Counters of one engine (one worker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub frames: u64,
+    pub flows_total: u64,
+    pub flows_open: u64,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    /// New flows refused or failed open because the flow table was full.
+    pub table_full: u64,
+    /// Servers that answered the SYN with RST (the client got a RST).
+    pub connect_refused: u64,
+    /// Servers that never answered (the flow was dropped silently).
+    pub connect_timeouts: u64,
+    /// Flows ended by a RST from either side (propagated to the other).
+    pub resets: u64,
+    pub idle_timeouts: u64,
+    /// Frames of flows this engine does not know (their BPF entries are removed).
+    pub unknown_flow: u64,
+    /// Frames that were not TCP over IPv4, or not parsable.
+    pub not_tcp: u64,
+}
+
+/// The state machine of a flow. The decision (splice now; inspect with the TLS layer) is taken
+/// in one place, [`Engine::decide`], once the client has sent its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The server leg is connecting; the client's SYN is held.
+    Connecting,
+    /// The server accepted; the client leg is completing its handshake.
+    Handshaking,
+    /// Both legs are up; waiting for the client's first bytes.
+    Deciding,
+    /// Bytes are relayed unchanged.
+    Spliced,
+    /// One side reset or timed out; the flow is being torn down.
+    Closing,
+}
+
+struct Flow {
+    key: FlowKey,
+    phase: Phase,
+    server: Leg,
+    client: Option<Leg>,
+    /// The client's SYN (an IPv4 packet), replayed into the client leg once the server accepts.
+    held_syn: Vec<u8>,
+    to_client: EthHeader,
+    server_mss: Option<u16>,
+    upstream_rst: bool,
+    fin_to_server: bool,
+    fin_to_client: bool,
+    last_activity: Instant,
+    armed: Option<Instant>,
+}
+
+/// What the worker must mirror into the BPF flow map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapUpdate {
+    /// The flow is gone: remove its entry, so the next connection on this tuple is classified
+    /// afresh.
+    Remove(FlowKey),
+    /// The flow could not be taken (table full, fail-open): mark it bypass.
+    Bypass(FlowKey),
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    flows: Vec<Option<Flow>>,
+    free: Vec<usize>,
+    index: HashMap<FlowKey, usize>,
+    timers: TimerWheel,
+    expired: Vec<usize>,
+    updates: Vec<MapUpdate>,
+    stats: EngineStats,
+    seed: u64,
+}
+
+/// The worker that owns a flow: the same for both directions, on every worker.
+pub fn owner(key: &FlowKey, workers: usize) -> usize {
+    // FNV-1a over the key's bytes: stable across processes, unlike std's RandomState.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.client_addr.iter().chain(&key.server_addr).chain(&key.client_port).chain(&key.server_port) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
+/// The flow a TCP frame belongs to, as seen from the inside, with its IP offset and flags.
+pub fn flow_of(side: Side, frame: &[u8]) -> Option<(FlowKey, usize, u8)> {
+    match parse_frame(frame).ok()? {
+        Frame::Ipv4 {
+            l3_offset,
+            src,
+            dst,
+            l4: L4::Tcp { sport, dport, flags },
+        } => {
+            let key = match side {
+                Side::Inside => FlowKey {
+                    client_addr: src,
+                    server_addr: dst,
+                    client_port: sport,
+                    server_port: dport,
+                },
+                Side::Outside => FlowKey {
+                    client_addr: dst,
+                    server_addr: src,
+                    client_port: dport,
+                    server_port: sport,
+                },
+            };
+            Some((key, l3_offset, flags))
+        }
+        _ => None,
+    }
+}
+
+fn ms(t: Instant) -> i64 {
+    t.total_millis()
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, seed: u64, now: Instant) -> Self {
+        Self {
+            config,
+            flows: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            timers: TimerWheel::new(4096, ms(now)),
+            expired: Vec::new(),
+            updates: Vec::new(),
+            stats: EngineStats::default(),
+            seed: seed | 1,
+        }
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            flows_open: self.index.len() as u64,
+            ..self.stats
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// BPF flow map changes since the last call.
+    pub fn take_updates(&mut self) -> std::vec::Drain<'_, MapUpdate> {
+        self.updates.drain(..)
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        // xorshift64*
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// One frame from `side` that the XDP program steered to this worker's flows.
+    pub fn handle_frame<T: Transmit>(&mut self, side: Side, frame: &[u8], now: Instant, tx: &mut T) {
+        self.stats.frames += 1;
+        let Some((key, l3_offset, flags)) = flow_of(side, frame) else {
+            self.stats.not_tcp += 1;
+            return;
+        };
+        let Some(ip) = wire::ip_packet(frame, l3_offset) else {
+            self.stats.not_tcp += 1;
+            return;
+        };
+        if let Some(&id) = self.index.get(&key) {
+            self.on_packet(id, side, ip, now, tx);
+            return;
+        }
+        if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            self.new_flow(key, frame, l3_offset, ip, now, tx);
+        } else {
+            // A flow steered by the XDP program that no worker knows (an earlier dataplane,
+            // or one already closed here): forget it, so its frames are bridged and its peers
+            // find out (with a RST) that the connection is gone.
+            self.stats.unknown_flow += 1;
+            self.updates.push(MapUpdate::Remove(key));
+        }
+    }
+
+    fn new_flow<T: Transmit>(&mut self, key: FlowKey, frame: &[u8], l3_offset: usize, ip: &[u8], now: Instant, tx: &mut T) {
+        let Some((to_client, to_server)) = EthHeader::pair(frame, l3_offset) else {
+            self.stats.not_tcp += 1;
+            return;
+        };
+        if self.index.len() >= self.config.max_flows {
+            self.stats.table_full += 1;
+            match self.config.when_full {
+                WhenFull::FailOpen => {
+                    // Forward the SYN as it came; its flow is bridged from now on.
+                    tx.frame(Side::Outside, frame.len()).copy_from_slice(frame);
+                    tx.commit(Side::Outside, frame.len());
+                    self.updates.push(MapUpdate::Bypass(key));
+                }
+                WhenFull::Refuse => {
+                    send_ip(tx, Side::Inside, &to_client, wire::rst_for_syn(ip).as_deref());
+                    self.updates.push(MapUpdate::Remove(key));
+                }
+            }
+            return;
+        }
+        let client_mss = wire::tcp_mss(ip).unwrap_or(536);
+        let mtu = self.config.mtu.min(usize::from(client_mss) + 40);
+        let seed = self.next_seed();
+        let client = (Ipv4Addr::from(key.client_addr), u16::from_be_bytes(key.client_port));
+        let server = (Ipv4Addr::from(key.server_addr), u16::from_be_bytes(key.server_port));
+        let Some(mut server_leg) = Leg::connect(
+            client,
+            server,
+            to_server,
+            mtu,
+            &self.config.leg,
+            seed,
+            now,
+            self.config.connect_timeout,
+        ) else {
+            self.stats.not_tcp += 1;
+            return;
+        };
+        server_leg.poll(now, None, tx);
+        let flow = Flow {
+            key,
+            phase: Phase::Connecting,
+            server: server_leg,
+            client: None,
+            held_syn: ip.to_vec(),
+            to_client,
+            server_mss: None,
+            upstream_rst: false,
+            fin_to_server: false,
+            fin_to_client: false,
+            last_activity: now,
+            armed: None,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.flows[id] = Some(flow);
+                id
+            }
+            None => {
+                self.flows.push(Some(flow));
+                self.flows.len() - 1
+            }
+        };
+        self.index.insert(key, id);
+        self.stats.flows_total += 1;
+        self.schedule(id, now);
+    }
+
+    fn on_packet<T: Transmit>(&mut self, id: usize, side: Side, ip: &[u8], now: Instant, tx: &mut T) {
+        let Some(flow) = self.flows.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        flow.last_activity = now;
+        match side {
+            Side::Outside => {
+                if flow.phase == Phase::Connecting {
+                    if let Some((syn, ack, rst)) = wire::tcp_flags(ip) {
+                        if syn && ack {
+                            flow.server_mss = wire::tcp_mss(ip);
+                        }
+                        flow.upstream_rst |= rst;
+                    }
+                }
+                flow.server.poll(now, Some(ip), tx);
+            }
+            Side::Inside => {
+                // While the server leg connects, the client's retransmitted SYNs wait with the
+                // first one.
+                if let Some(client) = flow.client.as_mut() {
+                    client.poll(now, Some(ip), tx);
+                }
+            }
+        }
+        self.advance(id, now, tx);
+    }
+
+    /// Fires due timers (retransmissions, timeouts).
+    pub fn poll_timers<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.expire(ms(now), &mut expired);
+        for id in expired.drain(..) {
+            let due = self
+                .flows
+                .get_mut(id)
+                .and_then(Option::as_mut)
+                .is_some_and(|f| f.armed.is_some_and(|at| at <= now));
+            if !due {
+                continue;
+            }
+            if let Some(flow) = self.flows[id].as_mut() {
+                flow.armed = None;
+                flow.server.poll(now, None, tx);
+                if let Some(c) = flow.client.as_mut() {
+                    c.poll(now, None, tx);
+                }
+            }
+            self.advance(id, now, tx);
+        }
+        self.expired = expired;
+    }
+
+    /// The decision point: taken once, after the client's first bytes. Splice for now; the TLS
+    /// layer decides here from the ClientHello.
+    fn decide(_first_bytes: &[u8]) -> Phase {
+        Phase::Spliced
+    }
+
+    /// Moves a flow's state machine on after any input or timer.
+    fn advance<T: Transmit>(&mut self, id: usize, now: Instant, tx: &mut T) {
+        let idle = self.config.idle_timeout;
+        let leg_cfg = self.config.leg;
+        let mtu = self.config.mtu;
+        let seed = self.next_seed();
+        let Some(flow) = self.flows.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut done = false;
+
+        if flow.phase == Phase::Connecting {
+            match flow.server.state() {
+                State::Established => {
+                    let server = (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port));
+                    let mtu = mtu.min(usize::from(flow.server_mss.unwrap_or(536)) + 40);
+                    match Leg::listen(server, flow.to_client, mtu, &leg_cfg, seed, now) {
+                        Some(mut client) => {
+                            let syn = std::mem::take(&mut flow.held_syn);
+                            client.poll(now, Some(&syn), tx);
+                            flow.client = Some(client);
+                            flow.phase = Phase::Handshaking;
+                        }
+                        None => {
+                            flow.server.socket().abort();
+                            flow.phase = Phase::Closing;
+                        }
+                    }
+                }
+                State::Closed => {
+                    if flow.upstream_rst {
+                        // A closed port looks closed: the client's SYN gets the RST.
+                        send_ip(tx, Side::Inside, &flow.to_client, wire::rst_for_syn(&flow.held_syn).as_deref());
+                        self.stats.connect_refused += 1;
+                    } else {
+                        // No answer: the client's own SYN timeout decides, as without us.
+                        self.stats.connect_timeouts += 1;
+                    }
+                    done = true;
+                }
+                _ => {}
+            }
+        }
+
+        if let Some(client) = flow.client.as_mut() {
+            // A reset (or a timeout) on either leg is passed on to the other one.
+            let client_reset = was_reset(client.last_state, client.state());
+            let server_reset = was_reset(flow.server.last_state, flow.server.state());
+            if (client_reset || server_reset) && flow.phase != Phase::Closing {
+                self.stats.resets += 1;
+                if client_reset {
+                    flow.server.socket().abort();
+                }
+                if server_reset {
+                    client.socket().abort();
+                }
+                flow.phase = Phase::Closing;
+            }
+
+            if flow.phase == Phase::Handshaking && client.state() == State::Established {
+                flow.phase = Phase::Deciding;
+            }
+            if flow.phase == Phase::Deciding {
+                let socket = client.socket();
+                if socket.can_recv() || !socket.may_recv() {
+                    let first = socket.peek(4096).map(<[u8]>::to_vec).unwrap_or_default();
+                    flow.phase = Self::decide(&first);
+                }
+            }
+            if flow.phase == Phase::Spliced {
+                self.stats.bytes_to_server += client.relay_to(&mut flow.server) as u64;
+                self.stats.bytes_to_client += flow.server.relay_to(client) as u64;
+                // Half-close: a FIN is passed on once everything before it has been.
+                if !flow.fin_to_server && finished_receiving(client) {
+                    flow.server.socket().close();
+                    flow.fin_to_server = true;
+                }
+                if !flow.fin_to_client && finished_receiving(&mut flow.server) {
+                    client.socket().close();
+                    flow.fin_to_client = true;
+                }
+            }
+            // Send what the relay queued, and the RSTs of an abort.
+            flow.server.poll(now, None, tx);
+            client.poll(now, None, tx);
+            flow.server.last_state = flow.server.state();
+            client.last_state = client.state();
+            let gone = |s: State| matches!(s, State::Closed | State::TimeWait);
+            if gone(client.state()) && gone(flow.server.state()) {
+                done = true;
+            }
+        } else {
+            flow.server.last_state = flow.server.state();
+        }
+
+        if !done && now - flow.last_activity >= idle {
+            self.stats.idle_timeouts += 1;
+            flow.server.socket().abort();
+            flow.server.poll(now, None, tx);
+            if let Some(c) = flow.client.as_mut() {
+                c.socket().abort();
+                c.poll(now, None, tx);
+            }
+            done = true;
+        }
+
+        if done {
+            self.remove(id);
+        } else {
+            self.schedule(id, now);
+        }
+    }
+
+    fn schedule(&mut self, id: usize, now: Instant) {
+        let Some(flow) = self.flows.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut next = flow.last_activity + self.config.idle_timeout;
+        if let Some(at) = flow.server.poll_at(now) {
+            next = next.min(at);
+        }
+        if let Some(at) = flow.client.as_mut().and_then(|c| c.poll_at(now)) {
+            next = next.min(at);
+        }
+        if flow.armed.is_none_or(|armed| next < armed || armed <= now) {
+            flow.armed = Some(next);
+            self.timers.arm(id, ms(next));
+        }
+    }
+
+    fn remove(&mut self, id: usize) {
+        if let Some(flow) = self.flows.get_mut(id).and_then(Option::take) {
+            self.index.remove(&flow.key);
+            self.updates.push(MapUpdate::Remove(flow.key));
+            self.free.push(id);
+        }
+    }
+
+    /// The phase of a flow (tests, stats).
+    pub fn phase(&self, key: &FlowKey) -> Option<Phase> {
+        self.index.get(key).and_then(|&id| self.flows[id].as_ref()).map(|f| f.phase)
+    }
+}
+
+/// True when a leg went to Closed from a state that only a RST, an abort or a timeout leaves
+/// that way (an orderly close passes through LAST-ACK or TIME-WAIT).
+fn was_reset(before: State, after: State) -> bool {
+    after == State::Closed
+        && matches!(
+            before,
+            State::SynSent | State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
+        )
+}
+
+/// The peer has sent its FIN and everything before it has been relayed.
+fn finished_receiving(leg: &mut Leg) -> bool {
+    let state = leg.state();
+    let socket = leg.socket();
+    !socket.may_recv() && socket.recv_queue() == 0 && !matches!(state, State::Closed | State::Listen | State::SynSent | State::SynReceived)
+}
+
+fn send_ip<T: Transmit>(tx: &mut T, side: Side, eth: &EthHeader, ip: Option<&[u8]>) {
+    if let Some(ip) = ip {
+        let len = eth.len() + ip.len();
+        let frame = tx.frame(side, len);
+        frame[..eth.len()].copy_from_slice(eth.as_bytes());
+        frame[eth.len()..].copy_from_slice(ip);
+        tx.commit(side, len);
+    }
+}
+
+/// `Duration` in whole seconds (config files speak seconds).
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests;

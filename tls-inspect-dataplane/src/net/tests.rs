@@ -1,0 +1,345 @@
+//! In-process tests, no root: a smoltcp client host and a smoltcp server host on Ethernet memory
+//! devices, with the engine between them where the XDP program would steer TCP (everything
+//! else, ARP here, is bridged by the harness as XDP would).
+
+use std::collections::VecDeque;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+use super::*;
+
+#[derive(Default)]
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+struct Host {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Queues,
+    tcp: SocketHandle,
+}
+
+impl Host {
+    fn new(mac: u8, ip: [u8; 4], now: Instant) -> Self {
+        let mut dev = Queues::default();
+        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, mac])));
+        let mut iface = Interface::new(config, &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(ip)), 24));
+        });
+        let mut sockets = SocketSet::new(vec![]);
+        let tcp = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        ));
+        Self { iface, sockets, dev, tcp }
+    }
+
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.tcp)
+    }
+
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+}
+
+#[derive(Default)]
+struct Collect {
+    buf: Vec<u8>,
+    out: Vec<(Side, Vec<u8>)>,
+}
+
+impl Transmit for Collect {
+    fn frame(&mut self, _side: Side, len: usize) -> &mut [u8] {
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        &mut self.buf
+    }
+    fn commit(&mut self, side: Side, len: usize) {
+        self.out.push((side, self.buf[..len].to_vec()));
+    }
+}
+
+const CLIENT: [u8; 4] = [198, 18, 0, 1];
+const SERVER: [u8; 4] = [198, 18, 0, 2];
+
+struct Net {
+    now: i64,
+    client: Host,
+    server: Host,
+    engine: Engine,
+    col: Collect,
+    /// TCP from the server host is dropped (an unreachable server; ARP still passes).
+    server_silent: bool,
+    /// Every frame the client host received.
+    to_client: usize,
+}
+
+impl Net {
+    fn new(config: EngineConfig) -> Self {
+        let now = Instant::from_millis(0);
+        Self {
+            now: 0,
+            client: Host::new(1, CLIENT, now),
+            server: Host::new(2, SERVER, now),
+            engine: Engine::new(config, 42, now),
+            col: Collect::default(),
+            server_silent: false,
+            to_client: 0,
+        }
+    }
+
+    fn step(&mut self) {
+        let now = Instant::from_millis(self.now);
+        self.client.poll(now);
+        self.server.poll(now);
+        while let Some(f) = self.client.dev.tx.pop_front() {
+            if flow_of(Side::Inside, &f).is_some() {
+                self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
+            } else {
+                self.server.dev.rx.push_back(f);
+            }
+        }
+        while let Some(f) = self.server.dev.tx.pop_front() {
+            if flow_of(Side::Outside, &f).is_some() {
+                if self.server_silent {
+                    continue;
+                }
+                self.engine.handle_frame(Side::Outside, &f, now, &mut self.col);
+            } else {
+                self.client.dev.rx.push_back(f);
+            }
+        }
+        self.engine.poll_timers(now, &mut self.col);
+        for (side, f) in self.col.out.drain(..) {
+            match side {
+                Side::Inside => {
+                    self.to_client += 1;
+                    self.client.dev.rx.push_back(f);
+                }
+                Side::Outside => self.server.dev.rx.push_back(f),
+            }
+        }
+        self.now += 1;
+    }
+
+    fn run_until(&mut self, limit_ms: i64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let end = self.now + limit_ms;
+        while self.now < end {
+            self.step();
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn connect(&mut self, port: u16) {
+        let cx = self.client.iface.context();
+        let h = self.client.tcp;
+        self.client
+            .sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(Ipv4Address::from(SERVER)), port), 40000)
+            .unwrap();
+    }
+}
+
+fn pattern(n: usize, salt: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
+}
+
+#[test]
+fn relays_both_ways_with_half_close_and_cleans_up() {
+    let mut net = Net::new(EngineConfig::default());
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Established));
+    assert_eq!(net.server.socket().state(), tcp::State::Established);
+
+    let up = pattern(300_000, 1);
+    let down = pattern(200_000, 7);
+    let (mut sent, mut got) = (0, Vec::new());
+    // Client -> server, then the client half-closes.
+    assert!(net.run_until(20_000, |n| {
+        if sent < up.len() {
+            sent += n.client.socket().send_slice(&up[sent..]).unwrap_or(0);
+            if sent == up.len() {
+                n.client.socket().close();
+            }
+        }
+        while n.server.socket().can_recv() {
+            n.server.socket().recv(|b| (b.len(), got.extend_from_slice(b))).unwrap();
+        }
+        got.len() == up.len() && !n.server.socket().may_recv()
+    }), "server got {} of {} bytes and the FIN", got.len(), up.len());
+    assert!(got == up, "bytes to the server differ");
+
+    // The server still sends after the client's FIN, then closes.
+    let (mut sent, mut got) = (0, Vec::new());
+    assert!(net.run_until(20_000, |n| {
+        if sent < down.len() {
+            sent += n.server.socket().send_slice(&down[sent..]).unwrap_or(0);
+            if sent == down.len() {
+                n.server.socket().close();
+            }
+        }
+        while n.client.socket().can_recv() {
+            n.client.socket().recv(|b| (b.len(), got.extend_from_slice(b))).unwrap();
+        }
+        got.len() == down.len() && !n.client.socket().may_recv()
+    }));
+    assert!(got == down, "bytes to the client differ");
+    assert!(net.run_until(5_000, |n| n.engine.is_empty()), "the flow is removed after both FINs");
+    let stats = net.engine.stats();
+    assert_eq!((stats.bytes_to_server, stats.bytes_to_client), (300_000, 200_000));
+    assert_eq!(stats.flows_total, 1);
+    let updates: Vec<_> = net.engine.take_updates().collect();
+    assert!(matches!(updates.as_slice(), [MapUpdate::Remove(k)] if k.server_port == 443u16.to_be_bytes()));
+}
+
+#[test]
+fn a_closed_port_looks_closed() {
+    let mut net = Net::new(EngineConfig::default());
+    net.connect(444); // nothing listens
+    let mut saw_syn_sent = false;
+    assert!(net.run_until(3000, |n| {
+        saw_syn_sent |= n.client.socket().state() == tcp::State::SynSent;
+        saw_syn_sent && n.client.socket().state() == tcp::State::Closed
+    }), "the client gets a RST, not a timeout");
+    assert_eq!(net.engine.stats().connect_refused, 1);
+    assert!(net.engine.is_empty());
+}
+
+#[test]
+fn a_silent_server_leaves_the_client_to_its_own_timeout() {
+    let config = EngineConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..EngineConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.server_silent = true;
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    net.run_until(4000, |_| false);
+    assert!(net.engine.stats().flows_total >= 1, "the SYN reached the engine");
+    // Upstream first: the client never got a SYN-ACK, nor a RST.
+    assert_eq!(net.to_client, 0, "nothing may reach the client before the server accepts");
+    assert_eq!(net.client.socket().state(), tcp::State::SynSent);
+    // The flow was dropped after 2 s; a later retransmitted SYN starts afresh.
+    assert!(net.engine.stats().connect_timeouts >= 1);
+}
+
+#[test]
+fn a_server_reset_reaches_the_client() {
+    let mut net = Net::new(EngineConfig::default());
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Established
+        && n.server.socket().state() == tcp::State::Established));
+    net.server.socket().abort();
+    assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Closed));
+    assert_eq!(net.engine.stats().resets, 1);
+    assert!(net.run_until(1000, |n| n.engine.is_empty()));
+}
+
+#[test]
+fn a_client_reset_reaches_the_server() {
+    let mut net = Net::new(EngineConfig::default());
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.server.socket().state() == tcp::State::Established
+        && n.client.socket().state() == tcp::State::Established));
+    net.client.socket().send_slice(b"hello").unwrap();
+    assert!(net.run_until(2000, |n| n.server.socket().can_recv()));
+    net.client.socket().abort();
+    assert!(net.run_until(2000, |n| n.server.socket().state() == tcp::State::Closed));
+    assert!(net.run_until(1000, |n| n.engine.is_empty()));
+}
+
+#[test]
+fn a_full_table_fails_open() {
+    let config = EngineConfig {
+        max_flows: 0,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    net.run_until(50, |_| false);
+    let stats = net.engine.stats();
+    assert!(stats.table_full >= 1);
+    assert!(net.engine.take_updates().any(|u| matches!(u, MapUpdate::Bypass(_))));
+}
+
+#[test]
+fn owner_is_the_same_for_both_directions_and_spreads() {
+    let mut counts = [0usize; 4];
+    for port in 0..4000u16 {
+        let key = FlowKey {
+            client_addr: CLIENT,
+            server_addr: SERVER,
+            client_port: (10_000 + port).to_be_bytes(),
+            server_port: 443u16.to_be_bytes(),
+        };
+        counts[owner(&key, 4)] += 1;
+    }
+    assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
+    // flow_of maps both directions to the same key.
+    let syn = [
+        0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0,
+        198, 18, 0, 1, 198, 18, 0, 2, 0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff,
+        0xff, 0, 0, 0, 0,
+    ];
+    let mut back = syn;
+    back[26..30].copy_from_slice(&SERVER);
+    back[30..34].copy_from_slice(&CLIENT);
+    back[34..36].copy_from_slice(&443u16.to_be_bytes());
+    back[36..38].copy_from_slice(&40000u16.to_be_bytes());
+    let a = flow_of(Side::Inside, &syn).unwrap().0;
+    let b = flow_of(Side::Outside, &back).unwrap().0;
+    assert_eq!(a, b);
+}
