@@ -237,12 +237,18 @@ impl Topology {
 
     /// Starts `tls-inspect run` with `config` (TOML text) and waits until it is attached.
     pub fn start_appliance(&mut self, config: &str) -> Result<()> {
+        self.start_appliance_with(config, &[])
+    }
+
+    /// As [`Topology::start_appliance`], with more arguments for `run`.
+    pub fn start_appliance_with(&mut self, config: &str, args: &[&str]) -> Result<()> {
         let path = self.dir.join("config.toml");
         std::fs::write(&path, config)?;
         let mut cmd = self.appliance.cmd(appliance_bin().to_str().context("path")?);
         cmd.env("TLS_INSPECT_INSTANCE", &self.instance)
             .args(["run", "--inside", INSIDE, "--outside", OUTSIDE, "--config"])
-            .arg(&path);
+            .arg(&path)
+            .args(args);
         let mut daemon = Background::spawn(cmd)?;
         daemon.wait_for("tls-inspect: running", Duration::from_secs(30))?;
         self.daemon = Some(daemon);

@@ -48,7 +48,7 @@ fn a_bad_config_is_rejected_before_anything_is_attached() -> Result<()> {
 }
 
 #[test]
-fn one_run_per_instance_and_a_clean_graceful_stop() -> Result<()> {
+fn one_run_per_instance_graceful_stop_bridges_and_detach_cleans_up() -> Result<()> {
     let mut t = Topology::new()?;
     t.start_appliance("")?;
     assert!(xdp_attached(&t, INSIDE)? && xdp_attached(&t, OUTSIDE)?);
@@ -61,11 +61,27 @@ fn one_run_per_instance_and_a_clean_graceful_stop() -> Result<()> {
     // The first one is unharmed.
     check(t.client.cmd("ping").args(["-c", "1", "-W", "2", SERVER_IP]))?;
 
+    // A graceful stop leaves the program attached and bridging (the default, --on-exit bridge).
     let status = t.stop_appliance().expect("the appliance exits");
     assert!(status.success(), "graceful stop: {status}");
+    assert!(xdp_attached(&t, INSIDE)? && xdp_attached(&t, OUTSIDE)?);
+    check(t.client.cmd("ping").args(["-c", "1", "-W", "2", SERVER_IP]))?;
+    // `tls-inspect detach` removes it all.
+    let out = check(t.cli().arg("detach"))?;
+    assert!(out.contains("detached"), "{out}");
     assert!(!xdp_attached(&t, INSIDE)? && !xdp_attached(&t, OUTSIDE)?);
     let left = Topology::leftovers("no-such-topology", &t.instance);
-    assert!(left.is_empty(), "pins or state left after a graceful stop: {left:?}");
+    assert!(left.is_empty(), "pins or state left after detach: {left:?}");
+
+    // --on-exit detach does the same when the appliance stops.
+    t.start_appliance_with("", &["--on-exit", "detach"])?;
+    assert!(xdp_attached(&t, INSIDE)?);
+    let out = run(t.cli().arg("detach"))?;
+    assert!(!out.status.success(), "detach while running must be refused");
+    assert!(t.stop_appliance().expect("exits").success());
+    assert!(!xdp_attached(&t, INSIDE)? && !xdp_attached(&t, OUTSIDE)?);
+    let left = Topology::leftovers("no-such-topology", &t.instance);
+    assert!(left.is_empty(), "pins or state left after --on-exit detach: {left:?}");
     Ok(())
 }
 

@@ -70,7 +70,7 @@ fn scope_ids(t: &Topology) -> Result<Vec<u64>> {
 #[test]
 fn add_list_delete_load_and_every_rejection() -> Result<()> {
     let mut t = Topology::new()?;
-    t.start_appliance(CONFIG)?;
+    t.start_appliance_with(CONFIG, &["--no-workers"])?;
     assert_eq!(scope_ids(&t)?, vec![1]);
 
     // add: prints the ID and the quota (2 src x 1 sport x 2 dst x 2 dport = 8).

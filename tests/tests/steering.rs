@@ -104,7 +104,7 @@ fn flow_action(t: &Topology, sport: u16) -> Result<Option<String>> {
 #[test]
 fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Result<()> {
     let mut t = Topology::new()?;
-    t.start_appliance(SCOPE_8080)?;
+    t.start_appliance_with(SCOPE_8080, &["--no-workers"])?;
     serve_http(&mut t)?;
     let mut receiver = start_receiver(&t)?;
 
@@ -144,7 +144,7 @@ fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Resul
 #[test]
 fn matching_traffic_fails_open_without_a_socket() -> Result<()> {
     let mut t = Topology::new()?;
-    t.start_appliance(SCOPE_8080)?;
+    t.start_appliance_with(SCOPE_8080, &["--no-workers"])?;
     serve_http(&mut t)?;
 
     // No AF_XDP socket is registered: the matching connection is bridged and works.
@@ -197,7 +197,7 @@ fn matching_traffic_fails_open_without_a_socket() -> Result<()> {
 #[test]
 fn udp_and_quic_are_never_steered() -> Result<()> {
     let mut t = Topology::new()?;
-    t.start_appliance(
+    t.start_appliance_with(
         r#"
 [[policy]]
 id = 1
@@ -207,6 +207,7 @@ id = 1
   dst = ["0.0.0.0/0"]
   dport = ["0/65535"]
 "#,
+        &["--no-workers"],
     )?;
     let receiver = start_receiver(&t)?;
     let mut r = t.server.cmd("python3");

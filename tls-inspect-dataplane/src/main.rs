@@ -44,7 +44,24 @@ enum Command {
         /// XDP attach mode; generic only for NICs without native XDP.
         #[arg(long, value_enum)]
         xdp_mode: Option<XdpModeSetting>,
+        /// Worker threads (default: the config's, one per receive queue).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Start no workers: matching flows go only to AF_XDP sockets registered by another
+        /// process (`debug xsk-recv`), and fail open otherwise. For testing the XDP path.
+        #[arg(long, conflicts_with = "workers")]
+        no_workers: bool,
+        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9100.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// What a graceful stop (SIGINT, SIGTERM) leaves: the program attached and bridging,
+        /// or nothing.
+        #[arg(long, value_enum, default_value = "bridge")]
+        on_exit: control::loader::OnExit,
     },
+    /// Remove the XDP program from both interfaces, with its pins and state (the appliance
+    /// must be stopped).
+    Detach,
     /// Inspection scopes of the running appliance.
     #[command(subcommand)]
     Scope(ScopeCommand),
@@ -167,13 +184,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             outside,
             config,
             xdp_mode,
+            workers,
+            no_workers,
+            metrics,
+            on_exit,
         } => control::loader::run(control::loader::RunOptions {
             paths,
             config,
             inside,
             outside,
             xdp_mode,
+            workers,
+            no_workers,
+            metrics,
+            on_exit,
         }),
+        Command::Detach => {
+            control::loader::require_root()?;
+            if control::state::Lock::daemon_is_running(&paths)? {
+                anyhow::bail!("`tls-inspect run` is active for instance '{}': stop it first", paths.instance);
+            }
+            control::loader::detach(&paths)?;
+            println!("detached instance {}", paths.instance);
+            Ok(())
+        }
         Command::Scope(c) => {
             control::loader::require_root()?;
             match c {

@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::scopes::{Limits, Policy, Scope, ScopeSet, ScopeSpec};
+use crate::net::leg::LegConfig;
+use crate::net::{EngineConfig, WhenFull};
 
 /// The documented example configuration (tested to parse).
 #[cfg(test)]
@@ -20,6 +22,8 @@ pub struct ConfigFile {
     pub appliance: Appliance,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub dataplane: DataplaneSettings,
     #[serde(default)]
     pub policy: Vec<PolicyDef>,
 }
@@ -45,6 +49,72 @@ impl Default for Appliance {
             xdp_mode: XdpModeSetting::Native,
             flow_table_size: 262_144,
             prefix_table_size: 131_072,
+        }
+    }
+}
+
+/// The workers that carry steered flows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataplaneSettings {
+    /// Worker threads, one per receive queue; 0 means one per queue of the inside interface.
+    pub workers: usize,
+    /// Flows one worker holds at most.
+    pub max_flows: usize,
+    /// What a new flow gets when a worker's table is full.
+    pub when_full: WhenFull,
+    /// Seconds the server may take to accept a connection.
+    pub connect_timeout: u64,
+    /// Seconds without a packet after which a flow is reset on both sides.
+    pub idle_timeout: u64,
+    /// Bytes of each socket buffer (receive and send, on each leg of a flow).
+    pub socket_buffer: usize,
+}
+
+impl Default for DataplaneSettings {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            max_flows: 65_536,
+            when_full: WhenFull::FailOpen,
+            connect_timeout: 75,
+            idle_timeout: 3600,
+            socket_buffer: 64 * 1024,
+        }
+    }
+}
+
+impl DataplaneSettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_flows == 0 {
+            bail!("dataplane.max_flows: must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.connect_timeout) {
+            bail!("dataplane.connect_timeout: '{}': 1 to 86400 seconds", self.connect_timeout);
+        }
+        if self.idle_timeout == 0 {
+            bail!("dataplane.idle_timeout: must be at least 1 second");
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.socket_buffer) {
+            bail!("dataplane.socket_buffer: '{}': 4096 to 16777216 bytes", self.socket_buffer);
+        }
+        if self.workers > tls_inspect_common::MAX_QUEUES as usize {
+            bail!("dataplane.workers: '{}': at most {}", self.workers, tls_inspect_common::MAX_QUEUES);
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            max_flows: self.max_flows,
+            mtu: 1500,
+            leg: LegConfig {
+                rx_buffer: self.socket_buffer,
+                tx_buffer: self.socket_buffer,
+            },
+            connect_timeout: crate::net::secs(self.connect_timeout),
+            idle_timeout: crate::net::secs(self.idle_timeout),
+            when_full: self.when_full,
         }
     }
 }
@@ -102,6 +172,7 @@ impl ConfigFile {
         if file.appliance.prefix_table_size < 2 {
             bail!("appliance.prefix_table_size: must be at least 2");
         }
+        file.dataplane.validate()?;
         Ok(file)
     }
 

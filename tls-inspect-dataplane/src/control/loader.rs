@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{DevMapHash, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
 use tls_inspect_common::{Config, ALL_MAPS, MAP_DST_ADDR, MAP_FLOWS, MAP_PEERS, MAP_SRC_ADDR, PROGRAM_NAME};
@@ -16,6 +17,7 @@ use super::config::{ConfigFile, XdpModeSetting};
 use super::maps::{Maps, Paths};
 use super::scopes::ScopeSet;
 use super::state::{self, Lock};
+use super::supervisor::{Plan, Supervisor};
 
 /// The XDP object, built by build.rs from `tls-inspect-ebpf`.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-xdp"));
@@ -26,6 +28,11 @@ pub struct RunOptions {
     pub inside: Option<String>,
     pub outside: Option<String>,
     pub xdp_mode: Option<XdpModeSetting>,
+    /// Worker threads; None: the config's (one per queue by default).
+    pub workers: Option<usize>,
+    pub no_workers: bool,
+    pub on_exit: OnExit,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn require_root() -> Result<()> {
@@ -63,14 +70,31 @@ fn ifindex(field: &str, name: &str) -> Result<u32> {
     Ok(index)
 }
 
-/// Removes the pin directory when dropped (also on every error path of `run`).
-struct PinDir(PathBuf);
+/// Removes the pin directory (links included, so the program detaches) when dropped armed: on
+/// every error path of `run` before the appliance is up.
+struct PinDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl PinDir {
+    fn new(path: PathBuf) -> Self {
+        Self { path, armed: true }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.0) {
+        if !self.armed {
+            return;
+        }
+        if let Err(e) = fs::remove_dir_all(&self.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(dir = %self.0.display(), error = %e, "could not remove pins");
+                warn!(dir = %self.path.display(), error = %e, "could not remove pins");
             }
         }
     }
@@ -107,11 +131,99 @@ pub fn run(opts: RunOptions) -> Result<()> {
     ensure_bpffs()?;
     let paths = opts.paths;
     let daemon_lock = Lock::daemon(&paths)?;
-    if paths.pin_dir.exists() {
-        warn!(dir = %paths.pin_dir.display(), "removing pins left by an earlier run");
-        fs::remove_dir_all(&paths.pin_dir)?;
-    }
 
+    // A program left attached by an earlier run (crashed, or stopped with --on-exit bridge) is
+    // adopted: traffic has kept flowing through it, and its tables stay as they are.
+    let adopt = paths.pin(LINK_INSIDE).exists() && paths.pin(LINK_OUTSIDE).exists();
+    let mut pins = PinDir::new(paths.pin_dir.clone());
+    let _ebpf = if adopt {
+        let maps = Maps::open(&paths)?;
+        let config = maps.config()?;
+        if (config.inside_ifindex, config.outside_ifindex) != (inside_ifindex, outside_ifindex) {
+            pins.disarm();
+            bail!(
+                "instance '{}' is attached to other interfaces (ifindex {} and {}): run \
+                 `tls-inspect detach` first",
+                paths.instance,
+                config.inside_ifindex,
+                config.outside_ifindex
+            );
+        }
+        if state::read(&paths).is_err() {
+            warn!("no state file: loading the configured scopes");
+            Maps::open(&paths)?.stage(&set)?.commit()?;
+            state::write(&paths, &set)?;
+        }
+        info!(
+            instance = %paths.instance, %inside, %outside,
+            "adopted the attached XDP program and its maps; policies and scopes are kept as \
+             they are (`tls-inspect scope load` changes them)"
+        );
+        None
+    } else {
+        if paths.pin_dir.exists() {
+            warn!(dir = %paths.pin_dir.display(), "removing pins left by an earlier run");
+            fs::remove_dir_all(&paths.pin_dir)?;
+        }
+        Some(attach(&paths, &file, &set, (&inside, inside_ifindex), (&outside, outside_ifindex), mode)?)
+    };
+    let set = state::read(&paths)?;
+    info!(
+        instance = %paths.instance, %inside, %outside, ?mode,
+        policies = set.policies.len(), scopes = set.scopes.len(),
+        "attached; bridging, and steering matching TCP flows"
+    );
+    let supervisor = if opts.no_workers {
+        None
+    } else {
+        Some(Supervisor::start(
+            &paths,
+            Plan {
+                inside: inside.clone(),
+                outside: outside.clone(),
+                workers: opts.workers.unwrap_or(file.dataplane.workers),
+                engine: file.dataplane.engine(),
+                metrics: opts.metrics,
+            },
+        )?)
+    };
+    // Running: from here on the pins outlive this process unless the operator says otherwise.
+    pins.disarm();
+    // A line a supervisor or test can wait for.
+    println!("tls-inspect: running (instance {})", paths.instance);
+
+    let signal = wait_for(&signals)?;
+    info!(signal, "stopping the workers");
+    if let Some(s) = supervisor {
+        s.stop();
+    }
+    drop(daemon_lock);
+    match opts.on_exit {
+        OnExit::Bridge => info!(
+            "the XDP program stays attached and bridges everything (`tls-inspect detach` removes it)"
+        ),
+        OnExit::Detach => {
+            detach(&paths)?;
+            info!("detached; pins and state removed");
+        }
+    }
+    Ok(())
+}
+
+/// Pinned links: the XDP program stays attached when the process is gone.
+const LINK_INSIDE: &str = "link_inside";
+const LINK_OUTSIDE: &str = "link_outside";
+
+/// Loads the object, pins its maps, writes the config and scopes, attaches to both interfaces
+/// and pins the links.
+fn attach(
+    paths: &Paths,
+    file: &ConfigFile,
+    set: &ScopeSet,
+    inside: (&str, u32),
+    outside: (&str, u32),
+    mode: XdpMode,
+) -> Result<aya::Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_FLOWS, file.appliance.flow_table_size)
         .map_max_entries(MAP_SRC_ADDR, file.appliance.prefix_table_size)
@@ -121,7 +233,6 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     fs::create_dir_all(&paths.pin_dir)
         .with_context(|| format!("creating {}", paths.pin_dir.display()))?;
-    let _pins = PinDir(paths.pin_dir.clone());
     for name in ALL_MAPS {
         let map = ebpf.map(name).with_context(|| format!("map {name} is missing from the object"))?;
         map.pin(paths.pin(name)).with_context(|| format!("pinning {name}"))?;
@@ -130,47 +241,63 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let mut peers: DevMapHash<MapData> = DevMapHash::try_from(
         ebpf.take_map(MAP_PEERS).context("map TI_PEERS")?,
     )?;
-    peers.insert(inside_ifindex, outside_ifindex, None, 0)?;
-    peers.insert(outside_ifindex, inside_ifindex, None, 0)?;
+    peers.insert(inside.1, outside.1, None, 0)?;
+    peers.insert(outside.1, inside.1, None, 0)?;
 
-    let mut maps = Maps::open(&paths)?;
+    let mut maps = Maps::open(paths)?;
     maps.set_config(Config {
         generation: 0,
-        inside_ifindex,
-        outside_ifindex,
+        inside_ifindex: inside.1,
+        outside_ifindex: outside.1,
         _pad: 0,
     })?;
-    maps.stage(&set)?.commit()?;
-    state::write(&paths, &set)?;
+    maps.stage(set)?.commit()?;
+    state::write(paths, set)?;
 
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .context("the XDP program is missing from the object")?
         .try_into()?;
     program.load().context("loading the XDP program (verifier)")?;
-    for (name, index) in [(&inside, inside_ifindex), (&outside, outside_ifindex)] {
-        program.attach_to_if_index(index, mode).with_context(|| {
+    for ((name, index), pin) in [(inside, LINK_INSIDE), (outside, LINK_OUTSIDE)] {
+        let id = program.attach_to_if_index(index, mode).with_context(|| {
             format!(
                 "attaching XDP to {name} in {mode:?} mode (use --xdp-mode generic for a NIC \
                  without native XDP)"
             )
         })?;
+        let link: FdLink = program.take_link(id)?.try_into().context("an XDP link without a bpf_link")?;
+        link.pin(paths.pin(pin)).with_context(|| format!("pinning the link on {name}"))?;
     }
-    info!(
-        instance = %paths.instance, %inside, %outside, ?mode,
-        policies = set.policies.len(), scopes = set.scopes.len(),
-        "attached; bridging, and steering matching TCP flows"
-    );
-    // A line a supervisor or test can wait for.
-    println!("tls-inspect: running (instance {})", paths.instance);
+    Ok(ebpf)
+}
 
-    let signal = wait_for(&signals)?;
-    info!(signal, "stopping: detaching and removing pins");
-    drop(maps);
-    drop(ebpf); // detaches both links and unloads the program
-    drop(daemon_lock);
-    let _ = fs::remove_dir_all(&paths.run_dir);
+/// `tls-inspect detach`: removes the program from both interfaces, its pins and its state.
+pub fn detach(paths: &Paths) -> Result<()> {
+    for pin in [LINK_INSIDE, LINK_OUTSIDE] {
+        let path = paths.pin(pin);
+        if path.exists() {
+            let link = PinnedLink::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+            drop(link.unpin()?); // the last reference: the program detaches
+        }
+    }
+    if paths.pin_dir.exists() {
+        fs::remove_dir_all(&paths.pin_dir)?;
+    }
+    if paths.run_dir.exists() {
+        fs::remove_dir_all(&paths.run_dir)?;
+    }
     Ok(())
+}
+
+/// What a graceful stop leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    /// Keep the XDP program attached: everything is bridged (an inline box that stops must not
+    /// cut the network).
+    Bridge,
+    /// Detach the program and remove the pins and state.
+    Detach,
 }
 
 /// Blocks SIGINT and SIGTERM for this thread (and the threads it starts later).

@@ -4,3 +4,4 @@ pub mod loader;
 pub mod maps;
 pub mod scopes;
 pub mod state;
+pub mod supervisor;

@@ -531,7 +531,8 @@ impl Engine {
         }
     }
 
-    /// The phase of a flow (tests, stats).
+    /// The phase of a flow.
+    #[cfg(test)]
     pub fn phase(&self, key: &FlowKey) -> Option<Phase> {
         self.index.get(key).and_then(|&id| self.flows[id].as_ref()).map(|f| f.phase)
     }

@@ -1,0 +1,171 @@
+//! Starts the workers (one per queue, pinned to cores), publishes their counters (a JSON file
+//! for `tls-inspect stats`, and a Prometheus text endpoint), and stops them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tls_inspect_common::{counter, MAX_QUEUES};
+use tracing::{error, info, warn};
+
+use super::maps::{Maps, Paths};
+use crate::net::EngineConfig;
+use crate::phy::worker::{queue_count, Handoff, Worker, WorkerConfig, WorkerStats};
+
+pub struct Supervisor {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<Result<()>>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+pub struct Plan {
+    pub inside: String,
+    pub outside: String,
+    /// 0: one per queue.
+    pub workers: usize,
+    pub engine: EngineConfig,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The file `tls-inspect stats` reads the workers' counters from.
+pub fn workers_file(paths: &Paths) -> std::path::PathBuf {
+    paths.run_dir.join("workers.json")
+}
+
+impl Supervisor {
+    pub fn start(paths: &Paths, plan: Plan) -> Result<Self> {
+        let queues = queue_count(&plan.inside).min(queue_count(&plan.outside)).min(MAX_QUEUES) as usize;
+        let n = if plan.workers == 0 { queues } else { plan.workers.min(queues) };
+        if plan.workers > queues {
+            warn!(asked = plan.workers, queues, "more workers than queues: one worker per queue");
+        }
+        if n < queues {
+            warn!(workers = n, queues, "queues without a worker fail open (their flows are bridged)");
+        }
+        let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded::<Handoff>()).collect();
+        let senders: Vec<_> = channels.iter().map(|(s, _)| s.clone()).collect();
+        let stats: Arc<Vec<Arc<WorkerStats>>> = Arc::new((0..n).map(|_| Arc::new(WorkerStats::default())).collect());
+        let mut workers = Vec::with_capacity(n);
+        for (id, (_, inbox)) in channels.into_iter().enumerate() {
+            let config = WorkerConfig {
+                id,
+                workers: n,
+                queue: id as u32,
+                inside: plan.inside.clone(),
+                outside: plan.outside.clone(),
+                engine: plan.engine,
+                cpu: Some(id % cpus),
+            };
+            let worker = Worker::new(config, paths.clone(), stop.clone(), stats[id].clone(), inbox, senders.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || {
+                    let r = worker.run();
+                    if let Err(e) = &r {
+                        error!(worker = id, error = %format!("{e:#}"), "worker stopped; its queue fails open");
+                    }
+                    r
+                })
+                .context("starting a worker thread")?;
+            workers.push(handle);
+        }
+        info!(workers = n, queues, "workers started");
+
+        let mut helpers = Vec::new();
+        {
+            let (stop, stats, path) = (stop.clone(), stats.clone(), workers_file(paths));
+            helpers.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = write_workers_file(&path, &stats);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                let _ = std::fs::remove_file(&path);
+            }));
+        }
+        if let Some(addr) = plan.metrics {
+            let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
+            listener.set_nonblocking(true)?;
+            let (stop, stats, paths) = (stop.clone(), stats.clone(), paths.clone());
+            helpers.push(std::thread::spawn(move || serve_metrics(listener, &stop, &stats, &paths)));
+            info!(%addr, "metrics endpoint");
+        }
+        Ok(Self { stop, workers, helpers })
+    }
+
+    /// Stops every worker (each unregisters its sockets) and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        for h in self.helpers {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker_json(stats: &[Arc<WorkerStats>]) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = stats
+        .iter()
+        .enumerate()
+        .map(|(id, s)| {
+            let mut m: serde_json::Map<String, serde_json::Value> =
+                s.fields().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+            m.insert("worker".into(), id.into());
+            m.into()
+        })
+        .collect();
+    serde_json::json!({ "workers": list })
+}
+
+fn write_workers_file(path: &std::path::Path, stats: &[Arc<WorkerStats>]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&worker_json(stats))?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The Prometheus text format of the XDP and worker counters.
+pub fn metrics_text(maps: Option<&Maps>, stats: &[Arc<WorkerStats>]) -> String {
+    let mut out = String::new();
+    if let Some(global) = maps.and_then(|m| m.counters().ok()) {
+        for (name, v) in counter::NAMES.iter().zip(global) {
+            out.push_str(&format!("# TYPE tls_inspect_xdp_{name} counter\ntls_inspect_xdp_{name} {v}\n"));
+        }
+    }
+    if let Some((flows, capacity)) = maps.map(Maps::flow_count) {
+        out.push_str(&format!("tls_inspect_xdp_flow_entries {flows}\ntls_inspect_xdp_flow_capacity {capacity}\n"));
+    }
+    for (id, s) in stats.iter().enumerate() {
+        for (name, v) in s.fields() {
+            out.push_str(&format!("tls_inspect_worker_{name}{{worker=\"{id}\"}} {v}\n"));
+        }
+    }
+    out
+}
+
+fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerStats>], paths: &Paths) {
+    let maps = Maps::open(paths).ok();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let body = metrics_text(maps.as_ref(), stats);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
