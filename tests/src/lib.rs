@@ -47,6 +47,11 @@ pub fn appliance_bin() -> PathBuf {
     p
 }
 
+/// The scripted TCP peers used by the end-to-end tests.
+pub fn peer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peer.py")
+}
+
 /// Runs a command, returning its output; errors say what ran.
 pub fn run(mut cmd: impl BorrowMut<Command>) -> Result<Output> {
     let cmd = cmd.borrow_mut();
@@ -185,6 +190,12 @@ pub struct Topology {
 
 impl Topology {
     pub fn new() -> Result<Self> {
+        Self::with_queues(1)
+    }
+
+    /// A topology whose veth pairs have `queues` receive and transmit queues each, so that the
+    /// two directions of a flow can land on different queues of the appliance.
+    pub fn with_queues(queues: u32) -> Result<Self> {
         require_root();
         let id = format!("{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::SeqCst));
         let dir = std::env::temp_dir().join(format!("tls-inspect-test-{id}"));
@@ -199,19 +210,21 @@ impl Topology {
             background: Vec::new(),
         };
         // From here on, Drop cleans up whatever part was built.
-        topo.build()?;
+        topo.build(queues)?;
         Ok(topo)
     }
 
-    fn build(&self) -> Result<()> {
+    fn build(&self, queues: u32) -> Result<()> {
+        let q = queues.max(1).to_string();
         std::fs::create_dir_all(&self.dir)?;
         for ns in [&self.client, &self.appliance, &self.server] {
             check(Command::new("ip").args(["netns", "add", &ns.0]))?;
         }
         for (end, ns, peer) in [(&self.client, "eth0", INSIDE), (&self.server, "eth0", OUTSIDE)] {
             check(Command::new("ip").args([
-                "link", "add", ns, "netns", &end.0, "type", "veth", "peer", "name", peer, "netns",
-                &self.appliance.0,
+                "link", "add", ns, "netns", &end.0, "numtxqueues", &q, "numrxqueues", &q, "type",
+                "veth", "peer", "name", peer, "netns", &self.appliance.0, "numtxqueues", &q,
+                "numrxqueues", &q,
             ]))?;
         }
         for (ns, ip) in [(&self.client, CLIENT_IP), (&self.server, SERVER_IP)] {
@@ -222,7 +235,7 @@ impl Topology {
             // devmap redirect into their peers be delivered.
             check(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off", "gro", "on"]))?;
         }
-        for link in [INSIDE, OUTSIDE] {
+        for link in [INSIDE, OUTSIDE, "lo"] {
             check(Command::new("ip").args(["-n", &self.appliance.0, "link", "set", link, "up"]))?;
         }
         Ok(())
@@ -300,6 +313,28 @@ impl Topology {
             thread::sleep(Duration::from_millis(50));
         }
         bail!("nothing listens on port {port} in {}", ns.0)
+    }
+
+    /// Starts `tests/scripts/peer.py server MODE` on the server and waits until it listens.
+    pub fn peer_server(&mut self, mode: &str, port: u16, extra: &[&str]) -> Result<usize> {
+        let mut c = self.server.cmd("python3");
+        c.arg(peer_script()).args(["server", mode, "--host", SERVER_IP, "--port", &port.to_string()]).args(extra);
+        let i = self.spawn(c)?;
+        self.background(i).wait_for("listening", Duration::from_secs(10))?;
+        Ok(i)
+    }
+
+    /// Runs `tests/scripts/peer.py client MODE` on the client; returns what it printed.
+    pub fn peer_client(&self, mode: &str, port: u16, extra: &[&str]) -> Result<String> {
+        let mut c = self.client.cmd("python3");
+        c.arg(peer_script()).args(["client", mode, "--host", SERVER_IP, "--port", &port.to_string()]).args(extra);
+        check(c)
+    }
+
+    /// The workers' counters (`tls-inspect stats --json`, "workers"), summed over workers.
+    pub fn worker_counter(&self, name: &str) -> Result<u64> {
+        let stats = self.stats()?;
+        Ok(stats["workers"].as_array().into_iter().flatten().filter_map(|w| w[name].as_u64()).sum())
     }
 
     /// `tls-inspect stats --json`.

@@ -162,6 +162,11 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
     let global = maps.counters()?;
     let (flows, capacity) = maps.flow_count();
     let config = maps.config()?;
+    // The running workers publish their counters a few times a second.
+    let workers: serde_json::Value = std::fs::read(crate::control::supervisor::workers_file(paths))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| json!({ "workers": [] }));
     let mut policies = serde_json::Map::new();
     for p in set.policies.values() {
         let mut sum = ScopeCounters::default();
@@ -188,6 +193,7 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
             "flows": { "entries": flows, "capacity": capacity },
             "xdp": xdp,
             "policies": policies,
+            "workers": workers["workers"],
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -198,6 +204,16 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
         println!("  {name:<20} {v}");
     }
     println!("flows: {flows} of {capacity}");
+    for w in workers["workers"].as_array().into_iter().flatten() {
+        let fields: Vec<String> = w
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "worker")
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("worker {}: {}", w["worker"], fields.join(", "));
+    }
     let line = |c: &serde_json::Value| {
         ScopeCounters::default()
             .fields()

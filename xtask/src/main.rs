@@ -81,7 +81,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::setup()?;
-            let bin = build(false)?;
+            // The end-to-end tests move hundreds of megabytes through the workers: test the
+            // optimised binary, as it ships.
+            let bin = build(true)?;
             test(&bin, &args)
         }
         Cmd::Bench { quick } => {

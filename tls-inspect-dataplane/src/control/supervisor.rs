@@ -78,6 +78,8 @@ impl Supervisor {
         info!(workers = n, queues, "workers started");
 
         let mut helpers = Vec::new();
+        // Written once before `run` says it is running, then refreshed.
+        write_workers_file(&workers_file(paths), &stats)?;
         {
             let (stop, stats, path) = (stop.clone(), stats.clone(), workers_file(paths));
             helpers.push(std::thread::spawn(move || {

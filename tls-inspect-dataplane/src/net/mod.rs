@@ -387,9 +387,10 @@ impl Engine {
         self.expired = expired;
     }
 
-    /// The decision point: taken once, after the client's first bytes. Splice for now; the TLS
+    /// The decision point: taken once, when the client has sent its first bytes (or the
+    /// server spoke first, as SMTP, FTP and SSH do: then it is not TLS). Splice for now; the TLS
     /// layer decides here from the ClientHello.
-    fn decide(_first_bytes: &[u8]) -> Phase {
+    fn decide(_client_first: &[u8], _server_spoke_first: bool) -> Phase {
         Phase::Spliced
     }
 
@@ -456,10 +457,14 @@ impl Engine {
                 flow.phase = Phase::Deciding;
             }
             if flow.phase == Phase::Deciding {
+                let server_spoke = {
+                    let s = flow.server.socket();
+                    s.can_recv() || !s.may_recv()
+                };
                 let socket = client.socket();
-                if socket.can_recv() || !socket.may_recv() {
+                if socket.can_recv() || !socket.may_recv() || server_spoke {
                     let first = socket.peek(4096).map(<[u8]>::to_vec).unwrap_or_default();
-                    flow.phase = Self::decide(&first);
+                    flow.phase = Self::decide(&first, server_spoke && first.is_empty());
                 }
             }
             if flow.phase == Phase::Spliced {

@@ -242,6 +242,23 @@ fn relays_both_ways_with_half_close_and_cleans_up() {
 }
 
 #[test]
+fn a_server_that_speaks_first_is_relayed() {
+    let mut net = Net::new(EngineConfig::default());
+    net.server.socket().listen(25).unwrap();
+    net.connect(25);
+    assert!(net.run_until(2000, |n| n.server.socket().state() == tcp::State::Established));
+    net.server.socket().send_slice(b"220 mail.test ESMTP\r\n").unwrap();
+    let mut got = Vec::new();
+    assert!(net.run_until(2000, |n| {
+        while n.client.socket().can_recv() {
+            n.client.socket().recv(|b| (b.len(), got.extend_from_slice(b))).unwrap();
+        }
+        got.ends_with(b"\r\n")
+    }), "the banner reaches a client that has sent nothing");
+    assert_eq!(got, b"220 mail.test ESMTP\r\n");
+}
+
+#[test]
 fn a_closed_port_looks_closed() {
     let mut net = Net::new(EngineConfig::default());
     net.connect(444); // nothing listens

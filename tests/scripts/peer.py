@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Real TCP peers for the end-to-end tests: servers and clients with exact, checkable behaviour.
+
+Every mode prints one result line that the Rust test asserts on. Data is pseudo-random from a
+seed, so both ends can check a transfer without sharing a file.
+"""
+import argparse
+import hashlib
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+def blob(size, seed):
+    """`size` pseudo-random bytes from `seed` (built in 1 MiB chunks: randbytes is limited)."""
+    chunk = 1 << 20
+    parts = [random.Random(seed * 1000003 + i).randbytes(chunk) for i in range(size // chunk + 1)]
+    return b"".join(parts)[:size]
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+def serve(args):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((args.host, args.port))
+    data = blob(args.size, args.seed) if args.mode == "source" else b""
+    s.listen(1024)
+    say("listening", args.port)
+
+    def handle(c, peer):
+        say("peer", "%s:%d" % peer)
+        try:
+            if args.mode == "sink":
+                # Read to EOF (the client's FIN), then answer: a reply after a half-close.
+                h, n = hashlib.sha256(), 0
+                while True:
+                    chunk = c.recv(1 << 16)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    n += len(chunk)
+                c.sendall(("%d %s\n" % (n, h.hexdigest())).encode())
+                say("sink", n, h.hexdigest())
+            elif args.mode == "source":
+                c.sendall(data)
+                c.shutdown(socket.SHUT_WR)
+                # The client may still send after our FIN: a half-close the other way.
+                n = 0
+                while True:
+                    chunk = c.recv(1 << 16)
+                    if not chunk:
+                        break
+                    n += len(chunk)
+                say("after-fin", n)
+            elif args.mode == "echo":
+                while True:
+                    chunk = c.recv(1 << 16)
+                    if not chunk:
+                        break
+                    c.sendall(chunk)
+            elif args.mode == "rst":
+                c.recv(100)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif args.mode == "expect-rst":
+                try:
+                    while c.recv(100):
+                        pass
+                    say("eof")
+                except ConnectionResetError:
+                    say("reset")
+        except OSError as e:
+            say("error", e)
+        finally:
+            c.close()
+
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=handle, args=(c, peer), daemon=True).start()
+
+
+def client(args):
+    addr = (args.host, args.port)
+    if args.mode == "download":
+        c = socket.create_connection(addr, timeout=60)
+        h, n = hashlib.sha256(), 0
+        while True:
+            chunk = c.recv(1 << 16)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        want = hashlib.sha256(blob(args.size, args.seed)).hexdigest()
+        # Half-close the other way: send after the server's FIN.
+        c.sendall(b"z" * 1000)
+        c.close()
+        say("download", "ok" if (n, h.hexdigest()) == (args.size, want) else "BAD", n)
+    elif args.mode == "upload":
+        data = blob(args.size, args.seed)
+        c = socket.create_connection(addr, timeout=60)
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = c.recv(200)
+            if not chunk:
+                break
+            reply += chunk
+        want = "%d %s" % (len(data), hashlib.sha256(data).hexdigest())
+        say("upload", "ok" if reply.decode().strip() == want else "BAD", reply.decode().strip())
+    elif args.mode == "concurrent":
+        results = []
+        conns = []
+        for i in range(args.count):
+            c = socket.create_connection(addr, timeout=30)
+            conns.append(c)
+        # All are open at once; now each echoes its own message.
+        for i, c in enumerate(conns):
+            c.sendall(("hello %d\n" % i).encode())
+        for i, c in enumerate(conns):
+            want = ("hello %d\n" % i).encode()
+            got = b""
+            while len(got) < len(want):
+                chunk = c.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            results.append(got == want)
+            c.close()
+        say("concurrent", sum(results), "of", args.count)
+    elif args.mode == "churn":
+        ok = 0
+        for i in range(args.count):
+            c = socket.create_connection(addr, timeout=10)
+            c.sendall(b"x")
+            if c.recv(1) == b"x":
+                ok += 1
+            c.close()
+        say("churn", ok, "of", args.count)
+    elif args.mode == "connect":
+        t = time.monotonic()
+        try:
+            c = socket.create_connection(addr, timeout=args.timeout)
+            c.close()
+            say("connect", "ok")
+        except ConnectionRefusedError:
+            say("connect", "refused", "%.2f" % (time.monotonic() - t))
+        except (socket.timeout, TimeoutError):
+            say("connect", "timeout")
+    elif args.mode == "expect-rst":
+        c = socket.create_connection(addr, timeout=10)
+        c.sendall(b"x")
+        try:
+            data = c.recv(100)
+            say("eof" if not data else "data")
+        except ConnectionResetError:
+            say("reset")
+    elif args.mode == "rst":
+        c = socket.create_connection(addr, timeout=10)
+        c.sendall(b"x")
+        time.sleep(0.3)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        say("sent-rst")
+    else:
+        sys.exit("unknown client mode " + args.mode)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=["server", "client"])
+    p.add_argument("mode")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--size", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=5)
+    args = p.parse_args()
+    serve(args) if args.role == "server" else client(args)
+
+
+if __name__ == "__main__":
+    main()
