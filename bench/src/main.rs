@@ -1,21 +1,35 @@
 //! `tls-inspect-bench`: measures tls-inspect against baselines on the same namespace topology, in
-//! the same run, and prints ratios (never absolute claims: these are 2-core VMs with veth).
+//! the same run, and prints ratios (never absolute claims: these are small VMs with veth).
 //!
-//! Scenario `passthrough-tcp`: one bulk TCP flow (iperf3) from client to server through
-//! (a) the Linux bridge in the appliance namespace (baseline) and (b) tls-inspect's XDP
-//! classifier-bridge with no scope matching. Reports the median of repeated runs.
+//! Scenarios:
+//! - `throughput`: one bulk TCP flow (iperf3, client to server) through the Linux bridge in the
+//!   appliance namespace, through tls-inspect's XDP bridge (no scope matches), and through the
+//!   splice path (a scope steers it to the workers, which terminate and re-originate it).
+//! - `connections`: new TCP connections per second (connect, one byte each way, close) through
+//!   the Linux bridge and through the splice path.
+//!
+//! The splice runs use server ports of their own: a server keeps closed connections in
+//! TIME-WAIT for a minute, and a SYN that reuses such a 4-tuple with an older timestamp costs a
+//! retransmission, whoever sends it.
+//!
+//! `conn-client` and `echo-server` are the load generator and server of `connections`; the
+//! benchmark runs them inside the client and server namespaces.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
 
 #[derive(Parser)]
 #[command(name = "tls-inspect-bench")]
 struct Args {
-    /// A few seconds per scenario: proves every scenario runs and produces a number.
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// About a second per measurement: proves every scenario runs and produces a number.
     #[arg(long)]
     quick: bool,
     /// Repetitions per system (the median is reported).
@@ -23,10 +37,97 @@ struct Args {
     runs: usize,
 }
 
+#[derive(Subcommand)]
+enum Cmd {
+    /// Opens connections to ADDR for SECS seconds from THREADS threads; prints connections/s.
+    ConnClient {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Answers every connection's byte with one byte and closes.
+    EchoServer {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+/// Steers the splice runs' ports (iperf3 5202, echo 9101) to the workers. Each system gets
+/// ports of its own, so that no run meets the server's TIME-WAIT sockets of another.
+const SPLICE_SCOPE: &str = r#"
+[[policy]]
+id = 1
+  [[policy.scope]]
+  src = ["198.18.0.0/24"]
+  sport = ["1024/65535"]
+  dst = ["198.18.0.2"]
+  dport = ["5202/5202", "9101/9101"]
+"#;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Some(Cmd::ConnClient { addr, secs, threads }) => conn_client(addr, secs, threads),
+        Some(Cmd::EchoServer { addr }) => echo_server(addr),
+        None => compare(args.quick, args.runs),
+    }
+}
+
+fn conn_client(addr: SocketAddr, secs: f64, threads: usize) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut buf = [0u8; 1];
+                while Instant::now() < end {
+                    let r = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        s.write_all(b"x")?;
+                        s.read_exact(&mut buf)
+                    });
+                    if r.is_ok() {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for h in handles {
+        let (o, f) = h.join().map_err(|_| anyhow!("a client thread panicked"))?;
+        ok += o;
+        failed += f;
+    }
+    println!("conn-client {:.1} conn/s {ok} ok {failed} failed", ok as f64 / secs);
+    Ok(())
+}
+
+fn echo_server(addr: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("listening {addr}");
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1];
+            if s.read_exact(&mut buf).is_ok() {
+                let _ = s.write_all(&buf);
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Gbit/s of one iperf3 TCP run of `secs` seconds from client to server.
-fn iperf(t: &Topology, secs: u32) -> Result<f64> {
+fn iperf(t: &Topology, port: u16, secs: u32) -> Result<f64> {
     let out = check(t.client.cmd("iperf3").args([
-        "-c", SERVER_IP, "-t", &secs.to_string(), "-J", "--connect-timeout", "3000",
+        "-c", SERVER_IP, "-p", &port.to_string(), "-t", &secs.to_string(), "-J", "--connect-timeout", "3000",
     ]))?;
     let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
     v["end"]["sum_received"]["bits_per_second"]
@@ -35,45 +136,98 @@ fn iperf(t: &Topology, secs: u32) -> Result<f64> {
         .ok_or_else(|| anyhow!("iperf3 reported no throughput: {out}"))
 }
 
+/// New connections per second through the topology as it is.
+fn conn_rate(t: &Topology, port: u16, secs: f64) -> Result<f64> {
+    let me = std::env::current_exe()?;
+    let out = check(t.client.cmd(me.to_str().context("path")?).args([
+        "conn-client",
+        "--addr",
+        &format!("{SERVER_IP}:{port}"),
+        "--secs",
+        &secs.to_string(),
+    ]))?;
+    let rate: f64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("conn-client said {out}"))?;
+    if !out.contains(" 0 failed") {
+        eprintln!("  note: {}", out.trim());
+    }
+    Ok(rate)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let secs = if args.quick { 1 } else { 5 };
-    let runs = if args.quick { 1 } else { args.runs.max(1) };
+fn repeat(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    Ok(median((0..runs).map(|_| f()).collect::<Result<Vec<_>>>()?))
+}
+
+fn compare(quick: bool, runs: usize) -> Result<()> {
+    let secs = if quick { 1 } else { 5 };
+    let conn_secs = if quick { 1.0 } else { 3.0 };
+    let runs = if quick { 1 } else { runs.max(1) };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("tls-inspect-bench: {cores} cores, {runs} run(s) of {secs} s per system");
+    println!("tls-inspect-bench: {cores} cores, {runs} run(s) per system, medians");
 
     let mut t = Topology::new()?;
-    let mut server = t.server.cmd("iperf3");
-    server.args(["-s", "-B", SERVER_IP]);
-    t.spawn(server)?;
-    t.wait_listening(&t.server.clone(), 5201)?;
-
-    // (a) Linux bridge in the appliance namespace.
-    let a = &t.appliance.0.clone();
-    check(Command::new("ip").args(["-n", a, "link", "add", "br0", "type", "bridge"]))?;
-    for l in [INSIDE, OUTSIDE] {
-        check(Command::new("ip").args(["-n", a, "link", "set", l, "master", "br0"]))?;
+    let me = std::env::current_exe()?;
+    for port in [5201u16, 5202] {
+        let mut iperf_server = t.server.cmd("iperf3");
+        iperf_server.args(["-s", "-B", SERVER_IP, "-p", &port.to_string()]);
+        t.spawn(iperf_server)?;
+        t.wait_listening(&t.server.clone(), port)?;
     }
-    check(Command::new("ip").args(["-n", a, "link", "set", "br0", "up"]))?;
-    std::thread::sleep(Duration::from_millis(200));
-    let linux: Vec<f64> = (0..runs).map(|_| iperf(&t, secs)).collect::<Result<_>>()?;
-    check(Command::new("ip").args(["-n", a, "link", "del", "br0"]))?;
+    for port in [9100u16, 9101] {
+        let mut echo = t.server.cmd(me.to_str().context("path")?);
+        echo.args(["echo-server", "--addr", &format!("{SERVER_IP}:{port}")]);
+        t.spawn(echo)?;
+        t.wait_listening(&t.server.clone(), port)?;
+    }
 
-    // (b) tls-inspect's XDP bridge, no scopes.
+    // (a) The Linux bridge in the appliance namespace: the kernel's own path.
+    let a = t.appliance.0.clone();
+    check(Command::new("ip").args(["-n", &a, "link", "add", "br0", "type", "bridge"]))?;
+    for l in [INSIDE, OUTSIDE] {
+        check(Command::new("ip").args(["-n", &a, "link", "set", l, "master", "br0"]))?;
+    }
+    check(Command::new("ip").args(["-n", &a, "link", "set", "br0", "up"]))?;
+    std::thread::sleep(Duration::from_millis(300));
+    println!("measuring: Linux bridge");
+    let linux_tput = repeat(runs, || iperf(&t, 5201, secs))?;
+    let linux_conn = repeat(runs, || conn_rate(&t, 9100, conn_secs))?;
+    check(Command::new("ip").args(["-n", &a, "link", "del", "br0"]))?;
+
+    // (b) tls-inspect's XDP bridge: no scope matches.
+    println!("measuring: tls-inspect XDP bridge");
     t.start_appliance("")?;
-    let xdp: Vec<f64> = (0..runs).map(|_| iperf(&t, secs)).collect::<Result<_>>()?;
-    let bridged = t.counter("bridged_bytes")?;
+    let xdp_tput = repeat(runs, || iperf(&t, 5201, secs))?;
+    t.stop_appliance();
+    check(t.cli().arg("detach"))?;
 
-    let (l, x) = (median(linux), median(xdp));
-    println!("{:<34} {:>10}", "scenario passthrough-tcp", "Gbit/s");
-    println!("{:<34} {:>10.2}", "linux bridge (baseline)", l);
-    println!("{:<34} {:>10.2}", "tls-inspect XDP bridge", x);
-    println!("ratio tls-inspect / linux bridge: {:.2}", x / l);
-    println!("(XDP counters: {bridged} bytes bridged during the tls-inspect runs)");
+    // (c) The splice path: the workers terminate and re-originate every flow.
+    println!("measuring: tls-inspect splice (workers)");
+    t.start_appliance(SPLICE_SCOPE)?;
+    let splice_tput = repeat(runs, || iperf(&t, 5202, secs))?;
+    let splice_conn = repeat(runs, || conn_rate(&t, 9101, conn_secs))?;
+    let steered = t.counter("steered_frames")?;
+
+    println!();
+    println!("{:<44} {:>12}", "single-flow throughput (iperf3)", "Gbit/s");
+    println!("{:<44} {:>12.2}", "Linux bridge", linux_tput);
+    println!("{:<44} {:>12.2}", "tls-inspect XDP bridge", xdp_tput);
+    println!("{:<44} {:>12.2}", "tls-inspect splice", splice_tput);
+    println!("ratio XDP bridge / Linux bridge:   {:.2}", xdp_tput / linux_tput);
+    println!("ratio splice / XDP bridge:         {:.2}   (target >= 0.50)", splice_tput / xdp_tput);
+    println!("ratio splice / Linux bridge:       {:.2}", splice_tput / linux_tput);
+    println!();
+    println!("{:<44} {:>12}", "new connections", "conn/s");
+    println!("{:<44} {:>12.0}", "Linux bridge", linux_conn);
+    println!("{:<44} {:>12.0}", "tls-inspect splice", splice_conn);
+    println!("ratio splice / Linux bridge:       {:.2}", splice_conn / linux_conn);
+    println!("(XDP steered {steered} frames to the workers during the splice runs)");
     Ok(())
 }

@@ -116,6 +116,14 @@ impl Transmit for NoTransmit {
     fn commit(&mut self, _side: Side, _len: usize) {}
 }
 
+/// Milliseconds of the wall clock: increases across flows and restarts.
+fn tsval() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u32)
+        .unwrap_or(0)
+}
+
 impl Leg {
     fn new(local: Ipv4Addr, side: Side, eth: EthHeader, mtu: usize, cfg: &LegConfig, seed: u64, now: Instant) -> Self {
         let mut config = Config::new(HardwareAddress::Ip);
@@ -139,6 +147,10 @@ impl Leg {
         );
         socket.set_ack_delay(None);
         socket.set_nagle_enabled(false);
+        // Timestamps (RFC 7323), from one clock for every flow: a server that still holds an
+        // earlier connection on the same addresses and ports in TIME-WAIT accepts the new SYN
+        // only if its timestamp is newer (PAWS), as it would from the client's own kernel.
+        socket.set_tsval_generator(Some(tsval));
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
         Self {
