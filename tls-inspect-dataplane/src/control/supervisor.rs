@@ -52,6 +52,7 @@ impl Supervisor {
         let senders: Vec<_> = channels.iter().map(|(s, _)| s.clone()).collect();
         let stats: Arc<Vec<Arc<WorkerStats>>> = Arc::new((0..n).map(|_| Arc::new(WorkerStats::default())).collect());
         let mut workers = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         for (id, (_, inbox)) in channels.into_iter().enumerate() {
             let config = WorkerConfig {
                 id,
@@ -62,7 +63,15 @@ impl Supervisor {
                 engine: plan.engine,
                 cpu: Some(id % cpus),
             };
-            let worker = Worker::new(config, paths.clone(), stop.clone(), stats[id].clone(), inbox, senders.clone());
+            let worker = Worker::new(
+                config,
+                paths.clone(),
+                stop.clone(),
+                stats[id].clone(),
+                inbox,
+                senders.clone(),
+                ready_tx.clone(),
+            );
             let handle = std::thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .spawn(move || {
@@ -75,7 +84,23 @@ impl Supervisor {
                 .context("starting a worker thread")?;
             workers.push(handle);
         }
-        info!(workers = n, queues, "workers started");
+        // Wait until every worker has its sockets in the map (or has failed: its queue then
+        // fails open), so that `run` says it is running only when it steers.
+        let mut failed = 0;
+        for _ in 0..n {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failed += 1;
+                    error!(error = %e, "a worker could not start; its queue fails open");
+                }
+                Err(_) => {
+                    failed += 1;
+                    error!("a worker did not start within 10 s; its queue fails open");
+                }
+            }
+        }
+        info!(workers = n - failed, queues, "workers started");
 
         let mut helpers = Vec::new();
         // Written once before `run` says it is running, then refreshed.

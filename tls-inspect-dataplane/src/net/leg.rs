@@ -33,10 +33,10 @@ pub struct Leg {
     pub last_state: tcp::State,
 }
 
-/// smoltcp's view of the wire for one poll: at most one received IP packet, and frames out
-/// through the worker's transmitter with this leg's Ethernet header in front.
+/// smoltcp's view of the wire for one poll: the IP packets this leg received in the batch, and
+/// frames out through the worker's transmitter with this leg's Ethernet header in front.
 struct LegDevice<'a, T: Transmit> {
-    rx: Option<&'a [u8]>,
+    rx: &'a [&'a [u8]],
     tx: &'a mut T,
     side: Side,
     eth: &'a EthHeader,
@@ -79,7 +79,8 @@ impl<'a, T: Transmit> Device for LegDevice<'a, T> {
         Self: 'b;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.rx.take()?;
+        let (packet, rest) = self.rx.split_first()?;
+        self.rx = rest;
         Some((
             LegRx(packet),
             LegTx {
@@ -130,7 +131,7 @@ impl Leg {
         config.random_seed = seed;
         let eth_copy = eth;
         let mut device = LegDevice {
-            rx: None,
+            rx: &[],
             tx: &mut NoTransmit,
             side,
             eth: &eth_copy,
@@ -203,8 +204,9 @@ impl Leg {
         self.sockets.get::<tcp::Socket>(self.handle).state()
     }
 
-    /// Feeds at most one IP packet and sends whatever the socket has to send.
-    pub fn poll<T: Transmit>(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut T) {
+    /// Feeds the packets of a batch, in order, then sends whatever the socket has to send: one
+    /// ACK can answer a whole batch of segments.
+    pub fn poll<T: Transmit>(&mut self, now: Instant, rx: &[&[u8]], tx: &mut T) {
         let mut device = LegDevice {
             rx,
             tx,

@@ -240,28 +240,54 @@ impl Engine {
     }
 
     /// One frame from `side` that the XDP program steered to this worker's flows.
+    #[cfg(test)]
     pub fn handle_frame<T: Transmit>(&mut self, side: Side, frame: &[u8], now: Instant, tx: &mut T) {
-        self.stats.frames += 1;
-        let Some((key, l3_offset, flags)) = flow_of(side, frame) else {
-            self.stats.not_tcp += 1;
-            return;
-        };
-        let Some(ip) = wire::ip_packet(frame, l3_offset) else {
-            self.stats.not_tcp += 1;
-            return;
-        };
-        if let Some(&id) = self.index.get(&key) {
-            self.on_packet(id, side, ip, now, tx);
-            return;
+        self.handle_batch(&[(side, frame)], now, tx);
+    }
+
+    /// A batch of frames steered to this worker. Each flow's packets of the batch go into its
+    /// legs together, and each touched flow moves on once: a bulk flow is acknowledged and
+    /// relayed per batch, not per segment.
+    pub fn handle_batch<T: Transmit>(&mut self, frames: &[(Side, &[u8])], now: Instant, tx: &mut T) {
+        let mut work: Vec<(usize, Side, &[u8])> = Vec::with_capacity(frames.len());
+        for &(side, frame) in frames {
+            self.stats.frames += 1;
+            let Some((key, l3_offset, flags)) = flow_of(side, frame) else {
+                self.stats.not_tcp += 1;
+                continue;
+            };
+            let Some(ip) = wire::ip_packet(frame, l3_offset) else {
+                self.stats.not_tcp += 1;
+                continue;
+            };
+            if let Some(&id) = self.index.get(&key) {
+                work.push((id, side, ip));
+            } else if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                self.new_flow(key, frame, l3_offset, ip, now, tx);
+            } else {
+                // A flow steered by the XDP program that no worker knows (an earlier
+                // dataplane, or one already closed here): forget it, so its frames are bridged
+                // and its peers find out (with a RST) that the connection is gone.
+                self.stats.unknown_flow += 1;
+                self.updates.push(MapUpdate::Remove(key));
+            }
         }
-        if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            self.new_flow(key, frame, l3_offset, ip, now, tx);
-        } else {
-            // A flow steered by the XDP program that no worker knows (an earlier dataplane,
-            // or one already closed here): forget it, so its frames are bridged and its peers
-            // find out (with a RST) that the connection is gone.
-            self.stats.unknown_flow += 1;
-            self.updates.push(MapUpdate::Remove(key));
+        // Group by flow and side, keeping each group's arrival order.
+        work.sort_by_key(|&(id, side, _)| (id, side == Side::Outside));
+        let packets: Vec<&[u8]> = work.iter().map(|w| w.2).collect();
+        let mut start = 0;
+        while start < work.len() {
+            let (id, side, _) = work[start];
+            let mut end = start + 1;
+            while end < work.len() && work[end].0 == id && work[end].1 == side {
+                end += 1;
+            }
+            self.on_packets(id, side, &packets[start..end], now, tx);
+            let next_is_same_flow = end < work.len() && work[end].0 == id;
+            if !next_is_same_flow {
+                self.advance(id, now, tx);
+            }
+            start = end;
         }
     }
 
@@ -304,7 +330,7 @@ impl Engine {
             self.stats.not_tcp += 1;
             return;
         };
-        server_leg.poll(now, None, tx);
+        server_leg.poll(now, &[], tx);
         let flow = Flow {
             key,
             phase: Phase::Connecting,
@@ -334,7 +360,7 @@ impl Engine {
         self.schedule(id, now);
     }
 
-    fn on_packet<T: Transmit>(&mut self, id: usize, side: Side, ip: &[u8], now: Instant, tx: &mut T) {
+    fn on_packets<T: Transmit>(&mut self, id: usize, side: Side, ips: &[&[u8]], now: Instant, tx: &mut T) {
         let Some(flow) = self.flows.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
@@ -342,24 +368,25 @@ impl Engine {
         match side {
             Side::Outside => {
                 if flow.phase == Phase::Connecting {
-                    if let Some((syn, ack, rst)) = wire::tcp_flags(ip) {
-                        if syn && ack {
-                            flow.server_mss = wire::tcp_mss(ip);
+                    for ip in ips {
+                        if let Some((syn, ack, rst)) = wire::tcp_flags(ip) {
+                            if syn && ack {
+                                flow.server_mss = wire::tcp_mss(ip);
+                            }
+                            flow.upstream_rst |= rst;
                         }
-                        flow.upstream_rst |= rst;
                     }
                 }
-                flow.server.poll(now, Some(ip), tx);
+                flow.server.poll(now, ips, tx);
             }
             Side::Inside => {
                 // While the server leg connects, the client's retransmitted SYNs wait with the
                 // first one.
                 if let Some(client) = flow.client.as_mut() {
-                    client.poll(now, Some(ip), tx);
+                    client.poll(now, ips, tx);
                 }
             }
         }
-        self.advance(id, now, tx);
     }
 
     /// Fires due timers (retransmissions, timeouts).
@@ -377,9 +404,9 @@ impl Engine {
             }
             if let Some(flow) = self.flows[id].as_mut() {
                 flow.armed = None;
-                flow.server.poll(now, None, tx);
+                flow.server.poll(now, &[], tx);
                 if let Some(c) = flow.client.as_mut() {
-                    c.poll(now, None, tx);
+                    c.poll(now, &[], tx);
                 }
             }
             self.advance(id, now, tx);
@@ -413,7 +440,7 @@ impl Engine {
                     match Leg::listen(server, flow.to_client, mtu, &leg_cfg, seed, now) {
                         Some(mut client) => {
                             let syn = std::mem::take(&mut flow.held_syn);
-                            client.poll(now, Some(&syn), tx);
+                            client.poll(now, &[&syn], tx);
                             flow.client = Some(client);
                             flow.phase = Phase::Handshaking;
                         }
@@ -481,8 +508,8 @@ impl Engine {
                 }
             }
             // Send what the relay queued, and the RSTs of an abort.
-            flow.server.poll(now, None, tx);
-            client.poll(now, None, tx);
+            flow.server.poll(now, &[], tx);
+            client.poll(now, &[], tx);
             flow.server.last_state = flow.server.state();
             client.last_state = client.state();
             let gone = |s: State| matches!(s, State::Closed | State::TimeWait);
@@ -496,10 +523,10 @@ impl Engine {
         if !done && now - flow.last_activity >= idle {
             self.stats.idle_timeouts += 1;
             flow.server.socket().abort();
-            flow.server.poll(now, None, tx);
+            flow.server.poll(now, &[], tx);
             if let Some(c) = flow.client.as_mut() {
                 c.socket().abort();
-                c.poll(now, None, tx);
+                c.poll(now, &[], tx);
             }
             done = true;
         }

@@ -164,6 +164,8 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     inbox: Receiver<Handoff>,
     peers: Vec<Sender<Handoff>>,
+    /// Told once the sockets are registered (or why they could not be).
+    ready: Sender<std::result::Result<(), String>>,
 }
 
 impl Worker {
@@ -174,6 +176,7 @@ impl Worker {
         stats: Arc<WorkerStats>,
         inbox: Receiver<Handoff>,
         peers: Vec<Sender<Handoff>>,
+        ready: Sender<std::result::Result<(), String>>,
     ) -> Self {
         Self {
             config,
@@ -182,12 +185,22 @@ impl Worker {
             stats,
             inbox,
             peers,
+            ready,
         }
     }
 
     /// Runs until the stop flag is set; unregisters the sockets on the way out, so the XDP
     /// program bridges (fails open) as soon as this worker is gone.
     pub fn run(self) -> Result<()> {
+        let result = self.run_inner();
+        if let Err(e) = &result {
+            // No-op if readiness was already reported.
+            let _ = self.ready.send(Err(format!("{e:#}")));
+        }
+        result
+    }
+
+    fn run_inner(&self) -> Result<()> {
         if let Some(cpu) = self.config.cpu {
             pin_to_cpu(cpu);
         }
@@ -237,6 +250,7 @@ impl Worker {
             sockets.register(i, port.rx.fd().as_raw_fd())?;
         }
         debug!(worker = self.config.id, queue = q, "sockets registered");
+        let _ = self.ready.send(Ok(()));
 
         let result = self.main_loop(&umem, &mut ports, &mut free, &mut flows);
 
@@ -258,10 +272,11 @@ impl Worker {
         let mut engine = Engine::new(self.config.engine, seed(self.config.id), now());
         let workers = self.config.workers.max(1);
         let mut outboxes: Vec<Handoff> = (0..workers).map(|_| Handoff::default()).collect();
-        let mut rx_descs: Vec<FrameDesc> = Vec::with_capacity(BATCH);
-        // Descriptors to read into: copies of any frame (the ring overwrites them).
-        rx_descs.extend(free.iter().take(BATCH).copied());
-        let mut comp_descs = rx_descs.clone();
+        // Descriptors to read into, one array per port: copies of any frame (the ring
+        // overwrites them).
+        let placeholder: Vec<FrameDesc> = free.iter().take(BATCH).copied().collect();
+        let mut rx_descs = [placeholder.clone(), placeholder.clone()];
+        let mut comp_descs = placeholder;
         let mut scratch = Vec::with_capacity(2048);
         let mut pending: [Vec<FrameDesc>; 2] = [Vec::with_capacity(BATCH * 4), Vec::with_capacity(BATCH * 4)];
         let mut dropped = 0u64;
@@ -273,6 +288,38 @@ impl Worker {
             let (inside, outside) = ports.split_at_mut(1);
             let (inside, outside) = (&mut inside[0], &mut outside[0]);
             {
+                // SAFETY: descriptors of this UMEM; each is read below, then given back to the
+                // fill ring once the batch is done.
+                let received = [unsafe { inside.rx.consume(&mut rx_descs[0]) }, unsafe { outside.rx.consume(&mut rx_descs[1]) }];
+                let inbound: Vec<Handoff> = self.inbox.try_iter().collect();
+                let mut frames: Vec<(Side, &[u8])> = Vec::with_capacity(received[0] + received[1]);
+                for (side, (descs, &n)) in [Side::Inside, Side::Outside].into_iter().zip(rx_descs.iter().zip(&received)) {
+                    for desc in &descs[..n] {
+                        // SAFETY: a frame the kernel just handed us; it stays ours until the
+                        // fill ring gets it back below.
+                        let frame = unsafe { umem.data(desc) }.contents();
+                        let target = if workers > 1 {
+                            flow_of(side, frame).map_or(self.config.id, |(k, _, _)| owner(&k, workers))
+                        } else {
+                            self.config.id
+                        };
+                        if target == self.config.id {
+                            frames.push((side, frame));
+                        } else {
+                            outboxes[target].push(side, frame);
+                            handoffs_out += 1;
+                        }
+                    }
+                    frames_rx += n as u64;
+                    work += n;
+                }
+                for batch in &inbound {
+                    for &(off, len, side) in &batch.frames {
+                        frames.push((side, &batch.data[off as usize..off as usize + usize::from(len)]));
+                        handoffs_in += 1;
+                    }
+                    work += 1;
+                }
                 let mut tx = XskTx {
                     umem,
                     free,
@@ -280,45 +327,21 @@ impl Worker {
                     scratch: &mut scratch,
                     dropped: &mut dropped,
                 };
-                for port in [&mut *inside, &mut *outside] {
-                    // SAFETY: descriptors of this UMEM; each is read, then given back to the fill ring.
-                    let n = unsafe { port.rx.consume(&mut rx_descs) };
-                    for desc in &rx_descs[..n] {
-                        // SAFETY: a frame the kernel just handed us.
-                        let frame = unsafe { umem.data(desc) };
-                        let frame = frame.contents();
-                        let target = if workers > 1 {
-                            flow_of(port.side, frame).map_or(self.config.id, |(k, _, _)| owner(&k, workers))
-                        } else {
-                            self.config.id
-                        };
-                        if target == self.config.id {
-                            engine.handle_frame(port.side, frame, t, &mut tx);
-                        } else {
-                            outboxes[target].push(port.side, frame);
-                            handoffs_out += 1;
-                        }
-                    }
-                    if n > 0 {
-                        // SAFETY: the frames just read are free again.
-                        let back = unsafe { port.fill.produce(&rx_descs[..n]) };
-                        if back < n {
-                            // The fill ring is full (cannot be, it holds a quarter): keep them.
-                            tx.free.extend_from_slice(&rx_descs[back..n]);
-                        }
-                        frames_rx += n as u64;
-                        work += n;
-                    }
-                }
-                for batch in self.inbox.try_iter() {
-                    for &(off, len, side) in &batch.frames {
-                        let frame = &batch.data[off as usize..off as usize + usize::from(len)];
-                        engine.handle_frame(side, frame, t, &mut tx);
-                        handoffs_in += 1;
-                    }
-                    work += 1;
+                if !frames.is_empty() {
+                    engine.handle_batch(&frames, t, &mut tx);
                 }
                 engine.poll_timers(t, &mut tx);
+                drop(frames);
+                for (port, (descs, &n)) in [&mut *inside, &mut *outside].into_iter().zip(rx_descs.iter().zip(&received)) {
+                    if n > 0 {
+                        // SAFETY: the frames just processed are free again.
+                        let back = unsafe { port.fill.produce(&descs[..n]) };
+                        if back < n {
+                            // The fill ring is full (cannot be: it holds a quarter): keep them.
+                            tx.free.extend_from_slice(&descs[back..n]);
+                        }
+                    }
+                }
             }
 
             for (target, outbox) in outboxes.iter_mut().enumerate() {
