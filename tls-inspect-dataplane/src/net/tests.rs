@@ -333,6 +333,42 @@ fn a_full_table_fails_open() {
 }
 
 #[test]
+fn a_full_table_can_refuse() {
+    let config = EngineConfig {
+        max_flows: 0,
+        when_full: WhenFull::Refuse,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    let mut saw_syn_sent = false;
+    assert!(net.run_until(2000, |n| {
+        saw_syn_sent |= n.client.socket().state() == tcp::State::SynSent;
+        saw_syn_sent && n.client.socket().state() == tcp::State::Closed
+    }), "the client's SYN is answered with a RST");
+    assert!(net.engine.stats().table_full >= 1);
+    assert_eq!(net.server.socket().state(), tcp::State::Listen, "nothing reached the server");
+}
+
+#[test]
+fn an_idle_flow_is_reset_on_both_sides() {
+    let config = EngineConfig {
+        idle_timeout: Duration::from_secs(3),
+        ..EngineConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.server.socket().state() == tcp::State::Established
+        && n.client.socket().state() == tcp::State::Established));
+    assert!(net.run_until(5000, |n| n.client.socket().state() == tcp::State::Closed
+        && n.server.socket().state() == tcp::State::Closed), "both ends get a RST");
+    assert_eq!(net.engine.stats().idle_timeouts, 1);
+    assert!(net.engine.is_empty());
+}
+
+#[test]
 fn owner_is_the_same_for_both_directions_and_spreads() {
     let mut counts = [0usize; 4];
     for port in 0..4000u16 {
