@@ -3,10 +3,10 @@
 //! openssl, Python) and real servers (Python's http.server, openssl s_server, scripted peers).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use tls_inspect_tests::{check, run, Background, Topology, SERVER_IP};
+use anyhow::Result;
+use tls_inspect_tests::{check, wait_until, run, Background, Topology, SERVER_IP};
 
 /// Steers every TCP connection from the client network to ports 8000-9999 of the server.
 const SCOPE: &str = r#"
@@ -19,17 +19,6 @@ id = 1
   dst = ["198.18.0.2"]
   dport = ["8000/9999"]
 "#;
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out waiting for {what}")
-}
 
 #[test]
 fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
@@ -68,12 +57,7 @@ fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
 
     // HTTPS on a steered port passes through unchanged: the client sees the server's own
     // certificate (TLS interception is not enabled yet).
-    let key = t.dir.join("key.pem");
-    let cert = t.dir.join("cert.pem");
-    check(std::process::Command::new("openssl").args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-        "-subj", "/CN=splice.test", "-keyout",
-    ]).arg(&key).arg("-out").arg(&cert))?;
+    let (key, cert) = tls_inspect_tests::self_signed_cert(&t.dir, "splice.test")?;
     let mut tls = t.server.cmd("openssl");
     tls.args(["s_server", "-accept", &format!("{SERVER_IP}:8443"), "-www", "-key"]).arg(&key).arg("-cert").arg(&cert);
     t.spawn(tls)?;

@@ -4,10 +4,10 @@
 //! still flows (fail-open) and the counters say so.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use tls_inspect_tests::{check, Background, Topology, CLIENT_IP, INSIDE, SERVER_IP};
+use anyhow::Result;
+use tls_inspect_tests::{check, wait_until, Background, Topology, CLIENT_IP, INSIDE, SERVER_IP};
 
 const SCOPE_8080: &str = r#"
 [[policy]]
@@ -67,17 +67,6 @@ fn hanging_connect(t: &Topology, sport: u16) -> Result<Background> {
 fn syns_seen(receiver: &Background, sport: u16) -> usize {
     let needle = format!("tcp {CLIENT_IP}:{sport} > {SERVER_IP}:8080 flags=0x02");
     receiver.lines().iter().filter(|l| l.contains(&needle)).count()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out waiting for {what}")
 }
 
 fn start_receiver(t: &Topology) -> Result<Background> {

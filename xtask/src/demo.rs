@@ -42,12 +42,7 @@ pub fn run(bin: &Path) -> Result<()> {
     println!("curl http://{SERVER_IP}/hostname -> HTTP {code}");
 
     step(4, "HTTPS on port 443 matches scope 1: a worker terminates the client's TCP connection and re-originates it, from the client's address");
-    let key = t.dir.join("key.pem");
-    let cert = t.dir.join("cert.pem");
-    check(Command::new("openssl").args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-        "-subj", "/CN=server.demo", "-keyout",
-    ]).arg(&key).arg("-out").arg(&cert))?;
+    let (key, cert) = tls_inspect_tests::self_signed_cert(&t.dir, "server.demo")?;
     let mut tls = t.server.cmd("openssl");
     tls.args(["s_server", "-accept", &format!("{SERVER_IP}:443"), "-www", "-key"]).arg(&key).arg("-cert").arg(&cert);
     t.spawn(tls)?;

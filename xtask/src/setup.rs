@@ -30,7 +30,6 @@ const PACKAGES: &[&str] = &[
     "curl",
     "openssl",
     "python3",
-    "nginx-light",
     "iperf3",
 ];
 

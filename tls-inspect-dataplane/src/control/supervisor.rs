@@ -63,15 +63,15 @@ impl Supervisor {
                 engine: plan.engine,
                 cpu: Some(id % cpus),
             };
-            let worker = Worker::new(
+            let worker = Worker {
                 config,
-                paths.clone(),
-                stop.clone(),
-                stats[id].clone(),
+                paths: paths.clone(),
+                stop: stop.clone(),
+                stats: stats[id].clone(),
                 inbox,
-                senders.clone(),
-                ready_tx.clone(),
-            );
+                peers: senders.clone(),
+                ready: ready_tx.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .spawn(move || {

@@ -562,12 +562,6 @@ impl Engine {
             self.free.push(id);
         }
     }
-
-    /// The phase of a flow.
-    #[cfg(test)]
-    pub fn phase(&self, key: &FlowKey) -> Option<Phase> {
-        self.index.get(key).and_then(|&id| self.flows[id].as_ref()).map(|f| f.phase)
-    }
 }
 
 /// True when a leg went to Closed from a state that only a RST, an abort or a timeout leaves

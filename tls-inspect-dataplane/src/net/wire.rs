@@ -44,8 +44,11 @@ pub fn ip_packet(frame: &[u8], l3_offset: usize) -> Option<&[u8]> {
     ip.get(..total)
 }
 
+/// An IPv4 packet and the TCP segment inside it, both checked.
+type Segment<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
 /// The TCP header of an IPv4 packet, checked.
-fn tcp_of(ip: &[u8]) -> Option<(Ipv4Packet<&[u8]>, TcpPacket<&[u8]>)> {
+fn tcp_of(ip: &[u8]) -> Option<Segment<'_>> {
     let packet = Ipv4Packet::new_checked(ip).ok()?;
     if packet.next_header() != IpProtocol::Tcp {
         return None;

@@ -158,37 +158,20 @@ impl Transmit for XskTx<'_> {
 }
 
 pub struct Worker {
-    config: WorkerConfig,
-    paths: Paths,
-    stop: Arc<AtomicBool>,
-    stats: Arc<WorkerStats>,
-    inbox: Receiver<Handoff>,
-    peers: Vec<Sender<Handoff>>,
+    pub config: WorkerConfig,
+    pub paths: Paths,
+    /// Set by the supervisor to stop every worker.
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<WorkerStats>,
+    /// Frames other workers hand over to this one.
+    pub inbox: Receiver<Handoff>,
+    /// Every worker's inbox, by worker ID.
+    pub peers: Vec<Sender<Handoff>>,
     /// Told once the sockets are registered (or why they could not be).
-    ready: Sender<std::result::Result<(), String>>,
+    pub ready: Sender<std::result::Result<(), String>>,
 }
 
 impl Worker {
-    pub fn new(
-        config: WorkerConfig,
-        paths: Paths,
-        stop: Arc<AtomicBool>,
-        stats: Arc<WorkerStats>,
-        inbox: Receiver<Handoff>,
-        peers: Vec<Sender<Handoff>>,
-        ready: Sender<std::result::Result<(), String>>,
-    ) -> Self {
-        Self {
-            config,
-            paths,
-            stop,
-            stats,
-            inbox,
-            peers,
-            ready,
-        }
-    }
-
     /// Runs until the stop flag is set; unregisters the sockets on the way out, so the XDP
     /// program bridges (fails open) as soon as this worker is gone.
     pub fn run(self) -> Result<()> {
