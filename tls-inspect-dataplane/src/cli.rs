@@ -260,3 +260,36 @@ pub fn flows(paths: &Paths, as_json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+fn print_ca(info: &crate::tls::ca::CaInfo) {
+    println!("subject:   {}", info.subject);
+    println!("issuer:    {}{}", info.issuer, if info.is_root { " (root)" } else { " (intermediate)" });
+    println!("key:       {}", info.key_type);
+    println!("valid:     {} to {}", info.not_before, info.not_after);
+    println!("sha256:    {}", info.sha256);
+    if let Some(w) = info.warning() {
+        eprintln!("tls-inspect: warning: {w}");
+    }
+}
+
+pub fn ca(dir: &Path, command: crate::CaCommand) -> Result<()> {
+    use crate::tls::ca;
+    match command {
+        crate::CaCommand::Trial => {
+            let info = ca::trial(dir)?;
+            println!("trial CA written to {} (key {}/ca.key, mode 0600)", dir.display(), dir.display());
+            print_ca(&info);
+        }
+        crate::CaCommand::Import { cert, key, chain } => {
+            let info = ca::import(dir, &cert, &key, chain.as_deref())?;
+            println!("CA imported into {}", dir.display());
+            print_ca(&info);
+        }
+        crate::CaCommand::Show => print_ca(&ca::show(dir)?),
+        crate::CaCommand::Export { out } => {
+            let n = ca::export(dir, &out)?;
+            println!("{n} certificate(s) written to {}", out.display());
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod net;
 mod phy;
+mod tls;
 
 use control::config::XdpModeSetting;
 use control::maps::Paths;
@@ -72,6 +73,14 @@ enum Command {
     Stats(JsonFlag),
     /// Flows the XDP program has decided (steered or bypassed).
     Flows(JsonFlag),
+    /// The CA that signs the certificates forged for inspected connections.
+    Ca {
+        /// Where the CA lives (ca.crt, ca.key 0600, chain.crt).
+        #[arg(long, global = true, default_value = tls::ca::DEFAULT_DIR)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Tools for testing the data path.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -131,6 +140,29 @@ enum PolicyCommand {
     /// Disable a policy: new connections are no longer steered; existing ones are untouched.
     Disable { id: u32 },
     List(JsonFlag),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a private trial root CA (ECDSA P-256, 10 years).
+    Trial,
+    /// Install a root or intermediate CA after checking it.
+    Import {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// The certificates above an intermediate (PEM).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+    },
+    /// Subject, key type, validity and fingerprint of the installed CA.
+    Show,
+    /// Write the PEM chain that hosts install as trusted.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -242,6 +274,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             control::loader::require_root()?;
             cli::flows(&paths, f.json)
         }
+        Command::Ca { dir, command } => cli::ca(&dir, command),
         Command::Debug(DebugCommand::XskRecv {
             iface,
             side,

@@ -1,0 +1,5 @@
+//! TLS: reading the ClientHello, the operator's CA, forged certificates, and the interceptor
+//! that terminates the client's TLS and re-originates it to the server. Sans-IO like the relay
+//! it plugs into: TLS bytes in, TLS bytes out; `tls` never names smoltcp types.
+pub mod ca;
+pub mod clienthello;
