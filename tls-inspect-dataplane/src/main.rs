@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod cli;
 mod control;
+mod inspect;
 mod net;
 mod phy;
 mod tls;

@@ -3,3 +3,5 @@
 //! it plugs into: TLS bytes in, TLS bytes out; `tls` never names smoltcp types.
 pub mod ca;
 pub mod clienthello;
+pub mod forge;
+pub mod intercept;

@@ -1,0 +1,162 @@
+//! Certificates forged for the client: the real server's names, signed by the operator's CA
+//! (or, for an upstream that failed validation and the `forward_untrusted` policy, by a key no
+//! client trusts, so the failure reaches the user). One leaf key pair per worker, reused across
+//! forged certificates; a bounded LRU cache keyed by the upstream certificate's hash, so a busy
+//! host costs one signature, not one per connection.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::ca::Ca;
+
+/// The longest validity a publicly trusted leaf may have (CA/Browser Forum), and so ours.
+const MAX_DAYS: i64 = 397;
+
+pub struct Forger {
+    issuer: Issuer<'static, KeyPair>,
+    /// Sent after the leaf: the CA when it is an intermediate, and what is above it but the root.
+    chain_tail: Vec<CertificateDer<'static>>,
+    untrusted: Issuer<'static, KeyPair>,
+    leaf_key: KeyPair,
+    leaf_signing: Arc<dyn rustls::sign::SigningKey>,
+    cache: HashMap<([u8; 32], bool), (Arc<CertifiedKey>, u64)>,
+    capacity: usize,
+    tick: u64,
+    /// Signatures made (cache misses).
+    pub signed: u64,
+}
+
+fn is_self_signed(der: &[u8]) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, x)| x.subject() == x.issuer())
+}
+
+impl Forger {
+    pub fn new(ca: &Ca, capacity: usize) -> Result<Self> {
+        let key = KeyPair::from_pem(&ca.key.serialize_pem()).map_err(|e| anyhow!("CA key: {e}"))?;
+        let issuer = Issuer::from_ca_cert_der(&ca.cert, key).map_err(|e| anyhow!("CA certificate: {e}"))?;
+        let mut chain_tail = Vec::new();
+        if !is_self_signed(&ca.cert) {
+            chain_tail.push(ca.cert.clone());
+            chain_tail.extend(ca.chain.iter().filter(|c| !is_self_signed(c)).cloned());
+        }
+        // A signer no client trusts: a fresh key and name per worker, never written anywhere.
+        let untrusted_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "tls-inspect: upstream certificate NOT trusted");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let untrusted = Issuer::new(params, untrusted_key);
+
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let leaf_signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| anyhow!("leaf key: {e}"))?;
+        Ok(Self {
+            issuer,
+            chain_tail,
+            untrusted,
+            leaf_key,
+            leaf_signing,
+            cache: HashMap::new(),
+            capacity: capacity.max(1),
+            tick: 0,
+            signed: 0,
+        })
+    }
+
+    /// The certificate (with its chain) for a connection whose server presented `upstream`.
+    /// `trusted` says whether the upstream passed validation: if not, the operator's CA never
+    /// signs it.
+    pub fn forge(&mut self, upstream: &CertificateDer<'_>, sni: Option<&str>, trusted: bool) -> Result<Arc<CertifiedKey>> {
+        let id: [u8; 32] = Sha256::digest(upstream.as_ref()).into();
+        self.tick += 1;
+        if let Some((ck, used)) = self.cache.get_mut(&(id, trusted)) {
+            *used = self.tick;
+            return Ok(ck.clone());
+        }
+        let params = leaf_params(upstream, sni)?;
+        let issuer = if trusted { &self.issuer } else { &self.untrusted };
+        let cert = params.signed_by(&self.leaf_key, issuer)?;
+        self.signed += 1;
+        let mut chain = vec![cert.der().clone()];
+        if trusted {
+            chain.extend(self.chain_tail.iter().cloned());
+        }
+        let ck = Arc::new(CertifiedKey::new(chain, self.leaf_signing.clone()));
+        if self.cache.len() >= self.capacity {
+            if let Some(oldest) = self.cache.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
+                self.cache.remove(&oldest);
+            }
+        }
+        self.cache.insert((id, trusted), (ck.clone(), self.tick));
+        Ok(ck)
+    }
+}
+
+/// The forged leaf's parameters: the upstream's subject alternative names (so clients without
+/// SNI, and connections to an IP, still validate), its common name, a validity no longer than
+/// the upstream's and at most 397 days, server authentication only.
+fn leaf_params(upstream: &CertificateDer<'_>, sni: Option<&str>) -> Result<CertificateParams> {
+    let (_, x) = X509Certificate::from_der(upstream.as_ref()).map_err(|e| anyhow!("upstream certificate: {e}"))?;
+    let mut params = CertificateParams::default();
+    let mut sans = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => {
+                    if let Ok(n) = (*d).try_into() {
+                        sans.push(SanType::DnsName(n));
+                    }
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        sans.push(SanType::IpAddress(ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if sans.is_empty() {
+        if let Some(Ok(n)) = sni.map(|s| s.to_string().try_into()) {
+            sans.push(SanType::DnsName(n));
+        }
+    }
+    params.subject_alt_names = sans;
+    let mut dn = DistinguishedName::new();
+    if let Some(cn) = x.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) {
+        dn.push(DnType::CommonName, cn);
+    } else if let Some(s) = sni {
+        dn.push(DnType::CommonName, s);
+    }
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    let upstream_end = x.validity().not_after.to_datetime();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = upstream_end.min(now + time::Duration::days(MAX_DAYS));
+    if params.not_after <= params.not_before {
+        params.not_after = params.not_before + time::Duration::hours(1);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.is_ca = IsCa::NoCa;
+    Ok(params)
+}

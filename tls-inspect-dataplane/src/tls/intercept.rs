@@ -1,0 +1,426 @@
+//! One inspected TLS connection, sans I/O: TLS bytes from the client and from the server in,
+//! TLS bytes for each out. Upstream first: the client's ClientHello is held while a rustls client
+//! connects to the real server with the same SNI, the client's ALPN list and only the versions
+//! the client offered, and validates its certificate like a browser. Then a rustls server answers
+//! the held ClientHello with a certificate forged for the server's names, offering the ALPN the
+//! server chose. Plaintext crosses through an [`Inspector`].
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    ServerConfig, ServerConnection, SignatureScheme, SupportedProtocolVersion,
+};
+
+use super::clienthello::{ClientHello, TLS1_2, TLS1_3};
+use super::forge::Forger;
+use crate::inspect::{Direction, Inspector, Verdict};
+
+/// What to do when the server's certificate does not validate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UntrustedUpstream {
+    /// The client gets a TLS alert; the log says why.
+    Block,
+    /// The client gets a certificate signed by a key it does not trust, so its own checks fail.
+    ForwardUntrusted,
+}
+
+/// Why an inspected connection ended early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The server's certificate did not validate (blocked by policy).
+    UpstreamInvalid(String),
+    /// The server asked for a client certificate (mTLS): the connection cannot be inspected.
+    ClientAuthRequested,
+    /// The client rejected our certificate (pinning, or the CA is not installed).
+    ClientRejected(String),
+    /// Another TLS failure towards the server.
+    Upstream(String),
+    /// Another TLS failure towards the client.
+    Client(String),
+    /// The inspector blocked the flow.
+    Blocked(String),
+}
+
+/// What the logs say about the two TLS sessions.
+#[derive(Clone, Debug, Default)]
+pub struct TlsInfo {
+    pub upstream_version: Option<String>,
+    pub upstream_cipher: Option<String>,
+    pub client_version: Option<String>,
+    pub client_cipher: Option<String>,
+    pub alpn: Option<String>,
+    /// Why the upstream certificate did not validate, if it did not.
+    pub upstream_invalid: Option<String>,
+}
+
+/// Appliance-wide TLS settings every interceptor uses.
+pub struct TlsConfig {
+    pub roots: Arc<RootCertStore>,
+    pub untrusted_upstream: UntrustedUpstream,
+}
+
+/// Validates like a browser (webpki: chain, name, validity, key usage) and records the verdict;
+/// with `forward_untrusted` an invalid chain is let through here and marked.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    forward_untrusted: bool,
+    verdict: Mutex<Option<String>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if let Ok(mut v) = self.verdict.lock() {
+                    *v = Some(e.to_string());
+                }
+                if self.forward_untrusted {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Notes that the server asked for a client certificate, and offers none.
+#[derive(Debug, Default)]
+struct NoteClientAuth(AtomicBool);
+
+impl ResolvesClientCert for NoteClientAuth {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+struct Forged(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Forged {
+    fn resolve(&self, _hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The versions both we and the client speak (never one the client did not offer).
+pub fn common_versions(hello: &ClientHello) -> Vec<&'static SupportedProtocolVersion> {
+    let mut v = Vec::new();
+    if hello.offers(TLS1_3) {
+        v.push(&rustls::version::TLS13);
+    }
+    if hello.offers(TLS1_2) || (hello.versions.iter().all(|x| *x <= TLS1_2) && hello.max_version() >= TLS1_2) {
+        v.push(&rustls::version::TLS12);
+    }
+    v
+}
+
+/// Bytes of TLS output a direction may hold before its input is no longer read.
+pub const PENDING_LIMIT: usize = 256 * 1024;
+
+pub struct Interceptor {
+    upstream: ClientConnection,
+    downstream: Option<ServerConnection>,
+    hello: Vec<u8>,
+    sni: Option<String>,
+    versions: Vec<&'static SupportedProtocolVersion>,
+    verifier: Arc<RecordingVerifier>,
+    client_auth: Arc<NoteClientAuth>,
+    inspector: Box<dyn Inspector>,
+    /// TLS bytes waiting to be sent to each side.
+    pub to_server: Vec<u8>,
+    pub to_client: Vec<u8>,
+    pub info: TlsInfo,
+    scratch: Vec<u8>,
+    client_closed: bool,
+    server_closed: bool,
+}
+
+impl Interceptor {
+    /// Starts the connection to the server for a client whose first flight is `hello_records`.
+    pub fn new(
+        config: &TlsConfig,
+        hello_records: Vec<u8>,
+        hello: &ClientHello,
+        server_ip: Ipv4Addr,
+        inspector: Box<dyn Inspector>,
+    ) -> Result<Self, Failure> {
+        let versions = common_versions(hello);
+        if versions.is_empty() {
+            return Err(Failure::Client("no TLS version in common".into()));
+        }
+        let webpki = WebPkiServerVerifier::builder(config.roots.clone())
+            .build()
+            .map_err(|e| Failure::Upstream(format!("verifier: {e}")))?;
+        let verifier = Arc::new(RecordingVerifier {
+            inner: webpki,
+            forward_untrusted: config.untrusted_upstream == UntrustedUpstream::ForwardUntrusted,
+            verdict: Mutex::new(None),
+        });
+        let client_auth = Arc::new(NoteClientAuth::default());
+        let mut cc = ClientConfig::builder_with_protocol_versions(&versions)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_cert_resolver(client_auth.clone());
+        cc.alpn_protocols = hello.alpn.clone();
+        cc.enable_sni = hello.sni.is_some();
+        let name = match &hello.sni {
+            Some(s) => ServerName::try_from(s.clone()).map_err(|_| Failure::Client(format!("bad SNI '{s}'")))?,
+            None => ServerName::IpAddress(IpAddr::V4(server_ip).into()),
+        };
+        let upstream = ClientConnection::new(Arc::new(cc), name).map_err(|e| Failure::Upstream(e.to_string()))?;
+        let mut me = Self {
+            upstream,
+            downstream: None,
+            hello: hello_records,
+            sni: hello.sni.clone(),
+            versions,
+            verifier,
+            client_auth,
+            inspector,
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            info: TlsInfo::default(),
+            scratch: vec![0; 16 * 1024],
+            client_closed: false,
+            server_closed: false,
+        };
+        me.flush_upstream();
+        Ok(me)
+    }
+
+    fn flush_upstream(&mut self) {
+        while self.upstream.wants_write() {
+            if self.upstream.write_tls(&mut self.to_server).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn flush_downstream(&mut self) {
+        if let Some(d) = self.downstream.as_mut() {
+            while d.wants_write() {
+                if d.write_tls(&mut self.to_client).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn upstream_error(&self, e: rustls::Error) -> Failure {
+        if self.client_auth.0.load(Ordering::Relaxed) {
+            return Failure::ClientAuthRequested;
+        }
+        if let Some(reason) = self.verifier.verdict.lock().ok().and_then(|v| v.clone()) {
+            return Failure::UpstreamInvalid(reason);
+        }
+        Failure::Upstream(e.to_string())
+    }
+
+    /// TLS bytes from the server.
+    pub fn from_server(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+        while !data.is_empty() {
+            let n = self.upstream.read_tls(&mut data).map_err(|e| Failure::Upstream(e.to_string()))?;
+            let state = self.upstream.process_new_packets();
+            if let Err(e) = state {
+                self.flush_upstream();
+                return Err(self.upstream_error(e));
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        self.pump(forger)
+    }
+
+    /// TLS bytes from the client.
+    pub fn from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+        let Some(down) = self.downstream.as_mut() else {
+            // Before the server is up, the client has nothing more to say than its hello.
+            self.hello.extend_from_slice(data);
+            return Ok(());
+        };
+        while !data.is_empty() {
+            let n = down.read_tls(&mut data).map_err(|e| Failure::Client(e.to_string()))?;
+            if let Err(e) = down.process_new_packets() {
+                self.flush_downstream();
+                return Err(match e {
+                    rustls::Error::AlertReceived(
+                        a @ (AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::CertificateUnknown),
+                    ) => Failure::ClientRejected(format!("{a:?}")),
+                    other => Failure::Client(other.to_string()),
+                });
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        self.pump(forger)
+    }
+
+    /// Whether input from a side may be read now (its output towards the other side has room).
+    pub fn wants_from_client(&self) -> bool {
+        self.to_server.len() < PENDING_LIMIT
+    }
+
+    pub fn wants_from_server(&self) -> bool {
+        self.to_client.len() < PENDING_LIMIT
+    }
+
+    /// Both handshakes are done.
+    pub fn is_open(&self) -> bool {
+        self.downstream.as_ref().is_some_and(|d| !d.is_handshaking()) && !self.upstream.is_handshaking()
+    }
+
+    fn pump(&mut self, forger: &mut Forger) -> Result<(), Failure> {
+        if self.downstream.is_none() && !self.upstream.is_handshaking() {
+            self.open_downstream(forger)?;
+        }
+        if self.is_open() {
+            self.relay()?;
+        }
+        self.flush_upstream();
+        self.flush_downstream();
+        Ok(())
+    }
+
+    /// The server is up: answer the held ClientHello with a forged certificate.
+    fn open_downstream(&mut self, forger: &mut Forger) -> Result<(), Failure> {
+        let leaf = self
+            .upstream
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| Failure::Upstream("the server sent no certificate".into()))?;
+        let invalid = self.verifier.verdict.lock().ok().and_then(|v| v.clone());
+        self.info.upstream_invalid = invalid.clone();
+        let ck = forger
+            .forge(leaf, self.sni.as_deref(), invalid.is_none())
+            .map_err(|e| Failure::Upstream(format!("forging: {e}")))?;
+        let alpn = self.upstream.alpn_protocol().map(<[u8]>::to_vec);
+        self.info.alpn = alpn.as_ref().map(|a| String::from_utf8_lossy(a).into_owned());
+        self.info.upstream_version = self.upstream.protocol_version().map(|v| format!("{v:?}"));
+        self.info.upstream_cipher = self.upstream.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
+        let mut sc = ServerConfig::builder_with_protocol_versions(&self.versions)
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Forged(ck)));
+        sc.alpn_protocols = alpn.into_iter().collect();
+        let mut down = ServerConnection::new(Arc::new(sc)).map_err(|e| Failure::Client(e.to_string()))?;
+        let hello = std::mem::take(&mut self.hello);
+        let mut rest = &hello[..];
+        while !rest.is_empty() {
+            let n = down.read_tls(&mut rest).map_err(|e| Failure::Client(e.to_string()))?;
+            down.process_new_packets().map_err(|e| Failure::Client(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+        }
+        self.downstream = Some(down);
+        Ok(())
+    }
+
+    /// Moves plaintext both ways through the inspector.
+    fn relay(&mut self) -> Result<(), Failure> {
+        let Some(down) = self.downstream.as_mut() else {
+            return Ok(());
+        };
+        if self.info.client_version.is_none() {
+            self.info.client_version = down.protocol_version().map(|v| format!("{v:?}"));
+            self.info.client_cipher = down.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
+        }
+        // Client -> server.
+        loop {
+            match down.reader().read(&mut self.scratch) {
+                Ok(0) => {
+                    if !self.client_closed {
+                        self.client_closed = true;
+                        self.upstream.send_close_notify();
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &self.scratch[..n]) {
+                        return Err(Failure::Blocked(why));
+                    }
+                    self.upstream.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Upstream(e.to_string()))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(Failure::Client(e.to_string())),
+            }
+        }
+        // Server -> client.
+        loop {
+            match self.upstream.reader().read(&mut self.scratch) {
+                Ok(0) => {
+                    if !self.server_closed {
+                        self.server_closed = true;
+                        down.send_close_notify();
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, &self.scratch[..n]) {
+                        return Err(Failure::Blocked(why));
+                    }
+                    down.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Client(e.to_string()))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(Failure::Upstream(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The client sent close_notify (its plaintext has ended).
+    pub fn client_done(&self) -> bool {
+        self.client_closed
+    }
+
+    pub fn server_done(&self) -> bool {
+        self.server_closed
+    }
+
+    /// A fatal alert record for a client whose connection is refused before any TLS session
+    /// exists towards it.
+    pub fn alert(description: u8) -> [u8; 7] {
+        [21, 3, 3, 0, 2, 2, description]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests;

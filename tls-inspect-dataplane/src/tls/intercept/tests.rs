@@ -1,0 +1,268 @@
+//! A rustls client <-> interceptor <-> rustls server chain in memory, with a test PKI for the
+//! server and an operator CA for the forged certificates.
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::*;
+use crate::inspect::PassAll;
+use crate::tls::ca::Ca;
+use crate::tls::clienthello::{sniff, Sniff};
+
+fn ca(name: &str) -> (CertificateDer<'static>, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    (p.self_signed(&key).unwrap().der().clone(), key)
+}
+
+fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.subject_alt_names.push(SanType::IpAddress("198.18.0.2".parse().unwrap()));
+    p.distinguished_name.push(DnType::CommonName, names[0]);
+    let issuer = Issuer::from_ca_cert_der(issuer_cert, issuer_key).unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+}
+
+fn roots(certs: &[&CertificateDer<'static>]) -> Arc<RootCertStore> {
+    let mut r = RootCertStore::empty();
+    for c in certs {
+        r.add((*c).clone()).unwrap();
+    }
+    Arc::new(r)
+}
+
+struct World {
+    operator: CertificateDer<'static>,
+    forger: Forger,
+    config: TlsConfig,
+    server_cfg: Arc<ServerConfig>,
+}
+
+fn world(untrusted: UntrustedUpstream, server_alpn: &[&str], mtls: bool) -> World {
+    let (test_root, test_root_key) = ca("Test Server Root");
+    let (operator, operator_key) = ca("Operator CA");
+    let (chain, key) = leaf(&test_root, test_root_key, &["server.test"]);
+    let builder = ServerConfig::builder();
+    let builder = if mtls {
+        builder.with_client_cert_verifier(WebPkiClientVerifier::builder(roots(&[&test_root])).build().unwrap())
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut sc = builder.with_single_cert(chain, key).unwrap();
+    sc.alpn_protocols = server_alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let forger = Forger::new(&Ca { cert: operator.clone(), key: operator_key, chain: vec![] }, 16).unwrap();
+    World {
+        operator,
+        forger,
+        config: TlsConfig { roots: roots(&[&test_root]), untrusted_upstream: untrusted },
+        server_cfg: Arc::new(sc),
+    }
+}
+
+fn client(trust: &CertificateDer<'static>, name: &str, alpn: &[&str], tls12_only: bool) -> ClientConnection {
+    let builder = if tls12_only {
+        ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        ClientConfig::builder()
+    };
+    let mut cc = builder.with_root_certificates(roots(&[trust])).with_no_client_auth();
+    cc.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    ClientConnection::new(Arc::new(cc), ServerName::try_from(name.to_string()).unwrap()).unwrap()
+}
+
+/// Runs the three parties until nothing moves; returns the interceptor's failure, if any.
+fn run(w: &mut World, client: &mut ClientConnection, server: &mut ServerConnection) -> (Option<Interceptor>, Option<Failure>) {
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let Sniff::Hello(ch) = sniff(&hello) else { panic!("no hello") };
+    let mut icpt = Interceptor::new(&w.config, hello, &ch, "198.18.0.2".parse().unwrap(), Box::new(PassAll)).unwrap();
+    for _ in 0..50 {
+        let mut moved = false;
+        if !icpt.to_server.is_empty() {
+            let data = std::mem::take(&mut icpt.to_server);
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                if server.read_tls(&mut rest).unwrap() == 0 {
+                    break;
+                }
+                if server.process_new_packets().is_err() {
+                    break;
+                }
+            }
+            moved = true;
+        }
+        let mut out = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut out).unwrap();
+        }
+        if !out.is_empty() {
+            moved = true;
+            if let Err(f) = icpt.from_server(&out, &mut w.forger) {
+                return (Some(icpt), Some(f));
+            }
+        }
+        if !icpt.to_client.is_empty() {
+            let data = std::mem::take(&mut icpt.to_client);
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                if client.read_tls(&mut rest).unwrap() == 0 {
+                    break;
+                }
+                if client.process_new_packets().is_err() {
+                    break;
+                }
+            }
+            moved = true;
+        }
+        let mut out = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut out).unwrap();
+        }
+        if !out.is_empty() {
+            moved = true;
+            if let Err(f) = icpt.from_client(&out, &mut w.forger) {
+                return (Some(icpt), Some(f));
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    (Some(icpt), None)
+}
+
+fn issuer_cn(cert: &CertificateDer<'_>) -> String {
+    let (_, x) = X509Certificate::from_der(cert).unwrap();
+    let cn = x.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+    cn
+}
+
+fn read_all(conn: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn tls13_with_alpn_and_data_both_ways() {
+    let mut w = world(UntrustedUpstream::Block, &["h2", "http/1.1"], false);
+    let mut c = client(&w.operator, "server.test", &["h2", "http/1.1"], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run(&mut w, &mut c, &mut s);
+    assert_eq!(failure, None);
+    assert!(!c.is_handshaking() && !s.is_handshaking());
+    // The client saw a certificate from the operator's CA, for the server's names.
+    let cert = &c.peer_certificates().unwrap()[0];
+    assert_eq!(issuer_cn(cert), "Operator CA");
+    assert_eq!(c.alpn_protocol(), Some(&b"h2"[..]), "the ALPN the server chose");
+    assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    let mut icpt = icpt.unwrap();
+    assert_eq!(icpt.info.alpn.as_deref(), Some("h2"));
+
+    // Plaintext both ways.
+    c.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    s.writer().write_all(b"HTTP/1.1 200 OK\r\n\r\nhello").unwrap();
+    for _ in 0..5 {
+        let mut out = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut out).unwrap();
+        }
+        icpt.from_client(&out, &mut w.forger).unwrap();
+        let data = std::mem::take(&mut icpt.to_server);
+        let _ = s.read_tls(&mut &data[..]);
+        s.process_new_packets().unwrap();
+        let mut out = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut out).unwrap();
+        }
+        icpt.from_server(&out, &mut w.forger).unwrap();
+        let data = std::mem::take(&mut icpt.to_client);
+        let _ = c.read_tls(&mut &data[..]);
+        c.process_new_packets().unwrap();
+    }
+    assert_eq!(read_all(&mut s), b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(read_all(&mut c), b"HTTP/1.1 200 OK\r\n\r\nhello");
+    // One signature served both this connection and the next (cache).
+    assert_eq!(w.forger.signed, 1);
+}
+
+#[test]
+fn tls12_client_gets_tls12_both_ways() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let mut c = client(&w.operator, "server.test", &[], true);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run(&mut w, &mut c, &mut s);
+    assert_eq!(failure, None);
+    assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2), "never more than the client offered... nor less");
+    assert!(icpt.unwrap().info.upstream_version.unwrap().contains("TLSv1_2"));
+}
+
+#[test]
+fn a_wrong_name_upstream_is_blocked_with_the_reason() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let mut c = client(&w.operator, "other.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (_, failure) = run(&mut w, &mut c, &mut s);
+    match failure {
+        Some(Failure::UpstreamInvalid(why)) => assert!(why.contains("not valid for name"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.is_handshaking(), "the client never got a certificate");
+}
+
+#[test]
+fn forward_untrusted_lets_the_client_refuse() {
+    let mut w = world(UntrustedUpstream::ForwardUntrusted, &[], false);
+    let mut c = client(&w.operator, "other.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run(&mut w, &mut c, &mut s);
+    // The client aborts: the forged certificate is not from the operator's CA.
+    assert!(matches!(failure, Some(Failure::ClientRejected(_))), "{failure:?}");
+    assert!(icpt.unwrap().info.upstream_invalid.unwrap().contains("not valid for name"));
+}
+
+#[test]
+fn an_mtls_server_is_recognised() {
+    let mut w = world(UntrustedUpstream::Block, &[], true);
+    let mut c = client(&w.operator, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (_, failure) = run(&mut w, &mut c, &mut s);
+    // TLS 1.3: the server rejects the empty certificate after our Finished; the failure may
+    // come on the next server flight.
+    let failure = failure.or_else(|| {
+        let mut out = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut out).unwrap();
+        }
+        None
+    });
+    assert!(matches!(failure, Some(Failure::ClientAuthRequested)), "{failure:?}");
+}
+
+#[test]
+fn a_client_that_does_not_trust_us_is_recognised() {
+    let (other_root, _) = ca("Some Other Root");
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let mut c = client(&other_root, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (_, failure) = run(&mut w, &mut c, &mut s);
+    assert!(matches!(failure, Some(Failure::ClientRejected(_))), "{failure:?}");
+}
