@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod cli;
 mod control;
 mod inspect;
+mod log;
 mod net;
 mod phy;
 mod tls;

@@ -25,6 +25,10 @@ pub struct ConfigFile {
     #[serde(default)]
     pub dataplane: DataplaneSettings,
     #[serde(default)]
+    pub tls: crate::tls::policy::TlsSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
     pub policy: Vec<PolicyDef>,
 }
 
@@ -51,6 +55,16 @@ impl Default for Appliance {
             prefix_table_size: 131_072,
         }
     }
+}
+
+/// `[log]`: where flow records go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// EVE-style JSON lines, one per flow, appended to this file.
+    pub eve: Option<String>,
+    /// The same lines on standard output.
+    pub stdout: bool,
 }
 
 /// The workers that carry steered flows.
@@ -173,6 +187,7 @@ impl ConfigFile {
             bail!("appliance.prefix_table_size: must be at least 2");
         }
         file.dataplane.validate()?;
+        crate::tls::policy::TlsPolicy::from_settings(&file.tls)?;
         Ok(file)
     }
 

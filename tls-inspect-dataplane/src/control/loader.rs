@@ -17,7 +17,8 @@ use super::config::{ConfigFile, XdpModeSetting};
 use super::maps::{Maps, Paths};
 use super::scopes::ScopeSet;
 use super::state::{self, Lock};
-use super::supervisor::{Plan, Supervisor};
+use super::supervisor::{Plan, Supervisor, TlsPlan};
+use std::sync::Arc;
 
 /// The XDP object, built by build.rs from `tls-inspect-ebpf`.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-xdp"));
@@ -123,6 +124,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let (policies, scopes) = file.scope_set(file.limits)?;
     let mut set = ScopeSet::new(file.limits);
     set.replace_with(policies, scopes)?;
+    let tls = tls_plan(&file)?;
     let mode = match opts.xdp_mode.unwrap_or(file.appliance.xdp_mode) {
         XdpModeSetting::Native => XdpMode::Driver,
         XdpModeSetting::Generic => XdpMode::Skb,
@@ -173,6 +175,14 @@ pub fn run(opts: RunOptions) -> Result<()> {
         policies = set.policies.len(), scopes = set.scopes.len(),
         "attached; bridging, and steering matching TCP flows"
     );
+    let logger = if file.log.eve.is_some() || file.log.stdout {
+        Some(crate::log::Logger::start(crate::log::LogTargets {
+            file: file.log.eve.as_ref().map(PathBuf::from),
+            stdout: file.log.stdout,
+        })?)
+    } else {
+        None
+    };
     let supervisor = if opts.no_workers {
         None
     } else {
@@ -184,6 +194,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 workers: opts.workers.unwrap_or(file.dataplane.workers),
                 engine: file.dataplane.engine(),
                 metrics: opts.metrics,
+                tls: tls.clone(),
+                log: logger.as_ref().map(|l| l.sender.clone()),
             },
         )?)
     };
@@ -197,6 +209,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
     if let Some(s) = supervisor {
         s.stop();
     }
+    if let Some(l) = logger {
+        l.stop();
+    }
     drop(daemon_lock);
     match opts.on_exit {
         OnExit::Bridge => info!(
@@ -208,6 +223,49 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the CA and the roots trusted upstream when `[tls] inspect` is on.
+fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
+    let settings = &file.tls;
+    if !settings.inspect {
+        return Ok(None);
+    }
+    let dir = PathBuf::from(&settings.ca_dir);
+    let ca = crate::tls::ca::load(&dir).context("tls.ca_dir")?;
+    if let Ok(info) = crate::tls::ca::show(&dir) {
+        if let Some(w) = info.warning() {
+            warn!("{w}");
+            eprintln!("tls-inspect: warning: {w}");
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    for path in &settings.extra_roots {
+        let text = fs::read_to_string(path).with_context(|| format!("tls.extra_roots: reading {path}"))?;
+        let blocks = pem::parse_many(&text).map_err(|e| anyhow!("tls.extra_roots: {path}: {e}"))?;
+        let mut n = 0;
+        for b in blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(b.into_contents()))
+                .map_err(|e| anyhow!("tls.extra_roots: {path}: {e}"))?;
+            n += 1;
+        }
+        if n == 0 {
+            bail!("tls.extra_roots: {path}: no certificate");
+        }
+    }
+    info!(system_roots = added, extra = settings.extra_roots.len(), "TLS inspection on");
+    Ok(Some(TlsPlan {
+        config: Arc::new(crate::tls::intercept::TlsConfig {
+            roots: Arc::new(roots),
+            untrusted_upstream: settings.untrusted_upstream,
+        }),
+        policy: Arc::new(crate::tls::policy::TlsPolicy::from_settings(settings)?),
+        ca: Arc::new(ca),
+        cert_cache: settings.cert_cache,
+    }))
 }
 
 /// Pinned links: the XDP program stays attached when the process is gone.

@@ -29,6 +29,18 @@ pub struct Plan {
     pub workers: usize,
     pub engine: EngineConfig,
     pub metrics: Option<SocketAddr>,
+    /// TLS interception (each worker forges with its own leaf key).
+    pub tls: Option<TlsPlan>,
+    pub log: Option<crossbeam_channel::Sender<crate::log::FlowLog>>,
+}
+
+/// What every worker needs to inspect TLS.
+#[derive(Clone)]
+pub struct TlsPlan {
+    pub config: Arc<crate::tls::intercept::TlsConfig>,
+    pub policy: Arc<crate::tls::policy::TlsPolicy>,
+    pub ca: Arc<crate::tls::ca::Ca>,
+    pub cert_cache: usize,
 }
 
 /// The file `tls-inspect stats` reads the workers' counters from.
@@ -62,6 +74,8 @@ impl Supervisor {
                 outside: plan.outside.clone(),
                 engine: plan.engine,
                 cpu: Some(id % cpus),
+                tls: plan.tls.clone(),
+                log: plan.log.clone(),
             };
             let worker = Worker {
                 config,

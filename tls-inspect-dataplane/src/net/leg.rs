@@ -222,6 +222,24 @@ impl Leg {
         self.iface.poll_at(now, &self.sockets)
     }
 
+    /// Takes received bytes into `buf`; returns how many.
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> usize {
+        let socket = self.socket();
+        if !socket.can_recv() {
+            return 0;
+        }
+        socket.recv_slice(buf).unwrap_or(0)
+    }
+
+    /// Queues as much of `data` as the send buffer takes; returns how much.
+    pub fn send_from(&mut self, data: &[u8]) -> usize {
+        let socket = self.socket();
+        if !socket.can_send() {
+            return 0;
+        }
+        socket.send_slice(data).unwrap_or(0)
+    }
+
     /// Both sockets of a relay: moves what `self` received into what `to` sends, as far as
     /// `to` has room (the rest stays in `self`'s buffer and shrinks the window it advertises).
     pub fn relay_to(&mut self, to: &mut Leg) -> usize {

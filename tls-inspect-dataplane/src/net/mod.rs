@@ -12,12 +12,22 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crossbeam_channel::Sender;
 
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
 use tls_inspect_common::{parse_frame, FlowKey, Frame, L4};
 
+use crate::inspect::PassAll;
+use crate::log::FlowLog;
+use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
+use crate::tls::forge::Forger;
+use crate::tls::intercept::{Failure, Interceptor, TlsConfig};
+use crate::tls::policy::{Decision, TlsPolicy};
 use leg::{Leg, LegConfig};
 use timer::TimerWheel;
 use wire::EthHeader;
@@ -100,6 +110,11 @@ pub struct EngineStats {
     pub unknown_flow: u64,
     /// Frames that were not TCP over IPv4, or not parsable.
     pub not_tcp: u64,
+    /// Flows decided: decrypted and re-encrypted, passed unchanged, blocked, failed.
+    pub tls_inspected: u64,
+    pub tls_passed: u64,
+    pub tls_blocked: u64,
+    pub tls_failed: u64,
 }
 
 /// The state machine of a flow. The decision (splice now; inspect with the TLS layer) is taken
@@ -114,6 +129,8 @@ pub enum Phase {
     Deciding,
     /// Bytes are relayed unchanged.
     Spliced,
+    /// TLS is terminated on both legs; plaintext crosses the inspector.
+    Inspected,
     /// One side reset or timed out; the flow is being torn down.
     Closing,
 }
@@ -132,6 +149,35 @@ struct Flow {
     fin_to_client: bool,
     last_activity: Instant,
     armed: Option<Instant>,
+    tls: Option<Box<Interceptor>>,
+    log: FlowLog,
+}
+
+/// TLS interception for one worker (absent: every flow is spliced).
+pub struct TlsWorker {
+    pub config: Arc<TlsConfig>,
+    pub policy: Arc<TlsPolicy>,
+    pub forger: Forger,
+}
+
+/// What an engine is connected to besides frames: TLS, the flow log, and the XDP program's
+/// policy and scope of each flow.
+#[derive(Default)]
+pub struct Hooks {
+    pub tls: Option<TlsWorker>,
+    pub log: Option<Sender<FlowLog>>,
+    #[allow(clippy::type_complexity, reason = "a plain callback")]
+    pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> (u32, u32) + Send>>,
+}
+
+/// The first bytes of a client that are read before deciding.
+const MAX_FIRST: usize = 16 * 1024;
+
+/// What the decision point chose.
+enum Decided {
+    Splice(&'static str),
+    Block(&'static str),
+    Inspect(ClientHello),
 }
 
 /// What the worker must mirror into the BPF flow map.
@@ -154,6 +200,9 @@ pub struct Engine {
     updates: Vec<MapUpdate>,
     stats: EngineStats,
     seed: u64,
+    hooks: Hooks,
+    scratch: Vec<u8>,
+    next_flow_id: u64,
 }
 
 /// The worker that owns a flow: the same for both directions, on every worker.
@@ -212,7 +261,20 @@ impl Engine {
             updates: Vec::new(),
             stats: EngineStats::default(),
             seed: seed | 1,
+            hooks: Hooks::default(),
+            scratch: vec![0; 16 * 1024],
+            next_flow_id: seed & 0xffff_ffff,
         }
+    }
+
+    /// Certificates this engine's forger has signed.
+    pub fn certs_forged(&self) -> u64 {
+        self.hooks.tls.as_ref().map_or(0, |t| t.forger.signed)
+    }
+
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -331,7 +393,23 @@ impl Engine {
             return;
         };
         server_leg.poll(now, &[], tx);
+        let (policy_id, scope_id) = self.hooks.flow_ids.as_mut().map_or((0, 0), |f| f(&key));
+        self.next_flow_id += 1;
+        let log = FlowLog {
+            flow_id: self.next_flow_id,
+            src_ip: Some(client.0),
+            src_port: client.1,
+            dest_ip: Some(server.0),
+            dest_port: server.1,
+            policy_id,
+            scope_id,
+            start: Some(SystemTime::now()),
+            decision: "pending",
+            ..FlowLog::default()
+        };
         let flow = Flow {
+            tls: None,
+            log,
             key,
             phase: Phase::Connecting,
             server: server_leg,
@@ -414,11 +492,30 @@ impl Engine {
         self.expired = expired;
     }
 
-    /// The decision point: taken once, when the client has sent its first bytes (or the
-    /// server spoke first, as SMTP, FTP and SSH do: then it is not TLS). Splice for now; the TLS
-    /// layer decides here from the ClientHello.
-    fn decide(_client_first: &[u8], _server_spoke_first: bool) -> Phase {
-        Phase::Spliced
+    /// The decision point, taken once: when the client has sent its first bytes (or the server
+    /// spoke first, as SMTP, FTP and SSH do: then it is not TLS). `None`: wait for more bytes.
+    fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Option<Decided> {
+        if server_spoke && first.is_empty() {
+            return Some(Decided::Splice("server_first"));
+        }
+        let hello = match sniff(first) {
+            Sniff::NeedMore if can_wait && first.len() < MAX_FIRST => return None,
+            Sniff::NeedMore | Sniff::NotTls(_) => return Some(Decided::Splice("not_tls")),
+            Sniff::Hello(h) => h,
+        };
+        log.sni = hello.sni.clone();
+        log.ja4 = Some(hello.ja4());
+        log.client_versions = hello.versions.iter().map(|v| version_name(*v).to_string()).collect();
+        log.client_alpn = hello.alpn.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let Some(tls) = tls else {
+            return Some(Decided::Splice("inspection_off"));
+        };
+        let (client, server) = (log.src_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), log.dest_ip.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        Some(match tls.policy.decide(&hello, client, server) {
+            Decision::Inspect => Decided::Inspect(hello),
+            Decision::Pass(reason) => Decided::Splice(reason),
+            Decision::Block(reason) => Decided::Block(reason),
+        })
     }
 
     /// Moves a flow's state machine on after any input or timer.
@@ -489,14 +586,84 @@ impl Engine {
                     s.can_recv() || !s.may_recv()
                 };
                 let socket = client.socket();
-                if socket.can_recv() || !socket.may_recv() || server_spoke {
-                    let first = socket.peek(4096).map(<[u8]>::to_vec).unwrap_or_default();
-                    flow.phase = Self::decide(&first, server_spoke && first.is_empty());
+                let can_wait = socket.may_recv();
+                if socket.can_recv() || !can_wait || server_spoke {
+                    let first = socket.peek(MAX_FIRST).map(<[u8]>::to_vec).unwrap_or_default();
+                    match Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke) {
+                        None => {}
+                        Some(Decided::Splice(reason)) => {
+                            flow.log.decision = "passed";
+                            flow.log.reason = reason.to_string();
+                            self.stats.tls_passed += 1;
+                            flow.phase = Phase::Spliced;
+                        }
+                        Some(Decided::Block(reason)) => {
+                            flow.log.decision = "blocked";
+                            flow.log.reason = reason.to_string();
+                            self.stats.tls_blocked += 1;
+                            client.send_from(&Interceptor::alert(ALERT_ACCESS_DENIED));
+                            client.socket().close();
+                            flow.server.socket().abort();
+                            flow.phase = Phase::Closing;
+                        }
+                        Some(Decided::Inspect(hello)) => {
+                            let mut records = vec![0u8; hello.record_len];
+                            let n = client.socket().recv_slice(&mut records).unwrap_or(0);
+                            records.truncate(n);
+                            let tls = self.hooks.tls.as_ref().map(|t| t.config.clone());
+                            let server_ip = Ipv4Addr::from(flow.key.server_addr);
+                            match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, Box::new(PassAll))) {
+                                Some(Ok(icpt)) => {
+                                    flow.log.decision = "inspected";
+                                    flow.tls = Some(Box::new(icpt));
+                                    flow.phase = Phase::Inspected;
+                                    self.stats.tls_inspected += 1;
+                                }
+                                Some(Err(f)) => {
+                                    fail(flow, f, self.hooks.tls.as_ref().map(|t| &*t.policy), &mut self.stats);
+                                }
+                                None => flow.phase = Phase::Spliced,
+                            }
+                        }
+                    }
                 }
             }
+            if flow.phase == Phase::Inspected {
+                if let (Some(icpt), Some(tls)) = (flow.tls.as_mut(), self.hooks.tls.as_mut()) {
+                    let client = flow.client.as_mut();
+                    if let Some(client) = client {
+                        match relay_tls(&mut flow.server, client, icpt, &mut tls.forger, &mut self.scratch) {
+                            Ok((up, down)) => {
+                                flow.log.bytes_toserver += up;
+                                flow.log.bytes_toclient += down;
+                                self.stats.bytes_to_server += up;
+                                self.stats.bytes_to_client += down;
+                                if !flow.fin_to_server && icpt.to_server.is_empty() && (icpt.client_done() || finished_receiving(client)) {
+                                    flow.server.socket().close();
+                                    flow.fin_to_server = true;
+                                }
+                                if !flow.fin_to_client && icpt.to_client.is_empty() && (icpt.server_done() || finished_receiving(&mut flow.server)) {
+                                    client.socket().close();
+                                    flow.fin_to_client = true;
+                                }
+                            }
+                            Err(f) => {
+                                let policy = tls.policy.clone();
+                                fail(flow, f, Some(&policy), &mut self.stats);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(client) = flow.client.as_mut() {
             if flow.phase == Phase::Spliced {
-                self.stats.bytes_to_server += client.relay_to(&mut flow.server) as u64;
-                self.stats.bytes_to_client += flow.server.relay_to(client) as u64;
+                let up = client.relay_to(&mut flow.server) as u64;
+                let down = flow.server.relay_to(client) as u64;
+                flow.log.bytes_toserver += up;
+                flow.log.bytes_toclient += down;
+                self.stats.bytes_to_server += up;
+                self.stats.bytes_to_client += down;
                 // Half-close: a FIN is passed on once everything before it has been.
                 if !flow.fin_to_server && finished_receiving(client) {
                     flow.server.socket().close();
@@ -556,12 +723,112 @@ impl Engine {
     }
 
     fn remove(&mut self, id: usize) {
-        if let Some(flow) = self.flows.get_mut(id).and_then(Option::take) {
+        if let Some(mut flow) = self.flows.get_mut(id).and_then(Option::take) {
             self.index.remove(&flow.key);
             self.updates.push(MapUpdate::Remove(flow.key));
             self.free.push(id);
+            if let Some(log) = &self.hooks.log {
+                if let Some(icpt) = &flow.tls {
+                    let info = &icpt.info;
+                    flow.log.alpn = info.alpn.clone();
+                    flow.log.client_version = info.client_version.clone();
+                    flow.log.client_cipher = info.client_cipher.clone();
+                    flow.log.upstream_version = info.upstream_version.clone();
+                    flow.log.upstream_cipher = info.upstream_cipher.clone();
+                }
+                if flow.log.decision == "pending" {
+                    flow.log.decision = "closed";
+                    flow.log.reason = "before_any_data".into();
+                }
+                flow.log.end = Some(SystemTime::now());
+                // A full log channel drops the record rather than stall the worker.
+                let _ = log.try_send(std::mem::take(&mut flow.log));
+            }
         }
     }
+}
+
+/// `access_denied`: what a client whose connection is blocked gets.
+const ALERT_ACCESS_DENIED: u8 = 49;
+/// `handshake_failure`.
+const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+
+/// Moves TLS bytes between the legs and the interceptor, as far as each side has room. Returns
+/// the bytes sent to the server and to the client.
+fn relay_tls(server: &mut Leg, client: &mut Leg, icpt: &mut Interceptor, forger: &mut Forger, scratch: &mut [u8]) -> Result<(u64, u64), Failure> {
+    let (mut up, mut down) = (0u64, 0u64);
+    for _ in 0..64 {
+        let mut moved = false;
+        if icpt.wants_from_server() {
+            let n = server.recv_into(scratch);
+            if n > 0 {
+                icpt.from_server(&scratch[..n], forger)?;
+                moved = true;
+            }
+        }
+        if icpt.wants_from_client() {
+            let n = client.recv_into(scratch);
+            if n > 0 {
+                icpt.from_client(&scratch[..n], forger)?;
+                moved = true;
+            }
+        }
+        if !icpt.to_server.is_empty() {
+            let n = server.send_from(&icpt.to_server);
+            icpt.to_server.drain(..n);
+            up += n as u64;
+            moved |= n > 0;
+        }
+        if !icpt.to_client.is_empty() {
+            let n = client.send_from(&icpt.to_client);
+            icpt.to_client.drain(..n);
+            down += n as u64;
+            moved |= n > 0;
+        }
+        if !moved {
+            break;
+        }
+    }
+    Ok((up, down))
+}
+
+/// Ends an inspected flow that failed: says why in the log, tells the client what it should
+/// see, and puts mTLS servers and pinning clients in the exclusion cache.
+fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &mut EngineStats) {
+    let server_ip = Ipv4Addr::from(flow.key.server_addr);
+    let sni = flow.log.sni.clone().unwrap_or_default();
+    let (decision, reason, alert, exclude) = match failure {
+        Failure::UpstreamInvalid(why) => ("blocked", format!("upstream_invalid: {why}"), Some(ALERT_ACCESS_DENIED), false),
+        Failure::ClientAuthRequested => ("failed", "client_auth_requested".to_string(), None, true),
+        Failure::ClientRejected(a) => ("failed", format!("client_rejected_certificate: {a}"), None, true),
+        Failure::Blocked(why) => ("blocked", why, None, false),
+        Failure::Upstream(e) => ("failed", format!("upstream: {e}"), Some(ALERT_HANDSHAKE_FAILURE), false),
+        Failure::Client(e) => ("failed", format!("client: {e}"), None, false),
+    };
+    if decision == "blocked" {
+        stats.tls_blocked += 1;
+    } else {
+        stats.tls_failed += 1;
+    }
+    if exclude {
+        if let Some(p) = policy {
+            p.exclude(server_ip, &sni);
+        }
+    }
+    flow.log.decision = decision;
+    flow.log.reason = reason;
+    if let Some(client) = flow.client.as_mut() {
+        match alert {
+            Some(a) => {
+                // Nothing was sent to the client in TLS yet: a plain alert record, then FIN.
+                client.send_from(&Interceptor::alert(a));
+                client.socket().close();
+            }
+            None => client.socket().abort(),
+        }
+    }
+    flow.server.socket().abort();
+    flow.phase = Phase::Closing;
 }
 
 /// True when a leg went to Closed from a state that only a RST, an abort or a timeout leaves

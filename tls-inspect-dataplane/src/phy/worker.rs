@@ -22,13 +22,14 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::control::maps::{Paths, Sockets};
-use crate::net::{flow_of, owner, Engine, EngineConfig, MapUpdate, Side, Transmit};
+use crate::net::{flow_of, owner, Engine, EngineConfig, Hooks, MapUpdate, Side, TlsWorker, Transmit};
+use crate::tls::forge::Forger;
 
 /// Frames of a UMEM: a quarter for each fill ring, half for transmitting.
 const UMEM_FRAMES: u32 = 4096;
 const BATCH: usize = 64;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub id: usize,
     pub workers: usize,
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
     /// Pin the worker's thread to this CPU.
     pub cpu: Option<usize>,
+    pub tls: Option<crate::control::supervisor::TlsPlan>,
+    pub log: Option<Sender<crate::log::FlowLog>>,
 }
 
 /// A worker's counters, published once per loop iteration (never per packet).
@@ -59,6 +62,11 @@ pub struct WorkerStats {
     pub resets: AtomicU64,
     pub unknown_flow: AtomicU64,
     pub map_errors: AtomicU64,
+    pub tls_inspected: AtomicU64,
+    pub tls_passed: AtomicU64,
+    pub tls_blocked: AtomicU64,
+    pub tls_failed: AtomicU64,
+    pub certs_forged: AtomicU64,
 }
 
 impl WorkerStats {
@@ -82,6 +90,11 @@ impl WorkerStats {
             ("resets", g(&self.resets)),
             ("unknown_flow", g(&self.unknown_flow)),
             ("map_errors", g(&self.map_errors)),
+            ("tls_inspected", g(&self.tls_inspected)),
+            ("tls_passed", g(&self.tls_passed)),
+            ("tls_blocked", g(&self.tls_blocked)),
+            ("tls_failed", g(&self.tls_failed)),
+            ("certs_forged", g(&self.certs_forged)),
         ]
     }
 }
@@ -252,7 +265,22 @@ impl Worker {
     ) -> Result<()> {
         let start = std::time::Instant::now();
         let now = || Instant::from_micros(start.elapsed().as_micros() as i64);
-        let mut engine = Engine::new(self.config.engine, seed(self.config.id), now());
+        let tls = match &self.config.tls {
+            Some(plan) => Some(TlsWorker {
+                config: plan.config.clone(),
+                policy: plan.policy.clone(),
+                forger: Forger::new(&plan.ca, plan.cert_cache)?,
+            }),
+            None => None,
+        };
+        // The policy and scope the XDP program recorded for a flow, read once per flow.
+        let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
+        let hooks = Hooks {
+            tls,
+            log: self.config.log.clone(),
+            flow_ids: Some(Box::new(move |k: &FlowKey| ids.get(k, 0).map_or((0, 0), |v| (v.policy_id, v.scope_id)))),
+        };
+        let mut engine = Engine::new(self.config.engine, seed(self.config.id), now()).with_hooks(hooks);
         let workers = self.config.workers.max(1);
         let mut outboxes: Vec<Handoff> = (0..workers).map(|_| Handoff::default()).collect();
         // Descriptors to read into, one array per port: copies of any frame (the ring
@@ -392,6 +420,11 @@ impl Worker {
             st.connect_timeouts.store(s.connect_timeouts, Ordering::Relaxed);
             st.resets.store(s.resets, Ordering::Relaxed);
             st.unknown_flow.store(s.unknown_flow, Ordering::Relaxed);
+            st.tls_inspected.store(s.tls_inspected, Ordering::Relaxed);
+            st.tls_passed.store(s.tls_passed, Ordering::Relaxed);
+            st.tls_blocked.store(s.tls_blocked, Ordering::Relaxed);
+            st.tls_failed.store(s.tls_failed, Ordering::Relaxed);
+            st.certs_forged.store(engine.certs_forged(), Ordering::Relaxed);
 
             if work == 0 {
                 // Nothing to do: sleep until a frame arrives, a peer hands one over (checked

@@ -5,3 +5,4 @@ pub mod ca;
 pub mod clienthello;
 pub mod forge;
 pub mod intercept;
+pub mod policy;

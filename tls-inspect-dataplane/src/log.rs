@@ -1,0 +1,155 @@
+//! EVE-style JSON flow logs: one line per flow when it closes, with field names from Suricata's
+//! EVE where one exists. Workers hand records to a logger thread over a channel; the thread owns
+//! the file and stdout, so no worker ever blocks on I/O.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::json;
+
+/// What the log says about one flow.
+#[derive(Clone, Debug, Default)]
+pub struct FlowLog {
+    pub flow_id: u64,
+    pub src_ip: Option<Ipv4Addr>,
+    pub src_port: u16,
+    pub dest_ip: Option<Ipv4Addr>,
+    pub dest_port: u16,
+    pub policy_id: u32,
+    pub scope_id: u32,
+    pub start: Option<SystemTime>,
+    pub end: Option<SystemTime>,
+    pub bytes_toserver: u64,
+    pub bytes_toclient: u64,
+    /// inspected, passed, blocked, failed
+    pub decision: &'static str,
+    pub reason: String,
+    pub sni: Option<String>,
+    pub ja4: Option<String>,
+    pub client_versions: Vec<String>,
+    pub client_alpn: Vec<String>,
+    pub alpn: Option<String>,
+    pub client_version: Option<String>,
+    pub client_cipher: Option<String>,
+    pub upstream_version: Option<String>,
+    pub upstream_cipher: Option<String>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos() as i128).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+0000",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.microsecond()
+    )
+}
+
+impl FlowLog {
+    pub fn to_json(&self) -> serde_json::Value {
+        let end = self.end.unwrap_or_else(SystemTime::now);
+        let start = self.start.unwrap_or(end);
+        let age = end.duration_since(start).unwrap_or(Duration::ZERO);
+        json!({
+            "timestamp": rfc3339(end),
+            "flow_id": self.flow_id,
+            "event_type": "tls",
+            "src_ip": self.src_ip.map(|i| i.to_string()),
+            "src_port": self.src_port,
+            "dest_ip": self.dest_ip.map(|i| i.to_string()),
+            "dest_port": self.dest_port,
+            "proto": "TCP",
+            "policy_id": self.policy_id,
+            "scope_id": self.scope_id,
+            "tls": {
+                "sni": self.sni,
+                "version": self.client_version,
+                "ja4": self.ja4,
+                "client_versions": self.client_versions,
+                "client_alpns": self.client_alpn,
+                "alpn": self.alpn,
+                "cipher_suite": self.client_cipher,
+                "upstream_version": self.upstream_version,
+                "upstream_cipher_suite": self.upstream_cipher,
+            },
+            "tls_inspect": {
+                "decision": self.decision,
+                "reason": self.reason,
+            },
+            "flow": {
+                "bytes_toserver": self.bytes_toserver,
+                "bytes_toclient": self.bytes_toclient,
+                "start": rfc3339(start),
+                "end": rfc3339(end),
+                "age": age.as_secs_f64(),
+            },
+        })
+    }
+}
+
+/// Where flow logs go.
+#[derive(Clone, Debug, Default)]
+pub struct LogTargets {
+    pub file: Option<PathBuf>,
+    pub stdout: bool,
+}
+
+pub struct Logger {
+    pub sender: Sender<FlowLog>,
+    thread: JoinHandle<()>,
+}
+
+impl Logger {
+    pub fn start(targets: LogTargets) -> Result<Self> {
+        let mut file = match &targets.file {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening the flow log {}", path.display()))?;
+                Some(BufWriter::new(f))
+            }
+            None => None,
+        };
+        let (sender, receiver): (Sender<FlowLog>, Receiver<FlowLog>) = crossbeam_channel::bounded(65_536);
+        let stdout = targets.stdout;
+        let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || {
+            while let Ok(first) = receiver.recv() {
+                for record in std::iter::once(first).chain(receiver.try_iter()) {
+                    let line = record.to_json().to_string();
+                    if let Some(f) = file.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if stdout {
+                        println!("{line}");
+                    }
+                }
+                if let Some(f) = file.as_mut() {
+                    let _ = f.flush();
+                }
+            }
+        })?;
+        Ok(Self { sender, thread })
+    }
+
+    /// Flushes what was sent and stops (once every sender is gone).
+    pub fn stop(self) {
+        drop(self.sender);
+        let _ = self.thread.join();
+    }
+}
