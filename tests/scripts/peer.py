@@ -167,8 +167,37 @@ def client(args):
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         say("sent-rst")
+    elif args.mode == "hello":
+        # A TLS 1.3 ClientHello for server.test, with an Encrypted Client Hello extension when
+        # --count is 1; prints the first bytes the other end answers with, in hex.
+        c = socket.create_connection(addr, timeout=5)
+        c.sendall(client_hello("server.test", ech=args.count == 1))
+        try:
+            data = c.recv(64)
+        except (ConnectionResetError, socket.timeout, TimeoutError):
+            data = b""
+        say("answer", data[:16].hex() or "none")
     else:
         sys.exit("unknown client mode " + args.mode)
+
+
+def client_hello(sni, ech):
+    """A well-formed TLS 1.3 ClientHello (x25519 key share, real-looking extensions)."""
+    def ext(ty, body):
+        return struct.pack("!HH", ty, len(body)) + body
+    name = sni.encode()
+    exts = ext(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name)
+    exts += ext(10, struct.pack("!HH", 2, 29))                      # supported_groups: x25519
+    exts += ext(13, struct.pack("!HHH", 4, 0x0403, 0x0804))         # signature_algorithms
+    exts += ext(43, bytes([2]) + struct.pack("!H", 0x0304))         # supported_versions: 1.3
+    exts += ext(51, struct.pack("!HHH", 36, 29, 32) + bytes(range(32)))  # key_share
+    exts += ext(45, bytes([1, 1]))                                  # psk_key_exchange_modes
+    if ech:
+        exts += ext(0xFE0D, bytes([0, 0, 1, 0, 1, 7, 0, 32]) + bytes(32) + struct.pack("!H", 16) + bytes(16))
+    body = struct.pack("!H", 0x0303) + bytes(32) + bytes([32]) + bytes(range(32))
+    body += struct.pack("!HH", 2, 0x1301) + bytes([1, 0]) + struct.pack("!H", len(exts)) + exts
+    msg = bytes([1]) + len(body).to_bytes(3, "big") + body
+    return bytes([22, 3, 1]) + struct.pack("!H", len(msg)) + msg
 
 
 def main():

@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "bridge")]
         on_exit: control::loader::OnExit,
     },
+    /// The TLS exclusion cache: servers (with their SNI) passed untouched after mTLS or pinning.
+    Bypass {
+        #[command(subcommand)]
+        command: BypassCommand,
+    },
     /// Remove the XDP program from both interfaces, with its pins and state (the appliance
     /// must be stopped).
     Detach,
@@ -142,6 +147,14 @@ enum PolicyCommand {
     /// Disable a policy: new connections are no longer steered; existing ones are untouched.
     Disable { id: u32 },
     List(JsonFlag),
+}
+
+#[derive(Subcommand)]
+enum BypassCommand {
+    /// Entries with their remaining time.
+    List(JsonFlag),
+    /// Remove every entry: the next connections are inspected again.
+    Clear,
 }
 
 #[derive(Subcommand)]
@@ -277,6 +290,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli::flows(&paths, f.json)
         }
         Command::Ca { dir, command } => cli::ca(&dir, command),
+        Command::Bypass { command } => {
+            control::loader::require_root()?;
+            match command {
+                BypassCommand::List(f) => {
+                    let v = control::socket::request(&paths, "bypass list")?;
+                    if f.json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        for e in v["bypass"].as_array().into_iter().flatten() {
+                            println!("{} {} expires in {} s", e["server"].as_str().unwrap_or(""), e["sni"].as_str().unwrap_or(""), e["expires_in"]);
+                        }
+                    }
+                    Ok(())
+                }
+                BypassCommand::Clear => {
+                    let v = control::socket::request(&paths, "bypass clear")?;
+                    println!("{} entries cleared", v["cleared"]);
+                    Ok(())
+                }
+            }
+        }
         Command::Debug(DebugCommand::XskRecv {
             iface,
             side,

@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "util-linux",
     "iputils-ping",
+    "nginx-light",
     "procps",
     "curl",
     "openssl",

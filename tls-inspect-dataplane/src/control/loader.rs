@@ -199,6 +199,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
             },
         )?)
     };
+    let control = super::socket::ControlSocket::start(&paths, tls.as_ref().map(|t| t.policy.clone()))?;
     // Running: from here on the pins outlive this process unless the operator says otherwise.
     pins.disarm();
     // A line a supervisor or test can wait for.
@@ -212,6 +213,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     if let Some(l) = logger {
         l.stop();
     }
+    control.stop();
     drop(daemon_lock);
     match opts.on_exit {
         OnExit::Bridge => info!(

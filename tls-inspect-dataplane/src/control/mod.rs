@@ -3,5 +3,6 @@ pub mod config;
 pub mod loader;
 pub mod maps;
 pub mod scopes;
+pub mod socket;
 pub mod state;
 pub mod supervisor;

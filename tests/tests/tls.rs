@@ -1,0 +1,311 @@
+//! TLS interception through the appliance, with real clients (curl, openssl s_client, Python's
+//! ssl) and real servers (nginx, openssl s_server) on a test PKI the appliance trusts upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+use tls_inspect_tests::pki::{Pair, TestPki};
+use tls_inspect_tests::{appliance_bin, check, run, wait_until, Topology, SERVER_IP};
+
+const TRIAL_ISSUER: &str = "tls-inspect trial CA";
+
+struct Bed {
+    t: Topology,
+    pki: TestPki,
+    ca: PathBuf,
+    eve: PathBuf,
+    server: Pair,
+}
+
+impl Bed {
+    /// A topology, a test PKI, a trial CA, and the appliance inspecting ports 443 and 8443-9499.
+    fn new(tls_extra: &str) -> Result<Self> {
+        let mut t = Topology::new()?;
+        let pki = TestPki::new(&t.dir)?;
+        let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
+        let ca_dir = t.dir.join("ca");
+        check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
+        let eve = t.dir.join("eve.json");
+        let config = format!(
+            r#"
+[[policy]]
+id = 3
+  [[policy.scope]]
+  id = 30
+  src = ["198.18.0.0/24"]
+  sport = ["1024/65535"]
+  dst = ["198.18.0.2"]
+  dport = ["443/443", "8443/9499"]
+[tls]
+inspect = true
+ca_dir = "{}"
+extra_roots = ["{}"]
+{tls_extra}
+[log]
+eve = "{}"
+"#,
+            ca_dir.display(),
+            pki.root.display(),
+            eve.display()
+        );
+        t.start_appliance(&config)?;
+        Ok(Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server })
+    }
+
+    fn s_server(&mut self, port: u16, pair: &Pair, extra: &[&str]) -> Result<usize> {
+        let mut c = self.t.server.cmd("openssl");
+        c.args(["s_server", "-accept", &format!("{SERVER_IP}:{port}"), "-www", "-key"])
+            .arg(&pair.key)
+            .arg("-cert")
+            .arg(&pair.cert)
+            .args(extra);
+        let i = self.t.spawn(c)?;
+        self.t.wait_listening(&self.t.server.clone(), port)?;
+        Ok(i)
+    }
+
+    fn nginx(&mut self) -> Result<()> {
+        let d = self.t.dir.join("nginx");
+        std::fs::create_dir_all(d.join("tmp"))?;
+        let conf = format!(
+            "worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+               fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
+               server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
+                 ssl_protocols TLSv1.2 TLSv1.3; location / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
+            self.server.cert.display(),
+            self.server.key.display(),
+            d = d.display()
+        );
+        let path = d.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let mut c = self.t.server.cmd("nginx");
+        c.arg("-c").arg(&path).arg("-p").arg(&d);
+        self.t.spawn(c)?;
+        self.t.wait_listening(&self.t.server.clone(), 443)
+    }
+
+    fn curl(&self, args: &[&str]) -> std::process::Output {
+        let mut c = self.t.client.cmd("curl");
+        // Every name goes to the server's address, on the port asked for.
+        c.args(["-sS", "-v", "--max-time", "10", "--connect-to", "::198.18.0.2:"]).args(args);
+        run(c).unwrap()
+    }
+
+    /// The flow records written so far.
+    fn eve(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.eve)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_records(&self, n: usize) -> Result<Vec<Value>> {
+        wait_until(&format!("{n} flow records"), Duration::from_secs(10), || Ok(self.eve().len() >= n))
+            .map_err(|e| anyhow::anyhow!("{e}: have {:?}; stats {}", self.eve(), self.t.stats().unwrap_or_default()))?;
+        Ok(self.eve())
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn s_client(bed: &Bed, port: u16, ca: &Path, extra: &[&str]) -> String {
+    let mut c = bed.t.client.sh(&format!(
+        "openssl s_client -connect {SERVER_IP}:{port} -CAfile {} {} </dev/null 2>&1",
+        ca.display(),
+        extra.join(" ")
+    ));
+    text(&run(&mut c).unwrap())
+}
+
+#[test]
+fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<()> {
+    let mut b = Bed::new("")?;
+    b.nginx()?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(8443, &server, &[])?;
+    let ca = b.ca.to_str().unwrap().to_string();
+
+    // curl, HTTP/2 over TLS 1.3: the certificate it trusts is the operator's.
+    let o = b.curl(&["--http2", "--cacert", &ca, "https://server.test/"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("hello from nginx"), "{out}");
+    assert!(out.contains("HTTP/2 200"), "{out}");
+    assert!(out.contains(TRIAL_ISSUER), "the forged certificate is issued by the trial CA: {out}");
+    assert!(out.contains("TLSv1.3"), "{out}");
+    // HTTP/1.1 over TLS 1.2.
+    let o = b.curl(&["--http1.1", "--tlsv1.2", "--tls-max", "1.2", "--cacert", &ca, "https://server.test/"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("hello from nginx") && out.contains("TLSv1.2"), "{out}");
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    // No SNI (a connection to the IP): the forged certificate carries the server's IP too.
+    let o = b.curl(&["--cacert", &ca, "https://198.18.0.2/"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // openssl s_client to openssl s_server, TLS 1.3 and 1.2.
+    for version in ["-tls1_3", "-tls1_2"] {
+        let out = s_client(&b, 8443, &b.ca, &["-servername", "server.test", version]);
+        assert!(out.contains("Verify return code: 0 (ok)"), "{version}: {out}");
+        assert!(out.contains(TRIAL_ISSUER), "{version}: {out}");
+    }
+
+    // Python's ssl and http.client.
+    let py = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile='{ca}')\n\
+         s = ctx.wrap_socket(socket.create_connection(('{SERVER_IP}', 443), timeout=10), server_hostname='server.test')\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: server.test\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   chunk = s.recv(4096)\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(s.version(), dict(x[0] for x in s.getpeercert()['issuer'])['commonName'])\n\
+         print(data.decode())\n"
+    );
+    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    assert!(out.contains(TRIAL_ISSUER) && out.contains("hello from nginx"), "{out}");
+
+    // One record per flow: inspected, with the policy and scope, SNI, JA4 and ALPN.
+    let records = b.wait_records(6)?;
+    let inspected: Vec<&Value> = records.iter().filter(|r| r["tls_inspect"]["decision"] == "inspected").collect();
+    assert!(inspected.len() >= 6, "{records:?}");
+    assert!(inspected.iter().all(|r| r["policy_id"] == 3 && r["scope_id"] == 30), "{records:?}");
+    assert!(inspected.iter().any(|r| r["tls"]["alpn"] == "h2"), "{records:?}");
+    assert!(inspected.iter().any(|r| r["tls"]["sni"] == "server.test" && r["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13d"))));
+    assert!(inspected.iter().any(|r| r["tls"]["version"] == "TLSv1_2"), "{records:?}");
+    Ok(())
+}
+
+#[test]
+fn invalid_upstreams_are_blocked_with_the_reason() -> Result<()> {
+    let mut b = Bed::new("")?;
+    let names = ["server.test", SERVER_IP];
+    let expired = b.pki.server("expired", &names, "root", Some(("20200101000000Z", "20200201000000Z")))?;
+    let wrong = b.pki.server("wrong", &["wrong.test"], "root", None)?;
+    let selfsigned = b.pki.server("self", &names, "self", None)?;
+    let unknown = b.pki.server("unknown", &names, "other", None)?;
+    let cases = [(9441u16, &expired, "expired"), (9442, &wrong, "not valid for name"), (9443, &selfsigned, "issuer"), (9444, &unknown, "issuer")];
+    for (port, pair, _) in &cases {
+        b.s_server(*port, pair, &[])?;
+    }
+    let ca = b.ca.to_str().unwrap().to_string();
+    for (port, _, _) in &cases {
+        let o = b.curl(&["--cacert", &ca, &format!("https://server.test:{port}/")]);
+        assert!(!o.status.success(), "port {port} must not succeed: {}", text(&o));
+        assert!(!text(&o).contains(TRIAL_ISSUER), "never a certificate from the operator's CA for an invalid upstream");
+    }
+    let records = b.wait_records(4)?;
+    for (port, _, why) in &cases {
+        let r = records.iter().find(|r| r["dest_port"] == *port).unwrap_or_else(|| panic!("no record for {port}: {records:?}"));
+        assert_eq!(r["tls_inspect"]["decision"], "blocked", "{r}");
+        let reason = r["tls_inspect"]["reason"].as_str().unwrap().to_lowercase();
+        assert!(reason.starts_with("upstream_invalid") && reason.contains(why), "{port}: {reason}");
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_untrusted_lets_the_client_see_the_failure() -> Result<()> {
+    let mut b = Bed::new("untrusted_upstream = \"forward_untrusted\"")?;
+    let wrong = b.pki.server("wrong", &["wrong.test"], "root", None)?;
+    b.s_server(9442, &wrong, &[])?;
+    let out = s_client(&b, 9442, &b.ca.clone(), &["-servername", "server.test"]);
+    assert!(out.contains("NOT trusted"), "signed by the untrusted key: {out}");
+    assert!(!out.contains("Verify return code: 0 (ok)"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn do_not_inspect_hosts_and_sources_see_the_real_certificate() -> Result<()> {
+    let mut b = Bed::new("do_not_inspect_hosts = [\"passthrough.test\"]")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(8443, &server, &[])?;
+    let root = b.pki.root.to_str().unwrap().to_string();
+    // The Do-Not-Inspect host: the client validates the server's own certificate.
+    let o = b.curl(&["--cacert", &root, "https://passthrough.test:8443/"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("issuer: CN=Test Root"), "{out}");
+    // Any other host is inspected: the test root alone does not validate the forged chain.
+    let o = b.curl(&["--cacert", &root, "https://server.test:8443/"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let records = b.wait_records(2)?;
+    assert!(records.iter().any(|r| r["tls_inspect"]["decision"] == "passed" && r["tls_inspect"]["reason"] == "do_not_inspect_host"));
+    drop(b);
+
+    // A Do-Not-Inspect source network.
+    let mut b = Bed::new("do_not_inspect_src = [\"198.18.0.1/32\"]")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(8443, &server, &[])?;
+    let root = b.pki.root.to_str().unwrap().to_string();
+    let o = b.curl(&["--cacert", &root, "https://server.test:8443/"]);
+    assert!(o.status.success() && text(&o).contains("issuer: CN=Test Root"), "{}", text(&o));
+    let records = b.wait_records(1)?;
+    assert_eq!(records[0]["tls_inspect"]["reason"], "do_not_inspect_source");
+    Ok(())
+}
+
+#[test]
+fn legacy_tls_and_ech_follow_the_policy() -> Result<()> {
+    let legacy = ["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"];
+    // Default policy: pass both, never break them.
+    let mut b = Bed::new("")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(9445, &server, &legacy)?;
+    b.s_server(8443, &server, &[])?;
+    let root = b.pki.root.clone();
+    let out = s_client(&b, 9445, &root, &["-servername", "server.test", "-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    assert!(out.contains("Protocol  : TLSv1") && out.contains("Test Root"), "a TLS 1.0 client reaches the TLS 1.0 server: {out}");
+    let ech = b.t.peer_client("hello", 8443, &["--count", "1"])?;
+    assert!(!ech.contains("1503030002022") && !ech.contains("none"), "the ECH hello was passed to the server: {ech}");
+    let records = b.wait_records(2)?;
+    let reasons: Vec<&str> = records.iter().filter_map(|r| r["tls_inspect"]["reason"].as_str()).collect();
+    assert!(reasons.contains(&"legacy_tls") && reasons.contains(&"ech"), "{reasons:?}");
+    drop(b);
+
+    // Block both.
+    let mut b = Bed::new("legacy_tls = \"block\"\nech = \"block\"")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(9445, &server, &legacy)?;
+    b.s_server(8443, &server, &[])?;
+    let root = b.pki.root.clone();
+    let out = s_client(&b, 9445, &root, &["-servername", "server.test", "-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    assert!(out.contains("alert access denied"), "the TLS 1.0 client gets our access_denied alert: {out}");
+    let ech = b.t.peer_client("hello", 8443, &["--count", "1"])?;
+    assert!(ech.contains("answer 15030300020231"), "access_denied alert: {ech}");
+    let records = b.wait_records(2)?;
+    assert!(records.iter().all(|r| r["tls_inspect"]["decision"] == "blocked"), "{records:?}");
+    Ok(())
+}
+
+#[test]
+fn an_mtls_server_fails_once_then_is_passed_from_the_exclusion_cache() -> Result<()> {
+    let mut b = Bed::new("")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    let root = b.pki.root.clone();
+    b.s_server(9446, &server, &["-Verify", "1", "-CAfile", root.to_str().unwrap()])?;
+    let ca = b.ca.clone();
+    // First connection: inspected, the server asks for a client certificate, the flow closes.
+    let _ = s_client(&b, 9446, &ca, &["-servername", "server.test"]);
+    let records = b.wait_records(1)?;
+    assert_eq!(records[0]["tls_inspect"]["reason"], "client_auth_requested", "{records:?}");
+    let list = check(b.t.cli().args(["bypass", "list"]))?;
+    assert!(list.contains("198.18.0.2 server.test"), "{list}");
+    // Second connection: passed untouched, the client sees the server's real certificate.
+    let out = s_client(&b, 9446, &root, &["-servername", "server.test"]);
+    assert!(out.contains("Test Root") && !out.contains(TRIAL_ISSUER), "{out}");
+    let records = b.wait_records(2)?;
+    assert_eq!(records[1]["tls_inspect"]["reason"], "exclusion_cache", "{records:?}");
+    let cleared = check(b.t.cli().args(["bypass", "clear"]))?;
+    assert!(cleared.contains("1 entries cleared"), "{cleared}");
+    Ok(())
+}
