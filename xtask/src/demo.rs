@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tls_inspect_tests::pki::TestPki;
 use tls_inspect_tests::{check, Topology, SERVER_IP};
 
 fn step(n: u32, text: &str) {
@@ -28,11 +29,24 @@ pub fn run(bin: &Path) -> Result<()> {
     let mut t = Topology::new()?;
     println!("namespaces {}, {}, {}", t.client.0, t.appliance.0, t.server.0);
 
-    step(2, "tls-inspect run with the example policy (docs/example-config.toml)");
+    step(2, "a trial CA (tls-inspect ca trial), and a test PKI the appliance trusts upstream");
+    let ca_dir = t.dir.join("ca");
+    show(Command::new(bin).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
+    let pki = TestPki::new(&t.dir)?;
+    let server = pki.server("server", &["server.demo", "passthrough.demo", SERVER_IP], "root", None)?;
+    let eve = t.dir.join("eve.json");
+    let config = format!(
+        "{config}\n[tls]\ninspect = true\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\ndo_not_inspect_hosts = [\"passthrough.demo\"]\n\n[log]\neve = \"{}\"\n",
+        ca_dir.display(),
+        pki.root.display(),
+        eve.display()
+    );
+
+    step(3, "tls-inspect run with the example policy (docs/example-config.toml) and TLS inspection on");
     t.start_appliance(&config)?;
     show(t.cli().args(["scope", "list"]))?;
 
-    step(3, "ping and plain HTTP on port 80: not in any scope, bridged inside XDP");
+    step(4, "ping and plain HTTP on port 80: not in any scope, bridged inside XDP");
     show(t.client.cmd("ping").args(["-c", "2", "-i", "0.2", SERVER_IP]))?;
     let mut http = t.server.cmd("python3");
     http.args(["-m", "http.server", "--bind", SERVER_IP, "80", "--directory", "/etc"]);
@@ -41,23 +55,43 @@ pub fn run(bin: &Path) -> Result<()> {
     let code = check(t.client.cmd("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{SERVER_IP}/hostname")]))?;
     println!("curl http://{SERVER_IP}/hostname -> HTTP {code}");
 
-    step(4, "HTTPS on port 443 matches scope 1: a worker terminates the client's TCP connection and re-originates it, from the client's address");
-    let (key, cert) = tls_inspect_tests::self_signed_cert(&t.dir, "server.demo")?;
+    step(5, "HTTPS to server.demo matches scope 1 and is inspected: curl trusts only the trial CA");
     let mut tls = t.server.cmd("openssl");
-    tls.args(["s_server", "-accept", &format!("{SERVER_IP}:443"), "-www", "-key"]).arg(&key).arg("-cert").arg(&cert);
+    tls.args(["s_server", "-accept", &format!("{SERVER_IP}:443"), "-www", "-key"]).arg(&server.key).arg("-cert").arg(&server.cert);
     t.spawn(tls)?;
     t.wait_listening(&t.server.clone(), 443)?;
-    let page = check(t.client.cmd("curl").args(["-sSk", "--max-time", "10", &format!("https://{SERVER_IP}/")]))?;
-    let cipher = page.lines().find(|l| l.starts_with("New,")).unwrap_or("(page received)");
-    println!("curl -k https://{SERVER_IP}/ -> {} bytes, {}", page.len(), cipher.trim());
-    println!("(spliced: TLS passes through unchanged until TLS interception is enabled)");
-    std::thread::sleep(Duration::from_millis(500));
+    let curl = |name: &str, ca: &std::path::Path| -> Result<()> {
+        let out = t
+            .client
+            .cmd("curl")
+            .args(["-sS", "-v", "-o", "/dev/null", "--max-time", "10", "--connect-to", "::198.18.0.2:", "--cacert"])
+            .arg(ca)
+            .arg(format!("https://{name}/"))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        for line in text.lines().filter(|l| l.contains("issuer:") || l.contains("subject:") || l.contains("SSL connection") || l.starts_with("< HTTP")) {
+            println!("  {}", line.trim_start_matches("* ").trim());
+        }
+        println!("  -> {}", if out.status.success() { "ok" } else { "failed" });
+        Ok(())
+    };
+    println!("curl --cacert trial-CA https://server.demo/");
+    curl("server.demo", &ca_dir.join("ca.crt"))?;
 
-    step(5, "tls-inspect flows and stats");
-    show(t.cli().arg("flows"))?;
+    step(6, "passthrough.demo is a Do-Not-Inspect host: curl sees the server's own certificate");
+    println!("curl --cacert test-root https://passthrough.demo/");
+    curl("passthrough.demo", &pki.root)?;
+
+    step(7, "the flow log (one EVE-style JSON line per flow)");
+    std::thread::sleep(Duration::from_millis(800));
+    for line in std::fs::read_to_string(&eve).unwrap_or_default().lines() {
+        println!("{line}");
+    }
+
+    step(8, "tls-inspect stats");
     show(t.cli().arg("stats"))?;
 
-    step(6, "teardown: appliance stopped (its XDP program would keep bridging), then detached; namespaces and pins removed");
+    step(9, "teardown: appliance stopped (its XDP program would keep bridging), then detached; namespaces and pins removed");
     let status = t.stop_appliance();
     println!("appliance exited: {status:?}");
     show(t.cli().arg("detach"))?;
