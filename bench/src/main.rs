@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
-use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
+use tls_inspect_tests::pki::TestPki;
+use tls_inspect_tests::{appliance_bin, check, Topology, INSIDE, OUTSIDE, SERVER_IP};
+
+mod tlsbench;
 
 #[derive(Parser)]
 #[command(name = "tls-inspect-bench")]
@@ -53,6 +56,19 @@ enum Cmd {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// HTTPS requests to ADDR (name NAME, trusting CA), a new connection each, for SECS seconds.
+    TlsClient {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "server.test")]
+        name: String,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 /// Steers the splice runs' ports (iperf3 5202, echo 9101) to the workers. Each system gets
@@ -72,7 +88,11 @@ fn main() -> Result<()> {
     match args.command {
         Some(Cmd::ConnClient { addr, secs, threads }) => conn_client(addr, secs, threads),
         Some(Cmd::EchoServer { addr }) => echo_server(addr),
-        None => compare(args.quick, args.runs),
+        Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
+        None => {
+            compare(args.quick, args.runs)?;
+            tls_compare(args.quick, args.runs)
+        }
     }
 }
 
@@ -229,5 +249,108 @@ fn compare(quick: bool, runs: usize) -> Result<()> {
     println!("{:<44} {:>12.0}", "tls-inspect splice", splice_conn);
     println!("ratio splice / Linux bridge:       {:.2}", splice_conn / linux_conn);
     println!("(XDP steered {steered} frames to the workers during the splice runs)");
+    Ok(())
+}
+
+/// nginx on 443 (direct), 8443 (splice) and 9443 (inspected): each system on its own port, so
+/// that no run meets the server's TIME-WAIT sockets of another.
+fn nginx(t: &mut Topology, cert: &std::path::Path, key: &std::path::Path, big: u64) -> Result<()> {
+    let d = t.dir.join("nginx");
+    std::fs::create_dir_all(d.join("tmp"))?;
+    std::fs::create_dir_all(d.join("www"))?;
+    check(Command::new("head").arg("-c").arg(big.to_string()).arg("/dev/urandom").stdout(std::fs::File::create(d.join("www/big"))?))?;
+    std::fs::write(d.join("www/index.html"), "hello from nginx\n")?;
+    let listen: String = [443, 8443, 9443].iter().map(|p| format!("listen {SERVER_IP}:{p} ssl http2; ")).collect();
+    let conf = format!(
+        "worker_processes 2; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+           uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; sendfile on; keepalive_timeout 0;\n\
+           server {{ {listen} ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;\n\
+             ssl_session_cache off; ssl_session_tickets off; root {d}/www; }} }}\n",
+        cert.display(),
+        key.display(),
+        d = d.display()
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut c = t.server.cmd("nginx");
+    c.arg("-c").arg(&path).arg("-p").arg(&d);
+    t.spawn(c)?;
+    for port in [443, 8443, 9443] {
+        t.wait_listening(&t.server.clone(), port)?;
+    }
+    Ok(())
+}
+
+fn tls_rps(t: &Topology, port: u16, ca: &std::path::Path, secs: f64) -> Result<f64> {
+    let me = std::env::current_exe()?;
+    let out = check(t.client.cmd(me.to_str().context("path")?).args([
+        "tls-client", "--addr", &format!("{SERVER_IP}:{port}"), "--ca", ca.to_str().context("path")?, "--secs", &secs.to_string(),
+    ]))?;
+    if !out.contains(" 0 failed") {
+        eprintln!("  note: {}", out.trim());
+    }
+    out.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("tls-client said {out}"))
+}
+
+/// Gbit/s of one HTTPS download of /big.
+fn tls_bulk(t: &Topology, port: u16, ca: &std::path::Path) -> Result<f64> {
+    let out = check(t.client.cmd("curl").args(["-sS", "-o", "/dev/null", "-w", "%{speed_download}", "--max-time", "120", "--connect-to", "::198.18.0.2:", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://server.test:{port}/big")))?;
+    let bytes_per_s: f64 = out.trim().parse().map_err(|_| anyhow!("curl said {out}"))?;
+    Ok(bytes_per_s * 8.0 / 1e9)
+}
+
+fn tls_compare(quick: bool, runs: usize) -> Result<()> {
+    let secs = if quick { 1.0 } else { 3.0 };
+    let runs = if quick { 1 } else { runs.max(1) };
+    let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
+    println!("\nmeasuring TLS: HTTPS through the XDP bridge (direct), the splice and the inspection path");
+    let mut t = Topology::new()?;
+    let pki = TestPki::new(&t.dir)?;
+    let server = pki.server("server", &["server.test", SERVER_IP], "root", None)?;
+    let ca_dir = t.dir.join("ca");
+    check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
+    let trial = ca_dir.join("ca.crt");
+    nginx(&mut t, &server.cert, &server.key, big)?;
+
+    t.start_appliance("")?;
+    let direct = (repeat(runs, || tls_rps(&t, 443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 443, &pki.root))?);
+    t.stop_appliance();
+    check(t.cli().arg("detach"))?;
+
+    let scope = |inspect: bool| {
+        format!(
+            "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\n\
+             dport = [\"8443/8443\", \"9443/9443\"]\n[tls]\ninspect = {inspect}\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
+            ca_dir.display(),
+            pki.root.display()
+        )
+    };
+    t.start_appliance(&scope(false))?;
+    let splice = (repeat(runs, || tls_rps(&t, 8443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 8443, &pki.root))?);
+    t.stop_appliance();
+    check(t.cli().arg("detach"))?;
+
+    t.start_appliance(&scope(true))?;
+    let inspected = (repeat(runs, || tls_rps(&t, 9443, &trial, secs))?, repeat(runs, || tls_bulk(&t, 9443, &trial))?);
+    let stats = t.stats()?;
+    let forged: u64 = stats["workers"].as_array().into_iter().flatten().filter_map(|w| w["certs_forged"].as_u64()).sum();
+    let inspected_flows: u64 = stats["workers"].as_array().into_iter().flatten().filter_map(|w| w["tls_inspected"].as_u64()).sum();
+
+    let ceiling = repeat(runs, || tlsbench::rustls_ceiling(&server.cert, &server.key, &pki.root, secs))?;
+
+    println!();
+    println!("{:<44} {:>12} {:>12}", "HTTPS (nginx, TLS 1.3, new connection each)", "req/s", "bulk Gbit/s");
+    println!("{:<44} {:>12.0} {:>12.2}", "direct (XDP bridge, no inspection)", direct.0, direct.1);
+    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect splice", splice.0, splice.1);
+    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect inspected", inspected.0, inspected.1);
+    println!("{:<44} {:>12.0}", "rustls in-memory handshake pairs (1 core)", ceiling);
+    println!("ratio inspected / direct:          {:.2} req/s, {:.2} bulk", inspected.0 / direct.0, inspected.1 / direct.1);
+    println!("ratio inspected / splice:          {:.2} req/s, {:.2} bulk", inspected.0 / splice.0, inspected.1 / splice.1);
+    println!("ratio inspected / rustls ceiling:  {:.2}", inspected.0 / ceiling);
+    println!("({inspected_flows} flows inspected with {forged} certificate signature(s): the cache was warm)");
     Ok(())
 }

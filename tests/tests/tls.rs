@@ -71,13 +71,17 @@ eve = "{}"
     fn nginx(&mut self) -> Result<()> {
         let d = self.t.dir.join("nginx");
         std::fs::create_dir_all(d.join("tmp"))?;
+        std::fs::create_dir_all(d.join("www"))?;
+        let mut big = vec![0u8; 30_000_000];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut big)?;
+        std::fs::write(d.join("www/big"), &big)?;
         let conf = format!(
             "worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
                fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
                server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
-                 ssl_protocols TLSv1.2 TLSv1.3; location / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
+                 ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
             self.server.cert.display(),
             self.server.key.display(),
             d = d.display()
@@ -147,6 +151,15 @@ fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<
     let out = text(&o);
     assert!(o.status.success() && out.contains("hello from nginx") && out.contains("TLSv1.2"), "{out}");
     assert!(out.contains("HTTP/1.1 200"), "{out}");
+    // 30 MB through the inspected path, HTTP/2 and HTTP/1.1, checksummed.
+    let want = check(Command::new("sha256sum").arg(b.t.dir.join("nginx/www/big")))?;
+    let want = want.split_whitespace().next().unwrap().to_string();
+    for proto in ["--http2", "--http1.1"] {
+        let got = check(b.t.client.sh(&format!(
+            "curl -sS --max-time 60 {proto} --connect-to ::198.18.0.2: --cacert {ca} https://server.test/big | sha256sum"
+        )))?;
+        assert_eq!(got.split_whitespace().next(), Some(want.as_str()), "{proto}: the download differs");
+    }
     // No SNI (a connection to the IP): the forged certificate carries the server's IP too.
     let o = b.curl(&["--cacert", &ca, "https://198.18.0.2/"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -176,9 +189,10 @@ fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<
     assert!(out.contains(TRIAL_ISSUER) && out.contains("hello from nginx"), "{out}");
 
     // One record per flow: inspected, with the policy and scope, SNI, JA4 and ALPN.
-    let records = b.wait_records(6)?;
+    let records = b.wait_records(8)?;
     let inspected: Vec<&Value> = records.iter().filter(|r| r["tls_inspect"]["decision"] == "inspected").collect();
-    assert!(inspected.len() >= 6, "{records:?}");
+    assert!(inspected.len() >= 8, "{records:?}");
+    assert!(inspected.iter().any(|r| r["flow"]["bytes_toclient"].as_u64().unwrap() > 30_000_000));
     assert!(inspected.iter().all(|r| r["policy_id"] == 3 && r["scope_id"] == 30), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["alpn"] == "h2"), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["sni"] == "server.test" && r["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13d"))));

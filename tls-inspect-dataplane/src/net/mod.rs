@@ -817,6 +817,8 @@ fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &m
     }
     flow.log.decision = decision;
     flow.log.reason = reason;
+    // Once the client has a TLS session with us, a plaintext alert would be out of place.
+    let alert = alert.filter(|_| !flow.tls.as_ref().is_some_and(|t| t.client_session_started()));
     if let Some(client) = flow.client.as_mut() {
         match alert {
             Some(a) => {

@@ -261,6 +261,8 @@ impl Interceptor {
                 self.flush_upstream();
                 return Err(self.upstream_error(e));
             }
+            // Drain plaintext record by record: rustls holds only so much unread.
+            self.pump(forger)?;
             if n == 0 {
                 break;
             }
@@ -270,12 +272,15 @@ impl Interceptor {
 
     /// TLS bytes from the client.
     pub fn from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
-        let Some(down) = self.downstream.as_mut() else {
+        if self.downstream.is_none() {
             // Before the server is up, the client has nothing more to say than its hello.
             self.hello.extend_from_slice(data);
             return Ok(());
-        };
+        }
         while !data.is_empty() {
+            let Some(down) = self.downstream.as_mut() else {
+                break;
+            };
             let n = down.read_tls(&mut data).map_err(|e| Failure::Client(e.to_string()))?;
             if let Err(e) = down.process_new_packets() {
                 self.flush_downstream();
@@ -286,6 +291,7 @@ impl Interceptor {
                     other => Failure::Client(other.to_string()),
                 });
             }
+            self.pump(forger)?;
             if n == 0 {
                 break;
             }
@@ -300,6 +306,11 @@ impl Interceptor {
 
     pub fn wants_from_server(&self) -> bool {
         self.to_client.len() < PENDING_LIMIT
+    }
+
+    /// A TLS session towards the client exists (a raw alert would now be out of place).
+    pub fn client_session_started(&self) -> bool {
+        self.downstream.is_some()
     }
 
     /// Both handshakes are done.
