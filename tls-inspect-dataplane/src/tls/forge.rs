@@ -160,3 +160,86 @@ fn leaf_params(upstream: &CertificateDer<'_>, sni: Option<&str>) -> Result<Certi
     params.is_ca = IsCa::NoCa;
     Ok(params)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use rcgen::{BasicConstraints, KeyUsagePurpose};
+
+    use super::*;
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        p
+    }
+
+    fn upstream(days: i64) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["www.example.test".to_string(), "example.test".to_string()]).unwrap();
+        p.subject_alt_names.push(SanType::IpAddress("198.18.0.2".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, "www.example.test");
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn parse(der: &CertificateDer<'_>) -> (Vec<String>, time::OffsetDateTime, String) {
+        let (_, x) = X509Certificate::from_der(der).unwrap();
+        let sans = x
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect();
+        let issuer = x.issuer().to_string();
+        (sans, x.validity().not_after.to_datetime(), issuer)
+    }
+
+    #[test]
+    fn names_are_copied_and_validity_is_bounded() {
+        let key = KeyPair::generate().unwrap();
+        let cert = ca_params("Root").self_signed(&key).unwrap().der().clone();
+        let mut f = Forger::new(&Ca { cert, key, chain: vec![] }, 2).unwrap();
+        // A two-year upstream: the forged one stops at 397 days.
+        let ck = f.forge(&upstream(730), Some("www.example.test"), true).unwrap();
+        assert_eq!(ck.cert.len(), 1, "a root CA is not sent");
+        let (sans, not_after, issuer) = parse(&ck.cert[0]);
+        assert!(sans.iter().any(|s| s.contains("www.example.test")) && sans.iter().any(|s| s.contains("c6:12:00:02")), "{sans:?}");
+        let limit = time::OffsetDateTime::now_utc() + time::Duration::days(MAX_DAYS);
+        assert!(not_after <= limit);
+        assert!(issuer.contains("Root"));
+        // A 30-day upstream: no longer than it.
+        let short = upstream(30);
+        let (_, upstream_end, _) = parse(&short);
+        let ck = f.forge(&short, None, true).unwrap();
+        assert!(parse(&ck.cert[0]).1 <= upstream_end);
+        // The same upstream again: from the cache, no new signature.
+        let before = f.signed;
+        f.forge(&short, None, true).unwrap();
+        assert_eq!(f.signed, before);
+        // Untrusted: another issuer, never the operator's.
+        let ck = f.forge(&short, None, false).unwrap();
+        assert!(parse(&ck.cert[0]).2.contains("NOT trusted"));
+    }
+
+    #[test]
+    fn an_intermediate_ca_is_sent_after_the_leaf() {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("Root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let int_key = KeyPair::generate().unwrap();
+        let issuer = Issuer::new(root_params, root_key);
+        let int = ca_params("Intermediate").signed_by(&int_key, &issuer).unwrap();
+        let ca = Ca { cert: int.der().clone(), key: int_key, chain: vec![root.der().clone()] };
+        let mut f = Forger::new(&ca, 4).unwrap();
+        let ck = f.forge(&upstream(90), None, true).unwrap();
+        assert_eq!(ck.cert.len(), 2, "leaf and intermediate, not the root");
+        assert_eq!(ck.cert[1], *int.der());
+        assert!(parse(&ck.cert[0]).2.contains("Intermediate"));
+    }
+}
