@@ -96,20 +96,16 @@ fn main() -> Result<()> {
     }
 }
 
-fn conn_client(addr: SocketAddr, secs: f64, threads: usize) -> Result<()> {
+/// Runs `op` in a loop from `threads` threads for `secs` seconds; returns (ok, failed).
+pub fn hammer(secs: f64, threads: usize, op: impl Fn() -> bool + Clone + Send + 'static) -> Result<(u64, u64)> {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..threads.max(1))
         .map(|_| {
+            let op = op.clone();
             std::thread::spawn(move || {
                 let (mut ok, mut failed) = (0u64, 0u64);
-                let mut buf = [0u8; 1];
                 while Instant::now() < end {
-                    let r = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
-                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                        s.write_all(b"x")?;
-                        s.read_exact(&mut buf)
-                    });
-                    if r.is_ok() {
+                    if op() {
                         ok += 1;
                     } else {
                         failed += 1;
@@ -125,6 +121,20 @@ fn conn_client(addr: SocketAddr, secs: f64, threads: usize) -> Result<()> {
         ok += o;
         failed += f;
     }
+    Ok((ok, failed))
+}
+
+fn conn_client(addr: SocketAddr, secs: f64, threads: usize) -> Result<()> {
+    let (ok, failed) = hammer(secs, threads, move || {
+        let mut buf = [0u8; 1];
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"x")?;
+                s.read_exact(&mut buf)
+            })
+            .is_ok()
+    })?;
     println!("conn-client {:.1} conn/s {ok} ok {failed} failed", ok as f64 / secs);
     Ok(())
 }

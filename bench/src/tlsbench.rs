@@ -31,51 +31,31 @@ fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
 /// `tls-client`: HTTPS requests, each on a new connection, for `secs` from `threads` threads.
 pub fn tls_client(addr: SocketAddr, name: &str, ca: &Path, secs: f64, threads: usize) -> Result<()> {
     let config = client_config(ca)?;
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    let handles: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let config = config.clone();
-            let name = ServerName::try_from(name.to_string()).expect("a DNS name");
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u64, 0u64);
-                let mut buf = vec![0u8; 16 * 1024];
-                while Instant::now() < end {
-                    let r = (|| -> Result<()> {
-                        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-                        let conn = ClientConnection::new(config.clone(), name.clone())?;
-                        let mut tls = StreamOwned::new(conn, tcp);
-                        tls.write_all(b"GET / HTTP/1.1\r\nHost: server.test\r\nConnection: close\r\n\r\n")?;
-                        let mut got = 0;
-                        loop {
-                            match tls.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(n) => got += n,
-                                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                                Err(e) => return Err(e.into()),
-                            }
-                        }
-                        if got == 0 {
-                            return Err(anyhow!("empty response"));
-                        }
-                        Ok(())
-                    })();
-                    if r.is_ok() {
-                        ok += 1;
-                    } else {
-                        failed += 1;
-                    }
+    let name = ServerName::try_from(name.to_string())?;
+    let (ok, failed) = crate::hammer(secs, threads, move || {
+        (|| -> Result<()> {
+            let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let conn = ClientConnection::new(config.clone(), name.clone())?;
+            let mut tls = StreamOwned::new(conn, tcp);
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: server.test\r\nConnection: close\r\n\r\n")?;
+            let mut buf = [0u8; 4096];
+            let mut got = 0;
+            loop {
+                match tls.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
                 }
-                (ok, failed)
-            })
-        })
-        .collect();
-    let (mut ok, mut failed) = (0, 0);
-    for h in handles {
-        let (o, f) = h.join().map_err(|_| anyhow!("a client thread panicked"))?;
-        ok += o;
-        failed += f;
-    }
+            }
+            if got == 0 {
+                return Err(anyhow!("empty response"));
+            }
+            Ok(())
+        })()
+        .is_ok()
+    })?;
     println!("tls-client {:.1} req/s {ok} ok {failed} failed", ok as f64 / secs);
     Ok(())
 }

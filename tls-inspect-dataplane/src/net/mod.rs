@@ -762,14 +762,14 @@ fn relay_tls(server: &mut Leg, client: &mut Leg, icpt: &mut Interceptor, forger:
         if icpt.wants_from_server() {
             let n = server.recv_into(scratch);
             if n > 0 {
-                icpt.from_server(&scratch[..n], forger)?;
+                icpt.take_from_server(&scratch[..n], forger)?;
                 moved = true;
             }
         }
         if icpt.wants_from_client() {
             let n = client.recv_into(scratch);
             if n > 0 {
-                icpt.from_client(&scratch[..n], forger)?;
+                icpt.take_from_client(&scratch[..n], forger)?;
                 moved = true;
             }
         }

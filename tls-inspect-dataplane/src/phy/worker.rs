@@ -43,59 +43,47 @@ pub struct WorkerConfig {
     pub log: Option<Sender<crate::log::FlowLog>>,
 }
 
+/// Names of a worker's counters, in [`WorkerStats`] order.
+pub const WORKER_COUNTERS: [&str; 21] = [
+    "frames_rx",
+    "frames_tx",
+    "handoffs_out",
+    "handoffs_in",
+    "tx_ring_full",
+    "tx_dropped_no_frame",
+    "flows_open",
+    "flows_total",
+    "bytes_to_server",
+    "bytes_to_client",
+    "table_full",
+    "connect_refused",
+    "connect_timeouts",
+    "resets",
+    "unknown_flow",
+    "map_errors",
+    "tls_inspected",
+    "tls_passed",
+    "tls_blocked",
+    "tls_failed",
+    "certs_forged",
+];
+
 /// A worker's counters, published once per loop iteration (never per packet).
 #[derive(Default, Debug)]
 pub struct WorkerStats {
-    pub frames_rx: AtomicU64,
-    pub frames_tx: AtomicU64,
-    pub handoffs_out: AtomicU64,
-    pub handoffs_in: AtomicU64,
-    pub tx_ring_full: AtomicU64,
-    pub tx_dropped_no_frame: AtomicU64,
-    pub flows_open: AtomicU64,
-    pub flows_total: AtomicU64,
-    pub bytes_to_server: AtomicU64,
-    pub bytes_to_client: AtomicU64,
-    pub table_full: AtomicU64,
-    pub connect_refused: AtomicU64,
-    pub connect_timeouts: AtomicU64,
-    pub resets: AtomicU64,
-    pub unknown_flow: AtomicU64,
-    pub map_errors: AtomicU64,
-    pub tls_inspected: AtomicU64,
-    pub tls_passed: AtomicU64,
-    pub tls_blocked: AtomicU64,
-    pub tls_failed: AtomicU64,
-    pub certs_forged: AtomicU64,
+    values: [AtomicU64; WORKER_COUNTERS.len()],
 }
 
 impl WorkerStats {
     /// Name and value of every counter.
     pub fn fields(&self) -> Vec<(&'static str, u64)> {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("frames_rx", g(&self.frames_rx)),
-            ("frames_tx", g(&self.frames_tx)),
-            ("handoffs_out", g(&self.handoffs_out)),
-            ("handoffs_in", g(&self.handoffs_in)),
-            ("tx_ring_full", g(&self.tx_ring_full)),
-            ("tx_dropped_no_frame", g(&self.tx_dropped_no_frame)),
-            ("flows_open", g(&self.flows_open)),
-            ("flows_total", g(&self.flows_total)),
-            ("bytes_to_server", g(&self.bytes_to_server)),
-            ("bytes_to_client", g(&self.bytes_to_client)),
-            ("table_full", g(&self.table_full)),
-            ("connect_refused", g(&self.connect_refused)),
-            ("connect_timeouts", g(&self.connect_timeouts)),
-            ("resets", g(&self.resets)),
-            ("unknown_flow", g(&self.unknown_flow)),
-            ("map_errors", g(&self.map_errors)),
-            ("tls_inspected", g(&self.tls_inspected)),
-            ("tls_passed", g(&self.tls_passed)),
-            ("tls_blocked", g(&self.tls_blocked)),
-            ("tls_failed", g(&self.tls_failed)),
-            ("certs_forged", g(&self.certs_forged)),
-        ]
+        WORKER_COUNTERS.iter().zip(&self.values).map(|(n, v)| (*n, v.load(Ordering::Relaxed))).collect()
+    }
+
+    fn publish(&self, values: [u64; WORKER_COUNTERS.len()]) {
+        for (slot, v) in self.values.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
     }
 }
 
@@ -292,6 +280,7 @@ impl Worker {
         let mut pending: [Vec<FrameDesc>; 2] = [Vec::with_capacity(BATCH * 4), Vec::with_capacity(BATCH * 4)];
         let mut dropped = 0u64;
         let (mut frames_rx, mut frames_tx, mut handoffs_out, mut handoffs_in, mut ring_full) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut map_errors = 0u64;
 
         while !self.stop.load(Ordering::Relaxed) {
             let t = now();
@@ -399,32 +388,34 @@ impl Worker {
                     },
                 };
                 if !ok {
-                    self.stats.map_errors.fetch_add(1, Ordering::Relaxed);
+                    map_errors += 1;
                 }
             }
 
             let s = engine.stats();
-            let st = &self.stats;
-            st.frames_rx.store(frames_rx, Ordering::Relaxed);
-            st.frames_tx.store(frames_tx, Ordering::Relaxed);
-            st.handoffs_out.store(handoffs_out, Ordering::Relaxed);
-            st.handoffs_in.store(handoffs_in, Ordering::Relaxed);
-            st.tx_ring_full.store(ring_full, Ordering::Relaxed);
-            st.tx_dropped_no_frame.store(dropped, Ordering::Relaxed);
-            st.flows_open.store(s.flows_open, Ordering::Relaxed);
-            st.flows_total.store(s.flows_total, Ordering::Relaxed);
-            st.bytes_to_server.store(s.bytes_to_server, Ordering::Relaxed);
-            st.bytes_to_client.store(s.bytes_to_client, Ordering::Relaxed);
-            st.table_full.store(s.table_full, Ordering::Relaxed);
-            st.connect_refused.store(s.connect_refused, Ordering::Relaxed);
-            st.connect_timeouts.store(s.connect_timeouts, Ordering::Relaxed);
-            st.resets.store(s.resets, Ordering::Relaxed);
-            st.unknown_flow.store(s.unknown_flow, Ordering::Relaxed);
-            st.tls_inspected.store(s.tls_inspected, Ordering::Relaxed);
-            st.tls_passed.store(s.tls_passed, Ordering::Relaxed);
-            st.tls_blocked.store(s.tls_blocked, Ordering::Relaxed);
-            st.tls_failed.store(s.tls_failed, Ordering::Relaxed);
-            st.certs_forged.store(engine.certs_forged(), Ordering::Relaxed);
+            self.stats.publish([
+                frames_rx,
+                frames_tx,
+                handoffs_out,
+                handoffs_in,
+                ring_full,
+                dropped,
+                s.flows_open,
+                s.flows_total,
+                s.bytes_to_server,
+                s.bytes_to_client,
+                s.table_full,
+                s.connect_refused,
+                s.connect_timeouts,
+                s.resets,
+                s.unknown_flow,
+                map_errors,
+                s.tls_inspected,
+                s.tls_passed,
+                s.tls_blocked,
+                s.tls_failed,
+                engine.certs_forged(),
+            ]);
 
             if work == 0 {
                 // Nothing to do: sleep until a frame arrives, a peer hands one over (checked

@@ -253,7 +253,7 @@ impl Interceptor {
     }
 
     /// TLS bytes from the server.
-    pub fn from_server(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+    pub fn take_from_server(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
         while !data.is_empty() {
             let n = self.upstream.read_tls(&mut data).map_err(|e| Failure::Upstream(e.to_string()))?;
             let state = self.upstream.process_new_packets();
@@ -271,7 +271,7 @@ impl Interceptor {
     }
 
     /// TLS bytes from the client.
-    pub fn from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+    pub fn take_from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
         if self.downstream.is_none() {
             // Before the server is up, the client has nothing more to say than its hello.
             self.hello.extend_from_slice(data);

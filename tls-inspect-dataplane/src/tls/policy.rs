@@ -316,11 +316,9 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let mut s = TlsSettings::default();
-        s.do_not_inspect_src = vec!["198.18.0.1/24".into()];
+        let s = TlsSettings { do_not_inspect_src: vec!["198.18.0.1/24".into()], ..TlsSettings::default() };
         assert!(TlsPolicy::from_settings(&s).unwrap_err().to_string().contains("tls.do_not_inspect_src"));
-        let mut s = TlsSettings::default();
-        s.do_not_inspect_groups = vec!["nope".into()];
+        let s = TlsSettings { do_not_inspect_groups: vec!["nope".into()], ..TlsSettings::default() };
         assert!(TlsPolicy::from_settings(&s).unwrap_err().to_string().contains("nope"));
     }
 }

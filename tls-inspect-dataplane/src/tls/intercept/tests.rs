@@ -80,12 +80,34 @@ fn client(trust: &CertificateDer<'static>, name: &str, alpn: &[&str], tls12_only
     ClientConnection::new(Arc::new(cc), ServerName::try_from(name.to_string()).unwrap()).unwrap()
 }
 
+/// Blocks a direction as soon as its plaintext contains a pattern.
+struct BlockOn(&'static [u8]);
+
+impl crate::inspect::Inspector for BlockOn {
+    fn inspect(&mut self, _d: crate::inspect::Direction, data: &[u8]) -> crate::inspect::Verdict {
+        if data.windows(self.0.len()).any(|w| w == self.0) {
+            crate::inspect::Verdict::Block("pattern".into())
+        } else {
+            crate::inspect::Verdict::Continue
+        }
+    }
+}
+
 /// Runs the three parties until nothing moves; returns the interceptor's failure, if any.
 fn run(w: &mut World, client: &mut ClientConnection, server: &mut ServerConnection) -> (Option<Interceptor>, Option<Failure>) {
+    run_with(w, client, server, Box::new(PassAll))
+}
+
+fn run_with(
+    w: &mut World,
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+    inspector: Box<dyn crate::inspect::Inspector>,
+) -> (Option<Interceptor>, Option<Failure>) {
     let mut hello = Vec::new();
     client.write_tls(&mut hello).unwrap();
     let Sniff::Hello(ch) = sniff(&hello) else { panic!("no hello") };
-    let mut icpt = Interceptor::new(&w.config, hello, &ch, "198.18.0.2".parse().unwrap(), Box::new(PassAll)).unwrap();
+    let mut icpt = Interceptor::new(&w.config, hello, &ch, "198.18.0.2".parse().unwrap(), inspector).unwrap();
     for _ in 0..50 {
         let mut moved = false;
         if !icpt.to_server.is_empty() {
@@ -107,7 +129,7 @@ fn run(w: &mut World, client: &mut ClientConnection, server: &mut ServerConnecti
         }
         if !out.is_empty() {
             moved = true;
-            if let Err(f) = icpt.from_server(&out, &mut w.forger) {
+            if let Err(f) = icpt.take_from_server(&out, &mut w.forger) {
                 return (Some(icpt), Some(f));
             }
         }
@@ -130,7 +152,7 @@ fn run(w: &mut World, client: &mut ClientConnection, server: &mut ServerConnecti
         }
         if !out.is_empty() {
             moved = true;
-            if let Err(f) = icpt.from_client(&out, &mut w.forger) {
+            if let Err(f) = icpt.take_from_client(&out, &mut w.forger) {
                 return (Some(icpt), Some(f));
             }
         }
@@ -184,7 +206,7 @@ fn tls13_with_alpn_and_data_both_ways() {
         while c.wants_write() {
             c.write_tls(&mut out).unwrap();
         }
-        icpt.from_client(&out, &mut w.forger).unwrap();
+        icpt.take_from_client(&out, &mut w.forger).unwrap();
         let data = std::mem::take(&mut icpt.to_server);
         let _ = s.read_tls(&mut &data[..]);
         s.process_new_packets().unwrap();
@@ -192,7 +214,7 @@ fn tls13_with_alpn_and_data_both_ways() {
         while s.wants_write() {
             s.write_tls(&mut out).unwrap();
         }
-        icpt.from_server(&out, &mut w.forger).unwrap();
+        icpt.take_from_server(&out, &mut w.forger).unwrap();
         let data = std::mem::take(&mut icpt.to_client);
         let _ = c.read_tls(&mut &data[..]);
         c.process_new_packets().unwrap();
@@ -265,4 +287,16 @@ fn a_client_that_does_not_trust_us_is_recognised() {
     let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
     let (_, failure) = run(&mut w, &mut c, &mut s);
     assert!(matches!(failure, Some(Failure::ClientRejected(_))), "{failure:?}");
+}
+
+#[test]
+fn the_inspector_sees_plaintext_and_can_block() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let mut c = client(&w.operator, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    // The request goes out with the handshake: the inspector sees it once both sessions are up.
+    c.writer().write_all(b"GET /${jndi:ldap://x} HTTP/1.1\r\n\r\n").unwrap();
+    let (_, failure) = run_with(&mut w, &mut c, &mut s, Box::new(BlockOn(b"${jndi:")));
+    assert_eq!(failure, Some(Failure::Blocked("pattern".into())));
+    assert_eq!(read_all(&mut s), b"", "the server never received the blocked request");
 }
