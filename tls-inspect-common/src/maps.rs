@@ -23,8 +23,10 @@ pub const MAP_DST_PORT: &str = "TI_DST_PORT";
 pub const MAP_SLOTS: &str = "TI_SLOTS";
 pub const MAP_COUNTERS: &str = "TI_COUNTERS";
 pub const MAP_SCOPE_COUNTERS: &str = "TI_SCOPE_CNT";
+pub const MAP_INTEL: &str = "TI_INTEL";
+pub const MAP_INTEL_COUNTERS: &str = "TI_INTEL_CNT";
 /// Every map the program defines, in the order the loader pins them.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_PEERS,
     MAP_XSKS,
@@ -36,6 +38,8 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_SLOTS,
     MAP_COUNTERS,
     MAP_SCOPE_COUNTERS,
+    MAP_INTEL,
+    MAP_INTEL_COUNTERS,
 ];
 /// The XDP program's name in the object.
 pub const PROGRAM_NAME: &str = "tls_inspect";
@@ -79,9 +83,23 @@ pub struct Config {
     pub generation: u32,
     pub inside_ifindex: u32,
     pub outside_ifindex: u32,
-    pub _pad: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<Config>() == 16);
+
+/// `Config::flags`: the threat-intelligence list is in use.
+pub const CONFIG_INTEL_ACTIVE: u32 = 1;
+/// ... and its matches are dropped (otherwise only counted).
+pub const CONFIG_INTEL_BLOCK: u32 = 2;
+/// ... and its live generation is 1 (otherwise 0).
+pub const CONFIG_INTEL_GENERATION: u32 = 4;
+
+/// `TI_INTEL` and `TI_INTEL_CNT` hold each generation's entries in one half.
+#[inline(always)]
+pub const fn intel_index(generation: u32, half: u32, entry: u32) -> u32 {
+    generation * half + entry
+}
 
 /// Data part of an LPM key in `TI_SRC_ADDR` / `TI_DST_ADDR`. The prefix length covers the
 /// generation (always all 32 bits) plus the CIDR's length, so both generations live in one trie.
@@ -194,7 +212,11 @@ pub mod counter {
     pub const FOREIGN_FRAMES: usize = 14;
     /// Frames the program could not handle for an internal reason (bridged).
     pub const ERROR_FRAMES: usize = 15;
-    pub const COUNT: usize = 16;
+    /// Frames from or to an address on the threat-intelligence list.
+    pub const INTEL_FRAMES: usize = 16;
+    /// ... of which dropped (block mode).
+    pub const INTEL_DROPPED: usize = 17;
+    pub const COUNT: usize = 18;
 
     /// Names as printed by `tls-inspect stats` and the metrics endpoint.
     pub const NAMES: [&str; COUNT] = [
@@ -214,6 +236,8 @@ pub mod counter {
         "flow_insert_failed",
         "foreign_frames",
         "error_frames",
+        "intel_frames",
+        "intel_dropped",
     ];
 }
 

@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "bridge")]
         on_exit: control::loader::OnExit,
     },
+    /// The threat-intelligence list: addresses whose traffic XDP drops (or counts).
+    Intel {
+        #[command(subcommand)]
+        command: IntelCommand,
+    },
     /// The TLS exclusion cache: servers (with their SNI) passed untouched after mTLS or pinning.
     Bypass {
         #[command(subcommand)]
@@ -147,6 +152,20 @@ enum PolicyCommand {
     /// Disable a policy: new connections are no longer steered; existing ones are untouched.
     Disable { id: u32 },
     List(JsonFlag),
+}
+
+#[derive(Subcommand)]
+enum IntelCommand {
+    /// Replace the list with a file's (one IP or CIDR per line, # comments), atomically.
+    Load {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "block")]
+        mode: control::intel::IntelMode,
+    },
+    /// The entries with the frames each has matched.
+    List(JsonFlag),
+    /// Stop using the list.
+    Clear,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +309,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli::flows(&paths, f.json)
         }
         Command::Ca { dir, command } => cli::ca(&dir, command),
+        Command::Intel { command } => {
+            control::loader::require_root()?;
+            match command {
+                IntelCommand::Load { file, mode } => {
+                    let n = control::intel::load_file(&paths, &file, mode)?;
+                    println!("{n} entries loaded ({mode:?})");
+                }
+                IntelCommand::List(f) => {
+                    let (state, rows) = control::intel::list(&paths)?;
+                    if f.json {
+                        let entries: Vec<_> = rows.iter().map(|(c, n)| serde_json::json!({ "entry": c.to_string(), "frames": n })).collect();
+                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": state.map(|s| s.mode), "entries": entries }))?);
+                    } else {
+                        match state {
+                            None => println!("no list loaded"),
+                            Some(s) => {
+                                println!("mode {:?}, from {}", s.mode, s.source);
+                                for (c, n) in rows {
+                                    println!("{c:<20} {n} frames");
+                                }
+                            }
+                        }
+                    }
+                }
+                IntelCommand::Clear => {
+                    control::intel::clear(&paths)?;
+                    println!("intelligence list no longer used");
+                }
+            }
+            Ok(())
+        }
         Command::Bypass { command } => {
             control::loader::require_root()?;
             match command {

@@ -18,6 +18,7 @@ use aya_ebpf::{
 use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
     FlowKey, FlowValue, Frame, GlobalCounters, Packet, ScopeBitmap, ScopeCounters, SlotOwner,
+    CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, L4, MAX_QUEUES, MAX_SCOPES, PORTS,
     SIDE_INSIDE, SIDE_OUTSIDE,
 };
@@ -60,6 +61,14 @@ static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 
 #[map(name = "TI_SCOPE_CNT")]
 static SCOPE_COUNTERS: PerCpuHashMap<u32, ScopeCounters> =
     PerCpuHashMap::with_max_entries(2 * MAX_SCOPES, 0);
+
+/// Threat intelligence: (generation, prefix) -> entry index in `TI_INTEL_CNT`.
+#[map(name = "TI_INTEL")]
+static INTEL: LpmTrie<AddrKey, u32> = LpmTrie::with_max_entries(262_144, 0);
+
+/// Frames matched per intelligence entry; the loader sizes it like `TI_INTEL`.
+#[map(name = "TI_INTEL_CNT")]
+static INTEL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(262_144, 0);
 
 /// The frame, read through one bounds check per access.
 struct XdpFrame<'a>(&'a XdpContext);
@@ -111,6 +120,32 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(bridge(ctx, len));
         }
     };
+    // Threat intelligence comes first: traffic to or from a listed address is dropped (or, in
+    // monitor mode, counted and let through), in both directions.
+    if config.flags & CONFIG_INTEL_ACTIVE != 0 {
+        if let Frame::Ipv4 { src, dst, .. } = frame {
+            let generation = u32::from(config.flags & CONFIG_INTEL_GENERATION != 0);
+            let full = AddrKey::GENERATION_BITS + 32;
+            let hit = INTEL
+                .get(Key::new(full, AddrKey::new(generation, src)))
+                .or_else(|| INTEL.get(Key::new(full, AddrKey::new(generation, dst))))
+                .copied();
+            if let Some(entry) = hit {
+                count(counter::INTEL_FRAMES, 1);
+                if let Some(c) = INTEL_COUNTERS.get_ptr_mut(entry) {
+                    // SAFETY: this CPU's own slot of a per-CPU array.
+                    unsafe { *c += 1 };
+                }
+                if config.flags & CONFIG_INTEL_BLOCK != 0 {
+                    count(counter::INTEL_DROPPED, 1);
+                    count(counter::DROPPED_FRAMES, 1);
+                    count(counter::DROPPED_BYTES, len);
+                    return Ok(XDP_DROP);
+                }
+            }
+        }
+    }
+
     let Frame::Ipv4 {
         src,
         dst,

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub intel: IntelSettings,
+    #[serde(default)]
     pub policy: Vec<PolicyDef>,
 }
 
@@ -43,6 +45,8 @@ pub struct Appliance {
     pub flow_table_size: u32,
     /// Entries in each address trie, both generations together.
     pub prefix_table_size: u32,
+    /// Entries of the threat-intelligence list, both generations together.
+    pub intel_table_size: u32,
 }
 
 impl Default for Appliance {
@@ -53,8 +57,17 @@ impl Default for Appliance {
             xdp_mode: XdpModeSetting::Native,
             flow_table_size: 262_144,
             prefix_table_size: 131_072,
+            intel_table_size: 262_144,
         }
     }
+}
+
+/// `[intel]`: a threat-intelligence list loaded at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntelSettings {
+    pub file: Option<String>,
+    pub mode: Option<super::intel::IntelMode>,
 }
 
 /// `[log]`: where flow records go.
@@ -182,6 +195,13 @@ impl ConfigFile {
         let file: Self = toml::from_str(text)?;
         if file.appliance.flow_table_size == 0 {
             bail!("appliance.flow_table_size: must be at least 1");
+        }
+        if file.appliance.intel_table_size < 2 {
+            bail!("appliance.intel_table_size: must be at least 2");
+        }
+        if let Some(path) = &file.intel.file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("intel.file: reading {path}"))?;
+            super::intel::parse(&text).with_context(|| format!("intel.file: {path}"))?;
         }
         if file.appliance.prefix_table_size < 2 {
             bail!("appliance.prefix_table_size: must be at least 2");

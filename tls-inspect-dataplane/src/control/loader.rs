@@ -169,6 +169,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
         Some(attach(&paths, &file, &set, (&inside, inside_ifindex), (&outside, outside_ifindex), mode)?)
     };
+    if let Some(path) = &file.intel.file {
+        let mode = file.intel.mode.unwrap_or(super::intel::IntelMode::Block);
+        let n = super::intel::load_file(&paths, std::path::Path::new(path), mode)?;
+        info!(entries = n, ?mode, "threat intelligence loaded");
+    }
     let set = state::read(&paths)?;
     info!(
         instance = %paths.instance, %inside, %outside, ?mode,
@@ -288,6 +293,8 @@ fn attach(
         .map_max_entries(MAP_FLOWS, file.appliance.flow_table_size)
         .map_max_entries(MAP_SRC_ADDR, file.appliance.prefix_table_size)
         .map_max_entries(MAP_DST_ADDR, file.appliance.prefix_table_size)
+        .map_max_entries(tls_inspect_common::MAP_INTEL, file.appliance.intel_table_size)
+        .map_max_entries(tls_inspect_common::MAP_INTEL_COUNTERS, file.appliance.intel_table_size)
         .load(XDP_OBJECT)
         .context("loading the XDP object")?;
 
@@ -309,7 +316,7 @@ fn attach(
         generation: 0,
         inside_ifindex: inside.1,
         outside_ifindex: outside.1,
-        _pad: 0,
+        flags: 0,
     })?;
     maps.stage(set)?.commit()?;
     state::write(paths, set)?;

@@ -1,5 +1,6 @@
 //! Control plane: configuration, scopes, the pinned maps, the loader.
 pub mod config;
+pub mod intel;
 pub mod loader;
 pub mod maps;
 pub mod scopes;
