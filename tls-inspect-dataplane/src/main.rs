@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: IntelCommand,
     },
+    /// IPS rules (a Suricata-compatible subset; docs/ips.md).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// The TLS exclusion cache: servers (with their SNI) passed untouched after mTLS or pinning.
     Bypass {
         #[command(subcommand)]
@@ -166,6 +171,17 @@ enum IntelCommand {
     List(JsonFlag),
     /// Stop using the list.
     Clear,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rule file: every rule that would not load, with its line and keyword.
+    Check {
+        file: PathBuf,
+        /// Print the parsed rules as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -309,6 +325,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli::flows(&paths, f.json)
         }
         Command::Ca { dir, command } => cli::ca(&dir, command),
+        Command::Rules { command: RulesCommand::Check { file, json } } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (rules, errors) = inspect::rules::parse_rules(&text);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+            }
+            for e in &errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            println!("{} rules load, {} refused", rules.len(), errors.len());
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} rule(s) refused", errors.len())
+            }
+        }
         Command::Intel { command } => {
             control::loader::require_root()?;
             match command {

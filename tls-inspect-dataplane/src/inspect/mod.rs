@@ -1,6 +1,8 @@
 //! Inspection of decrypted traffic. An [`Inspector`] sees each direction's plaintext in order
 //! and says whether the flow may go on. This layer never names rustls or smoltcp types.
 
+pub mod rules;
+
 /// Which way plaintext is going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {

@@ -1,0 +1,549 @@
+//! The rule language: a Suricata-compatible subset, so operators reuse what they know.
+//!
+//! ```text
+//! alert http any any -> any any (msg:"Log4Shell JNDI lookup"; flow:to_server; http.uri;
+//!     content:"${jndi:"; nocase; classtype:attempted-admin; priority:1; sid:1000001; rev:1;
+//!     metadata: confidence high;)
+//! ```
+//!
+//! Anything outside the subset is refused with the rule's line number and the keyword; one bad
+//! rule does not stop the others from loading (it is listed).
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Alert,
+    Drop,
+    Pass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Tls,
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum FlowDir {
+    ToServer,
+    ToClient,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Buffer {
+    /// The stream itself (no sticky buffer).
+    Stream,
+    HttpMethod,
+    HttpUri,
+    HttpHost,
+    HttpUserAgent,
+    HttpRequestBody,
+    HttpResponseBody,
+    TlsSni,
+    FileData,
+}
+
+impl Buffer {
+    fn sticky(keyword: &str) -> Option<Self> {
+        Some(match keyword {
+            "http.method" | "http_method" => Self::HttpMethod,
+            "http.uri" | "http_uri" => Self::HttpUri,
+            "http.host" | "http_host" => Self::HttpHost,
+            "http.user_agent" | "http_user_agent" => Self::HttpUserAgent,
+            "http.request_body" | "http_client_body" => Self::HttpRequestBody,
+            "http.response_body" | "http_server_body" => Self::HttpResponseBody,
+            "tls.sni" | "tls_sni" => Self::TlsSni,
+            "file.data" | "file_data" => Self::FileData,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+/// One `content` with its modifiers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Content {
+    pub buffer: Buffer,
+    pub pattern: Vec<u8>,
+    pub negated: bool,
+    pub nocase: bool,
+    pub depth: Option<u32>,
+    pub offset: Option<u32>,
+    pub distance: Option<i32>,
+    pub within: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Pcre {
+    pub buffer: Buffer,
+    pub pattern: String,
+    /// Perl-style flags after the closing slash (i, s, m, x).
+    pub flags: String,
+    pub negated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    pub line: usize,
+    pub action: Action,
+    pub proto: Proto,
+    /// Addresses and ports as written (`any`, `$HOME_NET`, lists); matched by the engine.
+    pub src: String,
+    pub sport: String,
+    pub dst: String,
+    pub dport: String,
+    pub bidirectional: bool,
+    pub msg: String,
+    pub flow: Option<FlowDir>,
+    pub contents: Vec<Content>,
+    pub pcres: Vec<Pcre>,
+    pub classtype: Option<String>,
+    pub priority: u8,
+    pub sid: u32,
+    pub rev: u32,
+    pub confidence: Confidence,
+}
+
+/// A rule that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    pub line: usize,
+    pub keyword: String,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.keyword, self.message)
+    }
+}
+
+fn err(line: usize, keyword: &str, message: impl Into<String>) -> RuleError {
+    RuleError {
+        line,
+        keyword: keyword.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses a rule file: the rules that load, and the errors of those that do not. Comments
+/// (`#`), blank lines and `\` line continuations are handled; duplicate SIDs are errors.
+pub fn parse_rules(text: &str) -> (Vec<Rule>, Vec<RuleError>) {
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut errors = Vec::new();
+    let mut pending = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        if pending.is_empty() {
+            start = i + 1;
+            let t = line.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        let text = std::mem::take(&mut pending);
+        match parse_rule(text.trim(), start) {
+            Ok(rule) => {
+                if rules.iter().any(|r| r.sid == rule.sid) {
+                    errors.push(err(start, "sid", format!("{} is used by another rule", rule.sid)));
+                } else {
+                    rules.push(rule);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !pending.is_empty() {
+        errors.push(err(start, "\\", "the file ends inside a continued line"));
+    }
+    (rules, errors)
+}
+
+/// Splits the options at `;` outside quotes, honouring `\;` and `\"` escapes.
+fn split_options(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ';' if !quoted => {
+                let t = cur.trim().to_string();
+                if !t.is_empty() {
+                    out.push(t);
+                }
+                cur.clear();
+            }
+            _ => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("an unterminated quoted string".into());
+    }
+    if !cur.trim().is_empty() {
+        return Err(format!("'{}' is not terminated by ';'", cur.trim()));
+    }
+    Ok(out)
+}
+
+fn unquote(v: &str) -> Option<String> {
+    let v = v.trim();
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            // Suricata escapes only these three; any other backslash belongs to the value
+            // (a pcre's `\.`).
+            match chars.next()? {
+                n @ ('"' | ';' | '\\') => out.push(n),
+                n => {
+                    out.push('\\');
+                    out.push(n);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// A content string: text with `|41 42|` hex runs.
+fn content_bytes(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut parts = s.split('|');
+    let mut hex = false;
+    let mut seen = 0;
+    for part in parts.by_ref() {
+        seen += 1;
+        if hex {
+            for h in part.split_whitespace() {
+                let b = u8::from_str_radix(h, 16).map_err(|_| format!("'{h}' is not a hex byte"))?;
+                if h.len() != 2 {
+                    return Err(format!("'{h}' is not a hex byte"));
+                }
+                out.push(b);
+            }
+        } else {
+            out.extend_from_slice(part.as_bytes());
+        }
+        hex = !hex;
+    }
+    if seen % 2 == 0 {
+        return Err("an unterminated |hex| run".into());
+    }
+    if out.is_empty() {
+        return Err("empty content".into());
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(line: usize, keyword: &str, v: &str) -> Result<T, RuleError> {
+    v.trim().parse().map_err(|_| err(line, keyword, format!("'{}' is not a valid number", v.trim())))
+}
+
+fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
+    let open = text.find('(').ok_or_else(|| err(line, "(", "no options in parentheses"))?;
+    if !text.ends_with(')') {
+        return Err(err(line, ")", "the options must end with ')'"));
+    }
+    let header: Vec<&str> = text[..open].split_whitespace().collect();
+    if header.len() != 7 {
+        return Err(err(line, "header", "expected: action proto src sport -> dst dport"));
+    }
+    let action = match header[0] {
+        "alert" => Action::Alert,
+        "drop" => Action::Drop,
+        "pass" => Action::Pass,
+        other => return Err(err(line, other, "unsupported action (alert, drop, pass)")),
+    };
+    let proto = match header[1] {
+        "tcp" => Proto::Tcp,
+        "tls" => Proto::Tls,
+        "http" => Proto::Http,
+        other => return Err(err(line, other, "unsupported protocol (tcp, tls, http)")),
+    };
+    let bidirectional = match header[4] {
+        "->" => false,
+        "<>" => true,
+        other => return Err(err(line, other, "expected -> or <>")),
+    };
+    let mut rule = Rule {
+        line,
+        action,
+        proto,
+        src: header[2].into(),
+        sport: header[3].into(),
+        dst: header[5].into(),
+        dport: header[6].into(),
+        bidirectional,
+        msg: String::new(),
+        flow: None,
+        contents: Vec::new(),
+        pcres: Vec::new(),
+        classtype: None,
+        priority: 3,
+        sid: 0,
+        rev: 1,
+        confidence: Confidence::Medium,
+    };
+    let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
+    let mut buffer = Buffer::Stream;
+    for opt in options {
+        let (key, value) = match opt.split_once(':') {
+            Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+            None => (opt.trim().to_string(), None),
+        };
+        let need = |v: &Option<String>| v.clone().ok_or_else(|| err(line, &key, "needs a value"));
+        let last = |rule: &mut Rule| -> Result<usize, RuleError> {
+            if rule.contents.is_empty() {
+                Err(err(line, &key, "modifies a content, but there is none before it"))
+            } else {
+                Ok(rule.contents.len() - 1)
+            }
+        };
+        match key.as_str() {
+            "msg" => rule.msg = unquote(&need(&value)?).ok_or_else(|| err(line, "msg", "expects a quoted string"))?,
+            "sid" => rule.sid = number(line, "sid", &need(&value)?)?,
+            "rev" => rule.rev = number(line, "rev", &need(&value)?)?,
+            "priority" => {
+                let p: u8 = number(line, "priority", &need(&value)?)?;
+                if !(1..=255).contains(&p) {
+                    return Err(err(line, "priority", "1 to 255"));
+                }
+                rule.priority = p;
+            }
+            "classtype" => rule.classtype = Some(need(&value)?),
+            "flow" => {
+                for part in need(&value)?.split(',').map(str::trim) {
+                    match part {
+                        "to_server" | "from_client" => rule.flow = Some(FlowDir::ToServer),
+                        "to_client" | "from_server" => rule.flow = Some(FlowDir::ToClient),
+                        "established" | "stateless" => {}
+                        other => return Err(err(line, "flow", format!("unsupported flow option '{other}'"))),
+                    }
+                }
+            }
+            "content" => {
+                let v = need(&value)?;
+                let (negated, v) = match v.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim().to_string()),
+                    None => (false, v),
+                };
+                let s = unquote(&v).ok_or_else(|| err(line, "content", "expects a quoted string"))?;
+                let pattern = content_bytes(&s).map_err(|m| err(line, "content", m))?;
+                rule.contents.push(Content {
+                    buffer,
+                    pattern,
+                    negated,
+                    nocase: false,
+                    depth: None,
+                    offset: None,
+                    distance: None,
+                    within: None,
+                });
+            }
+            "nocase" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].nocase = true;
+            }
+            "depth" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].depth = Some(number(line, "depth", &need(&value)?)?);
+            }
+            "offset" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].offset = Some(number(line, "offset", &need(&value)?)?);
+            }
+            "distance" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].distance = Some(number(line, "distance", &need(&value)?)?);
+            }
+            "within" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].within = Some(number(line, "within", &need(&value)?)?);
+            }
+            "pcre" => {
+                let v = need(&value)?;
+                let (negated, v) = match v.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim().to_string()),
+                    None => (false, v),
+                };
+                let s = unquote(&v).ok_or_else(|| err(line, "pcre", "expects a quoted /regex/flags"))?;
+                let body = s.strip_prefix('/').ok_or_else(|| err(line, "pcre", "must start with /"))?;
+                let end = body.rfind('/').ok_or_else(|| err(line, "pcre", "must end with /flags"))?;
+                let (pattern, flags) = (&body[..end], &body[end + 1..]);
+                if let Some(f) = flags.chars().find(|c| !"ismx".contains(*c)) {
+                    return Err(err(line, "pcre", format!("unsupported flag '{f}' (i, s, m, x)")));
+                }
+                if pattern.is_empty() {
+                    return Err(err(line, "pcre", "empty pattern"));
+                }
+                rule.pcres.push(Pcre {
+                    buffer,
+                    pattern: pattern.to_string(),
+                    flags: flags.to_string(),
+                    negated,
+                });
+            }
+            "metadata" => {
+                for pair in need(&value)?.split(',') {
+                    let mut kv = pair.split_whitespace();
+                    if let (Some("confidence"), Some(v)) = (kv.next(), kv.next()) {
+                        rule.confidence = match v.to_ascii_lowercase().as_str() {
+                            "low" => Confidence::Low,
+                            "medium" => Confidence::Medium,
+                            "high" => Confidence::High,
+                            other => return Err(err(line, "metadata", format!("confidence '{other}' (low, medium, high)"))),
+                        };
+                    }
+                }
+            }
+            "reference" | "target" => {}
+            other => match Buffer::sticky(other) {
+                Some(b) => buffer = b,
+                None => return Err(err(line, other, "keyword not supported")),
+            },
+        }
+    }
+    if rule.sid == 0 {
+        return Err(err(line, "sid", "every rule needs a sid"));
+    }
+    if rule.msg.is_empty() {
+        return Err(err(line, "msg", "every rule needs a msg"));
+    }
+    if rule.contents.iter().all(|c| c.negated) && rule.pcres.iter().all(|p| p.negated) {
+        return Err(err(line, "content", "a rule needs at least one content or pcre that must match"));
+    }
+    Ok(rule)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+# Log4Shell
+alert http any any -> any any (msg:"Log4Shell JNDI lookup in URI"; flow:to_server,established; \
+    http.uri; content:"${jndi:"; nocase; classtype:attempted-admin; priority:1; sid:1000001; rev:2; \
+    metadata: confidence high;)
+drop tcp $HOME_NET any -> $EXTERNAL_NET 443 (msg:"bytes"; content:"|00 01|AB|ff|"; offset:2; depth:10; content:"x"; distance:1; within:5; sid:2;)
+alert tls any any -> any any (msg:"sni"; tls.sni; content:"evil.example"; pcre:"/^(www\.)?evil\.example$/i"; sid:3;)
+"#;
+
+    #[test]
+    fn parses_the_subset() {
+        let (rules, errors) = parse_rules(GOOD);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(rules.len(), 3);
+        let r = &rules[0];
+        assert_eq!((r.line, r.sid, r.rev, r.priority), (3, 1000001, 2, 1));
+        assert_eq!(r.action, Action::Alert);
+        assert_eq!(r.flow, Some(FlowDir::ToServer));
+        assert_eq!(r.confidence, Confidence::High);
+        assert_eq!(r.contents[0].buffer, Buffer::HttpUri);
+        assert_eq!(r.contents[0].pattern, b"${jndi:");
+        assert!(r.contents[0].nocase);
+        let r = &rules[1];
+        assert_eq!(r.contents[0].pattern, [0, 1, b'A', b'B', 0xff]);
+        assert_eq!((r.contents[0].offset, r.contents[0].depth), (Some(2), Some(10)));
+        assert_eq!((r.contents[1].distance, r.contents[1].within), (Some(1), Some(5)));
+        assert_eq!(r.contents[1].buffer, Buffer::Stream);
+        let r = &rules[2];
+        assert_eq!(r.pcres[0].pattern, r"^(www\.)?evil\.example$");
+        assert_eq!(r.pcres[0].flags, "i");
+        assert_eq!(r.pcres[0].buffer, Buffer::TlsSni);
+    }
+
+    #[test]
+    fn every_error_names_the_line_and_the_keyword_and_the_rest_still_loads() {
+        let text = "\
+alert tcp any any -> any any (msg:\"ok\"; content:\"a\"; sid:1;)
+alert udp any any -> any any (msg:\"x\"; content:\"a\"; sid:2;)
+reject tcp any any -> any any (msg:\"x\"; content:\"a\"; sid:3;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a\"; byte_test:4,>,1,0; sid:4;)
+alert tcp any any -> any any (msg:\"x\"; nocase; sid:5;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a|4\"; sid:6;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a\"; depth:abc; sid:7;)
+alert tcp any any -> any any (msg:\"x\"; pcre:\"/a/q\"; sid:8;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a\";)
+alert tcp any any -> any any (msg:\"x\"; content:\"a\"; sid:1;)
+alert tcp any any any any (msg:\"x\"; content:\"a\"; sid:11;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a; sid:12;)
+alert tcp any any -> any any (content:\"a\"; sid:13;)
+alert tcp any any -> any any (msg:\"x\"; content:!\"a\"; sid:14;)
+alert tcp any any -> any any (msg:\"x\"; flow:sideways; content:\"a\"; sid:15;)
+alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
+";
+        let (rules, errors) = parse_rules(text);
+        assert_eq!(rules.iter().map(|r| r.sid).collect::<Vec<_>>(), vec![1, 16]);
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.keyword.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "udp"),
+                (3, "reject"),
+                (4, "byte_test"),
+                (5, "nocase"),
+                (6, "content"),
+                (7, "depth"),
+                (8, "pcre"),
+                (9, "sid"),
+                (10, "sid"),
+                (11, "header"),
+                (12, "options"),
+                (13, "msg"),
+                (14, "content"),
+                (15, "flow"),
+            ]
+        );
+        assert!(errors[2].to_string().starts_with("line 4: byte_test: keyword not supported"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u32 = 7;
+        let alphabet = b"alert tcp any -> ( ) ; : \" | \\ content msg sid 1 2 nocase depth pcre / ! $ [ ]\n";
+        for _ in 0..2000 {
+            let mut s = String::new();
+            for _ in 0..80 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                s.push(alphabet[(x as usize) % alphabet.len()] as char);
+            }
+            let _ = parse_rules(&s);
+        }
+    }
+}
