@@ -157,8 +157,11 @@ pub fn clear(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
+/// Each live entry with the frames it has matched.
+pub type IntelRows = Vec<(Ipv4Cidr, u64)>;
+
 /// The live entries with the frames each has matched.
-pub fn list(paths: &Paths) -> Result<(Option<IntelState>, Vec<(Ipv4Cidr, u64)>)> {
+pub fn list(paths: &Paths) -> Result<(Option<IntelState>, IntelRows)> {
     let Some(state) = read_state(paths) else {
         return Ok((None, Vec::new()));
     };
