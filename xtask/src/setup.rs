@@ -27,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "iputils-ping",
     "nginx-light",
+    "libhyperscan-dev",
     "procps",
     "curl",
     "openssl",

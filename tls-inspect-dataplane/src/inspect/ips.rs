@@ -1,0 +1,635 @@
+//! The IPS engine: rules compiled into Hyperscan databases, and the per-flow state that scans
+//! each direction's plaintext as it comes.
+//!
+//! - The stream buffer (rules without a sticky buffer) is one streaming database; each flow and
+//!   direction has its own Hyperscan stream, so a pattern split across TCP segments, TLS records
+//!   or reads still matches.
+//! - HTTP/1.1 heads are parsed (httparse) into method, URI, host and user agent, each scanned
+//!   with a block database of its own; bodies (up to a depth) with a streaming database.
+//! - `tls.sni` is matched on the ClientHello, before any decryption.
+//!
+//! Every pattern is compiled with SOM_LEFTMOST, so each match has a start and an end; a rule
+//! fires when its contents match in order and within their offset, depth, distance and within,
+//! its pcres match, and its negated contents (on sticky buffers) do not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use foreign_types::ForeignType;
+use hyperscan::prelude::*;
+use hyperscan::{Block, CompileFlags, Scratch, Streaming};
+
+use super::rules::{Action, Buffer, Confidence, FlowDir, Rule};
+use super::{Direction, Verdict};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpsMode {
+    Monitor,
+    Block,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// High-confidence rules only.
+    Loose,
+    Medium,
+    /// All rules.
+    Strict,
+}
+
+/// What a pattern id stands for.
+#[derive(Clone, Copy, Debug)]
+struct PatternRef {
+    rule: u32,
+    /// Index among the rule's contents, or `pcre_base + i` for its pcres.
+    item: u16,
+    is_pcre: bool,
+}
+
+/// A compiled rule set, shared by every worker.
+pub struct Ruleset {
+    pub rules: Vec<Rule>,
+    /// Rule active at this level and not disabled.
+    active: Vec<bool>,
+    /// Per rule: `Some(true)` blocks, `Some(false)` only alerts (per-rule override), `None`: the mode.
+    overrides: Vec<Option<bool>>,
+    pub mode: IpsMode,
+    pub body_depth: usize,
+    refs: Vec<PatternRef>,
+    stream: Option<StreamingDatabase>,
+    bodies: Option<StreamingDatabase>,
+    fields: HashMap<Buffer, BlockDatabase>,
+}
+
+fn hex_literal(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+fn stream_kind(b: Buffer) -> u8 {
+    match b {
+        Buffer::Stream => 0,
+        Buffer::HttpRequestBody | Buffer::HttpResponseBody | Buffer::FileData => 1,
+        _ => 2,
+    }
+}
+
+impl Ruleset {
+    /// Compiles `rules`; a rule Hyperscan cannot compile (or that needs what this engine does
+    /// not do) is returned with the reason, and the others still load.
+    pub fn compile(rules: Vec<Rule>, mode: IpsMode, level: Level, body_depth: usize) -> Result<(Self, Vec<(u32, String)>)> {
+        let mut refused = Vec::new();
+        let mut kept = Vec::new();
+        for r in rules {
+            match check_supported(&r) {
+                Ok(()) => kept.push(r),
+                Err(why) => refused.push((r.sid, why)),
+            }
+        }
+        // Try each rule's patterns alone first, so that one bad pcre refuses one rule only.
+        let mut ok_rules = Vec::new();
+        for r in kept {
+            let mut bad = None;
+            for p in &r.pcres {
+                if let Err(e) = pcre_pattern(p).and_then(|pat| Patterns(vec![pat]).build::<Block>().map_err(|e| anyhow!("{e}"))) {
+                    bad = Some(format!("pcre /{}/ is not supported: {e}", p.pattern));
+                }
+            }
+            match bad {
+                Some(why) => refused.push((r.sid, why)),
+                None => ok_rules.push(r),
+            }
+        }
+        let active = ok_rules
+            .iter()
+            .map(|r| match level {
+                Level::Loose => r.confidence == Confidence::High,
+                Level::Medium => r.confidence >= Confidence::Medium,
+                Level::Strict => true,
+            } && r.action != Action::Pass)
+            .collect();
+        let mut refs = Vec::new();
+        let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut field_groups: HashMap<Buffer, Vec<Pattern>> = HashMap::new();
+        for (ri, r) in ok_rules.iter().enumerate() {
+            for (ci, c) in r.contents.iter().enumerate() {
+                let mut flags = CompileFlags::SOM_LEFTMOST;
+                if c.nocase {
+                    flags |= CompileFlags::CASELESS;
+                }
+                let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
+                pat.id = Some(refs.len());
+                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false });
+                match stream_kind(c.buffer) {
+                    2 => field_groups.entry(c.buffer).or_default().push(pat),
+                    k => groups[k as usize].push(pat),
+                }
+            }
+            for (pi, p) in r.pcres.iter().enumerate() {
+                let mut pat = pcre_pattern(p)?;
+                pat.flags |= CompileFlags::SOM_LEFTMOST;
+                pat.id = Some(refs.len());
+                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true });
+                match stream_kind(p.buffer) {
+                    2 => field_groups.entry(p.buffer).or_default().push(pat),
+                    k => groups[k as usize].push(pat),
+                }
+            }
+        }
+        let build_stream = |v: Vec<Pattern>| -> Result<Option<StreamingDatabase>> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
+        };
+        let [g0, g1, _] = groups;
+        let stream = build_stream(g0)?;
+        let bodies = build_stream(g1)?;
+        let mut fields = HashMap::new();
+        for (b, v) in field_groups {
+            fields.insert(b, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
+        }
+        let n = ok_rules.len();
+        Ok((
+            Self {
+                rules: ok_rules,
+                active,
+                overrides: vec![None; n],
+                mode,
+                body_depth,
+                refs,
+                stream,
+                bodies,
+                fields,
+            },
+            refused,
+        ))
+    }
+
+    /// A scratch space for one worker, big enough for every database of this set.
+    pub fn scratch(&self) -> Result<Scratch> {
+        let mut scratch: Option<Scratch> = None;
+        if let Some(db) = &self.stream {
+            scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?);
+        }
+        if let Some(db) = &self.bodies {
+            match scratch.as_mut() {
+                Some(s) => db.realloc(s).map_err(|e| anyhow!("{e}"))?,
+                None => scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?),
+            }
+        }
+        for db in self.fields.values() {
+            match scratch.as_mut() {
+                Some(s) => db.realloc(s).map_err(|e| anyhow!("{e}"))?,
+                None => scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?),
+            }
+        }
+        scratch.ok_or_else(|| anyhow!("the rule set is empty"))
+    }
+
+    fn blocks(&self, rule: usize) -> bool {
+        match self.overrides.get(rule).copied().flatten() {
+            Some(b) => b,
+            None => self.mode == IpsMode::Block,
+        }
+    }
+
+    /// Overrides one rule's action (`rules action SID alert|drop`).
+    pub fn set_override(&mut self, sid: u32, block: Option<bool>) -> bool {
+        match self.rules.iter().position(|r| r.sid == sid) {
+            Some(i) => {
+                self.overrides[i] = block;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn set_enabled(&mut self, sid: u32, enabled: bool) -> bool {
+        match self.rules.iter().position(|r| r.sid == sid) {
+            Some(i) => {
+                self.active[i] = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_active(&self, sid: u32) -> bool {
+        self.rules.iter().position(|r| r.sid == sid).is_some_and(|i| self.active[i])
+    }
+}
+
+fn check_supported(r: &Rule) -> Result<(), String> {
+    if r.contents.iter().any(|c| c.negated && c.buffer == Buffer::Stream) || r.pcres.iter().any(|p| p.negated && p.buffer == Buffer::Stream) {
+        return Err("a negated content needs a sticky buffer (a stream never ends)".into());
+    }
+    if r.contents.iter().any(|c| c.negated && stream_kind(c.buffer) == 1) {
+        return Err("negated contents on bodies are not supported".into());
+    }
+    Ok(())
+}
+
+fn pcre_pattern(p: &super::rules::Pcre) -> Result<Pattern> {
+    let mut flags = CompileFlags::empty();
+    for f in p.flags.chars() {
+        flags |= match f {
+            'i' => CompileFlags::CASELESS,
+            's' => CompileFlags::DOTALL,
+            'm' => CompileFlags::MULTILINE,
+            _ => CompileFlags::empty(),
+        };
+    }
+    let expr = if p.flags.contains('x') { format!("(?x){}", p.pattern) } else { p.pattern.clone() };
+    Ok(Pattern::with_flags(expr, flags)?)
+}
+
+/// A Hyperscan stream closed when dropped (the crate's own drop leaks it).
+struct OwnedStream(Option<Stream>);
+
+impl Drop for OwnedStream {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            // SAFETY: a stream opened by hs_open_stream and never closed; a NULL scratch is
+            // allowed when no match callback is given.
+            unsafe {
+                hyperscan_sys::hs_close_stream(s.into_ptr(), std::ptr::null_mut(), None, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// A rule that fired on a flow.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub sid: u32,
+    pub rev: u32,
+    pub msg: String,
+    pub classtype: Option<String>,
+    pub priority: u8,
+    pub blocked: bool,
+    pub direction: Direction,
+    pub http: Option<HttpInfo>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HttpInfo {
+    pub method: String,
+    pub uri: String,
+    pub host: String,
+    pub user_agent: String,
+}
+
+/// One HTTP/1.x direction being followed.
+#[derive(Default)]
+struct HttpDir {
+    head: Vec<u8>,
+    /// Body bytes still to come in the current message.
+    body_left: usize,
+    /// Body bytes scanned in the current message.
+    body_seen: usize,
+    body: Option<OwnedStream>,
+    /// Not HTTP (or a head too large to follow): stop parsing.
+    off: bool,
+}
+
+/// Per flow: the streams, what each rule has matched so far, what has fired.
+pub struct FlowIps {
+    set: Arc<Ruleset>,
+    stream: [Option<OwnedStream>; 2],
+    http: [HttpDir; 2],
+    /// (rule, is_pcre, item) -> matches (start, end), a few per item.
+    matches: HashMap<(u32, bool, u16), Vec<(u64, u64)>>,
+    fired: Vec<bool>,
+    pub hits: Vec<Hit>,
+    pub last_http: Option<HttpInfo>,
+    server_port: u16,
+}
+
+const MATCHES_PER_ITEM: usize = 16;
+const MAX_HEAD: usize = 16 * 1024;
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::ToServer => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+impl FlowIps {
+    pub fn new(set: Arc<Ruleset>, server_port: u16) -> Self {
+        let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
+        let stream = [open(&set.stream), open(&set.stream)];
+        let n = set.rules.len();
+        Self {
+            set,
+            stream,
+            http: [HttpDir::default(), HttpDir::default()],
+            matches: HashMap::new(),
+            fired: vec![false; n],
+            hits: Vec::new(),
+            last_http: None,
+            server_port,
+        }
+    }
+
+    fn record(&mut self, id: u32, from: u64, to: u64) {
+        if let Some(r) = self.set.refs.get(id as usize) {
+            let v = self.matches.entry((r.rule, r.is_pcre, r.item)).or_default();
+            if v.len() < MATCHES_PER_ITEM {
+                v.push((from, to));
+            }
+        }
+    }
+
+    fn scan_stream(&mut self, which: usize, data: &[u8], scratch: &mut Scratch) {
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        if let Some(Some(s)) = self.stream.get(which).map(|s| s.as_ref().and_then(|o| o.0.as_ref())) {
+            let _ = s.scan(data, scratch, |id, from, to, _| {
+                found.push((id, from, to));
+                Matching::Continue
+            });
+        }
+        for (id, from, to) in found {
+            self.record(id, from, to);
+        }
+    }
+
+    fn scan_field(&mut self, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
+        let Some(db) = self.set.fields.get(&buffer) else {
+            return;
+        };
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        let _ = db.scan(value, scratch, |id, from, to, _| {
+            found.push((id, from, to));
+            Matching::Continue
+        });
+        for (id, from, to) in found {
+            self.record(id, from, to);
+        }
+    }
+
+    /// The SNI of the ClientHello (before any decryption).
+    pub fn scan_sni(&mut self, sni: &str, scratch: &mut Scratch) -> Verdict {
+        self.scan_field(Buffer::TlsSni, sni.as_bytes(), scratch);
+        self.evaluate(Direction::ToServer)
+    }
+
+    /// The next plaintext bytes of one direction.
+    pub fn inspect(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) -> Verdict {
+        let d = dir_index(direction);
+        self.scan_stream(d, data, scratch);
+        self.follow_http(direction, data, scratch);
+        self.evaluate(direction)
+    }
+
+    fn follow_http(&mut self, direction: Direction, mut data: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        while !data.is_empty() && !self.http[d].off {
+            if self.http[d].body_left > 0 {
+                let n = data.len().min(self.http[d].body_left);
+                let room = self.set.body_depth.saturating_sub(self.http[d].body_seen);
+                let scan = &data[..n.min(room)];
+                if !scan.is_empty() {
+                    let mut found: Vec<(u32, u64, u64)> = Vec::new();
+                    if let Some(Some(s)) = self.http[d].body.as_ref().map(|o| o.0.as_ref()) {
+                        let _ = s.scan(scan, scratch, |id, from, to, _| {
+                            found.push((id, from, to));
+                            Matching::Continue
+                        });
+                    }
+                    for (id, from, to) in found {
+                        let body = if direction == Direction::ToServer { Buffer::HttpRequestBody } else { Buffer::HttpResponseBody };
+                        if let Some(r) = self.set.refs.get(id as usize) {
+                            let rule = &self.set.rules[r.rule as usize];
+                            let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
+                            if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
+                                self.record(id, from, to);
+                            }
+                        }
+                    }
+                }
+                self.http[d].body_seen += n;
+                self.http[d].body_left -= n;
+                data = &data[n..];
+                if self.http[d].body_left == 0 {
+                    self.http[d].body = None;
+                }
+                continue;
+            }
+            // Accumulate a head.
+            let take = data.len().min(MAX_HEAD.saturating_sub(self.http[d].head.len()) + 1);
+            self.http[d].head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let head = std::mem::take(&mut self.http[d].head);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+                if head.len() > MAX_HEAD || !looks_like_http(&head, direction) {
+                    self.http[d].off = true;
+                } else {
+                    self.http[d].head = head;
+                }
+                continue;
+            };
+            let (content_length, info) = parse_head(&head[..end], direction);
+            let Some(content_length) = content_length else {
+                self.http[d].off = true;
+                continue;
+            };
+            if let Some(info) = info {
+                self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
+                self.scan_field(Buffer::HttpUri, info.uri.as_bytes(), scratch);
+                self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
+                self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
+                self.last_http = Some(info);
+            }
+            self.http[d].body_left = content_length;
+            self.http[d].body_seen = 0;
+            self.http[d].body = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
+            // What followed the head in this read belongs to the body or the next message.
+            let rest = head[end..].to_vec();
+            if !rest.is_empty() {
+                self.follow_http(direction, &rest, scratch);
+            }
+        }
+    }
+
+    /// Fires every rule whose conditions now hold; returns Block if one of them blocks.
+    fn evaluate(&mut self, direction: Direction) -> Verdict {
+        let set = self.set.clone();
+        let mut verdict = Verdict::Continue;
+        for (i, rule) in set.rules.iter().enumerate() {
+            if self.fired[i] || !set.active[i] {
+                continue;
+            }
+            let dir_ok = match rule.flow {
+                Some(FlowDir::ToServer) => direction == Direction::ToServer,
+                Some(FlowDir::ToClient) => direction == Direction::ToClient,
+                None => true,
+            };
+            if !dir_ok || !port_matches(&rule.dport, self.server_port) {
+                continue;
+            }
+            if !self.satisfied(i as u32, rule) {
+                continue;
+            }
+            self.fired[i] = true;
+            let blocked = set.blocks(i);
+            self.hits.push(Hit {
+                sid: rule.sid,
+                rev: rule.rev,
+                msg: rule.msg.clone(),
+                classtype: rule.classtype.clone(),
+                priority: rule.priority,
+                blocked,
+                direction,
+                http: self.last_http.clone(),
+            });
+            if blocked && verdict == Verdict::Continue {
+                verdict = Verdict::Block(format!("ips: sid {} ({})", rule.sid, rule.msg));
+            }
+        }
+        verdict
+    }
+
+    fn satisfied(&self, ri: u32, rule: &Rule) -> bool {
+        // Contents, in order, each after the previous as its modifiers say.
+        let mut prev_end: Option<(Buffer, u64)> = None;
+        for (ci, c) in rule.contents.iter().enumerate() {
+            let found = self.matches.get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            if c.negated {
+                if !found.is_empty() {
+                    return false;
+                }
+                continue;
+            }
+            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
+            let ok = found.iter().find(|(from, to)| {
+                if let Some(off) = c.offset {
+                    if *from < u64::from(off) {
+                        return false;
+                    }
+                }
+                if let Some(depth) = c.depth {
+                    if *to > u64::from(c.offset.unwrap_or(0)) + u64::from(depth) {
+                        return false;
+                    }
+                }
+                if let Some(p) = relative_to {
+                    if c.distance.is_some() || c.within.is_some() {
+                        let start = (p as i64 + i64::from(c.distance.unwrap_or(0))).max(0) as u64;
+                        if *from < start {
+                            return false;
+                        }
+                        if let Some(w) = c.within {
+                            if *to > start + u64::from(w) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                true
+            });
+            match ok {
+                Some((_, to)) => prev_end = Some((c.buffer, *to)),
+                None => return false,
+            }
+        }
+        rule.pcres.iter().enumerate().all(|(pi, p)| {
+            let hit = self.matches.get(&(ri, true, pi as u16)).is_some_and(|v| !v.is_empty());
+            hit != p.negated
+        })
+    }
+}
+
+fn looks_like_http(head: &[u8], direction: Direction) -> bool {
+    match direction {
+        Direction::ToServer => {
+            let methods: [&[u8]; 9] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+            methods.iter().any(|m| head.starts_with(m) || m.starts_with(head))
+        }
+        Direction::ToClient => head.starts_with(b"HTTP/") || b"HTTP/".starts_with(head),
+    }
+}
+
+/// Parses a complete head: (body length, request fields). `None` length: not HTTP we follow
+/// (chunked bodies are followed as raw stream only).
+fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpInfo>) {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let header_value = |headers: &[httparse::Header<'_>], name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    match direction {
+        Direction::ToServer => {
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(head) {
+                Ok(httparse::Status::Complete(_)) => {}
+                _ => return (None, None),
+            }
+            let hs = &*req.headers;
+            if header_value(hs, "transfer-encoding").is_some() {
+                return (None, None);
+            }
+            let len = header_value(hs, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            let info = HttpInfo {
+                method: req.method.unwrap_or("").to_string(),
+                uri: req.path.unwrap_or("").to_string(),
+                host: header_value(hs, "host").unwrap_or_default(),
+                user_agent: header_value(hs, "user-agent").unwrap_or_default(),
+            };
+            (Some(len), Some(info))
+        }
+        Direction::ToClient => {
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(head) {
+                Ok(httparse::Status::Complete(_)) => {}
+                _ => return (None, None),
+            }
+            let hs = &*resp.headers;
+            if header_value(hs, "transfer-encoding").is_some() {
+                return (None, None);
+            }
+            let len = header_value(hs, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            (Some(len), None)
+        }
+    }
+}
+
+/// `any`, `443`, `[80,443]`, `1024:65535`, `!22` (negations are not matched: any).
+fn port_matches(spec: &str, port: u16) -> bool {
+    let spec = spec.trim();
+    if spec == "any" || spec.starts_with('$') || spec.starts_with('!') {
+        return true;
+    }
+    let list = spec.trim_start_matches('[').trim_end_matches(']');
+    list.split(',').any(|p| match p.split_once(':') {
+        Some((a, b)) => {
+            let lo = a.trim().parse().unwrap_or(0);
+            let hi = b.trim().parse().unwrap_or(u16::MAX);
+            (lo..=hi).contains(&port)
+        }
+        None => p.trim().parse::<u16>().is_ok_and(|x| x == port),
+    })
+}
+
+/// The page a blocked HTTP client gets inside the decrypted channel.
+pub fn block_page(sid: u32, msg: &str) -> Vec<u8> {
+    let body = format!(
+        "<html><head><title>403 Forbidden</title></head><body><h1>Blocked by tls-inspect</h1>\
+         <p>This request matched IPS rule sid {sid}: {}</p></body></html>\n",
+        msg.replace('<', "&lt;").replace('>', "&gt;")
+    );
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\nX-Tls-Inspect-Sid: {sid}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests;
