@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod pki;
+pub mod tlsbed;
 
 pub const CLIENT_IP: &str = "198.18.0.1";
 pub const SERVER_IP: &str = "198.18.0.2";

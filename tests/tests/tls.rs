@@ -2,120 +2,15 @@
 //! ssl) and real servers (nginx, openssl s_server) on a test PKI the appliance trusts upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
-use tls_inspect_tests::pki::{Pair, TestPki};
-use tls_inspect_tests::{appliance_bin, check, run, wait_until, Topology, SERVER_IP};
+use tls_inspect_tests::pki::Pair;
+use tls_inspect_tests::{check, run, SERVER_IP};
 
-const TRIAL_ISSUER: &str = "tls-inspect trial CA";
-
-struct Bed {
-    t: Topology,
-    pki: TestPki,
-    ca: PathBuf,
-    eve: PathBuf,
-    server: Pair,
-}
-
-impl Bed {
-    /// A topology, a test PKI, a trial CA, and the appliance inspecting ports 443 and 8443-9499.
-    fn new(tls_extra: &str) -> Result<Self> {
-        let mut t = Topology::new()?;
-        let pki = TestPki::new(&t.dir)?;
-        let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
-        let ca_dir = t.dir.join("ca");
-        check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
-        let eve = t.dir.join("eve.json");
-        let config = format!(
-            r#"
-[[policy]]
-id = 3
-  [[policy.scope]]
-  id = 30
-  src = ["198.18.0.0/24"]
-  sport = ["1024/65535"]
-  dst = ["198.18.0.2"]
-  dport = ["443/443", "8443/9499"]
-[tls]
-inspect = true
-ca_dir = "{}"
-extra_roots = ["{}"]
-{tls_extra}
-[log]
-eve = "{}"
-"#,
-            ca_dir.display(),
-            pki.root.display(),
-            eve.display()
-        );
-        t.start_appliance(&config)?;
-        Ok(Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server })
-    }
-
-    fn s_server(&mut self, port: u16, pair: &Pair, extra: &[&str]) -> Result<usize> {
-        let mut c = self.t.server.cmd("openssl");
-        c.args(["s_server", "-accept", &format!("{SERVER_IP}:{port}"), "-www", "-key"])
-            .arg(&pair.key)
-            .arg("-cert")
-            .arg(&pair.cert)
-            .args(extra);
-        let i = self.t.spawn(c)?;
-        self.t.wait_listening(&self.t.server.clone(), port)?;
-        Ok(i)
-    }
-
-    fn nginx(&mut self) -> Result<()> {
-        let d = self.t.dir.join("nginx");
-        std::fs::create_dir_all(d.join("tmp"))?;
-        std::fs::create_dir_all(d.join("www"))?;
-        let mut big = vec![0u8; 30_000_000];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut big)?;
-        std::fs::write(d.join("www/big"), &big)?;
-        let conf = format!(
-            "worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
-               fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
-               server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
-                 ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
-            self.server.cert.display(),
-            self.server.key.display(),
-            d = d.display()
-        );
-        let path = d.join("nginx.conf");
-        std::fs::write(&path, conf)?;
-        let mut c = self.t.server.cmd("nginx");
-        c.arg("-c").arg(&path).arg("-p").arg(&d);
-        self.t.spawn(c)?;
-        self.t.wait_listening(&self.t.server.clone(), 443)
-    }
-
-    fn curl(&self, args: &[&str]) -> std::process::Output {
-        let mut c = self.t.client.cmd("curl");
-        // Every name goes to the server's address, on the port asked for.
-        c.args(["-sS", "-v", "--max-time", "10", "--connect-to", "::198.18.0.2:"]).args(args);
-        run(c).unwrap()
-    }
-
-    /// The flow records written so far.
-    fn eve(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.eve)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn wait_records(&self, n: usize) -> Result<Vec<Value>> {
-        wait_until(&format!("{n} flow records"), Duration::from_secs(10), || Ok(self.eve().len() >= n))
-            .map_err(|e| anyhow::anyhow!("{e}: have {:?}; stats {}", self.eve(), self.t.stats().unwrap_or_default()))?;
-        Ok(self.eve())
-    }
-}
+use tls_inspect_tests::tlsbed::{Bed, TRIAL_ISSUER};
 
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

@@ -98,6 +98,62 @@ impl FlowLog {
     }
 }
 
+/// An IPS alert, with the flow it fired on.
+#[derive(Clone, Debug)]
+pub struct AlertLog {
+    pub flow: FlowLog,
+    pub hit: crate::inspect::ips::Hit,
+}
+
+impl AlertLog {
+    pub fn to_json(&self) -> serde_json::Value {
+        let f = &self.flow;
+        let h = &self.hit;
+        let mut v = json!({
+            "timestamp": rfc3339(SystemTime::now()),
+            "flow_id": f.flow_id,
+            "event_type": "alert",
+            "src_ip": f.src_ip.map(|i| i.to_string()),
+            "src_port": f.src_port,
+            "dest_ip": f.dest_ip.map(|i| i.to_string()),
+            "dest_port": f.dest_port,
+            "proto": "TCP",
+            "direction": match h.direction { crate::inspect::Direction::ToServer => "to_server", crate::inspect::Direction::ToClient => "to_client" },
+            "policy_id": f.policy_id,
+            "scope_id": f.scope_id,
+            "alert": {
+                "action": if h.blocked { "blocked" } else { "allowed" },
+                "signature_id": h.sid,
+                "rev": h.rev,
+                "signature": h.msg,
+                "category": h.classtype,
+                "severity": h.priority,
+            },
+            "tls": { "sni": f.sni },
+        });
+        if let Some(http) = &h.http {
+            v["http"] = json!({ "hostname": http.host, "url": http.uri, "http_method": http.method, "http_user_agent": http.user_agent });
+        }
+        v
+    }
+}
+
+/// What the logger writes.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Flow(FlowLog),
+    Alert(Box<AlertLog>),
+}
+
+impl Record {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Record::Flow(f) => f.to_json(),
+            Record::Alert(a) => a.to_json(),
+        }
+    }
+}
+
 /// Where flow logs go.
 #[derive(Clone, Debug, Default)]
 pub struct LogTargets {
@@ -106,7 +162,7 @@ pub struct LogTargets {
 }
 
 pub struct Logger {
-    pub sender: Sender<FlowLog>,
+    pub sender: Sender<Record>,
     thread: JoinHandle<()>,
 }
 
@@ -126,7 +182,7 @@ impl Logger {
             }
             None => None,
         };
-        let (sender, receiver): (Sender<FlowLog>, Receiver<FlowLog>) = crossbeam_channel::bounded(65_536);
+        let (sender, receiver): (Sender<Record>, Receiver<Record>) = crossbeam_channel::bounded(65_536);
         let stdout = targets.stdout;
         let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || {
             while let Ok(first) = receiver.recv() {

@@ -31,6 +31,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub intel: IntelSettings,
     #[serde(default)]
+    pub ips: IpsSettings,
+    #[serde(default)]
     pub policy: Vec<PolicyDef>,
 }
 
@@ -58,6 +60,34 @@ impl Default for Appliance {
             flow_table_size: 262_144,
             prefix_table_size: 131_072,
             intel_table_size: 262_144,
+        }
+    }
+}
+
+/// `[ips]`: rules scanned on decrypted traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpsSettings {
+    pub enabled: bool,
+    pub mode: crate::inspect::ips::IpsMode,
+    pub level: crate::inspect::ips::Level,
+    /// Load the bundled rules (basic protection and virtual patching).
+    pub default_rules: bool,
+    /// More rule files (Suricata-compatible subset).
+    pub rules: Vec<String>,
+    /// Bytes of each HTTP body scanned.
+    pub body_depth: usize,
+}
+
+impl Default for IpsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: crate::inspect::ips::IpsMode::Monitor,
+            level: crate::inspect::ips::Level::Medium,
+            default_rules: true,
+            rules: Vec::new(),
+            body_depth: 1 << 20,
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let mut set = ScopeSet::new(file.limits);
     set.replace_with(policies, scopes)?;
     let tls = tls_plan(&file)?;
+    let ips = ips_plan(&file)?;
     let mode = match opts.xdp_mode.unwrap_or(file.appliance.xdp_mode) {
         XdpModeSetting::Native => XdpMode::Driver,
         XdpModeSetting::Generic => XdpMode::Skb,
@@ -200,6 +201,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 engine: file.dataplane.engine(),
                 metrics: opts.metrics,
                 tls: tls.clone(),
+                ips: ips.clone(),
                 log: logger.as_ref().map(|l| l.sender.clone()),
             },
         )?)
@@ -230,6 +232,44 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bundled rules.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
+
+/// Compiles the IPS rules when `[ips] enabled` is on. A rule that does not load is reported and
+/// left out; an unreadable file is an error.
+fn ips_plan(file: &ConfigFile) -> Result<Option<Arc<crate::inspect::ips::Ruleset>>> {
+    let s = &file.ips;
+    if !s.enabled {
+        return Ok(None);
+    }
+    if !file.tls.inspect {
+        bail!("ips.enabled: the IPS scans decrypted traffic: it needs [tls] inspect = true");
+    }
+    let mut sources: Vec<(String, String)> = Vec::new();
+    if s.default_rules {
+        sources.push(("bundled".into(), DEFAULT_RULES.to_string()));
+    }
+    for path in &s.rules {
+        sources.push((path.clone(), fs::read_to_string(path).with_context(|| format!("ips.rules: reading {path}"))?));
+    }
+    let mut rules = Vec::new();
+    for (name, text) in &sources {
+        let (r, errors) = crate::inspect::rules::parse_rules(text);
+        for e in errors {
+            warn!(file = %name, "rule refused: {e}");
+            eprintln!("tls-inspect: warning: {name}: {e}");
+        }
+        rules.extend(r);
+    }
+    let (set, refused) = crate::inspect::ips::Ruleset::compile(rules, s.mode, s.level, s.body_depth)?;
+    for (sid, why) in refused {
+        warn!(sid, "rule refused: {why}");
+        eprintln!("tls-inspect: warning: sid {sid}: {why}");
+    }
+    info!(rules = set.rules.len(), mode = ?s.mode, level = ?s.level, "IPS on");
+    Ok(Some(Arc::new(set)))
 }
 
 /// Loads the CA and the roots trusted upstream when `[tls] inspect` is on.

@@ -31,7 +31,8 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// TLS interception (each worker forges with its own leaf key).
     pub tls: Option<TlsPlan>,
-    pub log: Option<crossbeam_channel::Sender<crate::log::FlowLog>>,
+    pub ips: Option<Arc<crate::inspect::ips::Ruleset>>,
+    pub log: Option<crossbeam_channel::Sender<crate::log::Record>>,
 }
 
 /// What every worker needs to inspect TLS.
@@ -75,6 +76,7 @@ impl Supervisor {
                 engine: plan.engine,
                 cpu: Some(id % cpus),
                 tls: plan.tls.clone(),
+                ips: plan.ips.clone(),
                 log: plan.log.clone(),
             };
             let worker = Worker {

@@ -176,13 +176,17 @@ impl Ruleset {
         }
         if let Some(db) = &self.bodies {
             match scratch.as_mut() {
-                Some(s) => db.realloc(s).map_err(|e| anyhow!("{e}"))?,
+                Some(s) => {
+                    db.realloc_scratch(s).map_err(|e| anyhow!("{e}"))?;
+                }
                 None => scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?),
             }
         }
         for db in self.fields.values() {
             match scratch.as_mut() {
-                Some(s) => db.realloc(s).map_err(|e| anyhow!("{e}"))?,
+                Some(s) => {
+                    db.realloc_scratch(s).map_err(|e| anyhow!("{e}"))?;
+                }
                 None => scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?),
             }
         }
@@ -197,6 +201,7 @@ impl Ruleset {
     }
 
     /// Overrides one rule's action (`rules action SID alert|drop`).
+    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn set_override(&mut self, sid: u32, block: Option<bool>) -> bool {
         match self.rules.iter().position(|r| r.sid == sid) {
             Some(i) => {
@@ -207,6 +212,7 @@ impl Ruleset {
         }
     }
 
+    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn set_enabled(&mut self, sid: u32, enabled: bool) -> bool {
         match self.rules.iter().position(|r| r.sid == sid) {
             Some(i) => {
@@ -217,6 +223,7 @@ impl Ruleset {
         }
     }
 
+    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn is_active(&self, sid: u32) -> bool {
         self.rules.iter().position(|r| r.sid == sid).is_some_and(|i| self.active[i])
     }
@@ -439,7 +446,8 @@ impl FlowIps {
             };
             if let Some(info) = info {
                 self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
-                self.scan_field(Buffer::HttpUri, info.uri.as_bytes(), scratch);
+                // Like Suricata's http.uri: the normalized (percent-decoded) URI.
+                self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
                 self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
                 self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
                 self.last_http = Some(info);
@@ -597,6 +605,25 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpI
             (Some(len), None)
         }
     }
+}
+
+/// Decodes `%XX` escapes once; anything else stays as it is.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
 }
 
 /// `any`, `443`, `[80,443]`, `1024:65535`, `!22` (negations are not matched: any).

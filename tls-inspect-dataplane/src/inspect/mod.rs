@@ -19,9 +19,64 @@ pub enum Verdict {
     Block(String),
 }
 
-pub trait Inspector: Send {
+pub trait Inspector {
     /// The next plaintext bytes of one direction (each direction in order).
     fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict;
+
+    /// Rules that fired since the last call (for the alert log).
+    fn alerts(&mut self) -> Vec<ips::Hit> {
+        Vec::new()
+    }
+
+    /// What a client whose request was blocked gets inside its session (an HTTP block page),
+    /// if anything.
+    fn block_response(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// The IPS as an inspector: one flow's Hyperscan state, and the worker's scratch space.
+pub struct IpsInspector {
+    flow: ips::FlowIps,
+    scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
+    reported: usize,
+}
+
+impl IpsInspector {
+    pub fn new(
+        set: std::sync::Arc<ips::Ruleset>,
+        scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
+        server_port: u16,
+    ) -> Self {
+        Self {
+            flow: ips::FlowIps::new(set, server_port),
+            scratch,
+            reported: 0,
+        }
+    }
+}
+
+impl Inspector for IpsInspector {
+    fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut s) => self.flow.inspect(direction, data, &mut s),
+            // Never reached: one worker thread, no re-entrant scans.
+            Err(_) => Verdict::Continue,
+        }
+    }
+
+    fn alerts(&mut self) -> Vec<ips::Hit> {
+        let new = self.flow.hits[self.reported..].to_vec();
+        self.reported = self.flow.hits.len();
+        new
+    }
+
+    fn block_response(&self) -> Option<Vec<u8>> {
+        let hit = self.flow.hits.iter().find(|h| h.blocked)?;
+        // A block page only where the client speaks HTTP/1.
+        hit.http.as_ref()?;
+        Some(ips::block_page(hit.sid, &hit.msg))
+    }
 }
 
 /// Lets everything through (the IPS replaces it).

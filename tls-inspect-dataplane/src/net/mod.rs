@@ -115,6 +115,8 @@ pub struct EngineStats {
     pub tls_passed: u64,
     pub tls_blocked: u64,
     pub tls_failed: u64,
+    /// IPS rules that fired.
+    pub ips_alerts: u64,
 }
 
 /// The state machine of a flow. The decision (splice now; inspect with the TLS layer) is taken
@@ -165,7 +167,9 @@ pub struct TlsWorker {
 #[derive(Default)]
 pub struct Hooks {
     pub tls: Option<TlsWorker>,
-    pub log: Option<Sender<FlowLog>>,
+    /// The IPS rule set and this worker's Hyperscan scratch space.
+    pub ips: Option<(Arc<crate::inspect::ips::Ruleset>, std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>)>,
+    pub log: Option<Sender<crate::log::Record>>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
     pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> (u32, u32) + Send>>,
 }
@@ -589,7 +593,22 @@ impl Engine {
                 let can_wait = socket.may_recv();
                 if socket.can_recv() || !can_wait || server_spoke {
                     let first = socket.peek(MAX_FIRST).map(<[u8]>::to_vec).unwrap_or_default();
-                    match Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke) {
+                    let mut decided = Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke);
+                    // tls.sni rules see the ClientHello before any decryption: passed flows too.
+                    if let (Some(d), Some(sni), Some((set, scratch))) = (&decided, flow.log.sni.clone(), &self.hooks.ips) {
+                        let mut f = crate::inspect::ips::FlowIps::new(set.clone(), u16::from_be_bytes(flow.key.server_port));
+                        let verdict = scratch.try_borrow_mut().map(|mut s| f.scan_sni(&sni, &mut s)).unwrap_or(crate::inspect::Verdict::Continue);
+                        for hit in f.hits.drain(..) {
+                            self.stats.ips_alerts += 1;
+                            if let Some(log) = &self.hooks.log {
+                                let _ = log.try_send(crate::log::Record::Alert(Box::new(crate::log::AlertLog { flow: flow.log.clone(), hit })));
+                            }
+                        }
+                        if matches!(verdict, crate::inspect::Verdict::Block(_)) && !matches!(d, Decided::Block(_)) {
+                            decided = Some(Decided::Block("ips_sni"));
+                        }
+                    }
+                    match decided {
                         None => {}
                         Some(Decided::Splice(reason)) => {
                             flow.log.decision = "passed";
@@ -612,7 +631,15 @@ impl Engine {
                             records.truncate(n);
                             let tls = self.hooks.tls.as_ref().map(|t| t.config.clone());
                             let server_ip = Ipv4Addr::from(flow.key.server_addr);
-                            match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, Box::new(PassAll))) {
+                            let inspector: Box<dyn crate::inspect::Inspector> = match &self.hooks.ips {
+                                Some((set, scratch)) => Box::new(crate::inspect::IpsInspector::new(
+                                    set.clone(),
+                                    scratch.clone(),
+                                    u16::from_be_bytes(flow.key.server_port),
+                                )),
+                                None => Box::new(PassAll),
+                            };
+                            match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {
                                 Some(Ok(icpt)) => {
                                     flow.log.decision = "inspected";
                                     flow.tls = Some(Box::new(icpt));
@@ -632,7 +659,14 @@ impl Engine {
                 if let (Some(icpt), Some(tls)) = (flow.tls.as_mut(), self.hooks.tls.as_mut()) {
                     let client = flow.client.as_mut();
                     if let Some(client) = client {
-                        match relay_tls(&mut flow.server, client, icpt, &mut tls.forger, &mut self.scratch) {
+                        let relayed = relay_tls(&mut flow.server, client, icpt, &mut tls.forger, &mut self.scratch);
+                        for hit in icpt.take_alerts() {
+                            self.stats.ips_alerts += 1;
+                            if let Some(log) = &self.hooks.log {
+                                let _ = log.try_send(crate::log::Record::Alert(Box::new(crate::log::AlertLog { flow: flow.log.clone(), hit })));
+                            }
+                        }
+                        match relayed {
                             Ok((up, down)) => {
                                 flow.log.bytes_toserver += up;
                                 flow.log.bytes_toclient += down;
@@ -742,7 +776,7 @@ impl Engine {
                 }
                 flow.log.end = Some(SystemTime::now());
                 // A full log channel drops the record rather than stall the worker.
-                let _ = log.try_send(std::mem::take(&mut flow.log));
+                let _ = log.try_send(crate::log::Record::Flow(std::mem::take(&mut flow.log)));
             }
         }
     }
@@ -819,7 +853,19 @@ fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &m
     flow.log.reason = reason;
     // Once the client has a TLS session with us, a plaintext alert would be out of place.
     let alert = alert.filter(|_| !flow.tls.as_ref().is_some_and(|t| t.client_session_started()));
+    let page_sent = matches!(flow.log.decision, "blocked") && flow.tls.as_ref().is_some_and(|t| !t.to_client.is_empty());
     if let Some(client) = flow.client.as_mut() {
+        if page_sent {
+            // A block page (and close_notify) inside the session: deliver it, then FIN.
+            if let Some(icpt) = flow.tls.as_mut() {
+                let n = client.send_from(&icpt.to_client);
+                icpt.to_client.drain(..n);
+            }
+            client.socket().close();
+            flow.server.socket().abort();
+            flow.phase = Phase::Closing;
+            return;
+        }
         match alert {
             Some(a) => {
                 // Nothing was sent to the client in TLS yet: a plain alert record, then FIN.

@@ -40,11 +40,12 @@ pub struct WorkerConfig {
     /// Pin the worker's thread to this CPU.
     pub cpu: Option<usize>,
     pub tls: Option<crate::control::supervisor::TlsPlan>,
-    pub log: Option<Sender<crate::log::FlowLog>>,
+    pub ips: Option<std::sync::Arc<crate::inspect::ips::Ruleset>>,
+    pub log: Option<Sender<crate::log::Record>>,
 }
 
 /// Names of a worker's counters, in [`WorkerStats`] order.
-pub const WORKER_COUNTERS: [&str; 21] = [
+pub const WORKER_COUNTERS: [&str; 22] = [
     "frames_rx",
     "frames_tx",
     "handoffs_out",
@@ -66,6 +67,7 @@ pub const WORKER_COUNTERS: [&str; 21] = [
     "tls_blocked",
     "tls_failed",
     "certs_forged",
+    "ips_alerts",
 ];
 
 /// A worker's counters, published once per loop iteration (never per packet).
@@ -263,8 +265,13 @@ impl Worker {
         };
         // The policy and scope the XDP program recorded for a flow, read once per flow.
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
+        let ips = match &self.config.ips {
+            Some(set) => Some((set.clone(), std::rc::Rc::new(std::cell::RefCell::new(set.scratch()?)))),
+            None => None,
+        };
         let hooks = Hooks {
             tls,
+            ips,
             log: self.config.log.clone(),
             flow_ids: Some(Box::new(move |k: &FlowKey| ids.get(k, 0).map_or((0, 0), |v| (v.policy_id, v.scope_id)))),
         };
@@ -415,6 +422,7 @@ impl Worker {
                 s.tls_blocked,
                 s.tls_failed,
                 engine.certs_forged(),
+                s.ips_alerts,
             ]);
 
             if work == 0 {

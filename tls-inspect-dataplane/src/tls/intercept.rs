@@ -385,6 +385,16 @@ impl Interceptor {
                 }
                 Ok(n) => {
                     if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &self.scratch[..n]) {
+                        // The request goes no further; an HTTP client gets a block page.
+                        if let Some(page) = self.inspector.block_response() {
+                            let _ = down.writer().write_all(&page);
+                            down.send_close_notify();
+                            while down.wants_write() {
+                                if down.write_tls(&mut self.to_client).is_err() {
+                                    break;
+                                }
+                            }
+                        }
                         return Err(Failure::Blocked(why));
                     }
                     self.upstream.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Upstream(e.to_string()))?;
@@ -414,6 +424,11 @@ impl Interceptor {
             }
         }
         Ok(())
+    }
+
+    /// Rules the inspector saw fire since the last call.
+    pub fn take_alerts(&mut self) -> Vec<crate::inspect::ips::Hit> {
+        self.inspector.alerts()
     }
 
     /// The client sent close_notify (its plaintext has ended).

