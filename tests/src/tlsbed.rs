@@ -94,11 +94,12 @@ eve = "{}"
         self.t.wait_listening(&self.t.server.clone(), 443)
     }
 
+    /// Runs curl in the client namespace (every name resolves to the server).
     pub fn curl(&self, args: &[&str]) -> std::process::Output {
         let mut c = self.t.client.cmd("curl");
         // Every name goes to the server's address, on the port asked for.
         c.args(["-sS", "-v", "--max-time", "10", "--connect-to", "::198.18.0.2:"]).args(args);
-        run(c).unwrap()
+        run(c).unwrap_or_else(|e| panic!("curl could not run: {e}"))
     }
 
     /// The flow records written so far.

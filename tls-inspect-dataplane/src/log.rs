@@ -141,7 +141,7 @@ impl AlertLog {
 /// What the logger writes.
 #[derive(Clone, Debug)]
 pub enum Record {
-    Flow(FlowLog),
+    Flow(Box<FlowLog>),
     Alert(Box<AlertLog>),
 }
 

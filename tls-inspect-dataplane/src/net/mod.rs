@@ -776,7 +776,7 @@ impl Engine {
                 }
                 flow.log.end = Some(SystemTime::now());
                 // A full log channel drops the record rather than stall the worker.
-                let _ = log.try_send(crate::log::Record::Flow(std::mem::take(&mut flow.log)));
+                let _ = log.try_send(crate::log::Record::Flow(Box::new(std::mem::take(&mut flow.log))));
             }
         }
     }
