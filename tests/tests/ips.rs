@@ -79,3 +79,25 @@ fn a_pattern_split_across_two_tls_records_is_caught() -> Result<()> {
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
     Ok(())
 }
+
+#[test]
+fn http2_requests_are_inspected_too() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    // A clean HTTP/2 request passes ...
+    let o = b.curl(&["--http2", "--cacert", &ca, "https://server.test/"]);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("HTTP/2 200") && out.contains("hello from nginx"), "{out}");
+    // ... a Log4Shell one ends the connection (no HTTP/1 page inside HTTP/2), with an alert.
+    let o = b.curl(&["--http2", "-g", "--cacert", &ca, &format!("https://server.test{LOG4SHELL_RAW}")]);
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    b.wait_records(3)?;
+    let a = alerts(&b);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["alert"]["signature_id"], 9000001);
+    assert_eq!(a[0]["http"]["url"], LOG4SHELL_RAW);
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(!access.contains("jndi"), "{access}");
+    Ok(())
+}

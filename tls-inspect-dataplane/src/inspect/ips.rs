@@ -287,6 +287,8 @@ pub struct HttpInfo {
     pub uri: String,
     pub host: String,
     pub user_agent: String,
+    /// Seen over HTTP/2 (a block page would have to be an HTTP/2 response).
+    pub h2: bool,
 }
 
 /// One HTTP/1.x direction being followed.
@@ -313,6 +315,10 @@ pub struct FlowIps {
     pub hits: Vec<Hit>,
     pub last_http: Option<HttpInfo>,
     server_port: u16,
+    /// HTTP/2 followers (client side, server side), once the client preface was seen.
+    h2: Option<[super::h2::H2Dir; 2]>,
+    /// Open body streams of HTTP/2 streams, per direction.
+    h2_bodies: [HashMap<u32, (OwnedStream, usize)>; 2],
 }
 
 const MATCHES_PER_ITEM: usize = 16;
@@ -339,6 +345,8 @@ impl FlowIps {
             hits: Vec::new(),
             last_http: None,
             server_port,
+            h2: None,
+            h2_bodies: [HashMap::new(), HashMap::new()],
         }
     }
 
@@ -388,8 +396,86 @@ impl FlowIps {
     pub fn inspect(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) -> Verdict {
         let d = dir_index(direction);
         self.scan_stream(d, data, scratch);
-        self.follow_http(direction, data, scratch);
+        if self.h2.is_none() && direction == Direction::ToServer && !self.http[0].off && self.http[0].head.is_empty() && data.starts_with(b"PRI ") {
+            self.h2 = Some([super::h2::H2Dir::new(true), super::h2::H2Dir::new(false)]);
+            self.http[0].off = true;
+            self.http[1].off = true;
+        }
+        if self.h2.is_some() {
+            self.follow_h2(direction, data, scratch);
+        } else {
+            self.follow_http(direction, data, scratch);
+        }
         self.evaluate(direction)
+    }
+
+    fn scan_fields(&mut self, info: &HttpInfo, scratch: &mut Scratch) {
+        self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
+        // Like Suricata's http.uri: the normalized (percent-decoded) URI.
+        self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
+        self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
+        self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
+    }
+
+    /// Scans body bytes with a body stream; records matches that belong to this direction's
+    /// body buffer.
+    fn scan_body(&mut self, direction: Direction, stream: &OwnedStream, data: &[u8], scratch: &mut Scratch) {
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        if let Some(s) = stream.0.as_ref() {
+            let _ = s.scan(data, scratch, |id, from, to, _| {
+                found.push((id, from, to));
+                Matching::Continue
+            });
+        }
+        let body = if direction == Direction::ToServer { Buffer::HttpRequestBody } else { Buffer::HttpResponseBody };
+        for (id, from, to) in found {
+            if let Some(r) = self.set.refs.get(id as usize) {
+                let rule = &self.set.rules[r.rule as usize];
+                let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
+                if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
+                    self.record(id, from, to);
+                }
+            }
+        }
+    }
+
+    fn follow_h2(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        let events = match self.h2.as_mut() {
+            Some(dirs) => dirs[d].feed(data),
+            None => return,
+        };
+        for event in events {
+            match event {
+                super::h2::H2Event::Headers(_, headers) if direction == Direction::ToServer => {
+                    let f = super::h2::fields(&headers);
+                    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                    let info = HttpInfo { method: get("method"), uri: get("uri"), host: get("host"), user_agent: get("user_agent"), h2: true };
+                    self.scan_fields(&info, scratch);
+                    self.last_http = Some(info);
+                }
+                super::h2::H2Event::Headers(..) => {}
+                super::h2::H2Event::Data(stream, bytes, end) => {
+                    let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
+                        self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
+                    });
+                    if let Some((body, seen)) = entry.as_mut() {
+                        let room = self.set.body_depth.saturating_sub(*seen);
+                        let n = bytes.len().min(room);
+                        if n > 0 {
+                            self.scan_body(direction, body, &bytes[..n], scratch);
+                        }
+                        *seen += bytes.len();
+                    }
+                    if let (Some(e), false) = (entry, end) {
+                        // A bounded number of concurrent bodies per connection.
+                        if self.h2_bodies[d].len() < 256 {
+                            self.h2_bodies[d].insert(stream, e);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn follow_http(&mut self, direction: Direction, mut data: &[u8], scratch: &mut Scratch) {
@@ -400,22 +486,9 @@ impl FlowIps {
                 let room = self.set.body_depth.saturating_sub(self.http[d].body_seen);
                 let scan = &data[..n.min(room)];
                 if !scan.is_empty() {
-                    let mut found: Vec<(u32, u64, u64)> = Vec::new();
-                    if let Some(Some(s)) = self.http[d].body.as_ref().map(|o| o.0.as_ref()) {
-                        let _ = s.scan(scan, scratch, |id, from, to, _| {
-                            found.push((id, from, to));
-                            Matching::Continue
-                        });
-                    }
-                    for (id, from, to) in found {
-                        let body = if direction == Direction::ToServer { Buffer::HttpRequestBody } else { Buffer::HttpResponseBody };
-                        if let Some(r) = self.set.refs.get(id as usize) {
-                            let rule = &self.set.rules[r.rule as usize];
-                            let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
-                            if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
-                                self.record(id, from, to);
-                            }
-                        }
+                    if let Some(body) = self.http[d].body.take() {
+                        self.scan_body(direction, &body, scan, scratch);
+                        self.http[d].body = Some(body);
                     }
                 }
                 self.http[d].body_seen += n;
@@ -445,11 +518,7 @@ impl FlowIps {
                 continue;
             };
             if let Some(info) = info {
-                self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
-                // Like Suricata's http.uri: the normalized (percent-decoded) URI.
-                self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
-                self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
-                self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
+                self.scan_fields(&info, scratch);
                 self.last_http = Some(info);
             }
             self.http[d].body_left = content_length;
@@ -588,6 +657,7 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpI
                 uri: req.path.unwrap_or("").to_string(),
                 host: header_value(hs, "host").unwrap_or_default(),
                 user_agent: header_value(hs, "user-agent").unwrap_or_default(),
+                h2: false,
             };
             (Some(len), Some(info))
         }

@@ -1,6 +1,7 @@
 //! Inspection of decrypted traffic. An [`Inspector`] sees each direction's plaintext in order
 //! and says whether the flow may go on. This layer never names rustls or smoltcp types.
 
+pub mod h2;
 pub mod ips;
 pub mod rules;
 
@@ -73,8 +74,10 @@ impl Inspector for IpsInspector {
 
     fn block_response(&self) -> Option<Vec<u8>> {
         let hit = self.flow.hits.iter().find(|h| h.blocked)?;
-        // A block page only where the client speaks HTTP/1.
-        hit.http.as_ref()?;
+        // A block page only where the client speaks HTTP/1 (over HTTP/2 the connection ends).
+        if hit.http.as_ref()?.h2 {
+            return None;
+        }
         Some(ips::block_page(hit.sid, &hit.msg))
     }
 }

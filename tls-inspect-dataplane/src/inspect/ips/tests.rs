@@ -169,3 +169,35 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
         assert!(!f.hits.iter().any(|h| h.sid == sid), "sid {sid} fired on {}", String::from_utf8_lossy(&negative));
     }
 }
+
+#[test]
+fn http2_headers_and_bodies_fill_the_http_buffers() {
+    use crate::inspect::h2::PREFACE;
+    let s = set(LOG4J, IpsMode::Block, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut enc = loona_hpack::Encoder::new();
+    let clean = enc.encode(vec![(&b":method"[..], &b"POST"[..]), (&b":path"[..], &b"/pay"[..]), (&b":authority"[..], &b"x"[..])]);
+    let evil = enc.encode(vec![(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/?q=$%7Bjndi:ldap://x%7D"[..]), (&b":authority"[..], &b"x"[..])]);
+    // A POST whose body carries the card prefix, over HTTP/2.
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(4, 0, 0, &[]));
+    wire.extend(frame(1, 0x4, 1, &clean));
+    wire.extend(frame(0, 0x1, 1, b"card=4111111111111111"));
+    let mut f = FlowIps::new(s.clone(), 443);
+    let v = f.inspect(Direction::ToServer, &wire, &mut scratch);
+    assert!(matches!(v, Verdict::Block(ref w) if w.contains("sid 4")), "{v:?}");
+    // The URI rule on a later stream of the same connection (HPACK state carried over).
+    let mut f = FlowIps::new(s, 443);
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(1, 0x5, 1, &clean));
+    f.inspect(Direction::ToServer, &wire, &mut scratch);
+    let v = f.inspect(Direction::ToServer, &frame(1, 0x5, 3, &evil), &mut scratch);
+    assert!(matches!(v, Verdict::Block(ref w) if w.contains("sid 1")), "{v:?}");
+    assert!(f.hits[0].http.as_ref().unwrap().h2);
+}

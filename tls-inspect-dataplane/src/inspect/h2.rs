@@ -1,0 +1,228 @@
+//! Following HTTP/2 (ALPN h2) well enough to fill the IPS's HTTP buffers: frames are reassembled
+//! per direction, header blocks (HEADERS + CONTINUATION) decoded with HPACK (loona-hpack), and
+//! DATA frames handed out per stream.
+
+use std::collections::HashMap;
+
+/// The client connection preface.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Frames larger than this stop the follower (SETTINGS_MAX_FRAME_SIZE tops out at 16 MiB).
+const MAX_FRAME: usize = 1 << 20;
+
+/// What one direction's frames said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum H2Event {
+    /// A decoded header block: (stream, headers).
+    Headers(u32, Vec<(Vec<u8>, Vec<u8>)>),
+    /// Body bytes of a stream; `end` on its last DATA frame.
+    Data(u32, Vec<u8>, bool),
+}
+
+pub struct H2Dir {
+    buf: Vec<u8>,
+    /// The client preface is still expected (client side only).
+    preface_left: usize,
+    decoder: loona_hpack::Decoder<'static>,
+    block: Vec<u8>,
+    block_stream: u32,
+    pub off: bool,
+}
+
+impl H2Dir {
+    pub fn new(client_side: bool) -> Self {
+        Self {
+            buf: Vec::new(),
+            preface_left: if client_side { PREFACE.len() } else { 0 },
+            decoder: loona_hpack::Decoder::new(),
+            block: Vec::new(),
+            block_stream: 0,
+            off: false,
+        }
+    }
+
+    /// Feeds bytes; returns what complete frames said. Malformed input turns the follower off.
+    pub fn feed(&mut self, mut data: &[u8]) -> Vec<H2Event> {
+        let mut out = Vec::new();
+        if self.off {
+            return out;
+        }
+        if self.preface_left > 0 {
+            let n = data.len().min(self.preface_left);
+            let start = PREFACE.len() - self.preface_left;
+            if data[..n] != PREFACE[start..start + n] {
+                self.off = true;
+                return out;
+            }
+            self.preface_left -= n;
+            data = &data[n..];
+        }
+        self.buf.extend_from_slice(data);
+        let mut pos = 0;
+        while self.buf.len() - pos >= 9 {
+            let h = &self.buf[pos..pos + 9];
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let (kind, flags) = (h[3], h[4]);
+            let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
+            if len > MAX_FRAME {
+                self.off = true;
+                break;
+            }
+            if self.buf.len() - pos < 9 + len {
+                break;
+            }
+            let payload = self.buf[pos + 9..pos + 9 + len].to_vec();
+            pos += 9 + len;
+            match kind {
+                0 => {
+                    // DATA
+                    match strip_padding(&payload, flags) {
+                        Some(body) => out.push(H2Event::Data(stream, body.to_vec(), flags & 0x1 != 0)),
+                        None => {
+                            self.off = true;
+                            break;
+                        }
+                    }
+                }
+                1 => {
+                    // HEADERS
+                    let Some(mut frag) = strip_padding(&payload, flags) else {
+                        self.off = true;
+                        break;
+                    };
+                    if flags & 0x20 != 0 {
+                        if frag.len() < 5 {
+                            self.off = true;
+                            break;
+                        }
+                        frag = &frag[5..];
+                    }
+                    self.block.clear();
+                    self.block.extend_from_slice(frag);
+                    self.block_stream = stream;
+                    if flags & 0x4 != 0 {
+                        self.decode(&mut out);
+                    }
+                }
+                9 => {
+                    // CONTINUATION
+                    self.block.extend_from_slice(&payload);
+                    if self.block.len() > MAX_FRAME {
+                        self.off = true;
+                        break;
+                    }
+                    if flags & 0x4 != 0 {
+                        self.decode(&mut out);
+                    }
+                }
+                _ => {}
+            }
+            if self.off {
+                break;
+            }
+        }
+        self.buf.drain(..pos);
+        out
+    }
+
+    fn decode(&mut self, out: &mut Vec<H2Event>) {
+        let block = std::mem::take(&mut self.block);
+        let decoder = &mut self.decoder;
+        // A decoder bug must not take the worker down: contain it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&block)));
+        match result {
+            Ok(Ok(headers)) => out.push(H2Event::Headers(self.block_stream, headers)),
+            _ => self.off = true,
+        }
+    }
+}
+
+fn strip_padding(payload: &[u8], flags: u8) -> Option<&[u8]> {
+    if flags & 0x8 == 0 {
+        return Some(payload);
+    }
+    let pad = usize::from(*payload.first()?);
+    payload.get(1..payload.len().checked_sub(pad)?)
+}
+
+/// The request fields of a header list.
+pub fn fields(headers: &[(Vec<u8>, Vec<u8>)]) -> HashMap<&'static str, String> {
+    let mut m = HashMap::new();
+    for (k, v) in headers {
+        let key = match k.as_slice() {
+            b":method" => "method",
+            b":path" => "uri",
+            b":authority" | b"host" => "host",
+            b"user-agent" => "user_agent",
+            _ => continue,
+        };
+        m.insert(key, String::from_utf8_lossy(v).into_owned());
+    }
+    m
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn headers_and_data_across_feeds() {
+        let mut enc = loona_hpack::Encoder::new();
+        let block = enc.encode(vec![
+            (&b":method"[..], &b"POST"[..]),
+            (&b":path"[..], &b"/?q=${jndi:x}"[..]),
+            (&b":authority"[..], &b"app.example"[..]),
+            (&b"user-agent"[..], &b"curl/8"[..]),
+        ]);
+        let (a, b) = block.split_at(3);
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(4, 0, 0, &[])); // SETTINGS
+        wire.extend(frame(1, 0x0, 1, a)); // HEADERS without END_HEADERS
+        wire.extend(frame(9, 0x4, 1, b)); // CONTINUATION
+        wire.extend(frame(0, 0x8, 1, &[2, b'h', b'i', 0, 0])); // padded DATA
+        wire.extend(frame(0, 0x1, 1, b"!"));
+        let mut d = H2Dir::new(true);
+        let mut events = Vec::new();
+        for chunk in wire.chunks(7) {
+            events.extend(d.feed(chunk));
+        }
+        assert!(!d.off);
+        match &events[0] {
+            H2Event::Headers(1, h) => {
+                let f = fields(h);
+                assert_eq!(f["method"], "POST");
+                assert_eq!(f["uri"], "/?q=${jndi:x}");
+                assert_eq!(f["host"], "app.example");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(events[1], H2Event::Data(1, b"hi".to_vec(), false));
+        assert_eq!(events[2], H2Event::Data(1, b"!".to_vec(), true));
+    }
+
+    #[test]
+    fn garbage_turns_it_off_without_panicking() {
+        let mut d = H2Dir::new(true);
+        assert!(d.feed(b"GET / HTTP/1.1\r\n").is_empty());
+        assert!(d.off);
+        let mut d = H2Dir::new(false);
+        let mut x: u32 = 99;
+        for _ in 0..500 {
+            let mut chunk = Vec::new();
+            for _ in 0..64 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                chunk.push(x as u8);
+            }
+            let _ = d.feed(&chunk);
+        }
+    }
+}
