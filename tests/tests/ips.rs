@@ -101,3 +101,34 @@ fn http2_requests_are_inspected_too() -> Result<()> {
     assert!(!access.contains("jndi"), "{access}");
     Ok(())
 }
+
+#[test]
+fn a_card_number_in_a_post_body_raises_a_dlp_event_and_near_misses_do_not() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    // Luhn-valid: reported (redacted); a 16-digit number failing Luhn: nothing.
+    b.curl(&["--http1.1", "--cacert", &ca, "--data", "card=4111 1111 1111 1111&name=x", "https://server.test/"]);
+    b.curl(&["--http1.1", "--cacert", &ca, "--data", "order=4111111111111112", "https://server.test/"]);
+    b.wait_records(2)?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dlp: Vec<_> = b.eve().into_iter().filter(|r| r["event_type"] == "dlp").collect();
+    assert_eq!(dlp.len(), 1, "{dlp:?}");
+    assert_eq!(dlp[0]["dlp"]["detector"], "payment_card");
+    assert_eq!(dlp[0]["dlp"]["sample"], "4111********1111");
+    let raw = std::fs::read_to_string(&b.eve)?;
+    assert!(!raw.contains("4111111111111111") && !raw.contains("4111 1111 1111 1111"), "the value itself never reaches the log");
+    Ok(())
+}
+
+#[test]
+fn whitelisted_sources_skip_the_ips() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"\nwhitelist = [\"198.18.0.1/32\"]")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    let o = b.curl(&["--http1.1", "-g", "--cacert", &ca, &format!("https://server.test{LOG4SHELL_RAW}")]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"), "{}", String::from_utf8_lossy(&o.stderr));
+    b.wait_records(1)?;
+    assert!(alerts(&b).is_empty());
+    Ok(())
+}

@@ -131,6 +131,13 @@ impl AlertLog {
             },
             "tls": { "sni": f.sni },
         });
+        if let Some(d) = &h.dlp {
+            v["event_type"] = json!("dlp");
+            if let Some(m) = v.as_object_mut() {
+                m.remove("alert");
+            }
+            v["dlp"] = json!({ "detector": d.detector, "count": d.count, "sample": d.sample, "action": if d.block { "blocked" } else { "allowed" } });
+        }
         if let Some(http) = &h.http {
             v["http"] = json!({ "hostname": http.host, "url": http.uri, "http_method": http.method, "http_user_agent": http.user_agent });
         }

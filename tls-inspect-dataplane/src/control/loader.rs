@@ -263,7 +263,13 @@ fn ips_plan(file: &ConfigFile) -> Result<Option<Arc<crate::inspect::ips::Ruleset
         }
         rules.extend(r);
     }
-    let (set, refused) = crate::inspect::ips::Ruleset::compile(rules, s.mode, s.level, s.body_depth)?;
+    let (mut set, refused) = crate::inspect::ips::Ruleset::compile(rules, s.mode, s.level, s.body_depth)?;
+    set.dlp = s.dlp.detectors();
+    set.whitelist = s
+        .whitelist
+        .iter()
+        .map(|c| c.parse().map_err(|e| anyhow!("ips.whitelist: '{c}': {e}")))
+        .collect::<Result<_>>()?;
     for (sid, why) in refused {
         warn!(sid, "rule refused: {why}");
         eprintln!("tls-inspect: warning: sid {sid}: {why}");

@@ -62,6 +62,10 @@ pub struct Ruleset {
     stream: Option<StreamingDatabase>,
     bodies: Option<StreamingDatabase>,
     fields: HashMap<Buffer, BlockDatabase>,
+    /// Data leak detectors run on outbound plaintext.
+    pub dlp: Vec<(super::dlp::Detector, super::dlp::DetectorSettings)>,
+    /// Source or destination networks whose flows skip the IPS.
+    pub whitelist: Vec<crate::control::scopes::Ipv4Cidr>,
 }
 
 fn hex_literal(bytes: &[u8]) -> String {
@@ -163,6 +167,8 @@ impl Ruleset {
                 stream,
                 bodies,
                 fields,
+                dlp: Vec::new(),
+                whitelist: Vec::new(),
             },
             refused,
         ))
@@ -191,6 +197,16 @@ impl Ruleset {
             }
         }
         scratch.ok_or_else(|| anyhow!("the rule set is empty"))
+    }
+
+    /// A flow between these addresses skips the IPS (protection whitelist).
+    pub fn whitelisted(&self, client: std::net::Ipv4Addr, server: std::net::Ipv4Addr) -> bool {
+        let inside = |ip: std::net::Ipv4Addr| {
+            self.whitelist
+                .iter()
+                .any(|c| u32::from(ip) & crate::control::scopes::Ipv4Cidr::mask(c.len) == u32::from(c.addr))
+        };
+        inside(client) || inside(server)
     }
 
     fn blocks(&self, rule: usize) -> bool {
@@ -279,6 +295,8 @@ pub struct Hit {
     pub blocked: bool,
     pub direction: Direction,
     pub http: Option<HttpInfo>,
+    /// A data leak detector's finding (sid 0), rather than a rule.
+    pub dlp: Option<super::dlp::Finding>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -319,6 +337,7 @@ pub struct FlowIps {
     h2: Option<[super::h2::H2Dir; 2]>,
     /// Open body streams of HTTP/2 streams, per direction.
     h2_bodies: [HashMap<u32, (OwnedStream, usize)>; 2],
+    dlp: super::dlp::DlpState,
 }
 
 const MATCHES_PER_ITEM: usize = 16;
@@ -347,6 +366,7 @@ impl FlowIps {
             server_port,
             h2: None,
             h2_bodies: [HashMap::new(), HashMap::new()],
+            dlp: super::dlp::DlpState::default(),
         }
     }
 
@@ -406,7 +426,27 @@ impl FlowIps {
         } else {
             self.follow_http(direction, data, scratch);
         }
-        self.evaluate(direction)
+        let mut verdict = self.evaluate(direction);
+        if direction == Direction::ToServer && !self.set.dlp.is_empty() {
+            let set = self.set.clone();
+            for finding in self.dlp.scan(data, &set.dlp) {
+                if finding.block && verdict == Verdict::Continue {
+                    verdict = Verdict::Block(format!("dlp: {:?}", finding.detector));
+                }
+                self.hits.push(Hit {
+                    sid: 0,
+                    rev: 0,
+                    msg: format!("DLP: {:?} x{} (sample {})", finding.detector, finding.count, finding.sample),
+                    classtype: Some("data-leak".into()),
+                    priority: 1,
+                    blocked: finding.block,
+                    direction,
+                    http: self.last_http.clone(),
+                    dlp: Some(finding),
+                });
+            }
+        }
+        verdict
     }
 
     fn scan_fields(&mut self, info: &HttpInfo, scratch: &mut Scratch) {
@@ -562,6 +602,7 @@ impl FlowIps {
                 blocked,
                 direction,
                 http: self.last_http.clone(),
+                dlp: None,
             });
             if blocked && verdict == Verdict::Continue {
                 verdict = Verdict::Block(format!("ips: sid {} ({})", rule.sid, rule.msg));

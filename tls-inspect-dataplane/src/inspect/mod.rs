@@ -1,6 +1,7 @@
 //! Inspection of decrypted traffic. An [`Inspector`] sees each direction's plaintext in order
 //! and says whether the flow may go on. This layer never names rustls or smoltcp types.
 
+pub mod dlp;
 pub mod h2;
 pub mod ips;
 pub mod rules;

@@ -631,13 +631,14 @@ impl Engine {
                             records.truncate(n);
                             let tls = self.hooks.tls.as_ref().map(|t| t.config.clone());
                             let server_ip = Ipv4Addr::from(flow.key.server_addr);
+                            let client_ip = Ipv4Addr::from(flow.key.client_addr);
                             let inspector: Box<dyn crate::inspect::Inspector> = match &self.hooks.ips {
-                                Some((set, scratch)) => Box::new(crate::inspect::IpsInspector::new(
+                                Some((set, scratch)) if !set.whitelisted(client_ip, server_ip) => Box::new(crate::inspect::IpsInspector::new(
                                     set.clone(),
                                     scratch.clone(),
                                     u16::from_be_bytes(flow.key.server_port),
                                 )),
-                                None => Box::new(PassAll),
+                                _ => Box::new(PassAll),
                             };
                             match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {
                                 Some(Ok(icpt)) => {
