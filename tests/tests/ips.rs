@@ -132,3 +132,52 @@ fn whitelisted_sources_skip_the_ips() -> Result<()> {
     assert!(alerts(&b).is_empty());
     Ok(())
 }
+
+#[test]
+fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
+    let local = std::env::temp_dir().join(format!("tls-inspect-local-{}.rules", std::process::id()));
+    std::fs::write(&local, "")?;
+    let mut b = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", local.display()))?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    let get = |b: &Bed, path: &str| {
+        let o = b.curl(&["--http1.1", "-g", "--cacert", &ca, &format!("https://server.test{path}")]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(get(&b, LOG4SHELL_RAW).contains("403 Forbidden"));
+    let list = check(b.t.cli().args(["rules", "list"]))?;
+    assert!(list.contains("9000001") && list.contains("Log4Shell"), "{list}");
+
+    check(b.t.cli().args(["rules", "disable", "9000001"]))?;
+    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "a disabled rule does not block");
+    check(b.t.cli().args(["rules", "enable", "9000001"]))?;
+    check(b.t.cli().args(["rules", "action", "9000001", "alert"]))?;
+    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "an alert-only rule does not block");
+    check(b.t.cli().args(["rules", "reset"]))?;
+    assert!(get(&b, LOG4SHELL_RAW).contains("403 Forbidden"), "reset restores the defaults");
+    let out = tls_inspect_tests::run(b.t.cli().args(["rules", "disable", "424242"]))?;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such rule"));
+
+    // Reload under traffic: a long inspected download keeps going while the databases are
+    // swapped, and the new rule applies to new connections.
+    let big = b.t.dir.join("nginx/www/big");
+    let want = check(std::process::Command::new("sha256sum").arg(&big))?;
+    let mut dl = b.t.client.sh(&format!(
+        "curl -sS --limit-rate 10M --max-time 60 --http1.1 --connect-to ::198.18.0.2: --cacert {ca} https://server.test/big | sha256sum"
+    ));
+    dl.stdout(std::process::Stdio::piped());
+    let child = dl.spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(&local, "alert http any any -> any any (msg:\"local canary\"; http.uri; content:\"/canary\"; sid:77; metadata: confidence high;)\n")?;
+    let out = check(b.t.cli().args(["rules", "reload"]))?;
+    assert!(out.contains("\"rules\""), "{out}");
+    assert!(get(&b, "/canary").contains("403 Forbidden") && get(&b, "/canary").contains("sid 77"));
+    let done = child.wait_with_output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).split_whitespace().next(),
+        want.split_whitespace().next(),
+        "the download that was running during the reload completed intact"
+    );
+    let _ = std::fs::remove_file(&local);
+    Ok(())
+}

@@ -182,6 +182,16 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The running rules: sid, message, enabled, action.
+    List(JsonFlag),
+    Enable { sid: u32 },
+    Disable { sid: u32 },
+    /// Per-rule action: drop (block), alert (never block) or default (follow the mode).
+    Action { sid: u32, action: String },
+    /// Restore the defaults: every rule of the level enabled, no per-rule action.
+    Reset,
+    /// Re-read the rule files and swap the databases without dropping flows.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +268,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn rules_request(paths: &Paths, line: &str) -> anyhow::Result<()> {
+    control::loader::require_root()?;
+    let v = control::socket::request(paths, line)?;
+    println!("{v}");
+    Ok(())
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let paths = Paths::new(&cli.instance)?;
     match cli.command {
@@ -325,6 +342,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli::flows(&paths, f.json)
         }
         Command::Ca { dir, command } => cli::ca(&dir, command),
+        Command::Rules { command: RulesCommand::List(f) } => {
+            control::loader::require_root()?;
+            let v = control::socket::request(&paths, "rules list")?;
+            if f.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:>8} {:>4} {:>7} {:>6}  MSG", "SID", "REV", "ENABLED", "ACTION");
+                for r in v["rules"].as_array().into_iter().flatten() {
+                    println!("{:>8} {:>4} {:>7} {:>6}  {}", r["sid"], r["rev"], if r["enabled"] == true { "yes" } else { "no" }, r["action"].as_str().unwrap_or(""), r["msg"].as_str().unwrap_or(""));
+                }
+            }
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Enable { sid } } => rules_request(&paths, &format!("rules enable {sid}")),
+        Command::Rules { command: RulesCommand::Disable { sid } } => rules_request(&paths, &format!("rules disable {sid}")),
+        Command::Rules { command: RulesCommand::Action { sid, action } } => rules_request(&paths, &format!("rules action {sid} {action}")),
+        Command::Rules { command: RulesCommand::Reset } => rules_request(&paths, "rules reset"),
+        Command::Rules { command: RulesCommand::Reload } => rules_request(&paths, "rules reload"),
         Command::Rules { command: RulesCommand::Check { file, json } } => {
             let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let (rules, errors) = inspect::rules::parse_rules(&text);

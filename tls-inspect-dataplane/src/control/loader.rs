@@ -201,12 +201,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 engine: file.dataplane.engine(),
                 metrics: opts.metrics,
                 tls: tls.clone(),
-                ips: ips.clone(),
+                ips: ips.as_ref().map(|r| r.shared.clone()),
                 log: logger.as_ref().map(|l| l.sender.clone()),
             },
         )?)
     };
-    let control = super::socket::ControlSocket::start(&paths, tls.as_ref().map(|t| t.policy.clone()))?;
+    let control = super::socket::ControlSocket::start(&paths, tls.as_ref().map(|t| t.policy.clone()), ips)?;
     // Running: from here on the pins outlive this process unless the operator says otherwise.
     pins.disarm();
     // A line a supervisor or test can wait for.
@@ -234,48 +234,15 @@ pub fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The bundled rules.
-pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
-
-/// Compiles the IPS rules when `[ips] enabled` is on. A rule that does not load is reported and
-/// left out; an unreadable file is an error.
-fn ips_plan(file: &ConfigFile) -> Result<Option<Arc<crate::inspect::ips::Ruleset>>> {
-    let s = &file.ips;
-    if !s.enabled {
+/// Compiles the IPS rules when `[ips] enabled` is on.
+fn ips_plan(file: &ConfigFile) -> Result<Option<super::rules::RulesControl>> {
+    if !file.ips.enabled {
         return Ok(None);
     }
     if !file.tls.inspect {
         bail!("ips.enabled: the IPS scans decrypted traffic: it needs [tls] inspect = true");
     }
-    let mut sources: Vec<(String, String)> = Vec::new();
-    if s.default_rules {
-        sources.push(("bundled".into(), DEFAULT_RULES.to_string()));
-    }
-    for path in &s.rules {
-        sources.push((path.clone(), fs::read_to_string(path).with_context(|| format!("ips.rules: reading {path}"))?));
-    }
-    let mut rules = Vec::new();
-    for (name, text) in &sources {
-        let (r, errors) = crate::inspect::rules::parse_rules(text);
-        for e in errors {
-            warn!(file = %name, "rule refused: {e}");
-            eprintln!("tls-inspect: warning: {name}: {e}");
-        }
-        rules.extend(r);
-    }
-    let (mut set, refused) = crate::inspect::ips::Ruleset::compile(rules, s.mode, s.level, s.body_depth)?;
-    set.dlp = s.dlp.detectors();
-    set.whitelist = s
-        .whitelist
-        .iter()
-        .map(|c| c.parse().map_err(|e| anyhow!("ips.whitelist: '{c}': {e}")))
-        .collect::<Result<_>>()?;
-    for (sid, why) in refused {
-        warn!(sid, "rule refused: {why}");
-        eprintln!("tls-inspect: warning: sid {sid}: {why}");
-    }
-    info!(rules = set.rules.len(), mode = ?s.mode, level = ?s.level, "IPS on");
-    Ok(Some(Arc::new(set)))
+    Ok(Some(super::rules::RulesControl::start(&file.ips)?))
 }
 
 /// Loads the CA and the roots trusted upstream when `[tls] inspect` is on.

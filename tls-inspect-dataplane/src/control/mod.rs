@@ -3,6 +3,7 @@ pub mod config;
 pub mod intel;
 pub mod loader;
 pub mod maps;
+pub mod rules;
 pub mod scopes;
 pub mod socket;
 pub mod state;

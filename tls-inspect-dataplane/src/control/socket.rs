@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use super::maps::Paths;
+use super::rules::RulesControl;
 use crate::tls::policy::TlsPolicy;
 
 pub fn socket_path(paths: &Paths) -> PathBuf {
@@ -26,7 +27,13 @@ pub struct ControlSocket {
     path: PathBuf,
 }
 
-fn answer(request: &str, policy: Option<&TlsPolicy>) -> serde_json::Value {
+fn answer(request: &str, policy: Option<&TlsPolicy>, rules: &mut Option<RulesControl>) -> serde_json::Value {
+    if request.trim_start().starts_with("rules ") {
+        return match rules.as_mut() {
+            Some(r) => r.handle(request),
+            None => json!({ "error": "the IPS is off ([ips] enabled = false)" }),
+        };
+    }
     let Some(policy) = policy else {
         return json!({ "error": "TLS inspection is off ([tls] inspect = false)" });
     };
@@ -45,7 +52,8 @@ fn answer(request: &str, policy: Option<&TlsPolicy>) -> serde_json::Value {
 }
 
 impl ControlSocket {
-    pub fn start(paths: &Paths, policy: Option<Arc<TlsPolicy>>) -> Result<Self> {
+    pub fn start(paths: &Paths, policy: Option<Arc<TlsPolicy>>, rules: Option<RulesControl>) -> Result<Self> {
+        let mut rules = rules;
         let path = socket_path(paths);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -62,7 +70,7 @@ impl ControlSocket {
                         let mut line = String::new();
                         let mut reader = BufReader::new(&conn);
                         if reader.read_line(&mut line).is_ok() {
-                            let reply = answer(&line, policy.as_deref());
+                            let reply = answer(&line, policy.as_deref(), &mut rules);
                             let _ = writeln!(&conn, "{reply}");
                         }
                     }

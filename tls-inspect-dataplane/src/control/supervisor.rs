@@ -31,7 +31,7 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// TLS interception (each worker forges with its own leaf key).
     pub tls: Option<TlsPlan>,
-    pub ips: Option<Arc<crate::inspect::ips::Ruleset>>,
+    pub ips: Option<super::rules::SharedRules>,
     pub log: Option<crossbeam_channel::Sender<crate::log::Record>>,
 }
 

@@ -49,24 +49,43 @@ struct PatternRef {
     is_pcre: bool,
 }
 
-/// A compiled rule set, shared by every worker.
-pub struct Ruleset {
+/// The rules and their Hyperscan databases: built once, shared by every worker and flow.
+pub struct Compiled {
     pub rules: Vec<Rule>,
+    refs: Vec<PatternRef>,
+    stream: Option<StreamingDatabase>,
+    bodies: Option<StreamingDatabase>,
+    fields: HashMap<Buffer, BlockDatabase>,
+}
+
+/// A rule set: the compiled databases and what the operator set on top of them (enabled rules,
+/// actions). Cheap to clone: enabling a rule or changing its action swaps this, not the
+/// databases.
+#[derive(Clone)]
+pub struct Ruleset {
+    compiled: Arc<Compiled>,
     /// Rule active at this level and not disabled.
     active: Vec<bool>,
     /// Per rule: `Some(true)` blocks, `Some(false)` only alerts (per-rule override), `None`: the mode.
     overrides: Vec<Option<bool>>,
     pub mode: IpsMode,
     pub body_depth: usize,
-    refs: Vec<PatternRef>,
-    stream: Option<StreamingDatabase>,
-    bodies: Option<StreamingDatabase>,
-    fields: HashMap<Buffer, BlockDatabase>,
     /// Data leak detectors run on outbound plaintext.
     pub dlp: Vec<(super::dlp::Detector, super::dlp::DetectorSettings)>,
     /// Source or destination networks whose flows skip the IPS.
     pub whitelist: Vec<crate::control::scopes::Ipv4Cidr>,
+    /// Changes when the databases change (workers grow their scratch space then).
+    pub databases: u64,
 }
+
+impl std::ops::Deref for Ruleset {
+    type Target = Compiled;
+    fn deref(&self) -> &Compiled {
+        &self.compiled
+    }
+}
+
+static DATABASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn hex_literal(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
@@ -158,17 +177,20 @@ impl Ruleset {
         let n = ok_rules.len();
         Ok((
             Self {
-                rules: ok_rules,
+                compiled: Arc::new(Compiled {
+                    rules: ok_rules,
+                    refs,
+                    stream,
+                    bodies,
+                    fields,
+                }),
                 active,
                 overrides: vec![None; n],
                 mode,
                 body_depth,
-                refs,
-                stream,
-                bodies,
-                fields,
                 dlp: Vec::new(),
                 whitelist: Vec::new(),
+                databases: DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             },
             refused,
         ))
@@ -176,9 +198,20 @@ impl Ruleset {
 
     /// A scratch space for one worker, big enough for every database of this set.
     pub fn scratch(&self) -> Result<Scratch> {
-        let mut scratch: Option<Scratch> = None;
+        self.grow_scratch(None)
+    }
+
+    /// Grows a worker's scratch space to fit this set's databases too (after a reload: flows
+    /// still on the old databases keep working with it).
+    pub fn grow_scratch(&self, existing: Option<Scratch>) -> Result<Scratch> {
+        let mut scratch: Option<Scratch> = existing;
         if let Some(db) = &self.stream {
-            scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?);
+            match scratch.as_mut() {
+                Some(s) => {
+                    db.realloc_scratch(s).map_err(|e| anyhow!("{e}"))?;
+                }
+                None => scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?),
+            }
         }
         if let Some(db) = &self.bodies {
             match scratch.as_mut() {
@@ -217,7 +250,6 @@ impl Ruleset {
     }
 
     /// Overrides one rule's action (`rules action SID alert|drop`).
-    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn set_override(&mut self, sid: u32, block: Option<bool>) -> bool {
         match self.rules.iter().position(|r| r.sid == sid) {
             Some(i) => {
@@ -228,7 +260,6 @@ impl Ruleset {
         }
     }
 
-    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn set_enabled(&mut self, sid: u32, enabled: bool) -> bool {
         match self.rules.iter().position(|r| r.sid == sid) {
             Some(i) => {
@@ -239,9 +270,13 @@ impl Ruleset {
         }
     }
 
-    #[allow(dead_code, reason = "the rules CLI (enable, disable, action) comes next; tests use it")]
     pub fn is_active(&self, sid: u32) -> bool {
         self.rules.iter().position(|r| r.sid == sid).is_some_and(|i| self.active[i])
+    }
+
+    /// The override of a rule: Some(true) block, Some(false) alert, None: the mode decides.
+    pub fn override_of(&self, sid: u32) -> Option<bool> {
+        self.rules.iter().position(|r| r.sid == sid).and_then(|i| self.overrides[i])
     }
 }
 

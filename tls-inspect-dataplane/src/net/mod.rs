@@ -167,11 +167,38 @@ pub struct TlsWorker {
 #[derive(Default)]
 pub struct Hooks {
     pub tls: Option<TlsWorker>,
-    /// The IPS rule set and this worker's Hyperscan scratch space.
-    pub ips: Option<(Arc<crate::inspect::ips::Ruleset>, std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>)>,
+    pub ips: Option<IpsHook>,
     pub log: Option<Sender<crate::log::Record>>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
     pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> (u32, u32) + Send>>,
+}
+
+/// The IPS for one worker: the live rule set and this worker's Hyperscan scratch space.
+pub struct IpsHook {
+    pub shared: crate::control::rules::SharedRules,
+    pub scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
+    /// The databases the scratch space was last grown for.
+    pub databases: std::cell::Cell<u64>,
+}
+
+impl IpsHook {
+    /// The rule set a new flow starts with (scratch grown after a reload).
+    pub fn current(&self) -> Arc<crate::inspect::ips::Ruleset> {
+        let set = self.shared.load_full();
+        if set.databases != self.databases.get() {
+            if let Ok(mut s) = self.scratch.try_borrow_mut() {
+                let old = std::mem::replace(&mut *s, match set.scratch() {
+                    Ok(fresh) => fresh,
+                    Err(_) => return set,
+                });
+                if let Ok(grown) = set.grow_scratch(Some(old)) {
+                    *s = grown;
+                }
+                self.databases.set(set.databases);
+            }
+        }
+        set
+    }
 }
 
 /// The first bytes of a client that are read before deciding.
@@ -595,9 +622,11 @@ impl Engine {
                     let first = socket.peek(MAX_FIRST).map(<[u8]>::to_vec).unwrap_or_default();
                     let mut decided = Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke);
                     // tls.sni rules see the ClientHello before any decryption: passed flows too.
-                    if let (Some(d), Some(sni), Some((set, scratch))) = (&decided, flow.log.sni.clone(), &self.hooks.ips) {
-                        let mut f = crate::inspect::ips::FlowIps::new(set.clone(), u16::from_be_bytes(flow.key.server_port));
-                        let verdict = scratch.try_borrow_mut().map(|mut s| f.scan_sni(&sni, &mut s)).unwrap_or(crate::inspect::Verdict::Continue);
+                    if let (Some(d), Some(sni), Some(ips)) = (&decided, flow.log.sni.clone(), &self.hooks.ips) {
+                        let mut f = crate::inspect::ips::FlowIps::new(ips.current(), u16::from_be_bytes(flow.key.server_port));
+                        let verdict = ips
+                            .scratch
+                            .try_borrow_mut().map(|mut s| f.scan_sni(&sni, &mut s)).unwrap_or(crate::inspect::Verdict::Continue);
                         for hit in f.hits.drain(..) {
                             self.stats.ips_alerts += 1;
                             if let Some(log) = &self.hooks.log {
@@ -632,12 +661,11 @@ impl Engine {
                             let tls = self.hooks.tls.as_ref().map(|t| t.config.clone());
                             let server_ip = Ipv4Addr::from(flow.key.server_addr);
                             let client_ip = Ipv4Addr::from(flow.key.client_addr);
-                            let inspector: Box<dyn crate::inspect::Inspector> = match &self.hooks.ips {
-                                Some((set, scratch)) if !set.whitelisted(client_ip, server_ip) => Box::new(crate::inspect::IpsInspector::new(
-                                    set.clone(),
-                                    scratch.clone(),
-                                    u16::from_be_bytes(flow.key.server_port),
-                                )),
+                            let set = self.hooks.ips.as_ref().map(|i| (i.current(), i.scratch.clone()));
+                            let inspector: Box<dyn crate::inspect::Inspector> = match set {
+                                Some((set, scratch)) if !set.whitelisted(client_ip, server_ip) => Box::new(
+                                    crate::inspect::IpsInspector::new(set, scratch, u16::from_be_bytes(flow.key.server_port)),
+                                ),
                                 _ => Box::new(PassAll),
                             };
                             match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {

@@ -40,7 +40,7 @@ pub struct WorkerConfig {
     /// Pin the worker's thread to this CPU.
     pub cpu: Option<usize>,
     pub tls: Option<crate::control::supervisor::TlsPlan>,
-    pub ips: Option<std::sync::Arc<crate::inspect::ips::Ruleset>>,
+    pub ips: Option<crate::control::rules::SharedRules>,
     pub log: Option<Sender<crate::log::Record>>,
 }
 
@@ -266,7 +266,14 @@ impl Worker {
         // The policy and scope the XDP program recorded for a flow, read once per flow.
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
         let ips = match &self.config.ips {
-            Some(set) => Some((set.clone(), std::rc::Rc::new(std::cell::RefCell::new(set.scratch()?)))),
+            Some(shared) => {
+                let set = shared.load_full();
+                Some(crate::net::IpsHook {
+                    shared: shared.clone(),
+                    scratch: std::rc::Rc::new(std::cell::RefCell::new(set.scratch()?)),
+                    databases: std::cell::Cell::new(set.databases),
+                })
+            }
             None => None,
         };
         let hooks = Hooks {

@@ -129,7 +129,7 @@ fn request(method: &str, uri: &str, ua: &str, body: &str) -> Vec<u8> {
 
 #[test]
 fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
-    let (rules, errors) = parse_rules(crate::control::loader::DEFAULT_RULES);
+    let (rules, errors) = parse_rules(crate::control::rules::DEFAULT_RULES);
     assert!(errors.is_empty(), "{errors:?}");
     let (set, refused) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 1 << 20).unwrap();
     assert!(refused.is_empty(), "{refused:?}");
