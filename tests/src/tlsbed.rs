@@ -24,6 +24,11 @@ pub struct Bed {
 impl Bed {
     /// A topology, a test PKI, a trial CA, and the appliance inspecting ports 443 and 8443-9499.
     pub fn new(tls_extra: &str) -> Result<Self> {
+        Self::new_with(tls_extra, &[])
+    }
+
+    /// As [`Bed::new`], with more arguments for `tls-inspect run`.
+    pub fn new_with(tls_extra: &str, run_args: &[&str]) -> Result<Self> {
         let mut t = Topology::new()?;
         let pki = TestPki::new(&t.dir)?;
         let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
@@ -52,7 +57,7 @@ eve = "{}"
             pki.root.display(),
             eve.display()
         );
-        t.start_appliance(&config)?;
+        t.start_appliance_with(&config, run_args)?;
         Ok(Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server })
     }
 

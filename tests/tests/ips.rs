@@ -16,7 +16,7 @@ fn alerts(b: &Bed) -> Vec<serde_json::Value> {
 
 #[test]
 fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"")?;
+    let mut b = Bed::new_with("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"", &["--metrics", "127.0.0.1:9100"])?;
     b.nginx()?;
     let ca = b.ca.to_str().unwrap().to_string();
     // curl sends the URI as given (-g: no URL globbing of the braces).
@@ -36,6 +36,9 @@ fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result
     // nginx's access log never saw the blocked request.
     let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
     assert!(!access.contains("jndi"), "the server received the blocked request: {access}");
+    // Alerts per rule and action on the metrics endpoint.
+    let metrics = check(b.t.appliance.cmd("curl").args(["-sS", "--max-time", "5", "http://127.0.0.1:9100/metrics"]))?;
+    assert!(metrics.contains("tls_inspect_alerts{sid=\"9000001\",action=\"blocked\"} 1"), "{metrics}");
     Ok(())
 }
 

@@ -168,8 +168,12 @@ pub struct LogTargets {
     pub stdout: bool,
 }
 
+/// Alerts counted by rule and action (for the metrics endpoint): (sid, action) -> count.
+pub type AlertCounts = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(u32, &'static str), u64>>>;
+
 pub struct Logger {
     pub sender: Sender<Record>,
+    pub alert_counts: AlertCounts,
     thread: JoinHandle<()>,
 }
 
@@ -191,9 +195,17 @@ impl Logger {
         };
         let (sender, receiver): (Sender<Record>, Receiver<Record>) = crossbeam_channel::bounded(65_536);
         let stdout = targets.stdout;
+        let alert_counts: AlertCounts = Default::default();
+        let counts = alert_counts.clone();
         let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || {
             while let Ok(first) = receiver.recv() {
                 for record in std::iter::once(first).chain(receiver.try_iter()) {
+                    if let Record::Alert(a) = &record {
+                        let action = if a.hit.blocked { "blocked" } else { "allowed" };
+                        if let Ok(mut c) = counts.lock() {
+                            *c.entry((a.hit.sid, action)).or_default() += 1;
+                        }
+                    }
                     let line = record.to_json().to_string();
                     if let Some(f) = file.as_mut() {
                         let _ = writeln!(f, "{line}");
@@ -207,7 +219,7 @@ impl Logger {
                 }
             }
         })?;
-        Ok(Self { sender, thread })
+        Ok(Self { sender, alert_counts, thread })
     }
 
     /// Flushes what was sent and stops (once every sender is gone).

@@ -233,6 +233,15 @@ enum Side {
 
 #[derive(Subcommand)]
 enum DebugCommand {
+    /// Scan throughput of the IPS engine on this core: the bundled rules, or N generated ones.
+    IpsBench {
+        /// Generated rules instead of the bundled set.
+        #[arg(long)]
+        generated: Option<usize>,
+        /// Megabytes of synthetic HTTP traffic to scan.
+        #[arg(long, default_value_t = 256)]
+        megabytes: usize,
+    },
     /// Register an AF_XDP socket for one queue and print the frames steered to it.
     XskRecv {
         #[arg(long)]
@@ -427,6 +436,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Debug(DebugCommand::IpsBench { generated, megabytes }) => {
+            let (rules_mb, label) = inspect::ips::bench(generated, megabytes)?;
+            println!("ips-bench {label}: {rules_mb:.1} MB/s");
+            Ok(())
         }
         Command::Debug(DebugCommand::XskRecv {
             iface,

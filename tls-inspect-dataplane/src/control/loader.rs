@@ -203,6 +203,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 tls: tls.clone(),
                 ips: ips.as_ref().map(|r| r.shared.clone()),
                 log: logger.as_ref().map(|l| l.sender.clone()),
+                alert_counts: logger.as_ref().map(|l| l.alert_counts.clone()),
             },
         )?)
     };

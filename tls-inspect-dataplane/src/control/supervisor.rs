@@ -33,6 +33,7 @@ pub struct Plan {
     pub tls: Option<TlsPlan>,
     pub ips: Option<super::rules::SharedRules>,
     pub log: Option<crossbeam_channel::Sender<crate::log::Record>>,
+    pub alert_counts: Option<crate::log::AlertCounts>,
 }
 
 /// What every worker needs to inspect TLS.
@@ -134,8 +135,8 @@ impl Supervisor {
         if let Some(addr) = plan.metrics {
             let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
             listener.set_nonblocking(true)?;
-            let (stop, stats, paths) = (stop.clone(), stats.clone(), paths.clone());
-            helpers.push(std::thread::spawn(move || serve_metrics(listener, &stop, &stats, &paths)));
+            let (stop, stats, paths, alerts) = (stop.clone(), stats.clone(), paths.clone(), plan.alert_counts.clone());
+            helpers.push(std::thread::spawn(move || serve_metrics(listener, &stop, &stats, &paths, alerts.as_ref())));
             info!(%addr, "metrics endpoint");
         }
         Ok(Self { stop, workers, helpers })
@@ -175,7 +176,7 @@ fn write_workers_file(path: &std::path::Path, stats: &[Arc<WorkerStats>]) -> Res
 }
 
 /// The Prometheus text format of the XDP and worker counters.
-pub fn metrics_text(maps: Option<&Maps>, stats: &[Arc<WorkerStats>]) -> String {
+pub fn metrics_text(maps: Option<&Maps>, stats: &[Arc<WorkerStats>], alerts: Option<&crate::log::AlertCounts>) -> String {
     let mut out = String::new();
     if let Some(global) = maps.and_then(|m| m.counters().ok()) {
         for (name, v) in counter::NAMES.iter().zip(global) {
@@ -190,10 +191,16 @@ pub fn metrics_text(maps: Option<&Maps>, stats: &[Arc<WorkerStats>]) -> String {
             out.push_str(&format!("tls_inspect_worker_{name}{{worker=\"{id}\"}} {v}\n"));
         }
     }
+    if let Some(Ok(counts)) = alerts.map(|a| a.lock()) {
+        out.push_str("# TYPE tls_inspect_alerts counter\n");
+        for ((sid, action), n) in counts.iter() {
+            out.push_str(&format!("tls_inspect_alerts{{sid=\"{sid}\",action=\"{action}\"}} {n}\n"));
+        }
+    }
     out
 }
 
-fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerStats>], paths: &Paths) {
+fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerStats>], paths: &Paths, alerts: Option<&crate::log::AlertCounts>) {
     let maps = Maps::open(paths).ok();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -201,7 +208,7 @@ fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerSt
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf);
-                let body = metrics_text(maps.as_ref(), stats);
+                let body = metrics_text(maps.as_ref(), stats, alerts);
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
