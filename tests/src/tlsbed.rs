@@ -73,6 +73,9 @@ eve = "{}"
         Ok(i)
     }
 
+    /// nginx with h2 on the server's port 443: `/` answers "hello from nginx", `/big` is 30 MB of
+    /// random bytes, `/post/...` is proxied to a backend so that nginx reads a request's whole
+    /// body before it answers.
     pub fn nginx(&mut self) -> Result<()> {
         let d = self.t.dir.join("nginx");
         std::fs::create_dir_all(d.join("tmp"))?;
@@ -86,7 +89,9 @@ eve = "{}"
              http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
                fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
                server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
-                 ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
+                 ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }}\n\
+                 location /post/ {{ proxy_pass http://{SERVER_IP}:8081; }} }}\n\
+               server {{ listen {SERVER_IP}:8081; location / {{ return 200 \"posted\\n\"; }} }} }}\n",
             self.server.cert.display(),
             self.server.key.display(),
             d = d.display()

@@ -184,3 +184,165 @@ fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
     let _ = std::fs::remove_file(&local);
     Ok(())
 }
+
+/// One request of the bundled-rule matrix: (method, path, user agent, body).
+type Sample = (&'static str, &'static str, &'static str, &'static str);
+
+/// Every bundled rule's positive sample and a near miss, as curl sends them (the same as the
+/// in-process test in the dataplane's ips tests).
+const BUNDLED: [(u32, Sample, Sample); 17] = {
+    const UA: &str = "Mozilla/5.0";
+    [
+        (9000001, ("GET", "/?x=${jndi:ldap://a/b}", UA, ""), ("GET", "/?x=jndi", UA, "")),
+        (9000002, ("GET", "/", "${jndi:ldap://a/b}", ""), ("GET", "/", UA, "")),
+        (9000003, ("POST", "/post/api", UA, "{\"q\":\"${jndi:rmi://a/b}\"}"), ("POST", "/post/api", UA, "{\"q\":\"hello\"}")),
+        (9000004, ("POST", "/post/", UA, "class.module.classLoader.resources.context=x"), ("POST", "/post/", UA, "class=module")),
+        (9000005, ("GET", "/?class.module.classLoader.URLs[0]=0", UA, ""), ("GET", "/?class=1", UA, "")),
+        (9000006, ("GET", "/cgi-bin/x", "() { :; }; /bin/bash -c id", ""), ("GET", "/cgi-bin/x", "curl/8.0", "")),
+        (9000010, ("GET", "/a/../../etc/x", UA, ""), ("GET", "/a/b/../c", UA, "")),
+        (9000011, ("GET", "/%252e%252e%252fetc", UA, ""), ("GET", "/%2e/etc", UA, "")),
+        (9000012, ("GET", "/view?f=/etc/passwd", UA, ""), ("GET", "/view?f=/etc/hosts", UA, "")),
+        (9000013, ("GET", "/p?id=1%20UNION%20ALL%20SELECT%201", UA, ""), ("GET", "/p?id=union", UA, "")),
+        (9000014, ("GET", "/p?u=%27%20or%201%3d1", UA, ""), ("GET", "/p?u=oregon", UA, "")),
+        (9000015, ("POST", "/post/up.php", UA, "<?php eval(base64_decode('aWQ='));"), ("POST", "/post/up.php", UA, "evaluate(now)")),
+        (9000016, ("POST", "/post/x.jsp", UA, "Runtime.getRuntime().exec(\"id\")"), ("POST", "/post/x.jsp", UA, "Runtime stats")),
+        (9000020, ("GET", "/", "sqlmap/1.7.2#stable", ""), ("GET", "/", UA, "")),
+        (9000021, ("GET", "/", "Mozilla/5.00 (Nikto/2.1.6)", ""), ("GET", "/", UA, "")),
+        (9000022, ("GET", "/", "Nuclei - Open-source project", ""), ("GET", "/", UA, "")),
+        (9000023, ("GET", "/pixel.gif", UA, ""), ("GET", "/images/pixel.gif", UA, "")),
+    ]
+};
+
+#[test]
+fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"\nlevel = \"strict\"")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    let combos: [(&str, &str, &str, &str, &str); 4] = [
+        ("--tlsv1.2", "--tls-max", "1.2", "--http1.1", "TLSv1.2/http/1.1"),
+        ("--tlsv1.2", "--tls-max", "1.2", "--http2", "TLSv1.2/h2"),
+        ("--tlsv1.3", "--tls-max", "1.3", "--http1.1", "TLSv1.3/http/1.1"),
+        ("--tlsv1.3", "--tls-max", "1.3", "--http2", "TLSv1.3/h2"),
+    ];
+    // (local port, sid, positive?, combo)
+    let mut sent: Vec<(u64, u32, bool, &str)> = Vec::new();
+    for &(min, maxflag, max, http, name) in &combos {
+        for (sid, pos, neg) in BUNDLED {
+            for (positive, (method, path, ua, body)) in [(true, pos), (false, neg)] {
+                let url = format!("https://server.test{path}");
+                let mut args = vec![min, maxflag, max, http, "-g", "--path-as-is", "--cacert", &ca, "-o", "/dev/null", "-w", "%{local_port}", "-A", ua, "-X", method];
+                if !body.is_empty() {
+                    args.extend(["--data-binary", body]);
+                }
+                args.push(&url);
+                let o = b.curl(&args);
+                let port: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or_else(|_| {
+                    panic!("{name} sid {sid}: curl failed: {}", String::from_utf8_lossy(&o.stderr))
+                });
+                sent.push((port, sid, positive, name));
+            }
+        }
+    }
+    // Every flow's record is written when it closes; alerts come with them.
+    let flows = sent.len();
+    tls_inspect_tests::wait_until("every flow record", std::time::Duration::from_secs(20), || {
+        Ok(b.eve().iter().filter(|r| r["event_type"] == "tls").count() >= flows)
+    })?;
+    let eve = b.eve();
+    let mut failures = Vec::new();
+    for &(port, sid, positive, name) in &sent {
+        let flow = eve.iter().find(|r| r["event_type"] == "tls" && r["src_port"] == port).expect("a flow record per request");
+        // The flow really was inspected with this version and protocol.
+        let (version, alpn) = name.split_once('/').unwrap();
+        let got = format!("{}/{}", flow["tls"]["version"].as_str().unwrap_or("?"), flow["tls"]["alpn"].as_str().unwrap_or("?"));
+        assert_eq!(got, format!("{version}/{alpn}"), "{flow}");
+        assert_eq!(flow["tls_inspect"]["decision"], "inspected", "{flow}");
+        let fired = eve.iter().any(|r| r["event_type"] == "alert" && r["src_port"] == port && r["alert"]["signature_id"] == sid);
+        if fired != positive {
+            let related: Vec<&serde_json::Value> = eve.iter().filter(|r| r["src_port"] == port).collect();
+            failures.push(format!("{name} sid {sid}: {} sample {}: {related:?}", if positive { "positive" } else { "negative" }, if fired { "fired" } else { "missed" }));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}
+
+#[test]
+fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest() -> Result<()> {
+    let rules = std::env::temp_dir().join(format!("tls-inspect-raw-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any any (msg:\"raw exfil marker\"; flow:to_server; content:\"EXFIL-MARKER-77\"; sid:7700001;)\n\
+         alert tcp any any -> any any (msg:\"raw c2 marker\"; flow:to_client; content:\"C2-BEACON-88\"; sid:7700002;)\n",
+    )?;
+    let bed = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", rules.display()));
+    let _ = std::fs::remove_file(&rules);
+    let mut b = bed?;
+    // A line-based TLS server (not HTTP) on 8443 that writes what it received to a file and
+    // answers "want-c2" with a C2 marker.
+    let got = b.t.dir.join("received");
+    let server = format!(
+        "import socket, ssl\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('{}', '{}')\n\
+         ls = socket.create_server(('{SERVER_IP}', 8443))\n\
+         out = open('{}', 'ab', buffering=0)\n\
+         while True:\n\
+         \x20   c, _ = ls.accept()\n\
+         \x20   try:\n\
+         \x20       s = ctx.wrap_socket(c, server_side=True)\n\
+         \x20       while True:\n\
+         \x20           d = s.recv(4096)\n\
+         \x20           if not d: break\n\
+         \x20           out.write(d)\n\
+         \x20           if b'want-c2' in d: s.sendall(b'C2-BEACON-88 sleep 60\\n')\n\
+         \x20   except Exception as e:\n\
+         \x20       out.write(('[' + type(e).__name__ + ']').encode())\n\
+         \x20   c.close()\n",
+        b.server.cert.display(),
+        b.server.key.display(),
+        got.display()
+    );
+    let mut c = b.t.server.cmd("python3");
+    c.args(["-c", &server]);
+    b.t.spawn(c)?;
+    b.t.wait_listening(&b.t.server.clone(), 8443)?;
+    // The client tells a clean close (close_notify: recv returns b'') from a bare TCP close.
+    let client = |first: &str, second: &str| -> Result<String> {
+        let py = format!(
+            "import socket, ssl\n\
+             ctx = ssl.create_default_context(cafile='{}')\n\
+             s = ctx.wrap_socket(socket.create_connection(('{SERVER_IP}', 8443), timeout=10), server_hostname='server.test', suppress_ragged_eofs=False)\n\
+             s.sendall(b'{first}')\n\
+             s.sendall(b'{second}')\n\
+             data = b''\n\
+             try:\n\
+             \x20   while True:\n\
+             \x20       d = s.recv(4096)\n\
+             \x20       if not d:\n\
+             \x20           print('close_notify', data)\n\
+             \x20           break\n\
+             \x20       data += d\n\
+             except (ssl.SSLError, OSError) as e:\n\
+             \x20   print('abrupt', type(e).__name__, data)\n",
+            b.ca.display()
+        );
+        check(b.t.client.cmd("python3").args(["-c", &py]))
+    };
+    let out = client("hello\\n", "data EXFIL-MARKER-77\\n")?;
+    assert!(out.starts_with("close_notify"), "the client got no TLS alert: {out}");
+    let out = client("want-c2\\n", "")?;
+    assert!(out.starts_with("close_notify") && !out.contains("C2-BEACON"), "{out}");
+    let received = || std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(!received().contains("EXFIL-MARKER-77"), "the server received the blocked bytes: {}", received());
+    assert!(received().contains("want-c2"), "{}", received());
+    let records = b.wait_records(4)?;
+    let mut sids: Vec<(u64, String)> = records
+        .iter()
+        .filter(|r| r["event_type"] == "alert")
+        .map(|r| (r["alert"]["signature_id"].as_u64().unwrap_or(0), r["alert"]["action"].as_str().unwrap_or("").to_string()))
+        .collect();
+    sids.sort();
+    assert_eq!(sids, vec![(7700001, "blocked".to_string()), (7700002, "blocked".to_string())], "{records:?}");
+    Ok(())
+}

@@ -56,6 +56,8 @@ pub struct Compiled {
     stream: Option<StreamingDatabase>,
     bodies: Option<StreamingDatabase>,
     fields: HashMap<Buffer, BlockDatabase>,
+    /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
+    fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
 }
 
 /// A rule set: the compiled databases and what the operator set on top of them (enabled rules,
@@ -111,18 +113,40 @@ impl Ruleset {
                 Err(why) => refused.push((r.sid, why)),
             }
         }
-        // Try each rule's patterns alone first, so that one bad pcre refuses one rule only.
+        // Try each pcre alone first, compiled as the real database will be, so that one pcre
+        // Hyperscan cannot take costs one rule at most: it is confirmed with fancy-regex after the
+        // rule's literal contents matched (field buffers), or the rule is refused.
         let mut ok_rules = Vec::new();
+        let mut fallback_of: Vec<Vec<Option<Arc<fancy_regex::Regex>>>> = Vec::new();
         for r in kept {
             let mut bad = None;
+            let mut fallbacks = Vec::new();
             for p in &r.pcres {
-                if let Err(e) = pcre_pattern(p).and_then(|pat| Patterns(vec![pat]).build::<Block>().map_err(|e| anyhow!("{e}"))) {
-                    bad = Some(format!("pcre /{}/ is not supported: {e}", p.pattern));
+                let hs = pcre_pattern(p).and_then(|mut pat| {
+                    pat.flags |= CompileFlags::SOM_LEFTMOST;
+                    if stream_kind(p.buffer) == 2 {
+                        Patterns(vec![pat]).build::<Block>().map(drop).map_err(|e| anyhow!("{e}"))
+                    } else {
+                        Patterns(vec![pat]).build::<Streaming>().map(drop).map_err(|e| anyhow!("{e}"))
+                    }
+                });
+                match hs {
+                    Ok(()) => fallbacks.push(None),
+                    Err(e) => match fallback_regex(&r, p) {
+                        Ok(re) => fallbacks.push(Some(Arc::new(re))),
+                        Err(why) => {
+                            bad = Some(format!("pcre /{}/: Hyperscan: {e}; {why}", p.pattern));
+                            break;
+                        }
+                    },
                 }
             }
             match bad {
                 Some(why) => refused.push((r.sid, why)),
-                None => ok_rules.push(r),
+                None => {
+                    ok_rules.push(r);
+                    fallback_of.push(fallbacks);
+                }
             }
         }
         let active = ok_rules
@@ -151,6 +175,9 @@ impl Ruleset {
                 }
             }
             for (pi, p) in r.pcres.iter().enumerate() {
+                if fallback_of[ri][pi].is_some() {
+                    continue;
+                }
                 let mut pat = pcre_pattern(p)?;
                 pat.flags |= CompileFlags::SOM_LEFTMOST;
                 pat.id = Some(refs.len());
@@ -183,6 +210,7 @@ impl Ruleset {
                     stream,
                     bodies,
                     fields,
+                    fallbacks: fallback_of,
                 }),
                 active,
                 overrides: vec![None; n],
@@ -304,6 +332,29 @@ fn pcre_pattern(p: &super::rules::Pcre) -> Result<Pattern> {
     Ok(Pattern::with_flags(expr, flags)?)
 }
 
+/// The fancy-regex for a pcre Hyperscan refused. Only on a field buffer (the whole value is at
+/// hand) and only in a rule with a literal content that must match first (the prefilter: the
+/// regex runs only on values where that content matched).
+fn fallback_regex(rule: &Rule, p: &super::rules::Pcre) -> Result<fancy_regex::Regex, String> {
+    if stream_kind(p.buffer) != 2 {
+        return Err("the regex fallback needs a sticky field buffer (http.method, http.uri, http.host, http.user_agent, tls.sni)".into());
+    }
+    if !rule.contents.iter().any(|c| !c.negated && c.buffer == p.buffer) {
+        return Err("the regex fallback needs a content on the same buffer as a prefilter".into());
+    }
+    let mut inline = String::new();
+    for f in p.flags.chars() {
+        if "isxm".contains(f) {
+            inline.push(f);
+        }
+    }
+    let expr = if inline.is_empty() { p.pattern.clone() } else { format!("(?{inline}){}", p.pattern) };
+    fancy_regex::RegexBuilder::new(&expr)
+        .backtrack_limit(100_000)
+        .build()
+        .map_err(|e| format!("regex: {e}"))
+}
+
 /// A Hyperscan stream closed when dropped (the crate's own drop leaks it).
 struct OwnedStream(Option<Stream>);
 
@@ -344,6 +395,26 @@ pub struct HttpInfo {
     pub h2: bool,
 }
 
+/// A chunked body being decoded (RFC 9112 section 7.1).
+#[derive(Debug, PartialEq, Eq)]
+enum Chunked {
+    /// Reading a chunk-size line (hex digits, then extensions to the CRLF).
+    Size { value: usize, digits: u8, in_ext: bool },
+    /// Chunk data still to come, then its CRLF.
+    Data(usize),
+    /// The CRLF after a chunk's data: bytes of it still to skip.
+    DataEnd(u8),
+    /// Trailer lines after the last chunk; `line` counts the current line's bytes.
+    Trailers { line: usize },
+}
+
+/// The body's framing, from the head.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
 /// One HTTP/1.x direction being followed.
 #[derive(Default)]
 struct HttpDir {
@@ -353,6 +424,8 @@ struct HttpDir {
     /// Body bytes scanned in the current message.
     body_seen: usize,
     body: Option<OwnedStream>,
+    /// The current message's body is chunked: where the decoder is.
+    chunked: Option<Chunked>,
     /// Not HTTP (or a head too large to follow): stop parsing.
     off: bool,
 }
@@ -441,8 +514,37 @@ impl FlowIps {
             found.push((id, from, to));
             Matching::Continue
         });
+        let mut prefiltered: Vec<u32> = Vec::new();
         for (id, from, to) in found {
             self.record(id, from, to);
+            if let Some(r) = self.set.refs.get(id as usize) {
+                if self.set.fallbacks[r.rule as usize].iter().any(Option::is_some) {
+                    prefiltered.push(r.rule);
+                }
+            }
+        }
+        if prefiltered.is_empty() {
+            return;
+        }
+        prefiltered.sort_unstable();
+        prefiltered.dedup();
+        let set = self.set.clone();
+        let text = String::from_utf8_lossy(value);
+        for ri in prefiltered {
+            for (pi, re) in set.fallbacks[ri as usize].iter().enumerate() {
+                let Some(re) = re else { continue };
+                if set.rules[ri as usize].pcres[pi].buffer != buffer {
+                    continue;
+                }
+                // A regex that runs out of its backtrack budget does not match.
+                if let Ok(Some(m)) = re.find(&text) {
+                    let v = self.matches.entry((ri, true, pi as u16)).or_default();
+                    if v.len() < MATCHES_PER_ITEM {
+                        v.push((m.start() as u64, m.end() as u64));
+                        self.touched.push(ri);
+                    }
+                }
+            }
         }
     }
 
@@ -561,17 +663,14 @@ impl FlowIps {
     fn follow_http(&mut self, direction: Direction, mut data: &[u8], scratch: &mut Scratch) {
         let d = dir_index(direction);
         while !data.is_empty() && !self.http[d].off {
+            if self.http[d].chunked.is_some() {
+                let used = self.follow_chunked(direction, data, scratch);
+                data = &data[used..];
+                continue;
+            }
             if self.http[d].body_left > 0 {
                 let n = data.len().min(self.http[d].body_left);
-                let room = self.set.body_depth.saturating_sub(self.http[d].body_seen);
-                let scan = &data[..n.min(room)];
-                if !scan.is_empty() {
-                    if let Some(body) = self.http[d].body.take() {
-                        self.scan_body(direction, &body, scan, scratch);
-                        self.http[d].body = Some(body);
-                    }
-                }
-                self.http[d].body_seen += n;
+                self.body_bytes(direction, &data[..n], scratch);
                 self.http[d].body_left -= n;
                 data = &data[n..];
                 if self.http[d].body_left == 0 {
@@ -592,8 +691,8 @@ impl FlowIps {
                 }
                 continue;
             };
-            let (content_length, info) = parse_head(&head[..end], direction);
-            let Some(content_length) = content_length else {
+            let (framing, info) = parse_head(&head[..end], direction);
+            let Some(framing) = framing else {
                 self.http[d].off = true;
                 continue;
             };
@@ -601,7 +700,10 @@ impl FlowIps {
                 self.scan_fields(&info, scratch);
                 self.last_http = Some(info);
             }
-            self.http[d].body_left = content_length;
+            match framing {
+                Framing::Length(n) => self.http[d].body_left = n,
+                Framing::Chunked => self.http[d].chunked = Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+            }
             self.http[d].body_seen = 0;
             self.http[d].body = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
             // What followed the head in this read belongs to the body or the next message.
@@ -610,6 +712,98 @@ impl FlowIps {
                 self.follow_http(direction, &rest, scratch);
             }
         }
+    }
+
+    /// Body bytes of the current message: scanned up to the body depth.
+    fn body_bytes(&mut self, direction: Direction, bytes: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        let room = self.set.body_depth.saturating_sub(self.http[d].body_seen);
+        let scan = &bytes[..bytes.len().min(room)];
+        if !scan.is_empty() {
+            if let Some(body) = self.http[d].body.take() {
+                self.scan_body(direction, &body, scan, scratch);
+                self.http[d].body = Some(body);
+            }
+        }
+        self.http[d].body_seen += bytes.len();
+    }
+
+    /// Decodes chunked framing from `data`; returns the bytes used. Malformed framing stops
+    /// the parsing of this direction (the stream buffer still sees everything).
+    fn follow_chunked(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) -> usize {
+        let d = dir_index(direction);
+        let mut i = 0;
+        while i < data.len() {
+            let Some(state) = self.http[d].chunked.take() else {
+                return i;
+            };
+            let next = match state {
+                Chunked::Size { value, digits, in_ext } => {
+                    let c = data[i];
+                    i += 1;
+                    match c {
+                        b'\n' if digits > 0 => {
+                            if value == 0 {
+                                Some(Chunked::Trailers { line: 0 })
+                            } else {
+                                Some(Chunked::Data(value))
+                            }
+                        }
+                        b'\r' | b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext }),
+                        _ if in_ext => Some(Chunked::Size { value, digits, in_ext }),
+                        b';' if digits > 0 => Some(Chunked::Size { value, digits, in_ext: true }),
+                        _ => match (c as char).to_digit(16) {
+                            // At most 15 hex digits: no overflow, and anything larger is not a body we follow.
+                            Some(h) if digits < 15 => Some(Chunked::Size { value: value * 16 + h as usize, digits: digits + 1, in_ext }),
+                            _ => None,
+                        },
+                    }
+                }
+                Chunked::Data(left) => {
+                    let n = (data.len() - i).min(left);
+                    self.body_bytes(direction, &data[i..i + n], scratch);
+                    i += n;
+                    if left == n {
+                        Some(Chunked::DataEnd(2))
+                    } else {
+                        Some(Chunked::Data(left - n))
+                    }
+                }
+                Chunked::DataEnd(left) => {
+                    let c = data[i];
+                    i += 1;
+                    match (left, c) {
+                        (2, b'\r') => Some(Chunked::DataEnd(1)),
+                        (_, b'\n') => Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+                        _ => None,
+                    }
+                }
+                Chunked::Trailers { line } => {
+                    let c = data[i];
+                    i += 1;
+                    match c {
+                        b'\n' if line == 0 => {
+                            // The message is complete.
+                            self.http[d].body = None;
+                            return i;
+                        }
+                        b'\n' => Some(Chunked::Trailers { line: 0 }),
+                        b'\r' => Some(Chunked::Trailers { line }),
+                        _ if line < MAX_HEAD => Some(Chunked::Trailers { line: line + 1 }),
+                        _ => None,
+                    }
+                }
+            };
+            match next {
+                Some(n) => self.http[d].chunked = Some(n),
+                None => {
+                    self.http[d].off = true;
+                    self.http[d].body = None;
+                    return data.len();
+                }
+            }
+        }
+        i
     }
 
     /// Fires every rule whose conditions now hold; returns Block if one of them blocks.
@@ -718,15 +912,25 @@ fn looks_like_http(head: &[u8], direction: Direction) -> bool {
     }
 }
 
-/// Parses a complete head: (body length, request fields). `None` length: not HTTP we follow
-/// (chunked bodies are followed as raw stream only).
-fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpInfo>) {
+/// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
+fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<HttpInfo>) {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let header_value = |headers: &[httparse::Header<'_>], name: &str| {
         headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); only a final `chunked` is a
+    // framing we follow.
+    // Without either, a request has no body and a response runs to the end of the connection.
+    let framing = |hs: &[httparse::Header<'_>]| match header_value(hs, "transfer-encoding") {
+        Some(te) => te.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")).then_some(Framing::Chunked),
+        None => match header_value(hs, "content-length") {
+            Some(v) => v.trim().parse().ok().map(Framing::Length),
+            None if direction == Direction::ToServer => Some(Framing::Length(0)),
+            None => Some(Framing::Length(usize::MAX)),
+        },
     };
     match direction {
         Direction::ToServer => {
@@ -736,10 +940,6 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpI
                 _ => return (None, None),
             }
             let hs = &*req.headers;
-            if header_value(hs, "transfer-encoding").is_some() {
-                return (None, None);
-            }
-            let len = header_value(hs, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             let info = HttpInfo {
                 method: req.method.unwrap_or("").to_string(),
                 uri: req.path.unwrap_or("").to_string(),
@@ -747,7 +947,7 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpI
                 user_agent: header_value(hs, "user-agent").unwrap_or_default(),
                 h2: false,
             };
-            (Some(len), Some(info))
+            (framing(hs), Some(info))
         }
         Direction::ToClient => {
             let mut resp = httparse::Response::new(&mut headers);
@@ -756,11 +956,11 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<usize>, Option<HttpI
                 _ => return (None, None),
             }
             let hs = &*resp.headers;
-            if header_value(hs, "transfer-encoding").is_some() {
-                return (None, None);
+            // 1xx, 204 and 304 have no body whatever the headers say.
+            if matches!(resp.code, Some(100..=199 | 204 | 304)) {
+                return (Some(Framing::Length(0)), None);
             }
-            let len = header_value(hs, "content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            (Some(len), None)
+            (framing(hs), None)
         }
     }
 }

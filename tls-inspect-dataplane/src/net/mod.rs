@@ -885,7 +885,8 @@ fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &m
     let page_sent = matches!(flow.log.decision, "blocked") && flow.tls.as_ref().is_some_and(|t| !t.to_client.is_empty());
     if let Some(client) = flow.client.as_mut() {
         if page_sent {
-            // A block page (and close_notify) inside the session: deliver it, then FIN.
+            // A block page and/or the session's closing alert: deliver them, then FIN (an RST
+            // would discard them); the server's leg is reset.
             if let Some(icpt) = flow.tls.as_mut() {
                 let n = client.send_from(&icpt.to_client);
                 icpt.to_client.drain(..n);

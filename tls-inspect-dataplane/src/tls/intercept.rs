@@ -344,7 +344,7 @@ impl Interceptor {
             .map_err(|e| Failure::Upstream(format!("forging: {e}")))?;
         let alpn = self.upstream.alpn_protocol().map(<[u8]>::to_vec);
         self.info.alpn = alpn.as_ref().map(|a| String::from_utf8_lossy(a).into_owned());
-        self.info.upstream_version = self.upstream.protocol_version().map(|v| format!("{v:?}"));
+        self.info.upstream_version = self.upstream.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
         self.info.upstream_cipher = self.upstream.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
         let mut sc = ServerConfig::builder_with_protocol_versions(&self.versions)
             .with_no_client_auth()
@@ -370,7 +370,7 @@ impl Interceptor {
             return Ok(());
         };
         if self.info.client_version.is_none() {
-            self.info.client_version = down.protocol_version().map(|v| format!("{v:?}"));
+            self.info.client_version = down.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
             self.info.client_cipher = down.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
         }
         // Client -> server.
@@ -385,14 +385,15 @@ impl Interceptor {
                 }
                 Ok(n) => {
                     if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &self.scratch[..n]) {
-                        // The request goes no further; an HTTP client gets a block page.
+                        // The request goes no further; an HTTP client gets a block page, any
+                        // other client the session's closing alert.
                         if let Some(page) = self.inspector.block_response() {
                             let _ = down.writer().write_all(&page);
-                            down.send_close_notify();
-                            while down.wants_write() {
-                                if down.write_tls(&mut self.to_client).is_err() {
-                                    break;
-                                }
+                        }
+                        down.send_close_notify();
+                        while down.wants_write() {
+                            if down.write_tls(&mut self.to_client).is_err() {
+                                break;
                             }
                         }
                         return Err(Failure::Blocked(why));
@@ -415,6 +416,14 @@ impl Interceptor {
                 }
                 Ok(n) => {
                     if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, &self.scratch[..n]) {
+                        // What the server sent goes no further; the client gets the session's
+                        // closing alert.
+                        down.send_close_notify();
+                        while down.wants_write() {
+                            if down.write_tls(&mut self.to_client).is_err() {
+                                break;
+                            }
+                        }
                         return Err(Failure::Blocked(why));
                     }
                     down.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Client(e.to_string()))?;

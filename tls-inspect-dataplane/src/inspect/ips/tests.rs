@@ -201,3 +201,80 @@ fn http2_headers_and_bodies_fill_the_http_buffers() {
     assert!(matches!(v, Verdict::Block(ref w) if w.contains("sid 1")), "{v:?}");
     assert!(f.hits[0].http.as_ref().unwrap().h2);
 }
+
+const CHUNKED: &str = r#"alert http any any -> any any (msg:"body secret"; http.request_body; content:"secretdata"; sid:20;)
+alert http any any -> any any (msg:"resp body"; http.response_body; content:"malware-payload"; sid:21;)
+alert http any any -> any any (msg:"uri after"; http.uri; content:"/second"; sid:22;)
+"#;
+
+#[test]
+fn chunked_bodies_are_decoded_and_the_next_message_follows() {
+    let s = set(CHUNKED, IpsMode::Monitor, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    // "secretdata" split over two chunks (with an extension and a trailer), fed byte by byte:
+    // only the decoded body holds it; then a pipelined request is parsed.
+    let msg = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nsecr\r\n6\r\netdata\r\n0\r\nX-Trailer: 1\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut f = FlowIps::new(s.clone(), 443);
+    for b in msg.iter() {
+        f.inspect(Direction::ToServer, std::slice::from_ref(b), &mut scratch);
+    }
+    let sids: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+    assert_eq!(sids, vec![20, 22], "{:?}", f.hits);
+    // Uppercase hex sizes, a response with a chunked body.
+    let mut f = FlowIps::new(s.clone(), 443);
+    f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\nA\r\nmalware-pa\r\n5\r\nyload\r\n0\r\n\r\n", &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![21]);
+    // Not chunked as the last coding: not followed; broken framing stops the parser, no panic.
+    for bad in [
+        &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nsecretdata\r\n"[..],
+        &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsecretdata\r\n"[..],
+        &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nsecretdata"[..],
+        &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nsecrXXetdata\r\n"[..],
+    ] {
+        let mut f = FlowIps::new(s.clone(), 443);
+        f.inspect(Direction::ToServer, bad, &mut scratch);
+        f.inspect(Direction::ToServer, b"GET /second HTTP/1.1\r\n\r\n", &mut scratch);
+        assert!(f.hits.iter().all(|h| h.sid != 20), "{:?}", String::from_utf8_lossy(bad));
+    }
+    // A body past the depth is not scanned.
+    let (rules, _) = parse_rules(CHUNKED);
+    let (small, _) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 8).unwrap();
+    let small = Arc::new(small);
+    let mut f = FlowIps::new(small, 443);
+    f.inspect(Direction::ToServer, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nxxxx\r\nA\r\nsecretdata\r\n0\r\n\r\n", &mut scratch);
+    assert!(f.hits.is_empty(), "{:?}", f.hits);
+}
+
+#[test]
+fn pcre_hyperscan_cannot_compile_is_confirmed_with_fancy_regex() {
+    let text = r#"alert http any any -> any any (msg:"backref in uri"; http.uri; content:"/dup/"; pcre:"/\/dup\/(\w+)\/\1/i"; sid:30;)
+alert http any any -> any any (msg:"lookbehind ua"; http.user_agent; content:"bot"; pcre:"/(?<!good)bot/"; sid:31;)
+alert tcp any any -> any any (msg:"backref on the stream"; content:"x"; pcre:"/(a)\1/"; sid:32;)
+alert http any any -> any any (msg:"no prefilter"; http.uri; pcre:"/(b)\1/"; sid:33;)
+alert http any any -> any any (msg:"negated fallback"; http.host; content:"example"; pcre:!"/^(www)\.\1/"; sid:34;)
+"#;
+    let (rules, errors) = parse_rules(text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (s, refused) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1024).unwrap();
+    let refused_sids: Vec<u32> = refused.iter().map(|r| r.0).collect();
+    assert_eq!(refused_sids, vec![32, 33], "{refused:?}");
+    assert!(refused[0].1.contains("sticky field buffer"), "{refused:?}");
+    assert!(refused[1].1.contains("prefilter"), "{refused:?}");
+    let s = Arc::new(s);
+    let mut scratch = s.scratch().unwrap();
+    let cases: [(&[u8], Option<u32>); 6] = [
+        (b"GET /dup/abc/abc HTTP/1.1\r\nHost: h\r\n\r\n", Some(30)),
+        (b"GET /dup/abc/abd HTTP/1.1\r\nHost: h\r\n\r\n", None),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: evilbot\r\n\r\n", Some(31)),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: goodbot\r\n\r\n", None),
+        (b"GET / HTTP/1.1\r\nHost: api.example\r\n\r\n", Some(34)),
+        (b"GET / HTTP/1.1\r\nHost: www.www.example\r\n\r\n", None),
+    ];
+    for (req, want) in cases {
+        let mut f = FlowIps::new(s.clone(), 443);
+        let v = f.inspect(Direction::ToServer, req, &mut scratch);
+        let got: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{}", String::from_utf8_lossy(req));
+        assert_eq!(matches!(v, Verdict::Block(_)), want.is_some());
+    }
+}
