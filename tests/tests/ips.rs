@@ -58,7 +58,7 @@ fn monitor_mode_lets_it_through_with_an_alert() -> Result<()> {
 }
 
 #[test]
-fn a_pattern_split_across_two_tls_records_is_caught() -> Result<()> {
+fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> {
     let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"")?;
     b.nginx()?;
     let py = format!(
@@ -80,6 +80,53 @@ fn a_pattern_split_across_two_tls_records_is_caught() -> Result<()> {
     );
     let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+
+    // One TLS record cut into TCP segments of 88 bytes (TCP_MAXSEG), the pattern past the
+    // first segment: the userspace stack reassembles it before TLS and the IPS see it.
+    let py = format!(
+        "import socket, ssl\n\
+         raw = socket.socket()\n\
+         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)\n\
+         raw.settimeout(10)\n\
+         raw.connect(('{SERVER_IP}', 443))\n\
+         ctx = ssl.create_default_context(cafile='{}')\n\
+         s = ctx.wrap_socket(raw, server_hostname='server.test')\n\
+         s.sendall(b'GET /' + b'a' * 150 + b'?q=${{jndi:ldap://x}} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       chunk = s.recv(4096)\n\
+         \x20   except (ssl.SSLError, ConnectionResetError):\n\
+         \x20       break\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), data.decode(errors='replace'))\n",
+        b.ca.display()
+    );
+    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    let mss: u32 = out.split_whitespace().next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    assert!(mss > 0 && mss <= 88, "segments of at most 88 bytes: {out}");
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn each_level_blocks_what_its_confidence_allows() -> Result<()> {
+    // (level, blocks high, blocks medium, blocks low): sid 9000001 is high confidence,
+    // 9000020 (sqlmap) medium, 9000022 (Nuclei) low.
+    for (level, expect) in [("loose", [true, false, false]), ("medium", [true, true, false]), ("strict", [true, true, true])] {
+        let mut b = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"{level}\""))?;
+        b.nginx()?;
+        let ca = b.ca.to_str().unwrap().to_string();
+        let requests: [(&str, &str); 3] = [(LOG4SHELL_RAW, "Mozilla/5.0"), ("/", "sqlmap/1.7.2#stable"), ("/", "Nuclei - Open-source project")];
+        for ((path, ua), blocks) in requests.iter().zip(expect) {
+            let o = b.curl(&["--http1.1", "-g", "-A", ua, "--cacert", &ca, &format!("https://server.test{path}")]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            let blocked = out.contains("403 Forbidden");
+            assert!(blocked || out.contains("hello from nginx") || out.contains("404"), "{level} {ua}: {out}");
+            assert_eq!(blocked, blocks, "level {level}, {path} with {ua}: {out}");
+        }
+    }
     Ok(())
 }
 
