@@ -38,6 +38,9 @@ struct Args {
     /// Repetitions per system (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Only the TLS and IPS measurements (skips the bridge and splice comparison).
+    #[arg(long)]
+    tls_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -90,7 +93,9 @@ fn main() -> Result<()> {
         Some(Cmd::EchoServer { addr }) => echo_server(addr),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
         None => {
-            compare(args.quick, args.runs)?;
+            if !args.tls_only {
+                compare(args.quick, args.runs)?;
+            }
             tls_compare(args.quick, args.runs)
         }
     }
@@ -344,13 +349,48 @@ fn tls_compare(quick: bool, runs: usize) -> Result<()> {
     t.stop_appliance();
     check(t.cli().arg("detach"))?;
 
-    t.start_appliance(&scope(true))?;
-    let inspected = (repeat(runs, || tls_rps(&t, 9443, &trial, secs))?, repeat(runs, || tls_bulk(&t, 9443, &trial))?);
-    let stats = t.stats()?;
-    let forged: u64 = stats["workers"].as_array().into_iter().flatten().filter_map(|w| w["certs_forged"].as_u64()).sum();
-    let inspected_flows: u64 = stats["workers"].as_array().into_iter().flatten().filter_map(|w| w["tls_inspected"].as_u64()).sum();
+    // Inspected with the IPS off and on (the bundled rules, strict level, block mode; the
+    // requests and the bulk body match nothing, so everything is scanned and nothing stops),
+    // alternated run by run so that the VM's drift hits both alike.
+    let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
+    let (mut off, mut on) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let (mut forged, mut inspected_flows) = (0, 0);
+    for _ in 0..runs {
+        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on)] {
+            t.start_appliance(&config)?;
+            into.0.push(tls_rps(&t, 9443, &trial, secs)?);
+            into.1.push(tls_bulk(&t, 9443, &trial)?);
+            let stats = t.stats()?;
+            let workers = stats["workers"].as_array().cloned().unwrap_or_default();
+            forged += workers.iter().filter_map(|w| w["certs_forged"].as_u64()).sum::<u64>();
+            inspected_flows += workers.iter().filter_map(|w| w["tls_inspected"].as_u64()).sum::<u64>();
+            t.stop_appliance();
+            check(t.cli().arg("detach"))?;
+        }
+    }
+    let inspected = (median(off.0), median(off.1));
+    let with_ips = (median(on.0), median(on.1));
 
     let ceiling = repeat(runs, || tlsbench::rustls_ceiling(&server.cert, &server.key, &pki.root, secs))?;
+    let megabytes = if quick { "64" } else { "512" };
+    let scan = |generated: Option<&str>| -> Result<f64> {
+        let mut c = Command::new(appliance_bin());
+        c.args(["debug", "ips-bench", "--megabytes", megabytes]);
+        if let Some(n) = generated {
+            c.args(["--generated", n]);
+        }
+        let out = check(&mut c)?;
+        out.rsplit(':')
+            .next()
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("ips-bench printed {out}"))
+    };
+    let scans = [
+        ("bundled ruleset", repeat(runs, || scan(None))?),
+        ("1,000 generated rules", repeat(runs, || scan(Some("1000")))?),
+        ("10,000 generated rules", repeat(runs, || scan(Some("10000")))?),
+    ];
 
     println!();
     println!("{:<44} {:>12} {:>12}", "HTTPS (nginx, TLS 1.3, new connection each)", "req/s", "bulk Gbit/s");
@@ -361,6 +401,19 @@ fn tls_compare(quick: bool, runs: usize) -> Result<()> {
     println!("ratio inspected / direct:          {:.2} req/s, {:.2} bulk", inspected.0 / direct.0, inspected.1 / direct.1);
     println!("ratio inspected / splice:          {:.2} req/s, {:.2} bulk", inspected.0 / splice.0, inspected.1 / splice.1);
     println!("ratio inspected / rustls ceiling:  {:.2}", inspected.0 / ceiling);
-    println!("({inspected_flows} flows inspected with {forged} certificate signature(s): the cache was warm)");
+    println!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)");
+    println!();
+    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect inspected + IPS (bundled, block)", with_ips.0, with_ips.1);
+    println!(
+        "ratio IPS on / off:                {:.2} req/s, {:.2} bulk (target >= 0.90)",
+        with_ips.0 / inspected.0,
+        with_ips.1 / inspected.1
+    );
+    println!();
+    println!("{:<44} {:>12}", "Hyperscan streaming scan, 1 core", "MB/s");
+    for (name, mbs) in &scans {
+        println!("{name:<44} {mbs:>12.0}");
+    }
+    println!("ratio 10,000 generated / bundled:  {:.2}", scans[2].1 / scans[0].1);
     Ok(())
 }
