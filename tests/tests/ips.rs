@@ -1,6 +1,8 @@
 //! The IPS on decrypted traffic through the appliance: a Log4Shell request is blocked with a
 //! block page naming the rule (and never reaches the server), passes with an alert in monitor
-//! mode, and is caught when split across two TLS records.
+//! mode, and is caught when split across TLS records or TCP segments; every bundled rule on TLS
+//! 1.2/1.3 and HTTP/1.1/2; levels; rule commands and reload under traffic; a blocked non-HTTP
+//! flow; DLP; the whitelist.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
 use anyhow::Result;
@@ -357,7 +359,7 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
     // The client tells a clean close (close_notify: recv returns b'') from a bare TCP close.
     let client = |first: &str, second: &str| -> Result<String> {
         let py = format!(
-            "import socket, ssl\n\
+            "import os, socket, ssl, time\n\
              ctx = ssl.create_default_context(cafile='{}')\n\
              s = ctx.wrap_socket(socket.create_connection(('{SERVER_IP}', 8443), timeout=10), server_hostname='server.test', suppress_ragged_eofs=False)\n\
              s.sendall(b'{first}')\n\
@@ -367,7 +369,13 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
              \x20   while True:\n\
              \x20       d = s.recv(4096)\n\
              \x20       if not d:\n\
-             \x20           print('close_notify', data)\n\
+             \x20           time.sleep(0.5)\n\
+             \x20           try:\n\
+             \x20               socket.socket(fileno=os.dup(s.fileno())).send(b'more')\n\
+             \x20               tcp = 'open'\n\
+             \x20           except (ssl.SSLError, OSError) as e:\n\
+             \x20               tcp = type(e).__name__\n\
+             \x20           print('close_notify', tcp, data)\n\
              \x20           break\n\
              \x20       data += d\n\
              except (ssl.SSLError, OSError) as e:\n\
@@ -376,10 +384,13 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
         );
         check(b.t.client.cmd("python3").args(["-c", &py]))
     };
+    // Then the client's leg is reset: a later write fails.
     let out = client("hello\\n", "data EXFIL-MARKER-77\\n")?;
     assert!(out.starts_with("close_notify"), "the client got no TLS alert: {out}");
+    assert!(out.contains("ConnectionResetError") || out.contains("BrokenPipeError"), "the client's leg was not reset: {out}");
     let out = client("want-c2\\n", "")?;
     assert!(out.starts_with("close_notify") && !out.contains("C2-BEACON"), "{out}");
+    assert!(!out.contains(" open "), "the client's leg was not reset: {out}");
     let received = || std::fs::read_to_string(&got).unwrap_or_default();
     assert!(!received().contains("EXFIL-MARKER-77"), "the server received the blocked bytes: {}", received());
     assert!(received().contains("want-c2"), "{}", received());

@@ -149,6 +149,8 @@ struct Flow {
     upstream_rst: bool,
     fin_to_server: bool,
     fin_to_client: bool,
+    /// A blocked non-HTTP flow: reset the client leg once it has acknowledged the closing alert.
+    reset_client_when_sent: bool,
     last_activity: Instant,
     armed: Option<Instant>,
     tls: Option<Box<Interceptor>>,
@@ -451,6 +453,7 @@ impl Engine {
             upstream_rst: false,
             fin_to_server: false,
             fin_to_client: false,
+            reset_client_when_sent: false,
             last_activity: now,
             armed: None,
         };
@@ -737,6 +740,10 @@ impl Engine {
                     flow.fin_to_client = true;
                 }
             }
+            if flow.reset_client_when_sent && client.socket().send_queue() == 0 {
+                client.socket().abort();
+                flow.reset_client_when_sent = false;
+            }
             // Send what the relay queued, and the RSTs of an abort.
             flow.server.poll(now, &[], tx);
             client.poll(now, &[], tx);
@@ -885,13 +892,19 @@ fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &m
     let page_sent = matches!(flow.log.decision, "blocked") && flow.tls.as_ref().is_some_and(|t| !t.to_client.is_empty());
     if let Some(client) = flow.client.as_mut() {
         if page_sent {
-            // A block page and/or the session's closing alert: deliver them, then FIN (an RST
-            // would discard them); the server's leg is reset.
+            // A block page and the session's closing alert: deliver them, then FIN. Without a
+            // page (not HTTP/1), the alert is delivered, then the client's leg is reset. The
+            // server's leg is reset at once.
             if let Some(icpt) = flow.tls.as_mut() {
                 let n = client.send_from(&icpt.to_client);
                 icpt.to_client.drain(..n);
             }
-            client.socket().close();
+            if flow.tls.as_ref().is_some_and(|t| t.block_page_sent) {
+                client.socket().close();
+            } else {
+                // No page: the alert, then an RST once the client has it (see `process`).
+                flow.reset_client_when_sent = true;
+            }
             flow.server.socket().abort();
             flow.phase = Phase::Closing;
             return;

@@ -165,6 +165,8 @@ pub struct Interceptor {
     /// TLS bytes waiting to be sent to each side.
     pub to_server: Vec<u8>,
     pub to_client: Vec<u8>,
+    /// A block page went to the client (HTTP/1): its leg ends with a FIN, not an RST.
+    pub block_page_sent: bool,
     pub info: TlsInfo,
     scratch: Vec<u8>,
     client_closed: bool,
@@ -215,6 +217,7 @@ impl Interceptor {
             inspector,
             to_server: Vec::new(),
             to_client: Vec::new(),
+            block_page_sent: false,
             info: TlsInfo::default(),
             scratch: vec![0; 16 * 1024],
             client_closed: false,
@@ -389,6 +392,7 @@ impl Interceptor {
                         // other client the session's closing alert.
                         if let Some(page) = self.inspector.block_response() {
                             let _ = down.writer().write_all(&page);
+                            self.block_page_sent = true;
                         }
                         down.send_close_notify();
                         while down.wants_write() {
