@@ -404,3 +404,41 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
     assert_eq!(sids, vec![(7700001, "blocked".to_string()), (7700002, "blocked".to_string())], "{records:?}");
     Ok(())
 }
+
+#[test]
+fn tls_sni_rules_match_the_client_hello_of_passed_flows_too() -> Result<()> {
+    let rules = std::env::temp_dir().join(format!("tls-inspect-sni-{}.rules", std::process::id()));
+    std::fs::write(&rules, "alert tls any any -> any any (msg:\"watched SNI\"; tls.sni; content:\"passthrough.test\"; sid:7800001;)\n")?;
+    // passthrough.test is never decrypted (do-not-inspect host): only its ClientHello is seen.
+    let bed = Bed::new(&format!(
+        "do_not_inspect_hosts = [\"passthrough.test\"]\n[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]",
+        rules.display()
+    ));
+    let _ = std::fs::remove_file(&rules);
+    let mut b = bed?;
+    b.nginx()?;
+    let root = b.pki.root.to_str().unwrap().to_string();
+    let ca = b.ca.to_str().unwrap().to_string();
+    let o = b.curl(&["--cacert", &root, "https://passthrough.test/"]);
+    assert!(!o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("hello from nginx"), "blocked on the SNI");
+    let o = b.curl(&["--cacert", &ca, "https://server.test/"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"), "another name is inspected as usual");
+    let records = b.wait_records(3)?;
+    let flow = records.iter().find(|r| r["event_type"] == "tls" && r["tls"]["sni"] == "passthrough.test").expect("the flow record");
+    assert_eq!(flow["tls_inspect"]["reason"], "ips_sni", "{flow}");
+    let alert = records.iter().find(|r| r["event_type"] == "alert").expect("an alert");
+    assert_eq!(alert["alert"]["signature_id"], 7800001);
+    assert_eq!(alert["alert"]["action"], "blocked");
+
+    // As an alert-only rule, the passed flow goes through untouched (the server's own
+    // certificate) and still raises the alert.
+    check(b.t.cli().args(["rules", "action", "7800001", "alert"]))?;
+    let o = b.curl(&["--cacert", &root, "https://passthrough.test/"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"), "{}", String::from_utf8_lossy(&o.stderr));
+    let records = b.wait_records(5)?;
+    let alerts: Vec<_> = records.iter().filter(|r| r["event_type"] == "alert").collect();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[1]["alert"]["action"], "allowed");
+    assert!(records.iter().any(|r| r["tls_inspect"]["decision"] == "passed" && r["tls_inspect"]["reason"] == "do_not_inspect_host"));
+    Ok(())
+}

@@ -9,11 +9,26 @@ use std::process::Command;
 use anyhow::Result;
 use tls_inspect_tests::{appliance_bin, check, run};
 
-fn dir(name: &str) -> PathBuf {
+/// A scratch directory removed when the test ends, also when it fails.
+struct Dir(PathBuf);
+
+impl std::ops::Deref for Dir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> Dir {
     let d = std::env::temp_dir().join(format!("tls-inspect-catest-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Dir(d)
 }
 
 fn openssl(d: &Path, args: &[&str]) -> Result<String> {
@@ -97,6 +112,5 @@ fn import_show_export_with_real_openssl_material() -> Result<()> {
     let out = ca(&store3, &["trial"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ECDSA P-256"));
     assert_eq!(std::fs::metadata(store3.join("ca.key"))?.permissions().mode() & 0o777, 0o600);
-    let _ = std::fs::remove_dir_all(&d);
     Ok(())
 }
