@@ -124,6 +124,11 @@ impl H2Dir {
         out
     }
 
+    /// Every byte fed so far belonged to complete frames (and the follower is still on).
+    pub fn at_frame_boundary(&self) -> bool {
+        !self.off && self.preface_left == 0 && self.buf.is_empty() && self.block.is_empty()
+    }
+
     fn decode(&mut self, out: &mut Vec<H2Event>) {
         let block = std::mem::take(&mut self.block);
         let decoder = &mut self.decoder;
@@ -134,6 +139,63 @@ impl H2Dir {
             _ => self.off = true,
         }
     }
+}
+
+/// The block page as HTTP/2 frames on `stream`: HEADERS (`:status: 403`, content type and
+/// length, the sid; HPACK literals that never touch the client's dynamic table), DATA with
+/// END_STREAM, then GOAWAY naming that stream as the last one.
+pub fn block_response(stream: u32, sid: u32, msg: &str) -> Vec<u8> {
+    let body = super::ips::block_page_body(sid, msg);
+    let mut block = Vec::new();
+    let mut literal = |name_index: u8, name: &[u8], value: &[u8]| {
+        // Literal Header Field without Indexing (RFC 7541 6.2.2), no Huffman coding.
+        if name_index > 0 {
+            hpack_int(&mut block, 0x00, 4, usize::from(name_index));
+        } else {
+            block.push(0x00);
+            hpack_int(&mut block, 0x00, 7, name.len());
+            block.extend_from_slice(name);
+        }
+        hpack_int(&mut block, 0x00, 7, value.len());
+        block.extend_from_slice(value);
+    };
+    // Static table: 8 is :status, 31 content-type, 28 content-length.
+    literal(8, b"", b"403");
+    literal(31, b"", b"text/html");
+    literal(28, b"", body.len().to_string().as_bytes());
+    literal(0, b"x-tls-inspect-sid", sid.to_string().as_bytes());
+    let mut out = Vec::new();
+    frame(&mut out, 1, 0x4, stream, &block);
+    frame(&mut out, 0, 0x1, stream, body.as_bytes());
+    let mut goaway = stream.to_be_bytes().to_vec();
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    frame(&mut out, 7, 0, 0, &goaway);
+    out
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 5.1).
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u8, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128 + 128) as u8);
+        v /= 128;
+    }
+    out.push(v as u8);
 }
 
 fn strip_padding(payload: &[u8], flags: u8) -> Option<&[u8]> {
@@ -166,10 +228,34 @@ mod tests {
     use super::*;
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
+        let mut f = Vec::new();
+        super::frame(&mut f, kind, flags, stream, payload);
         f
+    }
+
+    #[test]
+    fn the_block_response_is_valid_http2_on_the_request_stream() {
+        let bytes = block_response(5, 9000001, "Log4Shell <x> & co");
+        let mut d = H2Dir::new(false);
+        let events = d.feed(&bytes);
+        assert!(d.at_frame_boundary());
+        assert_eq!(events.len(), 2, "{events:?}");
+        let H2Event::Headers(5, headers) = &events[0] else { panic!("{events:?}") };
+        let get = |k: &str| headers.iter().find(|(n, _)| n == k.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(get(":status").as_deref(), Some("403"));
+        assert_eq!(get("content-type").as_deref(), Some("text/html"));
+        assert_eq!(get("x-tls-inspect-sid").as_deref(), Some("9000001"));
+        let H2Event::Data(5, body, true) = &events[1] else { panic!("{events:?}") };
+        assert_eq!(get("content-length"), Some(body.len().to_string()));
+        let body = String::from_utf8_lossy(body);
+        assert!(body.contains("sid 9000001") && body.contains("&lt;x&gt; &amp; co"), "{body}");
+        // Then a GOAWAY (type 7) on stream 0 naming stream 5 as the last, NO_ERROR.
+        assert_eq!(&bytes[bytes.len() - 17..bytes.len() - 8], &[0, 0, 8, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[bytes.len() - 8..], &[0, 0, 0, 5, 0, 0, 0, 0]);
+        // Large HPACK integers use continuation bytes.
+        let mut v = Vec::new();
+        hpack_int(&mut v, 0, 5, 1337);
+        assert_eq!(v, [31, 154, 10]);
     }
 
     #[test]

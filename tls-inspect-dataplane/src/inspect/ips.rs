@@ -391,8 +391,8 @@ pub struct HttpInfo {
     pub uri: String,
     pub host: String,
     pub user_agent: String,
-    /// Seen over HTTP/2 (a block page would have to be an HTTP/2 response).
-    pub h2: bool,
+    /// Seen over HTTP/2: the request's stream (a block page is an HTTP/2 response on it).
+    pub h2_stream: Option<u32>,
 }
 
 /// A chunked body being decoded (RFC 9112 section 7.1).
@@ -591,6 +591,12 @@ impl FlowIps {
         verdict
     }
 
+    /// HTTP/2 only: everything the server sent so far ended on a frame boundary, so frames of
+    /// our own can follow it.
+    pub fn h2_server_at_frame_boundary(&self) -> bool {
+        self.h2.as_ref().is_some_and(|dirs| dirs[1].at_frame_boundary())
+    }
+
     fn scan_fields(&mut self, info: &HttpInfo, scratch: &mut Scratch) {
         self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
         // Like Suricata's http.uri: the normalized (percent-decoded) URI.
@@ -629,10 +635,16 @@ impl FlowIps {
         };
         for event in events {
             match event {
-                super::h2::H2Event::Headers(_, headers) if direction == Direction::ToServer => {
+                super::h2::H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
                     let f = super::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
-                    let info = HttpInfo { method: get("method"), uri: get("uri"), host: get("host"), user_agent: get("user_agent"), h2: true };
+                    let info = HttpInfo {
+                        method: get("method"),
+                        uri: get("uri"),
+                        host: get("host"),
+                        user_agent: get("user_agent"),
+                        h2_stream: Some(stream),
+                    };
                     self.scan_fields(&info, scratch);
                     self.last_http = Some(info);
                 }
@@ -945,7 +957,7 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<Htt
                 uri: req.path.unwrap_or("").to_string(),
                 host: header_value(hs, "host").unwrap_or_default(),
                 user_agent: header_value(hs, "user-agent").unwrap_or_default(),
-                h2: false,
+                h2_stream: None,
             };
             (framing(hs), Some(info))
         }
@@ -999,6 +1011,15 @@ fn port_matches(spec: &str, port: u16) -> bool {
         }
         None => p.trim().parse::<u16>().is_ok_and(|x| x == port),
     })
+}
+
+/// The HTML of the block page (HTTP/1.1 and HTTP/2).
+pub fn block_page_body(sid: u32, msg: &str) -> String {
+    format!(
+        "<html><head><title>403 Forbidden</title></head><body><h1>Blocked by tls-inspect</h1>\
+         <p>This request matched IPS rule sid {sid}: {}</p></body></html>\n",
+        msg.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    )
 }
 
 /// Scan throughput (MB/s on this thread) of the bundled rules or of `generated` synthetic rules
@@ -1060,11 +1081,7 @@ pub fn bench(generated: Option<usize>, megabytes: usize) -> Result<(f64, String)
 
 /// The page a blocked HTTP client gets inside the decrypted channel.
 pub fn block_page(sid: u32, msg: &str) -> Vec<u8> {
-    let body = format!(
-        "<html><head><title>403 Forbidden</title></head><body><h1>Blocked by tls-inspect</h1>\
-         <p>This request matched IPS rule sid {sid}: {}</p></body></html>\n",
-        msg.replace('<', "&lt;").replace('>', "&gt;")
-    );
+    let body = block_page_body(sid, msg);
     format!(
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\nX-Tls-Inspect-Sid: {sid}\r\n\r\n{body}",
         body.len()

@@ -75,11 +75,13 @@ impl Inspector for IpsInspector {
 
     fn block_response(&self) -> Option<Vec<u8>> {
         let hit = self.flow.hits.iter().find(|h| h.blocked)?;
-        // A block page only where the client speaks HTTP/1 (over HTTP/2 the connection ends).
-        if hit.http.as_ref()?.h2 {
-            return None;
+        match hit.http.as_ref()?.h2_stream {
+            None => Some(ips::block_page(hit.sid, &hit.msg)),
+            // Over HTTP/2: a 403 on the request's stream and a GOAWAY, if our frames can follow
+            // the server's (otherwise the connection just ends).
+            Some(stream) if self.flow.h2_server_at_frame_boundary() => Some(h2::block_response(stream, hit.sid, &hit.msg)),
+            Some(_) => None,
         }
-        Some(ips::block_page(hit.sid, &hit.msg))
     }
 }
 
