@@ -199,7 +199,7 @@ fn http2_headers_and_bodies_fill_the_http_buffers() {
     f.inspect(Direction::ToServer, &wire, &mut scratch);
     let v = f.inspect(Direction::ToServer, &frame(1, 0x5, 3, &evil), &mut scratch);
     assert!(matches!(v, Verdict::Block(ref w) if w.contains("sid 1")), "{v:?}");
-    assert_eq!(f.hits[0].http.as_ref().unwrap().h2_stream, Some(1));
+    assert_eq!(f.hits[0].http.as_ref().unwrap().h2_stream, Some(3));
 }
 
 const CHUNKED: &str = r#"alert http any any -> any any (msg:"body secret"; http.request_body; content:"secretdata"; sid:20;)
