@@ -143,7 +143,10 @@ impl H2Dir {
 
 /// The block page as HTTP/2 frames on `stream`: HEADERS (`:status: 403`, content type and
 /// length, the sid; HPACK literals that never touch the client's dynamic table), DATA with
-/// END_STREAM, then GOAWAY naming that stream as the last one.
+/// END_STREAM, then GOAWAY naming that stream as the last one. An empty SETTINGS frame goes
+/// first: the server's preface if the server's own SETTINGS has not reached the client yet
+/// (a race this loses otherwise: the client drops a connection whose first frame is not
+/// SETTINGS), a no-op if it has.
 pub fn block_response(stream: u32, sid: u32, msg: &str) -> Vec<u8> {
     let body = super::ips::block_page_body(sid, msg);
     let mut block = Vec::new();
@@ -165,6 +168,7 @@ pub fn block_response(stream: u32, sid: u32, msg: &str) -> Vec<u8> {
     literal(28, b"", body.len().to_string().as_bytes());
     literal(0, b"x-tls-inspect-sid", sid.to_string().as_bytes());
     let mut out = Vec::new();
+    frame(&mut out, 4, 0, 0, &[]);
     frame(&mut out, 1, 0x4, stream, &block);
     frame(&mut out, 0, 0x1, stream, body.as_bytes());
     let mut goaway = stream.to_be_bytes().to_vec();
@@ -236,6 +240,8 @@ mod tests {
     #[test]
     fn the_block_response_is_valid_http2_on_the_request_stream() {
         let bytes = block_response(5, 9000001, "Log4Shell <x> & co");
+        // An empty SETTINGS frame first.
+        assert_eq!(&bytes[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         let mut d = H2Dir::new(false);
         let events = d.feed(&bytes);
         assert!(d.at_frame_boundary());
