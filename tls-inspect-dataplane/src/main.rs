@@ -184,7 +184,9 @@ enum RulesCommand {
     },
     /// The running rules: sid, message, enabled, action.
     List(JsonFlag),
+    /// Turn a rule on (for flows that start from now on).
     Enable { sid: u32 },
+    /// Turn a rule off (for flows that start from now on) until `rules enable` or `rules reset`.
     Disable { sid: u32 },
     /// Per-rule action: drop (block), alert (never block) or default (follow the mode).
     Action { sid: u32, action: String },
