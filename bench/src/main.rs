@@ -93,12 +93,32 @@ fn main() -> Result<()> {
         Some(Cmd::EchoServer { addr }) => echo_server(addr),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
         None => {
+            let mut results = serde_json::Map::new();
             if !args.tls_only {
-                compare(args.quick, args.runs)?;
+                results.insert("forwarding".into(), compare(args.quick, args.runs)?);
             }
-            tls_compare(args.quick, args.runs)
+            results.insert("tls".into(), tls_compare(args.quick, args.runs)?);
+            write_results(results, args.quick, args.runs)
         }
     }
+}
+
+/// Writes `bench/results/<UTC date and time>.json` (below the current directory, the checkout
+/// when run by `cargo xtask bench`): the machine, the settings and every number printed.
+fn write_results(mut results: serde_json::Map<String, serde_json::Value>, quick: bool, runs: usize) -> Result<()> {
+    let stamp = check(Command::new("date").args(["-u", "+%Y-%m-%dT%H-%M-%SZ"]))?.trim().to_string();
+    let kernel = check(Command::new("uname").arg("-r"))?.trim().to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    results.insert(
+        "machine".into(),
+        serde_json::json!({ "cores": cores, "kernel": kernel, "date": stamp, "quick": quick, "runs": if quick { 1 } else { runs.max(1) } }),
+    );
+    let dir = std::path::Path::new("bench/results");
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{stamp}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&serde_json::Value::Object(results))?)?;
+    println!("\nresults: {}", path.display());
+    Ok(())
 }
 
 /// Runs `op` in a loop from `threads` threads for `secs` seconds; returns (ok, failed).
@@ -201,7 +221,7 @@ fn repeat(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
     Ok(median((0..runs).map(|_| f()).collect::<Result<Vec<_>>>()?))
 }
 
-fn compare(quick: bool, runs: usize) -> Result<()> {
+fn compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
     let secs = if quick { 1 } else { 5 };
     let conn_secs = if quick { 1.0 } else { 3.0 };
     let runs = if quick { 1 } else { runs.max(1) };
@@ -264,7 +284,18 @@ fn compare(quick: bool, runs: usize) -> Result<()> {
     println!("{:<44} {:>12.0}", "tls-inspect splice", splice_conn);
     println!("ratio splice / Linux bridge:       {:.2}", splice_conn / linux_conn);
     println!("(XDP steered {steered} frames to the workers during the splice runs)");
-    Ok(())
+    Ok(serde_json::json!({
+        "single_flow_gbit_s": { "linux_bridge": linux_tput, "xdp_bridge": xdp_tput, "splice": splice_tput },
+        "new_connections_per_s": { "linux_bridge": linux_conn, "splice": splice_conn },
+        "ratios": {
+            "xdp_bridge_over_linux_bridge": xdp_tput / linux_tput,
+            "splice_over_xdp_bridge": splice_tput / xdp_tput,
+            "splice_over_linux_bridge": splice_tput / linux_tput,
+            "splice_conn_over_linux_bridge": splice_conn / linux_conn,
+        },
+        "targets": { "splice_over_xdp_bridge": 0.5 },
+        "steered_frames": steered,
+    }))
 }
 
 /// nginx on 443 (direct), 8443 (splice) and 9443 (inspected): each system on its own port, so
@@ -318,7 +349,7 @@ fn tls_bulk(t: &Topology, port: u16, ca: &std::path::Path) -> Result<f64> {
     Ok(bytes_per_s * 8.0 / 1e9)
 }
 
-fn tls_compare(quick: bool, runs: usize) -> Result<()> {
+fn tls_compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
     let secs = if quick { 1.0 } else { 3.0 };
     let runs = if quick { 1 } else { runs.max(1) };
     let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
@@ -415,5 +446,21 @@ fn tls_compare(quick: bool, runs: usize) -> Result<()> {
         println!("{name:<44} {mbs:>12.0}");
     }
     println!("ratio 10,000 generated / bundled:  {:.2}", scans[2].1 / scans[0].1);
-    Ok(())
+    Ok(serde_json::json!({
+        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "rustls_ceiling": ceiling },
+        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1 },
+        "ratios": {
+            "inspected_over_direct_req": inspected.0 / direct.0,
+            "inspected_over_direct_bulk": inspected.1 / direct.1,
+            "inspected_over_splice_req": inspected.0 / splice.0,
+            "inspected_over_splice_bulk": inspected.1 / splice.1,
+            "inspected_over_rustls_ceiling": inspected.0 / ceiling,
+            "ips_on_over_off_req": with_ips.0 / inspected.0,
+            "ips_on_over_off_bulk": with_ips.1 / inspected.1,
+        },
+        "targets": { "ips_on_over_off": 0.9 },
+        "ips_scan_mb_s": { "bundled": scans[0].1, "generated_1000": scans[1].1, "generated_10000": scans[2].1 },
+        "flows_inspected": inspected_flows,
+        "certificates_forged": forged,
+    }))
 }
