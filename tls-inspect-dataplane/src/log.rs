@@ -61,17 +61,7 @@ impl FlowLog {
         let end = self.end.unwrap_or_else(SystemTime::now);
         let start = self.start.unwrap_or(end);
         let age = end.duration_since(start).unwrap_or(Duration::ZERO);
-        json!({
-            "timestamp": rfc3339(end),
-            "flow_id": self.flow_id,
-            "event_type": "tls",
-            "src_ip": self.src_ip.map(|i| i.to_string()),
-            "src_port": self.src_port,
-            "dest_ip": self.dest_ip.map(|i| i.to_string()),
-            "dest_port": self.dest_port,
-            "proto": "TCP",
-            "policy_id": self.policy_id,
-            "scope_id": self.scope_id,
+        self.eve(end, "tls", json!({
             "tls": {
                 "sni": self.sni,
                 "version": self.client_version,
@@ -94,7 +84,27 @@ impl FlowLog {
                 "end": rfc3339(end),
                 "age": age.as_secs_f64(),
             },
-        })
+        }))
+    }
+
+    /// The fields every EVE record of this flow starts with, then `rest`'s.
+    fn eve(&self, timestamp: SystemTime, event_type: &str, rest: serde_json::Value) -> serde_json::Value {
+        let mut v = json!({
+            "timestamp": rfc3339(timestamp),
+            "flow_id": self.flow_id,
+            "event_type": event_type,
+            "src_ip": self.src_ip.map(|i| i.to_string()),
+            "src_port": self.src_port,
+            "dest_ip": self.dest_ip.map(|i| i.to_string()),
+            "dest_port": self.dest_port,
+            "proto": "TCP",
+            "policy_id": self.policy_id,
+            "scope_id": self.scope_id,
+        });
+        if let (Some(m), serde_json::Value::Object(rest)) = (v.as_object_mut(), rest) {
+            m.extend(rest);
+        }
+        v
     }
 }
 
@@ -106,38 +116,30 @@ pub struct AlertLog {
 }
 
 impl AlertLog {
+    /// An `alert` record, or a `dlp` record for a data leak detector's finding.
     pub fn to_json(&self) -> serde_json::Value {
         let f = &self.flow;
         let h = &self.hit;
-        let mut v = json!({
-            "timestamp": rfc3339(SystemTime::now()),
-            "flow_id": f.flow_id,
-            "event_type": "alert",
-            "src_ip": f.src_ip.map(|i| i.to_string()),
-            "src_port": f.src_port,
-            "dest_ip": f.dest_ip.map(|i| i.to_string()),
-            "dest_port": f.dest_port,
-            "proto": "TCP",
+        let action = if h.blocked { "blocked" } else { "allowed" };
+        let (event_type, event) = match &h.dlp {
+            Some(d) => ("dlp", json!({ "detector": d.detector, "count": d.count, "sample": d.sample, "action": action })),
+            None => (
+                "alert",
+                json!({
+                    "action": action,
+                    "signature_id": h.sid,
+                    "rev": h.rev,
+                    "signature": h.msg,
+                    "category": h.classtype,
+                    "severity": h.priority,
+                }),
+            ),
+        };
+        let mut v = f.eve(SystemTime::now(), event_type, json!({
             "direction": match h.direction { crate::inspect::Direction::ToServer => "to_server", crate::inspect::Direction::ToClient => "to_client" },
-            "policy_id": f.policy_id,
-            "scope_id": f.scope_id,
-            "alert": {
-                "action": if h.blocked { "blocked" } else { "allowed" },
-                "signature_id": h.sid,
-                "rev": h.rev,
-                "signature": h.msg,
-                "category": h.classtype,
-                "severity": h.priority,
-            },
+            event_type: event,
             "tls": { "sni": f.sni },
-        });
-        if let Some(d) = &h.dlp {
-            v["event_type"] = json!("dlp");
-            if let Some(m) = v.as_object_mut() {
-                m.remove("alert");
-            }
-            v["dlp"] = json!({ "detector": d.detector, "count": d.count, "sample": d.sample, "action": if d.block { "blocked" } else { "allowed" } });
-        }
+        }));
         if let Some(http) = &h.http {
             v["http"] = json!({ "hostname": http.host, "url": http.uri, "http_method": http.method, "http_user_agent": http.user_agent });
         }
