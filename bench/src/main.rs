@@ -20,11 +20,16 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use tls_inspect_tests::pki::TestPki;
-use tls_inspect_tests::{appliance_bin, check, Topology, INSIDE, OUTSIDE, SERVER_IP};
+use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
 
+mod charts;
+mod memory;
+mod passthrough;
+mod plot;
+mod pktgen;
+mod proxies;
 mod tlsbench;
 
 #[derive(Parser)]
@@ -38,13 +43,80 @@ struct Args {
     /// Repetitions per system (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only the TLS and IPS measurements (skips the bridge and splice comparison).
+    /// Only the TLS and IPS measurements (same as `--only tls`).
     #[arg(long)]
     tls_only: bool,
+    /// Only these scenarios (comma-separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Connection counts of the memory scenario (default 1000,10000,100000; quick: 1000).
+    #[arg(long, value_delimiter = ',')]
+    memory_levels: Vec<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Scenario {
+    /// Single-flow throughput and new TCP connections: Linux bridge, XDP bridge, splice.
+    Forwarding,
+    /// Pass-through packets per second: tls-inspect vs bare XDP redirect vs Linux bridge.
+    Pps,
+    /// ns per frame of the XDP program (BPF_PROG_TEST_RUN) with 10, 10k and 1M scope items.
+    ProgRun,
+    /// HTTPS: direct, splice, inspected, IPS on/off, Squid, mitmproxy, the rustls ceiling.
+    Tls,
+    /// Memory per idle inspected connection at 1k, 10k and 100k connections.
+    Memory,
+}
+
+/// The terminal table: each row printed when measured, all of them again at the end.
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    pub fn row(&mut self, name: &str, values: &[(&str, f64)], note: &str) {
+        let cells: Vec<String> = values.iter().map(|(unit, v)| format!("{:>12} {unit}", fmt_num(*v))).collect();
+        let line = format!("{name:<52} {} {note}", cells.join("  "));
+        println!("  {}", line.trim_end());
+        self.rows.push(line.trim_end().to_string());
+    }
+
+    pub fn ratio(&mut self, name: &str, value: f64, target: &str) {
+        let line = format!("{name:<52} {:>12.2}      (target {target})", value);
+        println!("  {line}");
+        self.rows.push(line);
+    }
+
+    pub fn note(&mut self, text: &str) {
+        println!("  {text}");
+        self.rows.push(text.to_string());
+    }
+
+    fn print(&self) {
+        println!("\n{}", "=".repeat(100));
+        for r in &self.rows {
+            println!("{r}");
+        }
+        println!("{}", "=".repeat(100));
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Userspace packet generator (AF_XDP, frames built once and replayed), for kernels without
+    /// /proc/net/pktgen; bench/pktgen/ scripts call it with the kernel samples' options.
+    Pktgen(pktgen::PktgenArgs),
     /// Opens connections to ADDR for SECS seconds from THREADS threads; prints connections/s.
     ConnClient {
         #[arg(long)]
@@ -58,6 +130,19 @@ enum Cmd {
     EchoServer {
         #[arg(long)]
         addr: SocketAddr,
+    },
+    /// Draws the plots of a results file again (bench/results/<date>.json).
+    Plot { file: std::path::PathBuf },
+    /// Holds idle HTTPS connections to ADDRS; `open N` on stdin opens N more.
+    IdleClient {
+        #[arg(long, value_delimiter = ',')]
+        addrs: Vec<SocketAddr>,
+        #[arg(long, default_value = "server.test")]
+        name: String,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
     },
     /// HTTPS requests to ADDR (name NAME, trusting CA), a new connection each, for SECS seconds.
     TlsClient {
@@ -89,23 +174,73 @@ id = 1
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.command {
+        Some(Cmd::Pktgen(a)) => pktgen::run(&a).map(|_| ()),
         Some(Cmd::ConnClient { addr, secs, threads }) => conn_client(addr, secs, threads),
         Some(Cmd::EchoServer { addr }) => echo_server(addr),
-        Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
-        None => {
-            let mut results = serde_json::Map::new();
-            if !args.tls_only {
-                results.insert("forwarding".into(), compare(args.quick, args.runs)?);
+        Some(Cmd::Plot { file }) => {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+            let map = v.as_object().context("not a results object")?;
+            let stamp = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
+            let dir = file.parent().unwrap_or(std::path::Path::new("."));
+            for chart in charts::from_results(map) {
+                println!("plot: {}", plot::draw(dir, stamp, &chart)?.display());
             }
-            results.insert("tls".into(), tls_compare(args.quick, args.runs)?);
-            write_results(results, args.quick, args.runs)
+            Ok(())
+        }
+        Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
+        Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
+        None => run_all(&args),
+    }
+}
+
+fn run_all(args: &Args) -> Result<()> {
+    let only: Vec<Scenario> = if args.tls_only { vec![Scenario::Tls] } else { args.only.clone() };
+    let want = |s: Scenario| only.is_empty() || only.contains(&s);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let runs = if args.quick { 1 } else { args.runs.max(1) };
+    println!("tls-inspect-bench: {cores} cores, {runs} run(s) per system, medians{}", if args.quick { ", quick" } else { "" });
+    let mut table = Table::default();
+    table.note(&format!("machine: {cores} cores; {runs} run(s) per system, medians"));
+    let mut results = serde_json::Map::new();
+    let mut failed = Vec::new();
+    let scenarios: [(Scenario, &str); 5] =
+        [(Scenario::Forwarding, "forwarding"), (Scenario::Pps, "pps"), (Scenario::ProgRun, "prog_run"), (Scenario::Tls, "tls"), (Scenario::Memory, "memory")];
+    for (scenario, key) in scenarios {
+        if !want(scenario) {
+            continue;
+        }
+        let r = match scenario {
+            Scenario::Forwarding => compare(args.quick, runs, &mut table),
+            Scenario::Pps => passthrough::pps(args.quick, runs, &mut table),
+            Scenario::ProgRun => passthrough::prog_run(args.quick, &mut table),
+            Scenario::Tls => tlsbench::compare(args.quick, runs, &mut table),
+            Scenario::Memory => memory::idle_memory(args.quick, &args.memory_levels, &mut table),
+        };
+        match r {
+            Ok(v) => {
+                results.insert(key.into(), v);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("scenario {key} failed: {msg}");
+                table.note(&format!("{key}: FAILED: {}", msg.lines().next().unwrap_or("")));
+                results.insert(key.into(), serde_json::json!({ "error": msg }));
+                failed.push(key);
+            }
         }
     }
+    table.print();
+    write_results(results, args.quick, runs)?;
+    if !failed.is_empty() {
+        bail!("scenario(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 /// Writes `bench/results/<UTC date and time>.json` (below the current directory, the checkout
 /// when run by `cargo xtask bench`): the machine, the settings and every number printed.
 fn write_results(mut results: serde_json::Map<String, serde_json::Value>, quick: bool, runs: usize) -> Result<()> {
+    let charts = charts::from_results(&results);
     let stamp = check(Command::new("date").args(["-u", "+%Y-%m-%dT%H-%M-%SZ"]))?.trim().to_string();
     let kernel = check(Command::new("uname").arg("-r"))?.trim().to_string();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -116,8 +251,19 @@ fn write_results(mut results: serde_json::Map<String, serde_json::Value>, quick:
     let dir = std::path::Path::new("bench/results");
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{stamp}.json"));
+    let mut plots = Vec::new();
+    for chart in &charts {
+        match plot::draw(dir, &stamp, chart) {
+            Ok(p) => {
+                println!("plot: {}", p.display());
+                plots.push(p.display().to_string());
+            }
+            Err(e) => eprintln!("plot {}: {e:#}", chart.file),
+        }
+    }
+    results.insert("plots".into(), plots.into());
     std::fs::write(&path, serde_json::to_string_pretty(&serde_json::Value::Object(results))?)?;
-    println!("\nresults: {}", path.display());
+    println!("results: {}", path.display());
     Ok(())
 }
 
@@ -221,12 +367,10 @@ fn repeat(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
     Ok(median((0..runs).map(|_| f()).collect::<Result<Vec<_>>>()?))
 }
 
-fn compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
+fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Value> {
     let secs = if quick { 1 } else { 5 };
     let conn_secs = if quick { 1.0 } else { 3.0 };
-    let runs = if quick { 1 } else { runs.max(1) };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("tls-inspect-bench: {cores} cores, {runs} run(s) per system, medians");
+    println!("\nmeasuring single-flow throughput (iperf3) and new TCP connections");
 
     let mut t = Topology::new()?;
     let me = std::env::current_exe()?;
@@ -270,20 +414,15 @@ fn compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
     let splice_conn = repeat(runs, || conn_rate(&t, 9101, conn_secs))?;
     let steered = t.counter("steered_frames")?;
 
-    println!();
-    println!("{:<44} {:>12}", "single-flow throughput (iperf3)", "Gbit/s");
-    println!("{:<44} {:>12.2}", "Linux bridge", linux_tput);
-    println!("{:<44} {:>12.2}", "tls-inspect XDP bridge", xdp_tput);
-    println!("{:<44} {:>12.2}", "tls-inspect splice", splice_tput);
-    println!("ratio XDP bridge / Linux bridge:   {:.2}", xdp_tput / linux_tput);
-    println!("ratio splice / XDP bridge:         {:.2}   (target >= 0.50)", splice_tput / xdp_tput);
-    println!("ratio splice / Linux bridge:       {:.2}", splice_tput / linux_tput);
-    println!();
-    println!("{:<44} {:>12}", "new connections", "conn/s");
-    println!("{:<44} {:>12.0}", "Linux bridge", linux_conn);
-    println!("{:<44} {:>12.0}", "tls-inspect splice", splice_conn);
-    println!("ratio splice / Linux bridge:       {:.2}", splice_conn / linux_conn);
-    println!("(XDP steered {steered} frames to the workers during the splice runs)");
+    table.row("single flow (iperf3): Linux bridge", &[("Gbit/s", linux_tput)], "");
+    table.row("single flow (iperf3): tls-inspect XDP bridge", &[("Gbit/s", xdp_tput)], "");
+    table.row("single flow (iperf3): tls-inspect splice", &[("Gbit/s", splice_tput)], "");
+    table.ratio("single flow: XDP bridge / Linux bridge", xdp_tput / linux_tput, "-");
+    table.ratio("single flow: splice / XDP bridge", splice_tput / xdp_tput, ">= 0.50");
+    table.row("new TCP connections: Linux bridge", &[("conn/s", linux_conn)], "");
+    table.row("new TCP connections: tls-inspect splice", &[("conn/s", splice_conn)], "");
+    table.ratio("new TCP connections: splice / Linux bridge", splice_conn / linux_conn, "-");
+    table.note(&format!("(XDP steered {steered} frames to the workers during the splice runs)"));
     Ok(serde_json::json!({
         "single_flow_gbit_s": { "linux_bridge": linux_tput, "xdp_bridge": xdp_tput, "splice": splice_tput },
         "new_connections_per_s": { "linux_bridge": linux_conn, "splice": splice_conn },
@@ -295,172 +434,5 @@ fn compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
         },
         "targets": { "splice_over_xdp_bridge": 0.5 },
         "steered_frames": steered,
-    }))
-}
-
-/// nginx on 443 (direct), 8443 (splice) and 9443 (inspected): each system on its own port, so
-/// that no run meets the server's TIME-WAIT sockets of another.
-fn nginx(t: &mut Topology, cert: &std::path::Path, key: &std::path::Path, big: u64) -> Result<()> {
-    let d = t.dir.join("nginx");
-    std::fs::create_dir_all(d.join("tmp"))?;
-    std::fs::create_dir_all(d.join("www"))?;
-    check(Command::new("head").arg("-c").arg(big.to_string()).arg("/dev/urandom").stdout(std::fs::File::create(d.join("www/big"))?))?;
-    std::fs::write(d.join("www/index.html"), "hello from nginx\n")?;
-    let listen: String = [443, 8443, 9443].iter().map(|p| format!("listen {SERVER_IP}:{p} ssl http2; ")).collect();
-    let conf = format!(
-        "worker_processes 2; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
-           uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; sendfile on; keepalive_timeout 0;\n\
-           server {{ {listen} ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;\n\
-             ssl_session_cache off; ssl_session_tickets off; root {d}/www; }} }}\n",
-        cert.display(),
-        key.display(),
-        d = d.display()
-    );
-    let path = d.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let mut c = t.server.cmd("nginx");
-    c.arg("-c").arg(&path).arg("-p").arg(&d);
-    t.spawn(c)?;
-    for port in [443, 8443, 9443] {
-        t.wait_listening(&t.server.clone(), port)?;
-    }
-    Ok(())
-}
-
-fn tls_rps(t: &Topology, port: u16, ca: &std::path::Path, secs: f64) -> Result<f64> {
-    let me = std::env::current_exe()?;
-    let out = check(t.client.cmd(me.to_str().context("path")?).args([
-        "tls-client", "--addr", &format!("{SERVER_IP}:{port}"), "--ca", ca.to_str().context("path")?, "--secs", &secs.to_string(),
-    ]))?;
-    if !out.contains(" 0 failed") {
-        eprintln!("  note: {}", out.trim());
-    }
-    out.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("tls-client said {out}"))
-}
-
-/// Gbit/s of one HTTPS download of /big.
-fn tls_bulk(t: &Topology, port: u16, ca: &std::path::Path) -> Result<f64> {
-    let out = check(t.client.cmd("curl").args(["-sS", "-o", "/dev/null", "-w", "%{speed_download}", "--max-time", "120", "--connect-to", "::198.18.0.2:", "--cacert"])
-        .arg(ca)
-        .arg(format!("https://server.test:{port}/big")))?;
-    let bytes_per_s: f64 = out.trim().parse().map_err(|_| anyhow!("curl said {out}"))?;
-    Ok(bytes_per_s * 8.0 / 1e9)
-}
-
-fn tls_compare(quick: bool, runs: usize) -> Result<serde_json::Value> {
-    let secs = if quick { 1.0 } else { 3.0 };
-    let runs = if quick { 1 } else { runs.max(1) };
-    let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
-    println!("\nmeasuring TLS: HTTPS through the XDP bridge (direct), the splice and the inspection path");
-    let mut t = Topology::new()?;
-    let pki = TestPki::new(&t.dir)?;
-    let server = pki.server("server", &["server.test", SERVER_IP], "root", None)?;
-    let ca_dir = t.dir.join("ca");
-    check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
-    let trial = ca_dir.join("ca.crt");
-    nginx(&mut t, &server.cert, &server.key, big)?;
-
-    t.start_appliance("")?;
-    let direct = (repeat(runs, || tls_rps(&t, 443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 443, &pki.root))?);
-    t.stop_appliance();
-    check(t.cli().arg("detach"))?;
-
-    let scope = |inspect: bool| {
-        format!(
-            "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\n\
-             dport = [\"8443/8443\", \"9443/9443\"]\n[tls]\ninspect = {inspect}\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
-            ca_dir.display(),
-            pki.root.display()
-        )
-    };
-    t.start_appliance(&scope(false))?;
-    let splice = (repeat(runs, || tls_rps(&t, 8443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 8443, &pki.root))?);
-    t.stop_appliance();
-    check(t.cli().arg("detach"))?;
-
-    // Inspected with the IPS off and on (the bundled rules, strict level, block mode; the
-    // requests and the bulk body match nothing, so everything is scanned and nothing stops),
-    // alternated run by run so that the VM's drift hits both alike.
-    let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
-    let (mut off, mut on) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
-    let (mut forged, mut inspected_flows) = (0, 0);
-    for _ in 0..runs {
-        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on)] {
-            t.start_appliance(&config)?;
-            into.0.push(tls_rps(&t, 9443, &trial, secs)?);
-            into.1.push(tls_bulk(&t, 9443, &trial)?);
-            let stats = t.stats()?;
-            let workers = stats["workers"].as_array().cloned().unwrap_or_default();
-            forged += workers.iter().filter_map(|w| w["certs_forged"].as_u64()).sum::<u64>();
-            inspected_flows += workers.iter().filter_map(|w| w["tls_inspected"].as_u64()).sum::<u64>();
-            t.stop_appliance();
-            check(t.cli().arg("detach"))?;
-        }
-    }
-    let inspected = (median(off.0), median(off.1));
-    let with_ips = (median(on.0), median(on.1));
-
-    let ceiling = repeat(runs, || tlsbench::rustls_ceiling(&server.cert, &server.key, &pki.root, secs))?;
-    let megabytes = if quick { "64" } else { "512" };
-    let scan = |generated: Option<&str>| -> Result<f64> {
-        let mut c = Command::new(appliance_bin());
-        c.args(["debug", "ips-bench", "--megabytes", megabytes]);
-        if let Some(n) = generated {
-            c.args(["--generated", n]);
-        }
-        let out = check(&mut c)?;
-        out.rsplit(':')
-            .next()
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("ips-bench printed {out}"))
-    };
-    let scans = [
-        ("bundled ruleset", repeat(runs, || scan(None))?),
-        ("1,000 generated rules", repeat(runs, || scan(Some("1000")))?),
-        ("10,000 generated rules", repeat(runs, || scan(Some("10000")))?),
-    ];
-
-    println!();
-    println!("{:<44} {:>12} {:>12}", "HTTPS (nginx, TLS 1.3, new connection each)", "req/s", "bulk Gbit/s");
-    println!("{:<44} {:>12.0} {:>12.2}", "direct (XDP bridge, no inspection)", direct.0, direct.1);
-    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect splice", splice.0, splice.1);
-    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect inspected", inspected.0, inspected.1);
-    println!("{:<44} {:>12.0}", "rustls in-memory handshake pairs (1 core)", ceiling);
-    println!("ratio inspected / direct:          {:.2} req/s, {:.2} bulk", inspected.0 / direct.0, inspected.1 / direct.1);
-    println!("ratio inspected / splice:          {:.2} req/s, {:.2} bulk", inspected.0 / splice.0, inspected.1 / splice.1);
-    println!("ratio inspected / rustls ceiling:  {:.2}", inspected.0 / ceiling);
-    println!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)");
-    println!();
-    println!("{:<44} {:>12.0} {:>12.2}", "tls-inspect inspected + IPS (bundled, block)", with_ips.0, with_ips.1);
-    println!(
-        "ratio IPS on / off:                {:.2} req/s, {:.2} bulk (target >= 0.90)",
-        with_ips.0 / inspected.0,
-        with_ips.1 / inspected.1
-    );
-    println!();
-    println!("{:<44} {:>12}", "Hyperscan streaming scan, 1 core", "MB/s");
-    for (name, mbs) in &scans {
-        println!("{name:<44} {mbs:>12.0}");
-    }
-    println!("ratio 10,000 generated / bundled:  {:.2}", scans[2].1 / scans[0].1);
-    Ok(serde_json::json!({
-        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "rustls_ceiling": ceiling },
-        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1 },
-        "ratios": {
-            "inspected_over_direct_req": inspected.0 / direct.0,
-            "inspected_over_direct_bulk": inspected.1 / direct.1,
-            "inspected_over_splice_req": inspected.0 / splice.0,
-            "inspected_over_splice_bulk": inspected.1 / splice.1,
-            "inspected_over_rustls_ceiling": inspected.0 / ceiling,
-            "ips_on_over_off_req": with_ips.0 / inspected.0,
-            "ips_on_over_off_bulk": with_ips.1 / inspected.1,
-        },
-        "targets": { "ips_on_over_off": 0.9 },
-        "ips_scan_mb_s": { "bundled": scans[0].1, "generated_1000": scans[1].1, "generated_10000": scans[2].1 },
-        "flows_inspected": inspected_flows,
-        "certificates_forged": forged,
     }))
 }

@@ -4,12 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tls_inspect_tests::pki::TestPki;
+use tls_inspect_tests::{appliance_bin, check, Topology, SERVER_IP};
+
+use crate::{median, proxies, repeat, Table};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {
@@ -99,4 +104,295 @@ pub fn rustls_ceiling(cert: &Path, key: &Path, ca: &Path, secs: f64) -> Result<f
         n += 1;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `idle-client`: holds idle HTTPS connections open. Each line `open N` on stdin opens N more
+/// (one request each, answered, then nothing), spread over `addrs`, from `threads` threads, and
+/// prints `open TOTAL FAILED`. Only the TCP socket is kept: the client's own TLS state is
+/// dropped, the appliance's is what is measured. Exits at end of input.
+pub fn idle_client(addrs: &[SocketAddr], name: &str, ca: &Path, threads: usize) -> Result<()> {
+    // One descriptor per connection: raise the limit as far as the hard limit allows (root may).
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid rlimit pointers.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let want = libc::rlimit { rlim_cur: lim.rlim_max.max(1_048_576), rlim_max: lim.rlim_max.max(1_048_576) };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 || {
+            let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 && false
+        }
+    };
+    if !raised {
+        eprintln!("idle-client: RLIMIT_NOFILE stays at the hard limit {} (cannot raise it here)", lim.rlim_max);
+    }
+    let config = client_config(ca)?;
+    let name = ServerName::try_from(name.to_string())?;
+    let held = std::sync::Mutex::new(Vec::<TcpStream>::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut failed = 0usize;
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let Some(n) = line.strip_prefix("open ").and_then(|n| n.trim().parse::<usize>().ok()) else {
+            continue;
+        };
+        let todo = std::sync::atomic::AtomicUsize::new(n);
+        let bad = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| {
+                    while todo.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |v| v.checked_sub(1)).is_ok() {
+                        let addr = addrs[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % addrs.len()];
+                        match open_idle(addr, &config, &name) {
+                            Ok(tcp) => held.lock().map(|mut h| h.push(tcp)).unwrap_or(()),
+                            Err(_) => {
+                                bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        failed += bad.into_inner();
+        let total = held.lock().map(|h| h.len()).unwrap_or(0);
+        println!("open {total} {failed}");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+fn open_idle(addr: SocketAddr, config: &Arc<ClientConfig>, name: &ServerName<'static>) -> Result<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let conn = ClientConnection::new(config.clone(), name.clone())?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: server.test\r\n\r\n")?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    // nginx answers "hello from nginx\n" with a Content-Length and keeps the connection.
+    while !got.ends_with(b"hello from nginx\n") {
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Err(anyhow!("closed before the response ended"));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (_, tcp) = (tls.conn, tls.sock);
+    Ok(tcp)
+}
+
+/// nginx on one port per system: 443 direct, 8443 splice, 9443 inspected, 10443 Squid, 11443
+/// mitmproxy, so that no run meets the server's TIME-WAIT sockets of another.
+const PORTS: [u16; 5] = [443, 8443, 9443, crate::proxies::SQUID_PORT, crate::proxies::MITM_PORT];
+
+fn nginx(t: &mut Topology, cert: &Path, key: &Path, big: u64) -> Result<()> {
+    let d = t.dir.join("nginx");
+    std::fs::create_dir_all(d.join("tmp"))?;
+    std::fs::create_dir_all(d.join("www"))?;
+    check(Command::new("head").arg("-c").arg(big.to_string()).arg("/dev/urandom").stdout(std::fs::File::create(d.join("www/big"))?))?;
+    std::fs::write(d.join("www/index.html"), "hello from nginx\n")?;
+    let listen: String = PORTS.iter().map(|p| format!("listen {SERVER_IP}:{p} ssl http2; ")).collect();
+    let conf = format!(
+        "worker_processes 2; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+           uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; sendfile on; keepalive_timeout 0;\n\
+           server {{ {listen} ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;\n\
+             ssl_session_cache off; ssl_session_tickets off; root {d}/www; }} }}\n",
+        cert.display(),
+        key.display(),
+        d = d.display()
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut c = t.server.cmd("nginx");
+    c.arg("-c").arg(&path).arg("-p").arg(&d);
+    t.spawn(c)?;
+    for port in PORTS {
+        t.wait_listening(&t.server.clone(), port)?;
+    }
+    Ok(())
+}
+
+fn tls_rps(t: &Topology, port: u16, ca: &Path, secs: f64) -> Result<f64> {
+    let me = std::env::current_exe()?;
+    let out = check(t.client.cmd(me.to_str().context("path")?).args([
+        "tls-client", "--addr", &format!("{SERVER_IP}:{port}"), "--ca", ca.to_str().context("path")?, "--secs", &secs.to_string(),
+    ]))?;
+    if !out.contains(" 0 failed") {
+        eprintln!("  note: {}", out.trim());
+    }
+    let rate: f64 = out.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("tls-client said {out}"))?;
+    if rate <= 0.0 {
+        return Err(anyhow!("no request succeeded on port {port}: {}", out.trim()));
+    }
+    Ok(rate)
+}
+
+/// Gbit/s of one HTTPS download of /big (all of it, or an error).
+fn tls_bulk(t: &Topology, port: u16, ca: &Path, big: u64) -> Result<f64> {
+    let out = check(t.client.cmd("curl").args(["-fsS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", "--max-time", "300", "--connect-to", "::198.18.0.2:", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://server.test:{port}/big")))?;
+    let mut f = out.split_whitespace().map(|v| v.parse::<f64>());
+    match (f.next(), f.next()) {
+        (Some(Ok(bytes_per_s)), Some(Ok(size))) if size as u64 == big => Ok(bytes_per_s * 8.0 / 1e9),
+        _ => Err(anyhow!("curl on port {port} fetched less than {big} bytes: {out}")),
+    }
+}
+
+/// The operator's CA for this scenario, the same for tls-inspect, Squid and mitmproxy: an
+/// RSA-2048 root made with openssl (every one of them takes RSA), imported into tls-inspect's
+/// store. Returns (store, certificate, key).
+fn shared_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let d = dir.join("shared-ca");
+    std::fs::create_dir_all(&d)?;
+    let (key, cert) = (d.join("ca.key"), d.join("ca.crt"));
+    check(Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&key))?;
+    check(Command::new("openssl").args(["req", "-x509", "-new", "-days", "30", "-subj", "/CN=Bench Inspection CA", "-key"]).arg(&key).arg("-out").arg(&cert)
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]))?;
+    let store = dir.join("ca");
+    check(Command::new(appliance_bin()).arg("ca").arg("--dir").arg(&store).arg("import").arg("--cert").arg(&cert).arg("--key").arg(&key))?;
+    // Squid reads the key after dropping to its own user.
+    check(Command::new("chmod").arg("644").arg(&key))?;
+    Ok((store, cert, key))
+}
+
+pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Value> {
+    let secs = if quick { 1.0 } else { 3.0 };
+    let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
+    println!("\nmeasuring HTTPS: direct, splice, inspected (IPS off/on), Squid ssl-bump, mitmproxy, the rustls ceiling");
+    let mut t = Topology::new()?;
+    let pki = TestPki::new(&t.dir)?;
+    let server = pki.server("server", &["server.test", SERVER_IP], "root", None)?;
+    let (ca_dir, ca_cert, ca_key) = shared_ca(&t.dir)?;
+    nginx(&mut t, &server.cert, &server.key, big)?;
+
+    t.start_appliance("")?;
+    let direct = (repeat(runs, || tls_rps(&t, 443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 443, &pki.root, big))?);
+    table.row("HTTPS direct (XDP bridge, no inspection)", &[("req/s", direct.0), ("bulk Gbit/s", direct.1)], "");
+    t.stop_appliance();
+    check(t.cli().arg("detach"))?;
+
+    let scope = |inspect: bool| {
+        format!(
+            "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\n\
+             dport = [\"8443/8443\", \"9443/9443\"]\n[tls]\ninspect = {inspect}\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
+            ca_dir.display(),
+            pki.root.display()
+        )
+    };
+    t.start_appliance(&scope(false))?;
+    let splice = (repeat(runs, || tls_rps(&t, 8443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 8443, &pki.root, big))?);
+    table.row("HTTPS tls-inspect splice (TCP only)", &[("req/s", splice.0), ("bulk Gbit/s", splice.1)], "");
+    t.stop_appliance();
+    check(t.cli().arg("detach"))?;
+
+    // Inspected with the IPS off and on (the bundled rules, strict level, block mode; the
+    // requests and the bulk body match nothing, so everything is scanned and nothing stops),
+    // alternated run by run so that the VM's drift hits both alike.
+    let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
+    let (mut off, mut on) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let (mut forged, mut inspected_flows) = (0, 0);
+    for _ in 0..runs {
+        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on)] {
+            t.start_appliance(&config)?;
+            into.0.push(tls_rps(&t, 9443, &ca_cert, secs)?);
+            into.1.push(tls_bulk(&t, 9443, &ca_cert, big)?);
+            let stats = t.stats()?;
+            let workers = stats["workers"].as_array().cloned().unwrap_or_default();
+            forged += workers.iter().filter_map(|w| w["certs_forged"].as_u64()).sum::<u64>();
+            inspected_flows += workers.iter().filter_map(|w| w["tls_inspected"].as_u64()).sum::<u64>();
+            t.stop_appliance();
+            check(t.cli().arg("detach"))?;
+        }
+    }
+    let inspected = (median(off.0), median(off.1));
+    let with_ips = (median(on.0), median(on.1));
+    table.row("HTTPS tls-inspect inspected", &[("req/s", inspected.0), ("bulk Gbit/s", inspected.1)], "");
+    table.row("HTTPS tls-inspect inspected + IPS (bundled, block)", &[("req/s", with_ips.0), ("bulk Gbit/s", with_ips.1)], "");
+    table.note(&format!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)"));
+
+    // The transparent proxies, on the appliance namespace turned router.
+    proxies::route_through_appliance(&t)?;
+    let mut others = serde_json::Map::new();
+    type Starter = fn(&mut Topology, &Path, (&Path, &Path), &Path) -> Result<()>;
+    let systems: [(&str, fn() -> Result<PathBuf>, Starter, u16); 2] = [
+        ("squid", proxies::ensure_squid, proxies::start_squid, proxies::SQUID_PORT),
+        ("mitmproxy", proxies::ensure_mitmproxy, proxies::start_mitmproxy, proxies::MITM_PORT),
+    ];
+    for (name, ensure, start, port) in systems {
+        let measured = (|| -> Result<(f64, f64)> {
+            let bin = ensure()?;
+            start(&mut t, &bin, (&ca_cert, &ca_key), &pki.root)?;
+            // The first connection makes the certificate; the runs find it cached.
+            let _ = tls_rps(&t, port, &ca_cert, 0.5);
+            Ok((repeat(runs, || tls_rps(&t, port, &ca_cert, secs))?, repeat(runs, || tls_bulk(&t, port, &ca_cert, big))?))
+        })();
+        match measured {
+            Ok((rps, bulk)) => {
+                table.row(&format!("HTTPS {name}"), &[("req/s", rps), ("bulk Gbit/s", bulk)], "");
+                others.insert(name.into(), serde_json::json!({ "req_per_s": rps, "bulk_gbit_s": bulk }));
+            }
+            Err(e) => {
+                table.note(&format!("{name}: not measured: {e:#}"));
+                others.insert(name.into(), serde_json::json!({ "unavailable": format!("{e:#}") }));
+            }
+        }
+    }
+
+    let ceiling = repeat(runs, || rustls_ceiling(&server.cert, &server.key, &pki.root, secs))?;
+    table.row("rustls in-memory handshake pairs (1 core)", &[("hs/s", ceiling)], "");
+    let megabytes = if quick { "64" } else { "512" };
+    let scan = |generated: Option<&str>| -> Result<f64> {
+        let mut c = Command::new(appliance_bin());
+        c.args(["debug", "ips-bench", "--megabytes", megabytes]);
+        if let Some(n) = generated {
+            c.args(["--generated", n]);
+        }
+        let out = check(&mut c)?;
+        out.rsplit(':')
+            .next()
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("ips-bench printed {out}"))
+    };
+    let scans = [
+        ("bundled ruleset", repeat(runs, || scan(None))?),
+        ("1,000 generated rules", repeat(runs, || scan(Some("1000")))?),
+        ("10,000 generated rules", repeat(runs, || scan(Some("10000")))?),
+    ];
+    for (name, mbs) in &scans {
+        table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs)], "");
+    }
+
+    let other = |name: &str, i: usize| {
+        let key = if i == 0 { "req_per_s" } else { "bulk_gbit_s" };
+        others.get(name).and_then(|v| v[key].as_f64()).unwrap_or(f64::NAN)
+    };
+    let mut ratios = serde_json::Map::new();
+    let mut ratio = |table: &mut Table, key: &str, label: &str, v: f64, target: &str| {
+        table.ratio(label, v, target);
+        ratios.insert(key.into(), if v.is_finite() { v.into() } else { serde_json::Value::Null });
+    };
+    ratio(table, "inspected_over_squid_req", "new conns: tls-inspect / Squid", inspected.0 / other("squid", 0), ">= 5");
+    ratio(table, "inspected_over_mitmproxy_req", "new conns: tls-inspect / mitmproxy", inspected.0 / other("mitmproxy", 0), ">= 50");
+    ratio(table, "inspected_over_squid_bulk", "bulk: tls-inspect / Squid", inspected.1 / other("squid", 1), ">= 3");
+    ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), "-");
+    ratio(table, "inspected_over_direct_req", "new conns: tls-inspect / direct", inspected.0 / direct.0, "-");
+    ratio(table, "inspected_over_direct_bulk", "bulk: tls-inspect / direct", inspected.1 / direct.1, "-");
+    ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
+    ratio(table, "ips_on_over_off_req", "IPS on / off, new conns", with_ips.0 / inspected.0, ">= 0.90");
+    ratio(table, "ips_on_over_off_bulk", "IPS on / off, bulk", with_ips.1 / inspected.1, ">= 0.90");
+    ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
+    Ok(serde_json::json!({
+        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "rustls_ceiling": ceiling },
+        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1 },
+        "others": others,
+        "ratios": ratios,
+        "targets": { "over_squid_req": 5.0, "over_mitmproxy_req": 50.0, "over_squid_bulk": 3.0, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9 },
+        "ips_scan_mb_s": { "bundled": scans[0].1, "generated_1000": scans[1].1, "generated_10000": scans[2].1 },
+        "flows_inspected": inspected_flows,
+        "certificates_forged": forged,
+        "ca": "RSA-2048 root, the same for tls-inspect, Squid and mitmproxy",
+    }))
 }

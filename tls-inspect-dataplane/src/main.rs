@@ -244,6 +244,48 @@ enum DebugCommand {
         #[arg(long, default_value_t = 256)]
         megabytes: usize,
     },
+    /// Benchmark baseline: attach a bare devmap redirect between two interfaces until stopped.
+    BenchRedirect {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        b: String,
+        #[arg(long, value_enum, default_value = "native")]
+        xdp_mode: XdpModeSetting,
+    },
+    /// Benchmark receiver: count and drop every frame arriving on DEV until stopped.
+    BenchSink {
+        #[arg(long)]
+        dev: String,
+        #[arg(long, value_enum, default_value = "native")]
+        xdp_mode: XdpModeSetting,
+    },
+    /// ns per frame of the running appliance's XDP program (or of the bare redirect) through
+    /// BPF_PROG_TEST_RUN, on a mix of frames arriving on INSIDE. Run it in the appliance's
+    /// network namespace.
+    ProgRun {
+        /// Measure the bare devmap redirect instead of the appliance's program.
+        #[arg(long)]
+        bare: bool,
+        #[arg(long, default_value = "inside")]
+        inside: String,
+        #[arg(long, default_value = "outside")]
+        outside: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// New flows measured one SYN each.
+        #[arg(long, default_value_t = 2_000)]
+        new_flows: u32,
+        /// A flow the scopes match: client, server, server port.
+        #[arg(long, default_value = "198.18.0.1")]
+        client: String,
+        #[arg(long, default_value = "198.18.0.2")]
+        server: String,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long)]
+        json: bool,
+    },
     /// Register an AF_XDP socket for one queue and print the frames steered to it.
     XskRecv {
         #[arg(long)]
@@ -442,6 +484,45 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Debug(DebugCommand::IpsBench { generated, megabytes }) => {
             let (rules_mb, label) = inspect::ips::bench(generated, megabytes)?;
             println!("ips-bench {label}: {rules_mb:.1} MB/s");
+            Ok(())
+        }
+        Command::Debug(DebugCommand::BenchRedirect { a, b, xdp_mode }) => {
+            control::loader::require_root()?;
+            control::benchprog::bench_redirect(&a, &b, control::loader::xdp_mode(xdp_mode))
+        }
+        Command::Debug(DebugCommand::BenchSink { dev, xdp_mode }) => {
+            control::loader::require_root()?;
+            let n = control::benchprog::bench_sink(&dev, control::loader::xdp_mode(xdp_mode))?;
+            println!("bench-sink: {n} frames");
+            Ok(())
+        }
+        Command::Debug(DebugCommand::ProgRun { bare, inside, outside, repeat, new_flows, client, server, port, json }) => {
+            control::loader::require_root()?;
+            let pin = if bare { None } else { Some(control::benchprog::program_pin(&paths)?) };
+            let rows = control::benchprog::prog_run(&control::benchprog::ProgRun {
+                target: match &pin {
+                    Some(p) => control::benchprog::Target::Pinned(p),
+                    None => control::benchprog::Target::Bare,
+                },
+                inside: &inside,
+                outside: &outside,
+                repeat,
+                new_flows,
+                client: control::benchprog::ipv4("client", &client)?,
+                server: control::benchprog::ipv4("server", &server)?,
+                port,
+            })?;
+            if json {
+                let v: serde_json::Map<String, serde_json::Value> = rows
+                    .iter()
+                    .map(|(name, ns, action)| ((*name).to_string(), serde_json::json!({ "ns": ns, "action": action })))
+                    .collect();
+                println!("{}", serde_json::Value::Object(v));
+            } else {
+                for (name, ns, action) in rows {
+                    println!("{name:<28} {ns:>8.1} ns  action {action}");
+                }
+            }
             Ok(())
         }
         Command::Debug(DebugCommand::XskRecv {

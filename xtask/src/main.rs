@@ -42,6 +42,9 @@ enum Cmd {
         /// Seconds per scenario instead of the full run.
         #[arg(long)]
         quick: bool,
+        /// More arguments for tls-inspect-bench (`--only pps,tls`, `--runs 5`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Change the running appliance's scopes (the same as `tls-inspect scope ...`).
     Scope {
@@ -86,10 +89,10 @@ fn run(cli: Cli) -> Result<()> {
             let bin = build(true)?;
             test(&bin, &args)
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, args } => {
             setup::setup()?;
             let bin = build(true)?;
-            bench(&bin, quick)
+            bench(&bin, quick, &args)
         }
         Cmd::Scope { args } => forward("scope", &args),
         Cmd::Policy { args } => forward("policy", &args),
@@ -155,9 +158,9 @@ fn test(bin: &Path, args: &[String]) -> Result<()> {
     status(&mut c)
 }
 
-fn bench(bin: &Path, quick: bool) -> Result<()> {
+fn bench(bin: &Path, quick: bool, args: &[String]) -> Result<()> {
     let mut c = Command::new(bin.with_file_name("tls-inspect-bench"));
-    c.current_dir(root()).env("TLS_INSPECT_BIN", bin);
+    c.current_dir(root()).env("TLS_INSPECT_BIN", bin).args(args);
     if quick {
         c.arg("--quick");
     }

@@ -33,6 +33,10 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "python3",
     "iperf3",
+    // the benchmarks' plots and mitmproxy's virtualenv (Squid and mitmproxy themselves are
+    // installed by the bench, which carries on without them if that fails)
+    "fonts-dejavu-core",
+    "python3-venv",
 ];
 
 pub fn setup() -> Result<()> {

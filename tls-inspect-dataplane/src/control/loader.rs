@@ -21,7 +21,7 @@ use super::supervisor::{Plan, Supervisor, TlsPlan};
 use std::sync::Arc;
 
 /// The XDP object, built by build.rs from `tls-inspect-ebpf`.
-static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-xdp"));
+pub(crate) static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-xdp"));
 
 pub struct RunOptions {
     pub paths: Paths,
@@ -61,7 +61,14 @@ pub fn ensure_bpffs() -> Result<()> {
     Ok(())
 }
 
-fn ifindex(field: &str, name: &str) -> Result<u32> {
+pub(crate) fn xdp_mode(setting: XdpModeSetting) -> XdpMode {
+    match setting {
+        XdpModeSetting::Native => XdpMode::Driver,
+        XdpModeSetting::Generic => XdpMode::Skb,
+    }
+}
+
+pub(crate) fn ifindex(field: &str, name: &str) -> Result<u32> {
     let c = CString::new(name).map_err(|_| anyhow!("{field}: '{name}': not an interface name"))?;
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -126,10 +133,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     set.replace_with(policies, scopes)?;
     let tls = tls_plan(&file)?;
     let ips = ips_plan(&file)?;
-    let mode = match opts.xdp_mode.unwrap_or(file.appliance.xdp_mode) {
-        XdpModeSetting::Native => XdpMode::Driver,
-        XdpModeSetting::Generic => XdpMode::Skb,
-    };
+    let mode = xdp_mode(opts.xdp_mode.unwrap_or(file.appliance.xdp_mode));
 
     ensure_bpffs()?;
     let paths = opts.paths;
@@ -292,6 +296,8 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
 /// Pinned links: the XDP program stays attached when the process is gone.
 const LINK_INSIDE: &str = "link_inside";
 const LINK_OUTSIDE: &str = "link_outside";
+/// The program itself, for `tls-inspect debug prog-run`.
+pub(crate) const PROGRAM_PIN: &str = "program";
 
 /// Loads the object, pins its maps, writes the config and scopes, attaches to both interfaces
 /// and pins the links.
@@ -340,6 +346,7 @@ fn attach(
         .context("the XDP program is missing from the object")?
         .try_into()?;
     program.load().context("loading the XDP program (verifier)")?;
+    program.pin(paths.pin(PROGRAM_PIN)).context("pinning the XDP program")?;
     for ((name, index), pin) in [(inside, LINK_INSIDE), (outside, LINK_OUTSIDE)] {
         let id = program.attach_to_if_index(index, mode).with_context(|| {
             format!(
@@ -382,7 +389,7 @@ pub enum OnExit {
 }
 
 /// Blocks SIGINT and SIGTERM for this thread (and the threads it starts later).
-fn block_termination_signals() -> Result<libc::sigset_t> {
+pub(crate) fn block_termination_signals() -> Result<libc::sigset_t> {
     // SAFETY: plain signal-set manipulation on a zeroed sigset_t.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -397,7 +404,7 @@ fn block_termination_signals() -> Result<libc::sigset_t> {
 }
 
 /// Waits for one of the blocked signals in `set`.
-fn wait_for(set: &libc::sigset_t) -> Result<i32> {
+pub(crate) fn wait_for(set: &libc::sigset_t) -> Result<i32> {
     let mut sig = 0;
     // SAFETY: `set` was initialised by block_termination_signals.
     if unsafe { libc::sigwait(set, &mut sig) } != 0 {

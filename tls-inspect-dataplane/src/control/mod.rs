@@ -1,4 +1,5 @@
 //! Control plane: configuration, scopes, the pinned maps, the loader.
+pub mod benchprog;
 pub mod config;
 pub mod intel;
 pub mod loader;

@@ -11,6 +11,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use super::buffers::{BufferPool, Lease};
 use super::wire::EthHeader;
 use super::{Side, Transmit};
 
@@ -31,6 +32,8 @@ pub struct Leg {
     eth: EthHeader,
     /// The socket's state after the last poll (to tell a reset from an orderly close).
     pub last_state: tcp::State,
+    /// The buffers `sockets` borrows: after it, so that it is dropped first.
+    _buffers: Option<Lease>,
 }
 
 /// smoltcp's view of the wire for one poll: the IP packets this leg received in the batch, and
@@ -126,7 +129,7 @@ fn tsval() -> u32 {
 }
 
 impl Leg {
-    fn new(local: Ipv4Addr, side: Side, eth: EthHeader, mtu: usize, cfg: &LegConfig, seed: u64, now: Instant) -> Self {
+    fn new(local: Ipv4Addr, side: Side, eth: EthHeader, mtu: usize, cfg: &LegConfig, pool: &BufferPool, seed: u64, now: Instant) -> Self {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let eth_copy = eth;
@@ -142,10 +145,18 @@ impl Leg {
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(local), 0));
         });
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]),
-        );
+        let lease = pool.lease();
+        let mut socket = match &lease {
+            // SAFETY: the slices live in the lease, which this leg drops after its sockets.
+            Some(lease) => {
+                let (rx, tx) = unsafe { lease.buffers() };
+                tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx))
+            }
+            None => tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]),
+            ),
+        };
         socket.set_ack_delay(None);
         socket.set_nagle_enabled(false);
         // Timestamps (RFC 7323), from one clock for every flow: a server that still holds an
@@ -162,6 +173,7 @@ impl Leg {
             side,
             eth,
             last_state: tcp::State::Closed,
+            _buffers: lease,
         }
     }
 
@@ -173,11 +185,12 @@ impl Leg {
         eth: EthHeader,
         mtu: usize,
         cfg: &LegConfig,
+        pool: &BufferPool,
         seed: u64,
         now: Instant,
         connect_timeout: Duration,
     ) -> Option<Self> {
-        let mut leg = Self::new(client.0, Side::Outside, eth, mtu, cfg, seed, now);
+        let mut leg = Self::new(client.0, Side::Outside, eth, mtu, cfg, pool, seed, now);
         let cx = leg.iface.context();
         let socket = leg.sockets.get_mut::<tcp::Socket>(leg.handle);
         socket.set_timeout(Some(connect_timeout));
@@ -189,8 +202,9 @@ impl Leg {
     }
 
     /// The leg towards the client: listens as the server's address and port.
-    pub fn listen(server: (Ipv4Addr, u16), eth: EthHeader, mtu: usize, cfg: &LegConfig, seed: u64, now: Instant) -> Option<Self> {
-        let mut leg = Self::new(server.0, Side::Inside, eth, mtu, cfg, seed, now);
+    #[allow(clippy::too_many_arguments, reason = "one constructor, called once")]
+    pub fn listen(server: (Ipv4Addr, u16), eth: EthHeader, mtu: usize, cfg: &LegConfig, pool: &BufferPool, seed: u64, now: Instant) -> Option<Self> {
+        let mut leg = Self::new(server.0, Side::Inside, eth, mtu, cfg, pool, seed, now);
         leg.socket().listen((IpAddress::Ipv4(server.0), server.1)).ok()?;
         leg.last_state = tcp::State::Listen;
         Some(leg)

@@ -6,6 +6,7 @@
 //! Per-packet cost does not grow with the number of flows: frames find their flow through a hash
 //! map, each leg is a smoltcp interface with one socket, and timers sit in a hashed wheel.
 
+mod buffers;
 pub mod leg;
 pub mod timer;
 pub mod wire;
@@ -28,6 +29,7 @@ use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
 use crate::tls::forge::Forger;
 use crate::tls::intercept::{Failure, Interceptor, TlsConfig};
 use crate::tls::policy::{Decision, TlsPolicy};
+use buffers::BufferPool;
 use leg::{Leg, LegConfig};
 use timer::TimerWheel;
 use wire::EthHeader;
@@ -236,6 +238,8 @@ pub struct Engine {
     hooks: Hooks,
     scratch: Vec<u8>,
     next_flow_id: u64,
+    /// The legs' socket buffers.
+    buffers: BufferPool,
 }
 
 /// The worker that owns a flow: the same for both directions, on every worker.
@@ -297,6 +301,7 @@ impl Engine {
             hooks: Hooks::default(),
             scratch: vec![0; 16 * 1024],
             next_flow_id: seed & 0xffff_ffff,
+            buffers: BufferPool::new(config.max_flows.saturating_mul(2), config.leg.rx_buffer, config.leg.tx_buffer),
         }
     }
 
@@ -418,6 +423,7 @@ impl Engine {
             to_server,
             mtu,
             &self.config.leg,
+            &self.buffers,
             seed,
             now,
             self.config.connect_timeout,
@@ -566,9 +572,13 @@ impl Engine {
         if flow.phase == Phase::Connecting {
             match flow.server.state() {
                 State::Established => {
+                    // The connect timeout is smoltcp's socket timeout, which would otherwise go
+                    // on aborting the connection whenever the server has been silent that long
+                    // (an idle keep-alive connection, reset after 75 s).
+                    flow.server.socket().set_timeout(None);
                     let server = (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port));
                     let mtu = mtu.min(usize::from(flow.server_mss.unwrap_or(536)) + 40);
-                    match Leg::listen(server, flow.to_client, mtu, &leg_cfg, seed, now) {
+                    match Leg::listen(server, flow.to_client, mtu, &leg_cfg, &self.buffers, seed, now) {
                         Some(mut client) => {
                             let syn = std::mem::take(&mut flow.held_syn);
                             client.poll(now, &[&syn], tx);

@@ -369,6 +369,32 @@ fn an_idle_flow_is_reset_on_both_sides() {
 }
 
 #[test]
+fn a_quiet_connection_outlives_the_connect_timeout() {
+    // Regression: the connect timeout stayed on the server leg's socket, so a connection whose
+    // server had been silent for that long was reset (idle keep-alive connections died at 75 s).
+    let config = EngineConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..EngineConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.server.socket().state() == tcp::State::Established
+        && n.client.socket().state() == tcp::State::Established));
+    net.server.socket().send_slice(b"banner").unwrap();
+    let mut got = [0u8; 16];
+    assert!(net.run_until(1000, |n| n.client.socket().can_recv()));
+    assert_eq!(net.client.socket().recv_slice(&mut got).unwrap(), 6);
+    // Ten times the connect timeout with nothing said either way.
+    assert!(!net.run_until(20_000, |n| n.client.socket().state() != tcp::State::Established
+        || n.server.socket().state() != tcp::State::Established), "the flow was torn down while idle");
+    assert_eq!(net.engine.stats().resets, 0);
+    net.client.socket().send_slice(b"still here").unwrap();
+    assert!(net.run_until(1000, |n| n.server.socket().can_recv()), "data after the quiet period arrives");
+    assert_eq!(net.server.socket().recv_slice(&mut got).unwrap(), 10);
+}
+
+#[test]
 fn owner_is_the_same_for_both_directions_and_spreads() {
     let mut counts = [0usize; 4];
     for port in 0..4000u16 {

@@ -168,7 +168,6 @@ pub struct Interceptor {
     /// A block page went to the client (HTTP/1): its leg ends with a FIN, not an RST.
     pub block_page_sent: bool,
     pub info: TlsInfo,
-    scratch: Vec<u8>,
     client_closed: bool,
     server_closed: bool,
 }
@@ -201,6 +200,8 @@ impl Interceptor {
             .with_client_cert_resolver(client_auth.clone());
         cc.alpn_protocols = hello.alpn.clone();
         cc.enable_sni = hello.sni.is_some();
+        // One config per flow: its session cache (256 entries by default) would never be hit.
+        cc.resumption = rustls::client::Resumption::disabled();
         let name = match &hello.sni {
             Some(s) => ServerName::try_from(s.clone()).map_err(|_| Failure::Client(format!("bad SNI '{s}'")))?,
             None => ServerName::IpAddress(IpAddr::V4(server_ip).into()),
@@ -219,7 +220,6 @@ impl Interceptor {
             to_client: Vec::new(),
             block_page_sent: false,
             info: TlsInfo::default(),
-            scratch: vec![0; 16 * 1024],
             client_closed: false,
             server_closed: false,
         };
@@ -353,6 +353,9 @@ impl Interceptor {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Forged(ck)));
         sc.alpn_protocols = alpn.into_iter().collect();
+        // A config lives for one flow, so a session cache in it would never be hit; the default
+        // one reserves room for 256 sessions in every flow.
+        sc.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         let mut down = ServerConnection::new(Arc::new(sc)).map_err(|e| Failure::Client(e.to_string()))?;
         let hello = std::mem::take(&mut self.hello);
         let mut rest = &hello[..];
@@ -367,8 +370,16 @@ impl Interceptor {
         Ok(())
     }
 
-    /// Moves plaintext both ways through the inspector.
+    /// Moves plaintext both ways through the inspector, through the thread's scratch buffer
+    /// (one per worker, not one per flow: an idle flow holds none).
     fn relay(&mut self) -> Result<(), Failure> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
+        }
+        SCRATCH.with_borrow_mut(|scratch| self.relay_through(scratch))
+    }
+
+    fn relay_through(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
         let Some(down) = self.downstream.as_mut() else {
             return Ok(());
         };
@@ -378,7 +389,7 @@ impl Interceptor {
         }
         // Client -> server.
         loop {
-            match down.reader().read(&mut self.scratch) {
+            match down.reader().read(&mut *scratch) {
                 Ok(0) => {
                     if !self.client_closed {
                         self.client_closed = true;
@@ -387,7 +398,7 @@ impl Interceptor {
                     break;
                 }
                 Ok(n) => {
-                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &self.scratch[..n]) {
+                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &scratch[..n]) {
                         // The request goes no further; an HTTP client gets a block page, any
                         // other client the session's closing alert.
                         if let Some(page) = self.inspector.block_response() {
@@ -402,7 +413,7 @@ impl Interceptor {
                         }
                         return Err(Failure::Blocked(why));
                     }
-                    self.upstream.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Upstream(e.to_string()))?;
+                    self.upstream.writer().write_all(&scratch[..n]).map_err(|e| Failure::Upstream(e.to_string()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Failure::Client(e.to_string())),
@@ -410,7 +421,7 @@ impl Interceptor {
         }
         // Server -> client.
         loop {
-            match self.upstream.reader().read(&mut self.scratch) {
+            match self.upstream.reader().read(&mut *scratch) {
                 Ok(0) => {
                     if !self.server_closed {
                         self.server_closed = true;
@@ -419,7 +430,7 @@ impl Interceptor {
                     break;
                 }
                 Ok(n) => {
-                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, &self.scratch[..n]) {
+                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, &scratch[..n]) {
                         // What the server sent goes no further; the client gets the session's
                         // closing alert.
                         down.send_close_notify();
@@ -430,7 +441,7 @@ impl Interceptor {
                         }
                         return Err(Failure::Blocked(why));
                     }
-                    down.writer().write_all(&self.scratch[..n]).map_err(|e| Failure::Client(e.to_string()))?;
+                    down.writer().write_all(&scratch[..n]).map_err(|e| Failure::Client(e.to_string()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Failure::Upstream(e.to_string())),
