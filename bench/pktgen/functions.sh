@@ -127,6 +127,24 @@ function split_range() {
     if [[ "$r" == *-* ]]; then echo "${r%-*} ${r#*-}"; else echo "$r $r"; fi
 }
 
+# Kernel pktgen device settings shared by the many-flows samples: source addresses over $SRC,
+# source ports over 1024-65535, destination ports over $DST_PORT, randomised.
+function configure_many_flows() {
+    local dev=$1
+    local udp_dst_min udp_dst_max net
+    read -r udp_dst_min udp_dst_max < <(split_range "$DST_PORT")
+    net=$(python3 -c 'import ipaddress, sys; n = ipaddress.ip_network(sys.argv[1], strict=False); print(n[0], n[-1])' "$SRC")
+    pg_set "$dev" "dst$IP6 ${DEST_IP%/*}"
+    pg_set "$dev" "src_min ${net% *}"
+    pg_set "$dev" "src_max ${net#* }"
+    pg_set "$dev" "udp_src_min 1024"
+    pg_set "$dev" "udp_src_max 65535"
+    pg_set "$dev" "udp_dst_min $udp_dst_min"
+    pg_set "$dev" "udp_dst_max $udp_dst_max"
+    pg_set "$dev" "flag IPSRC_RND"
+    pg_set "$dev" "flag UDPSRC_RND"
+}
+
 # Kernel pktgen: one device per thread ($DEV@N), configured by the caller's `configure_dev`.
 function run_kernel_generator() {
     local configure=$1

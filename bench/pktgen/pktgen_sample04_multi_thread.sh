@@ -13,20 +13,8 @@ source "${basedir}/parameters.sh"
 [ "$SRC" = 198.18.0.1 ] && SRC=198.18.0.0/24
 
 function configure_dev() {
-    local dev=$1
-    local udp_dst_min udp_dst_max net
-    read -r udp_dst_min udp_dst_max < <(split_range "$DST_PORT")
-    net=$(python3 -c 'import ipaddress, sys; n = ipaddress.ip_network(sys.argv[1], strict=False); print(n[0], n[-1])' "$SRC")
-    pg_set "$dev" "dst$IP6 ${DEST_IP%/*}"
-    pg_set "$dev" "src_min ${net% *}"
-    pg_set "$dev" "src_max ${net#* }"
-    pg_set "$dev" "udp_src_min 1024"
-    pg_set "$dev" "udp_src_max 65535"
-    pg_set "$dev" "udp_dst_min $udp_dst_min"
-    pg_set "$dev" "udp_dst_max $udp_dst_max"
-    pg_set "$dev" "flag IPSRC_RND"
-    pg_set "$dev" "flag UDPSRC_RND"
-    pg_set "$dev" "flag QUEUE_MAP_CPU"
+    configure_many_flows "$1"
+    pg_set "$1" "flag QUEUE_MAP_CPU"
 }
 
 backend=$(select_backend yes)

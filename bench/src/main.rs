@@ -358,7 +358,23 @@ fn conn_rate(t: &Topology, port: u16, secs: f64) -> Result<f64> {
     Ok(rate)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Adds (or removes) a Linux bridge of `inside` and `outside` in the appliance namespace.
+pub fn linux_bridge(t: &Topology, up: bool) -> Result<()> {
+    let a = t.appliance.0.as_str();
+    if !up {
+        check(Command::new("ip").args(["-n", a, "link", "del", "br0"]))?;
+        return Ok(());
+    }
+    check(Command::new("ip").args(["-n", a, "link", "add", "br0", "type", "bridge"]))?;
+    for l in [INSIDE, OUTSIDE] {
+        check(Command::new("ip").args(["-n", a, "link", "set", l, "master", "br0"]))?;
+    }
+    check(Command::new("ip").args(["-n", a, "link", "set", "br0", "up"]))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -388,17 +404,11 @@ fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     }
 
     // (a) The Linux bridge in the appliance namespace: the kernel's own path.
-    let a = t.appliance.0.clone();
-    check(Command::new("ip").args(["-n", &a, "link", "add", "br0", "type", "bridge"]))?;
-    for l in [INSIDE, OUTSIDE] {
-        check(Command::new("ip").args(["-n", &a, "link", "set", l, "master", "br0"]))?;
-    }
-    check(Command::new("ip").args(["-n", &a, "link", "set", "br0", "up"]))?;
-    std::thread::sleep(Duration::from_millis(300));
+    linux_bridge(&t, true)?;
     println!("measuring: Linux bridge");
     let linux_tput = repeat(runs, || iperf(&t, 5201, secs))?;
     let linux_conn = repeat(runs, || conn_rate(&t, 9100, conn_secs))?;
-    check(Command::new("ip").args(["-n", &a, "link", "del", "br0"]))?;
+    linux_bridge(&t, false)?;
 
     // (b) tls-inspect's XDP bridge: no scope matches.
     println!("measuring: tls-inspect XDP bridge");

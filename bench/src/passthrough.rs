@@ -84,13 +84,7 @@ pub fn pps(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     check(t.cli().arg("detach"))?;
 
     // (c) The Linux bridge in the appliance namespace.
-    let a = t.appliance.0.clone();
-    check(Command::new("ip").args(["-n", &a, "link", "add", "br0", "type", "bridge"]))?;
-    for l in [INSIDE, OUTSIDE] {
-        check(Command::new("ip").args(["-n", &a, "link", "set", l, "master", "br0"]))?;
-    }
-    check(Command::new("ip").args(["-n", &a, "link", "set", "br0", "up"]))?;
-    std::thread::sleep(Duration::from_millis(300));
+    crate::linux_bridge(&t, true)?;
     measure(&t, "Linux bridge", &mut results)?;
 
     let get = |k: &str| results[k]["received_pps"].as_f64().unwrap_or(f64::NAN);

@@ -101,7 +101,7 @@ pub fn route_through_appliance(t: &Topology) -> Result<()> {
 }
 
 /// Starts Squid in the appliance namespace, bumping with `ca`, trusting `upstream_root`.
-pub fn start_squid(t: &mut Topology, squid: &Path, ca: (&Path, &Path), upstream_root: &Path) -> Result<()> {
+pub fn start_squid(t: &mut Topology, squid: &Path, ca: (&Path, &Path), upstream_root: &Path) -> Result<usize> {
     let d = t.dir.join("squid");
     std::fs::create_dir_all(&d)?;
     let db = d.join("ssl_db");
@@ -140,13 +140,14 @@ pub fn start_squid(t: &mut Topology, squid: &Path, ca: (&Path, &Path), upstream_
     check(Command::new(squid).arg("-k").arg("parse").arg("-f").arg(&path))?;
     let mut c = t.appliance.cmd(squid.to_str().context("path")?);
     c.args(["-N", "-f"]).arg(&path);
-    t.spawn(c)?;
+    let i = t.spawn(c)?;
     t.wait_listening(&t.appliance.clone(), SQUID_LISTEN)
-        .map_err(|e| anyhow!("{e}; cache.log: {}", std::fs::read_to_string(d.join("cache.log")).unwrap_or_default()))
+        .map_err(|e| anyhow!("{e}; cache.log: {}", std::fs::read_to_string(d.join("cache.log")).unwrap_or_default()))?;
+    Ok(i)
 }
 
 /// Starts mitmdump in transparent mode in the appliance namespace with the same CA.
-pub fn start_mitmproxy(t: &mut Topology, mitmdump: &Path, ca: (&Path, &Path), upstream_root: &Path) -> Result<()> {
+pub fn start_mitmproxy(t: &mut Topology, mitmdump: &Path, ca: (&Path, &Path), upstream_root: &Path) -> Result<usize> {
     let d = t.dir.join("mitmproxy");
     std::fs::create_dir_all(&d)?;
     // mitmproxy's CA file: the key, then the certificate.
@@ -160,12 +161,12 @@ pub fn start_mitmproxy(t: &mut Topology, mitmdump: &Path, ca: (&Path, &Path), up
         // Bodies over 1 MB pass through as they come instead of being buffered whole (what an
         // operator sets for downloads).
         .args(["--set", "termlog_verbosity=error", "--set", "flow_detail=0", "--set", "stream_large_bodies=1m"]);
-    t.spawn(c)?;
+    let i = t.spawn(c)?;
     let ns = t.appliance.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if t.wait_listening(&ns, MITM_LISTEN).is_ok() {
-            return Ok(());
+            return Ok(i);
         }
         if std::time::Instant::now() > deadline {
             bail!("mitmdump does not listen on {MITM_LISTEN}");

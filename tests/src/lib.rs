@@ -401,8 +401,13 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        // SIGTERM first: a server such as nginx stops its worker processes on SIGTERM, while
+        // SIGKILL to its master leaves them running in a namespace nobody can reach any more.
+        for b in &self.background {
+            let _ = Command::new("kill").arg("-TERM").arg(b.child.id().to_string()).status();
+        }
         for mut b in self.background.drain(..) {
-            b.kill();
+            b.stop(Duration::from_secs(3));
         }
         if let Some(mut d) = self.daemon.take() {
             d.stop(Duration::from_secs(10));
