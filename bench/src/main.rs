@@ -212,7 +212,7 @@ fn run_all(args: &Args) -> Result<()> {
         let r = match scenario {
             Scenario::Forwarding => compare(args.quick, runs, &mut table),
             Scenario::Pps => passthrough::pps(args.quick, runs, &mut table),
-            Scenario::ProgRun => passthrough::prog_run(args.quick, &mut table),
+            Scenario::ProgRun => passthrough::prog_run(args.quick, runs, &mut table),
             Scenario::Tls => tlsbench::compare(args.quick, runs, &mut table),
             Scenario::Memory => memory::idle_memory(args.quick, &args.memory_levels, &mut table),
         };

@@ -276,6 +276,9 @@ enum DebugCommand {
         /// New flows measured one SYN each.
         #[arg(long, default_value_t = 2_000)]
         new_flows: u32,
+        /// Source port of the first new flow (the next ones count up).
+        #[arg(long, default_value_t = 20_000)]
+        first_port: u16,
         /// A flow the scopes match: client, server, server port.
         #[arg(long, default_value = "198.18.0.1")]
         client: String,
@@ -496,7 +499,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("bench-sink: {n} frames");
             Ok(())
         }
-        Command::Debug(DebugCommand::ProgRun { bare, inside, outside, repeat, new_flows, client, server, port, json }) => {
+        Command::Debug(DebugCommand::ProgRun { bare, inside, outside, repeat, new_flows, first_port, client, server, port, json }) => {
             control::loader::require_root()?;
             let pin = if bare { None } else { Some(control::benchprog::program_pin(&paths)?) };
             let rows = control::benchprog::prog_run(&control::benchprog::ProgRun {
@@ -508,6 +511,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 outside: &outside,
                 repeat,
                 new_flows,
+                first_port,
                 client: control::benchprog::ipv4("client", &client)?,
                 server: control::benchprog::ipv4("server", &server)?,
                 port,

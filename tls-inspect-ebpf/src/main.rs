@@ -39,6 +39,12 @@ static XSKS: XskMap = XskMap::with_max_entries(2 * MAX_QUEUES, 0);
 #[map(name = "TI_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Server ports that have had a flow since the program was loaded (one byte each, set when a
+/// flow is created, never cleared): a TCP frame on any other port skips the flow-table lookup.
+/// A byte, not a bit, so that two CPUs marking ports at once never lose each other's store.
+#[map(name = "TI_FLOW_PORTS")]
+static FLOW_PORTS: Array<u8> = Array::with_max_entries(PORTS, 0);
+
 #[map(name = "TI_SRC_ADDR")]
 static SRC_ADDR: LpmTrie<AddrKey, ScopeBitmap> = LpmTrie::with_max_entries(65_536, 0);
 
@@ -175,14 +181,19 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
 
-    // A flow already decided keeps its decision, in both directions.
-    if let Some(flow) = FLOWS.get_ptr(&key) {
-        // SAFETY: a pointer the map returned for this key; read once, by value.
-        let flow = unsafe { *flow };
-        if flow.action == FLOW_STEER {
-            return Ok(steer(ctx, side, len, flow.scope_id));
+    // A flow already decided keeps its decision, in both directions. Only ports that have had a
+    // flow can have one now.
+    let server_port = u32::from(u16::from_be_bytes(key.server_port));
+    let port_has_flows = FLOW_PORTS.get(server_port).is_none_or(|marked| *marked != 0);
+    if port_has_flows {
+        if let Some(flow) = FLOWS.get_ptr(&key) {
+            // SAFETY: a pointer the map returned for this key; read once, by value.
+            let flow = unsafe { *flow };
+            if flow.action == FLOW_STEER {
+                return Ok(steer(ctx, side, len, flow.scope_id));
+            }
+            return Ok(bypass(ctx, len, flow.scope_id));
         }
-        return Ok(bypass(ctx, len, flow.scope_id));
     }
 
     // Only a new connection from inside is classified.
@@ -207,6 +218,13 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
         _pad: 0,
     };
+    // Marked before the flow exists, so that no frame of it can skip the lookup.
+    if !port_has_flows {
+        if let Some(marked) = FLOW_PORTS.get_ptr_mut(server_port) {
+            // SAFETY: an element of an array map; a plain byte store, the same from every CPU.
+            unsafe { *marked = 1 };
+        }
+    }
     if FLOWS.insert(&key, &value, 0).is_err() {
         count(counter::FLOW_INSERT_FAILED, 1);
         return Ok(bridge(ctx, len));
@@ -242,17 +260,14 @@ fn classify(
 fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
     let queue = ctx.rx_queue_index();
     if queue < MAX_QUEUES {
-        let index = xsk_index(side, queue);
-        if XSKS.get(index).is_some() {
-            if let Ok(action) = XSKS.redirect(index, 0) {
-                count(counter::STEERED_FRAMES, 1);
-                count(counter::STEERED_BYTES, len);
-                scope_add(scope_id, |c| {
-                    c.steered_frames += 1;
-                    c.steered_bytes += len;
-                });
-                return action;
-            }
+        // With no flags the redirect fails when the queue has no socket.
+        if let Ok(action) = XSKS.redirect(xsk_index(side, queue), 0) {
+            count2(counter::STEERED_FRAMES, counter::STEERED_BYTES, len);
+            scope_add(scope_id, |c| {
+                c.steered_frames += 1;
+                c.steered_bytes += len;
+            });
+            return action;
         }
     }
     // The socket is gone (dataplane stopped or crashed): keep the network up.
@@ -262,8 +277,7 @@ fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
 /// A frame that should have gone to a socket and found none: bridged, so the network stays up.
 #[inline(always)]
 fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
-    count(counter::FAILOPEN_FRAMES, 1);
-    count(counter::FAILOPEN_BYTES, len);
+    count2(counter::FAILOPEN_FRAMES, counter::FAILOPEN_BYTES, len);
     scope_add(scope_id, |c| {
         c.failopen_frames += 1;
         c.failopen_bytes += len;
@@ -274,8 +288,7 @@ fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
 /// A frame of a flow marked bypass.
 #[inline(always)]
 fn bypass(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
-    count(counter::BYPASS_FRAMES, 1);
-    count(counter::BYPASS_BYTES, len);
+    count2(counter::BYPASS_FRAMES, counter::BYPASS_BYTES, len);
     scope_add(scope_id, |c| {
         c.bypass_frames += 1;
         c.bypass_bytes += len;
@@ -294,13 +307,11 @@ fn bridge(ctx: &XdpContext, len: u64) -> u32 {
 fn to_peer(ctx: &XdpContext, len: u64, scope_id: Option<u32>) -> u32 {
     match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
         Ok(action) => {
-            count(counter::BRIDGED_FRAMES, 1);
-            count(counter::BRIDGED_BYTES, len);
+            count2(counter::BRIDGED_FRAMES, counter::BRIDGED_BYTES, len);
             action
         }
         Err(_) => {
-            count(counter::DROPPED_FRAMES, 1);
-            count(counter::DROPPED_BYTES, len);
+            count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
             if let Some(id) = scope_id {
                 scope_add(id, |c| c.dropped_frames += 1);
             }
@@ -322,6 +333,19 @@ fn count(index: usize, n: u64) {
         let c = unsafe { &mut *c };
         if index < counter::COUNT {
             c.values[index] += n;
+        }
+    }
+}
+
+/// One frame of `len` bytes: counters `frames` and `bytes` through one per-CPU lookup.
+#[inline(always)]
+fn count2(frames: usize, bytes: usize, len: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+        let c = unsafe { &mut *c };
+        if frames < counter::COUNT && bytes < counter::COUNT {
+            c.values[frames] += 1;
+            c.values[bytes] += len;
         }
     }
 }

@@ -85,6 +85,7 @@ pub struct ProgRun<'a> {
     /// Distinct new flows for the matching-SYN frame (one run each: a repeated SYN would find
     /// the flow it created in the flow table).
     pub new_flows: u32,
+    pub first_port: u16,
     /// A flow the scopes match: client address, server address, server port.
     pub client: [u8; 4],
     pub server: [u8; 4],
@@ -123,7 +124,7 @@ pub fn prog_run(opts: &ProgRun) -> Result<Vec<(&'static str, f64, u32)>> {
     // New flows: each SYN once, on ports nothing has used.
     let (mut total, mut action) = (0.0, 0);
     for i in 0..opts.new_flows.max(1) {
-        let sport = 20_000 + (i % 40_000) as u16;
+        let sport = opts.first_port.wrapping_add((i % 40_000) as u16).max(1_024);
         let (ns, a) = test_run(fd, &frames::tcp(opts.client, opts.server, sport, opts.port, frames::SYN), inside, 1)?;
         total += ns;
         action = a;
