@@ -1,19 +1,25 @@
-//! `tls-inspect-bench`: measures tls-inspect against baselines on the same namespace topology, in
-//! the same run, and prints ratios (never absolute claims: these are small VMs with veth).
+//! `tls-inspect-bench`: measures tls-inspect against the systems an operator would pick instead,
+//! on the same namespace topology, in the same run, and prints ratios against the baseline each
+//! scenario names, with its target (never absolute claims: these are small VMs with veth).
 //!
-//! Scenarios:
-//! - `throughput`: one bulk TCP flow (iperf3, client to server) through the Linux bridge in the
-//!   appliance namespace, through tls-inspect's XDP bridge (no scope matches), and through the
-//!   splice path (a scope steers it to the workers, which terminate and re-originate it).
-//! - `connections`: new TCP connections per second (connect, one byte each way, close) through
-//!   the Linux bridge and through the splice path.
+//! Scenarios (`--only` picks some; docs/benchmarks.md has the method):
+//! - `forwarding`: one iperf3 flow and new TCP connections/s through the Linux bridge, the XDP
+//!   bridge and the splice path (a scope steers the flow to the workers, which terminate and
+//!   re-originate it).
+//! - `pps`: pass-through packets/s from the AF_XDP generator (`pktgen`) to an XDP sink:
+//!   tls-inspect vs a bare devmap redirect vs the Linux bridge ([`passthrough`]).
+//! - `prog-run`: ns per frame of the XDP program through BPF_PROG_TEST_RUN, 10 to 1M scope items.
+//! - `tls`: new HTTPS connections/s and bulk throughput: tls-inspect (IPS off and on), Squid
+//!   ssl-bump and mitmproxy ([`proxies`]), direct, the splice, and rustls' in-memory ceiling
+//!   ([`tlsbench`]); Hyperscan's scan rate.
+//! - `memory`: memory per idle inspected connection at 1k, 10k and 100k ([`memory`]).
 //!
-//! The splice runs use server ports of their own: a server keeps closed connections in
-//! TIME-WAIT for a minute, and a SYN that reuses such a 4-tuple with an older timestamp costs a
+//! Each system gets server ports of its own: a server keeps closed connections in TIME-WAIT for
+//! a minute, and a SYN that reuses such a 4-tuple with an older timestamp costs a
 //! retransmission, whoever sends it.
 //!
-//! `conn-client` and `echo-server` are the load generator and server of `connections`; the
-//! benchmark runs them inside the client and server namespaces.
+//! The subcommands are the load generators and servers the scenarios run inside the client and
+//! server namespaces, and `plot`, which draws a results file's plots again.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
