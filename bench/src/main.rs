@@ -165,17 +165,14 @@ enum Cmd {
     },
 }
 
-/// Steers the splice runs' ports (iperf3 5202, echo 9101) to the workers. Each system gets
-/// ports of its own, so that no run meets the server's TIME-WAIT sockets of another.
-const SPLICE_SCOPE: &str = r#"
-[[policy]]
-id = 1
-  [[policy.scope]]
-  src = ["198.18.0.0/24"]
-  sport = ["1024/65535"]
-  dst = ["198.18.0.2"]
-  dport = ["5202/5202", "9101/9101"]
-"#;
+/// A config with one policy of one scope: the client network to the server on `dports`
+/// (TOML list items, e.g. `"443/443"`).
+pub fn one_scope(dports: &str) -> String {
+    format!(
+        "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\n\
+         dst = [\"{SERVER_IP}\"]\ndport = [{dports}]\n"
+    )
+}
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -425,7 +422,9 @@ fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
 
     // (c) The splice path: the workers terminate and re-originate every flow.
     println!("measuring: tls-inspect splice (workers)");
-    t.start_appliance(SPLICE_SCOPE)?;
+    // The splice runs' ports (iperf3 5202, echo 9101) go to the workers. Each system gets ports
+    // of its own, so that no run meets the server's TIME-WAIT sockets of another.
+    t.start_appliance(&one_scope(r#""5202/5202", "9101/9101""#))?;
     let splice_tput = repeat(runs, || iperf(&t, 5202, secs))?;
     let splice_conn = repeat(runs, || conn_rate(&t, 9101, conn_secs))?;
     let steered = t.counter("steered_frames")?;

@@ -78,7 +78,7 @@ pub fn pps(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     t.background(b).stop(Duration::from_secs(10));
 
     // (b) tls-inspect: a scope on TCP 443, which none of these frames match.
-    t.start_appliance(SCOPE_443)?;
+    t.start_appliance(&crate::one_scope(r#""443/443""#))?;
     measure(&t, "tls-inspect", &mut results)?;
     t.stop_appliance();
     check(t.cli().arg("detach"))?;
@@ -104,15 +104,6 @@ pub fn pps(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     }))
 }
 
-const SCOPE_443: &str = r#"
-[[policy]]
-id = 1
-  [[policy.scope]]
-  src = ["198.18.0.0/24"]
-  sport = ["1024/65535"]
-  dst = ["198.18.0.2"]
-  dport = ["443/443"]
-"#;
 
 /// A config whose scopes hold about `items` items (src x sport x dst x dport, summed), spread
 /// over as many distinct prefixes as the limits allow, the first scope matching the test flow
