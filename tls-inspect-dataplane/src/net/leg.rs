@@ -231,6 +231,25 @@ impl Leg {
         self.iface.poll(now, &mut device, &mut self.sockets);
     }
 
+    /// Takes in the packets `rx` without sending what they call for (ACKs, window updates):
+    /// the flow's next [`Leg::poll`], after the relay has queued its data, sends the ACK with that
+    /// data instead of on its own. Only segments that need an immediate answer of their own (a
+    /// RST to a stray segment, a challenge ACK) go out here.
+    pub fn ingest<T: Transmit>(&mut self, now: Instant, rx: &[&[u8]], tx: &mut T) {
+        let mut device = LegDevice {
+            rx,
+            tx,
+            side: self.side,
+            eth: &self.eth,
+            mtu: self.mtu,
+        };
+        self.iface.poll_maintenance(now);
+        while !matches!(
+            self.iface.poll_ingress_single(now, &mut device, &mut self.sockets),
+            smoltcp::iface::PollIngressSingleResult::None
+        ) {}
+    }
+
     /// When this leg next needs a poll (retransmission, timeout, delayed work).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         self.iface.poll_at(now, &self.sockets)

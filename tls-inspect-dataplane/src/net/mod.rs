@@ -495,13 +495,13 @@ impl Engine {
                         }
                     }
                 }
-                flow.server.poll(now, ips, tx);
+                flow.server.ingest(now, ips, tx);
             }
             Side::Inside => {
                 // While the server leg connects, the client's retransmitted SYNs wait with the
                 // first one.
                 if let Some(client) = flow.client.as_mut() {
-                    client.poll(now, ips, tx);
+                    client.ingest(now, ips, tx);
                 }
             }
         }
@@ -558,7 +558,8 @@ impl Engine {
         })
     }
 
-    /// Moves a flow's state machine on after any input or timer.
+    /// Moves a flow's state machine on after any input or timer, and ends with a poll of both legs
+    /// that sends what the input and the relay called for (`on_packets` only takes input in).
     fn advance<T: Transmit>(&mut self, id: usize, now: Instant, tx: &mut T) {
         let idle = self.config.idle_timeout;
         let leg_cfg = self.config.leg;
@@ -764,6 +765,8 @@ impl Engine {
                 done = true;
             }
         } else {
+            // No client leg (yet): send what the server leg's input called for.
+            flow.server.poll(now, &[], tx);
             flow.server.last_state = flow.server.state();
         }
 
