@@ -125,7 +125,7 @@ impl Range {
         match addr.parse::<IpAddr>().map_err(|_| anyhow!("{field}: '{s}': not an IP address or CIDR"))? {
             IpAddr::V4(a) => {
                 let len = len.unwrap_or(32);
-                if len > 32 || len < 8 {
+                if !(8..=32).contains(&len) {
                     bail!("{field}: '{s}': prefix length must be 8..32");
                 }
                 let count = 1u32 << (32 - len);
@@ -218,8 +218,7 @@ impl Plan {
         let proto = if self.syn { 6u8 } else { 17u8 };
         let payload = self.frame_len.saturating_sub(self.headers());
         let l4_total = l4_len + payload;
-        let pseudo: Vec<u8>;
-        match (src, dst) {
+        let pseudo: Vec<u8> = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
                 let start = f.len();
@@ -230,7 +229,7 @@ impl Plan {
                 f.extend_from_slice(&d.octets());
                 let sum = !fold(sum16(&f[start..start + 20], 0));
                 f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
-                pseudo = [&s.octets()[..], &d.octets()[..], &[0, proto], &(l4_total as u16).to_be_bytes()].concat();
+                [&s.octets()[..], &d.octets()[..], &[0, proto], &(l4_total as u16).to_be_bytes()].concat()
             }
             (s, d) => {
                 let to6 = |a: IpAddr| match a {
@@ -244,9 +243,9 @@ impl Plan {
                 f.extend_from_slice(&[proto, 64]);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                pseudo = [&s.octets()[..], &d.octets()[..], &(l4_total as u32).to_be_bytes(), &[0, 0, 0, proto]].concat();
+                [&s.octets()[..], &d.octets()[..], &(l4_total as u32).to_be_bytes(), &[0, 0, 0, proto]].concat()
             }
-        }
+        };
         let l4 = f.len();
         f.extend_from_slice(&sport.to_be_bytes());
         f.extend_from_slice(&dport.to_be_bytes());
@@ -334,7 +333,7 @@ fn send(plan: &Plan, args: &PktgenArgs, queue: u32) -> Result<u64> {
             break;
         }
         checks = checks.wrapping_add(1);
-        if args.count == 0 && checks % 64 == 0 && Instant::now() >= deadline {
+        if args.count == 0 && checks.is_multiple_of(64) && Instant::now() >= deadline {
             break;
         }
     }

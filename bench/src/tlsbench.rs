@@ -114,16 +114,15 @@ pub fn idle_client(addrs: &[SocketAddr], name: &str, ca: &Path, threads: usize) 
     // One descriptor per connection: raise the limit as far as the hard limit allows (root may).
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid rlimit pointers.
-    let raised = unsafe {
+    unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         let want = libc::rlimit { rlim_cur: lim.rlim_max.max(1_048_576), rlim_max: lim.rlim_max.max(1_048_576) };
-        libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 || {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            // Not allowed to raise the hard limit here: the soft one goes up to it.
             let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 && false
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            eprintln!("idle-client: RLIMIT_NOFILE stays at the hard limit {} (cannot raise it here)", lim.rlim_max);
         }
-    };
-    if !raised {
-        eprintln!("idle-client: RLIMIT_NOFILE stays at the hard limit {} (cannot raise it here)", lim.rlim_max);
     }
     let config = client_config(ca)?;
     let name = ServerName::try_from(name.to_string())?;
@@ -317,8 +316,9 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     // The transparent proxies, on the appliance namespace turned router.
     proxies::route_through_appliance(&t)?;
     let mut others = serde_json::Map::new();
+    type Ensure = fn() -> Result<PathBuf>;
     type Starter = fn(&mut Topology, &Path, (&Path, &Path), &Path) -> Result<usize>;
-    let systems: [(&str, fn() -> Result<PathBuf>, Starter, u16); 2] = [
+    let systems: [(&str, Ensure, Starter, u16); 2] = [
         ("squid", proxies::ensure_squid, proxies::start_squid, proxies::SQUID_PORT),
         ("mitmproxy", proxies::ensure_mitmproxy, proxies::start_mitmproxy, proxies::MITM_PORT),
     ];

@@ -129,6 +129,7 @@ fn tsval() -> u32 {
 }
 
 impl Leg {
+    #[allow(clippy::too_many_arguments, reason = "private, called by connect and listen")]
     fn new(local: Ipv4Addr, side: Side, eth: EthHeader, mtu: usize, cfg: &LegConfig, pool: &BufferPool, seed: u64, now: Instant) -> Self {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
