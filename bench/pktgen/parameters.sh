@@ -6,7 +6,7 @@ function usage() {
     echo ""
     echo "Usage: $0 [-vx] -i ethX"
     echo "  -i : (\$DEV)       output interface/device (required)"
-    echo "  -s : (\$PKT_SIZE)  packet size, FCS included (default 64)"
+    echo "  -s : (\$PKT_SIZE)  packet size without the 4-byte CRC the NIC adds (default 60: 64 on the wire)"
     echo "  -d : (\$DEST_IP)   destination IP; a CIDR (e.g. 198.18.0.0/24) spreads the flows over it"
     echo "  -m : (\$DST_MAC)   destination MAC-addr"
     echo "  -p : (\$DST_PORT)  destination PORT; a range (e.g. 433-444) is also allowed"
@@ -64,7 +64,8 @@ if [ -z "$DEV" ]; then
     usage
     err 2 "Please specify output device (-i)"
 fi
-[ -z "$PKT_SIZE" ] && export PKT_SIZE=64
+# NIC adds 4 bytes CRC
+[ -z "$PKT_SIZE" ] && export PKT_SIZE=60
 [ -z "$F_THREAD" ] && export F_THREAD=0
 [ -z "$THREADS" ] && export THREADS=1
 [ -z "$COUNT" ] && export COUNT=0

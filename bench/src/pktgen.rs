@@ -18,8 +18,9 @@ pub struct PktgenArgs {
     /// Output device (in the caller's network namespace).
     #[arg(short = 'i', long)]
     pub dev: String,
-    /// Frame size in bytes including the 4-byte FCS, as the kernel's pktgen counts it (64..1518).
-    #[arg(short = 's', long, default_value_t = 64)]
+    /// Frame size in bytes without the 4-byte FCS the NIC adds, as the kernel's pktgen
+    /// `pkt_size` (60..1514; 60 is a 64-byte frame on the wire).
+    #[arg(short = 's', long, default_value_t = 60)]
     pub size: usize,
     /// Destination IP, or a CIDR whose addresses the flows spread over.
     #[arg(short = 'd', long)]
@@ -167,8 +168,8 @@ fn mac(field: &str, s: &str) -> Result<[u8; 6]> {
 
 impl Plan {
     fn new(a: &PktgenArgs) -> Result<Self> {
-        if !(64..=1518).contains(&a.size) {
-            bail!("size: '{}': 64..1518 bytes (with the FCS)", a.size);
+        if !(60..=1514).contains(&a.size) {
+            bail!("size: '{}': 60..1514 bytes (without the FCS, as pktgen's pkt_size)", a.size);
         }
         let (dst, src) = (Range::parse("dst", &a.dst)?, Range::parse("src", &a.src)?);
         if matches!(dst, Range::V4(..)) != matches!(src, Range::V4(..)) {
@@ -181,7 +182,7 @@ impl Plan {
             bail!("burst: '{}': 1..1024", a.burst);
         }
         let plan = Self {
-            frame_len: a.size - 4,
+            frame_len: a.size,
             dst,
             src,
             dport: port_range("port", &a.port)?,
@@ -193,7 +194,7 @@ impl Plan {
         };
         let min = plan.headers();
         if min > plan.frame_len {
-            bail!("size: '{}': these headers need at least {} bytes", a.size, min + 4);
+            bail!("size: '{}': these headers need at least {} bytes", a.size, min);
         }
         Ok(plan)
     }
@@ -367,10 +368,10 @@ mod tests {
 
     #[test]
     fn frames_have_the_size_asked_and_valid_checksums() {
-        for (extra, size) in [(&["-s", "64"][..], 64), (&["-s", "1500", "--syn"][..], 1500), (&["-s", "128"][..], 128)] {
+        for (extra, size) in [(&["-s", "60"][..], 60), (&["-s", "1514", "--syn"][..], 1514), (&["-s", "128"][..], 128)] {
             let plan = Plan::new(&args(extra)).unwrap();
             let f = plan.frame(3);
-            assert_eq!(f.len(), size - 4);
+            assert_eq!(f.len(), size);
             assert_eq!(fold(sum16(&f[14..34], 0)), 0xffff, "IPv4 header checksum");
             let l4_len = f.len() - 34;
             let pseudo = [&f[26..34], &[0, f[23]], &(l4_len as u16).to_be_bytes()[..]].concat();
@@ -396,17 +397,17 @@ mod tests {
         let plan = Plan::new(&args(&["-d", "2001:2::2", "--src", "2001:2::1", "-s", "128"])).unwrap();
         let f = plan.frame(0);
         assert_eq!(&f[12..14], &[0x86, 0xdd]);
-        assert_eq!(f.len(), 124);
-        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 124 - 54, "payload length");
-        let pseudo = [&f[22..54], &(70u32).to_be_bytes()[..], &[0, 0, 0, 17]].concat();
+        assert_eq!(f.len(), 128);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 128 - 54, "payload length");
+        let pseudo = [&f[22..54], &(74u32).to_be_bytes()[..], &[0, 0, 0, 17]].concat();
         assert_eq!(fold(sum16(&f[54..], sum16(&pseudo, 0))), 0xffff, "UDP checksum");
-        assert!(Plan::new(&args(&["-d", "2001:2::2", "--src", "2001:2::1", "-s", "64"])).is_err(), "IPv6 UDP needs 66 bytes");
+        assert!(Plan::new(&args(&["-d", "2001:2::2", "--src", "2001:2::1", "-s", "60"])).is_err(), "IPv6 UDP needs 62 bytes");
     }
 
     #[test]
     fn bad_options_are_refused_with_the_field() {
         for (extra, field) in [
-            (&["-s", "63"][..], "size"),
+            (&["-s", "59"][..], "size"),
             (&["-s", "9000"][..], "size"),
             (&["-p", "9-1"][..], "port"),
             (&["-m", "zz"][..], "dst-mac"),
