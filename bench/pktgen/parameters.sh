@@ -74,10 +74,11 @@ fi
 [ -z "$DELAY" ] && export DELAY=0
 [ -z "$DURATION" ] && export DURATION=5
 [ -z "$DST_MAC" ] && export DST_MAC="02:00:00:00:00:02"
-[ -z "$DST_PORT" ] && export DST_PORT=9
+# A sample may set DEFAULT_SRC and DEFAULT_DST_PORT before sourcing this file.
+[ -z "$DST_PORT" ] && export DST_PORT=${DEFAULT_DST_PORT:-9}
 if [ -z "$DEST_IP" ]; then
     if [ -z "$IP6" ]; then export DEST_IP=198.18.0.2; else export DEST_IP=2001:2::2; fi
 fi
 if [ -z "$SRC" ]; then
-    if [ -z "$IP6" ]; then export SRC=198.18.0.1; else export SRC=2001:2::1; fi
+    if [ -z "$IP6" ]; then export SRC=${DEFAULT_SRC:-198.18.0.1}; else export SRC=2001:2::1; fi
 fi

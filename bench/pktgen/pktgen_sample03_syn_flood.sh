@@ -7,10 +7,10 @@
 basedir=$(dirname "$0")
 source "${basedir}/functions.sh"
 root_check_run_with_sudo
+DEFAULT_SRC=198.18.0.0/24
+DEFAULT_DST_PORT=443
 source "${basedir}/parameters.sh"
 [ -z "$FLOWS" ] && FLOWS=65536
-[ "$SRC" = 198.18.0.1 ] && SRC=198.18.0.0/24
-[ "$DST_PORT" = 9 ] && DST_PORT=443
 
 backend=$(select_backend no)
 info "backend: $backend"

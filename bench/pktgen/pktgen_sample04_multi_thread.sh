@@ -8,9 +8,9 @@ basedir=$(dirname "$0")
 source "${basedir}/functions.sh"
 root_check_run_with_sudo
 [[ " $* " == *" -t "* ]] || set -- "$@" -t "$(nproc)"
+DEFAULT_SRC=198.18.0.0/24
 source "${basedir}/parameters.sh"
 [ -z "$FLOWS" ] && FLOWS=4096
-[ "$SRC" = 198.18.0.1 ] && SRC=198.18.0.0/24
 
 function configure_dev() {
     configure_many_flows "$1"
