@@ -331,7 +331,7 @@ mod frames {
     }
 }
 
-/// `bail!` on a non-root caller, and a clear error for a missing pin.
+/// The running appliance's pinned XDP program, or an error saying no appliance runs.
 pub fn program_pin(paths: &super::maps::Paths) -> Result<std::path::PathBuf> {
     let p = paths.pin(super::loader::PROGRAM_PIN);
     if !p.exists() {
