@@ -4,8 +4,8 @@
 //! Both are transparent proxies on a router, so for them the appliance namespace stops being a
 //! bridge: it gets an address on each side, proxy ARP answers for the far host (the client and
 //! server keep their addresses and routes), and an nftables rule redirects each system's server
-//! port to its listener. The bench installs both itself; when one cannot be installed or does
-//! not start, the run says why and carries on with the others.
+//! port to its listener. `cargo xtask setup` installs both (and nftables); when one is missing
+//! or does not start, the run says why and carries on with the others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,58 +19,21 @@ pub const SQUID_PORT: u16 = 10443;
 pub const MITM_PORT: u16 = 11443;
 const SQUID_LISTEN: u16 = 3129;
 const MITM_LISTEN: u16 = 8081;
-const MITMPROXY: &str = "mitmproxy==11.0.2";
 
-fn apt_install(packages: &[&str]) -> Result<()> {
-    let install = || {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    if install()?.status.success() {
-        return Ok(());
-    }
-    // Stale or missing package lists on a fresh machine: refresh once and try again.
-    let _ = run(Command::new("apt-get").args(["update", "-q"]));
-    let out = run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    if !out.status.success() {
-        bail!("apt-get install {} failed: {}", packages.join(" "), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-    }
-    Ok(())
-}
-
-/// Squid with OpenSSL (ssl-bump) and nft; installs them when missing.
+/// Squid with OpenSSL (ssl-bump), installed by `cargo xtask setup` (squid-openssl).
 pub fn ensure_squid() -> Result<PathBuf> {
     let squid = PathBuf::from("/usr/sbin/squid");
-    let has_ssl = || run(Command::new(&squid).arg("-v")).map(|o| String::from_utf8_lossy(&o.stdout).contains("--with-openssl")).unwrap_or(false);
-    if !has_ssl() || !Path::new("/usr/sbin/nft").exists() {
-        println!("  installing squid-openssl and nftables (apt)");
-        apt_install(&["squid-openssl", "nftables"])?;
-    }
-    if !has_ssl() {
-        bail!("{} has no OpenSSL support (ssl-bump needs squid-openssl)", squid.display());
+    let version = run(Command::new(&squid).arg("-v")).with_context(|| format!("{} is missing: run `cargo xtask setup`", squid.display()))?;
+    if !String::from_utf8_lossy(&version.stdout).contains("--with-openssl") {
+        bail!("{} has no OpenSSL support (ssl-bump needs squid-openssl: run `cargo xtask setup`)", squid.display());
     }
     Ok(squid)
 }
 
-/// mitmproxy in a virtualenv under bench/.venv; installs it when missing.
+/// mitmproxy in the virtualenv `cargo xtask setup` makes under bench/.venv.
 pub fn ensure_mitmproxy() -> Result<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
-    let mitmdump = venv.join("bin/mitmdump");
-    if run(Command::new(&mitmdump).arg("--version")).map(|o| o.status.success()).unwrap_or(false) {
-        return Ok(mitmdump);
-    }
-    println!("  installing {MITMPROXY} (pip, into {})", venv.display());
-    if !Path::new("/usr/sbin/nft").exists() {
-        apt_install(&["nftables"])?;
-    }
-    check(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context("python3 -m venv")?;
-    check(Command::new(venv.join("bin/pip")).args(["install", "-q", MITMPROXY])).context("pip install mitmproxy")?;
-    check(Command::new(&mitmdump).arg("--version"))?;
+    let mitmdump = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/mitmdump");
+    check(Command::new(&mitmdump).arg("--version")).with_context(|| format!("{} does not run: run `cargo xtask setup`", mitmdump.display()))?;
     Ok(mitmdump)
 }
 

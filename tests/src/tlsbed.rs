@@ -73,35 +73,9 @@ eve = "{}"
         Ok(i)
     }
 
-    /// nginx with h2 on the server's port 443: `/` answers "hello from nginx", `/big` is 30 MB of
-    /// random bytes, `/post/...` is proxied to a backend so that nginx reads a request's whole
-    /// body before it answers.
+    /// [`nginx`] with the bed's server certificate.
     pub fn nginx(&mut self) -> Result<()> {
-        let d = self.t.dir.join("nginx");
-        std::fs::create_dir_all(d.join("tmp"))?;
-        std::fs::create_dir_all(d.join("www"))?;
-        let mut big = vec![0u8; 30_000_000];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut big)?;
-        std::fs::write(d.join("www/big"), &big)?;
-        let conf = format!(
-            "worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
-               fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
-               server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
-                 ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }}\n\
-                 location /post/ {{ proxy_pass http://{SERVER_IP}:8081; }} }}\n\
-               server {{ listen {SERVER_IP}:8081; location / {{ return 200 \"posted\\n\"; }} }} }}\n",
-            self.server.cert.display(),
-            self.server.key.display(),
-            d = d.display()
-        );
-        let path = d.join("nginx.conf");
-        std::fs::write(&path, conf)?;
-        let mut c = self.t.server.cmd("nginx");
-        c.arg("-c").arg(&path).arg("-p").arg(&d);
-        self.t.spawn(c)?;
-        self.t.wait_listening(&self.t.server.clone(), 443)
+        nginx(&mut self.t, &self.server)
     }
 
     /// Runs curl in the client namespace (every name resolves to the server).
@@ -128,3 +102,33 @@ eve = "{}"
     }
 }
 
+/// nginx with h2 on the server's port 443 under `server`'s certificate: `/` answers "hello from
+/// nginx" (to any method), `/big` is 30 MB of random bytes, `/post/...` is proxied to a backend
+/// so that nginx reads a request's whole body before it answers.
+pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
+    let d = t.dir.join("nginx");
+    std::fs::create_dir_all(d.join("tmp"))?;
+    std::fs::create_dir_all(d.join("www"))?;
+    let mut big = vec![0u8; 30_000_000];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut big)?;
+    std::fs::write(d.join("www/big"), &big)?;
+    let conf = format!(
+        "worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+           fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
+           server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
+             ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }}\n\
+             location /post/ {{ proxy_pass http://{SERVER_IP}:8081; }} }}\n\
+           server {{ listen {SERVER_IP}:8081; location / {{ return 200 \"posted\\n\"; }} }} }}\n",
+        server.cert.display(),
+        server.key.display(),
+        d = d.display()
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut c = t.server.cmd("nginx");
+    c.arg("-c").arg(&path).arg("-p").arg(&d);
+    t.spawn(c)?;
+    t.wait_listening(&t.server.clone(), 443)
+}

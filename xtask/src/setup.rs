@@ -33,16 +33,22 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "python3",
     "iperf3",
-    // the benchmarks' plots and mitmproxy's virtualenv (Squid and mitmproxy themselves are
-    // installed by the bench, which carries on without them if that fails)
+    // the benchmarks: their plots, the comparison systems (Squid with ssl-bump, mitmproxy in a
+    // virtualenv, see MITMPROXY) and the nftables redirect that puts both in the path
     "fonts-dejavu-core",
     "python3-venv",
+    "squid-openssl",
+    "nftables",
 ];
+
+/// mitmproxy for the benchmarks, from PyPI, in `bench/.venv` (where `tls-inspect-bench` looks).
+const MITMPROXY: &str = "mitmproxy==11.0.2";
 
 pub fn setup() -> Result<()> {
     apt_packages()?;
     rust_src()?;
     bpf_linker()?;
+    mitmproxy()?;
     Ok(())
 }
 
@@ -67,6 +73,26 @@ fn apt_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// The bench's mitmproxy virtualenv; made again when it is missing, broken or another version.
+fn mitmproxy() -> Result<()> {
+    let venv = root().join("bench/.venv");
+    let mitmdump = venv.join("bin/mitmdump");
+    let wanted = MITMPROXY.rsplit('=').next().unwrap_or_default();
+    let has = Command::new(&mitmdump)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!("Mitmproxy: {wanted}")))
+        .unwrap_or(false);
+    if has {
+        return Ok(());
+    }
+    eprintln!("setup: installing {MITMPROXY} into {}", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    status(Command::new(venv.join("bin/pip")).args(["install", "-q", MITMPROXY]))?;
+    status(Command::new(&mitmdump).arg("--version").stdout(std::process::Stdio::null()))
 }
 
 fn rust_src() -> Result<()> {
