@@ -67,6 +67,19 @@ def serve(args):
             elif args.mode == "rst":
                 c.recv(100)
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif args.mode == "banner-tls":
+                # One byte before the client speaks (a banner), then TLS as the server.
+                import ssl
+                c.sendall(b"+")
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(args.cert, args.key)
+                t = ctx.wrap_socket(c, server_side=True)
+                line = t.recv(100)
+                t.sendall(b"tls after banner: " + line)
+                t.close()
+            elif args.mode == "silent":
+                # Accept, then neither read nor write until the client goes.
+                time.sleep(args.timeout)
             elif args.mode == "expect-rst":
                 try:
                     while c.recv(100):
@@ -169,14 +182,45 @@ def client(args):
         say("sent-rst")
     elif args.mode == "hello":
         # A TLS 1.3 ClientHello for server.test, with an Encrypted Client Hello extension when
-        # --count is 1; prints the first bytes the other end answers with, in hex.
+        # --count is 1, or the --variant asked for; prints the first bytes the other end answers
+        # with, in hex.
         c = socket.create_connection(addr, timeout=5)
-        c.sendall(client_hello("server.test", ech=args.count == 1))
+        if args.variant:
+            c.sendall(crafted_hello(args.variant))
+        else:
+            c.sendall(client_hello("server.test", ech=args.count == 1))
         try:
             data = c.recv(64)
         except (ConnectionResetError, socket.timeout, TimeoutError):
             data = b""
         say("answer", data[:16].hex() or "none")
+    elif args.mode == "banner-tls":
+        # Reads the server's banner byte, then speaks TLS (trusting --ca) and says hello.
+        import ssl
+        c = socket.create_connection(addr, timeout=10)
+        banner = c.recv(1)
+        ctx = ssl.create_default_context(cafile=args.ca)
+        t = ctx.wrap_socket(c, server_hostname="server.test")
+        issuer = dict(x[0] for x in t.getpeercert()["issuer"]).get("commonName", "?")
+        t.sendall(b"ping")
+        reply = t.recv(100).decode()
+        say("banner-tls", banner.decode(), "issuer=" + issuer.replace(" ", "_"), reply.replace(" ", "_"))
+    elif args.mode == "flood":
+        # A ClientHello, then as many bytes as the other end takes in --timeout seconds, never
+        # reading; prints how many it sent.
+        c = socket.create_connection(addr, timeout=5)
+        c.sendall(client_hello("server.test", ech=False))
+        c.setblocking(False)
+        junk = bytes(1 << 16)
+        sent, end = 0, time.time() + args.timeout
+        while time.time() < end:
+            try:
+                sent += c.send(junk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+        say("flood", sent)
     else:
         sys.exit("unknown client mode " + args.mode)
 
@@ -200,6 +244,49 @@ def client_hello(sni, ech):
     return bytes([22, 3, 1]) + struct.pack("!H", len(msg)) + msg
 
 
+def crafted_hello(variant):
+    """A ClientHello that is wrong (or unusual) in one way, for the decision's tests."""
+    def ext(ty, body):
+        return struct.pack("!HH", ty, len(body)) + body
+
+    def sni(name):
+        return ext(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name)
+
+    def alpn(*protos):
+        lst = b"".join(bytes([len(p)]) + p for p in protos)
+        return ext(16, struct.pack("!H", len(lst)) + lst)
+
+    base = ext(10, struct.pack("!HH", 2, 29)) + ext(13, struct.pack("!HHH", 4, 0x0403, 0x0804))
+    base += ext(43, bytes([2]) + struct.pack("!H", 0x0304)) + ext(51, struct.pack("!HHH", 36, 29, 32) + bytes(range(32)))
+    records = 16384
+    if variant == "bad-sni":
+        exts = sni("\u00e9.test".encode()) + base
+    elif variant == "long-sni":
+        exts = sni(b"a" * 250 + b".test") + base
+    elif variant == "empty-alpn":
+        exts = sni(b"server.test") + alpn(b"h2", b"") + base
+    elif variant == "dup-sni":
+        exts = sni(b"server.test") + sni(b"other.test") + base
+    elif variant == "big":
+        # 20 KiB of padding (extension 21), in 1 KiB records: more than one record can carry.
+        exts = sni(b"server.test") + base + ext(21, bytes(20 * 1024))
+        records = 1024
+    elif variant == "http":
+        return b"GET / HTTP/1.0\r\n\r\n"
+    elif variant == "sslv2":
+        # An SSLv2-format CLIENT-HELLO offering TLS 1.0 (what very old stacks send).
+        specs = bytes([0, 0, 4, 0, 0, 5, 0, 0, 0x0a])
+        body = bytes([1, 3, 1]) + struct.pack("!HHH", len(specs), 0, 16) + specs + bytes(16)
+        return struct.pack("!H", 0x8000 | len(body)) + body
+    else:
+        sys.exit("unknown hello variant " + variant)
+    body = struct.pack("!H", 0x0303) + bytes(32) + bytes([0])
+    body += struct.pack("!HH", 2, 0x1301) + bytes([1, 0]) + struct.pack("!H", len(exts)) + exts
+    msg = bytes([1]) + len(body).to_bytes(3, "big") + body
+    return b"".join(bytes([22, 3, 1]) + struct.pack("!H", len(msg[i:i + records])) + msg[i:i + records]
+                    for i in range(0, len(msg), records))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("role", choices=["server", "client"])
@@ -210,6 +297,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=5)
+    p.add_argument("--variant", default="")
+    p.add_argument("--cert", default="")
+    p.add_argument("--key", default="")
+    p.add_argument("--ca", default="")
     args = p.parse_args()
     serve(args) if args.role == "server" else client(args)
 

@@ -29,6 +29,11 @@ impl Bed {
 
     /// As [`Bed::new`], with more arguments for `tls-inspect run`.
     pub fn new_with(tls_extra: &str, run_args: &[&str]) -> Result<Self> {
+        Self::with_policy("", tls_extra, run_args)
+    }
+
+    /// As [`Bed::new_with`], with more lines for the `[[policy]]` table (`quic = "pass"`, ...).
+    pub fn with_policy(policy_extra: &str, tls_extra: &str, run_args: &[&str]) -> Result<Self> {
         let mut t = Topology::new()?;
         let pki = TestPki::new(&t.dir)?;
         let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
@@ -39,6 +44,7 @@ impl Bed {
             r#"
 [[policy]]
 id = 3
+{policy_extra}
   [[policy.scope]]
   id = 30
   src = ["198.18.0.0/24"]

@@ -174,11 +174,25 @@ fn legacy_tls_and_ech_follow_the_policy() -> Result<()> {
     let root = b.pki.root.clone();
     let out = s_client(&b, 9445, &root, &["-servername", "server.test", "-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]);
     assert!(out.contains("Protocol  : TLSv1") && out.contains("Test Root"), "a TLS 1.0 client reaches the TLS 1.0 server: {out}");
+    // An ECH extension (GREASE or real) is decided on the outer hello: inspected, and our own
+    // ServerHello answers it.
     let ech = b.t.peer_client("hello", 8443, &["--count", "1"])?;
-    assert!(!ech.contains("1503030002022") && !ech.contains("none"), "the ECH hello was passed to the server: {ech}");
+    assert!(ech.contains("answer 160303"), "a ServerHello: {ech}");
     let records = b.wait_records(2)?;
     let reasons: Vec<&str> = records.iter().filter_map(|r| r["tls_inspect"]["reason"].as_str()).collect();
-    assert!(reasons.contains(&"legacy_tls") && reasons.contains(&"ech"), "{reasons:?}");
+    assert!(reasons.contains(&"legacy_tls"), "{reasons:?}");
+    let ech_flow = records.iter().find(|r| r["dest_port"] == 8443).unwrap();
+    assert_ne!(ech_flow["tls_inspect"]["decision"], "passed", "{ech_flow}");
+    drop(b);
+
+    // ech = "pass": the hello goes to the server unchanged.
+    let mut b = Bed::new("ech = \"pass\"")?;
+    let server = Pair { cert: b.server.cert.clone(), key: b.server.key.clone() };
+    b.s_server(8443, &server, &[])?;
+    let ech = b.t.peer_client("hello", 8443, &["--count", "1"])?;
+    assert!(!ech.contains("1503030002022") && !ech.contains("none"), "the ECH hello was passed to the server: {ech}");
+    let records = b.wait_records(1)?;
+    assert_eq!((&records[0]["tls_inspect"]["decision"], &records[0]["tls_inspect"]["reason"]), (&Value::from("passed"), &Value::from("ech")), "{records:?}");
     drop(b);
 
     // Block both.
@@ -205,14 +219,17 @@ fn an_mtls_server_fails_once_then_is_passed_from_the_exclusion_cache() -> Result
     let ca = b.ca.clone();
     // First connection: inspected, the server asks for a client certificate, the flow closes.
     let _ = s_client(&b, 9446, &ca, &["-servername", "server.test"]);
-    let records = b.wait_records(1)?;
+    // A flow record and the exclusion's record.
+    let flows = |n: usize| -> Result<Vec<Value>> { Ok(b.wait_records(n)?.into_iter().filter(|r| r["event_type"] == "tls").collect()) };
+    let records = flows(2)?;
     assert_eq!(records[0]["tls_inspect"]["reason"], "client_auth_requested", "{records:?}");
+    assert!(b.eve().iter().any(|r| r["event_type"] == "tls_exclusion" && r["tls_exclusion"]["clients"] == "all"), "{:?}", b.eve());
     let list = check(b.t.cli().args(["bypass", "list"]))?;
-    assert!(list.contains("198.18.0.2 server.test"), "{list}");
+    assert!(list.contains("198.18.0.2:9446 server.test clients all (client_auth_requested)"), "{list}");
     // Second connection: passed untouched, the client sees the server's real certificate.
     let out = s_client(&b, 9446, &root, &["-servername", "server.test"]);
     assert!(out.contains("Test Root") && !out.contains(TRIAL_ISSUER), "{out}");
-    let records = b.wait_records(2)?;
+    let records = flows(3)?;
     assert_eq!(records[1]["tls_inspect"]["reason"], "exclusion_cache", "{records:?}");
     let cleared = check(b.t.cli().args(["bypass", "clear"]))?;
     assert!(cleared.contains("1 entries cleared"), "{cleared}");

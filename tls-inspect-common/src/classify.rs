@@ -46,8 +46,16 @@ impl ScopeBitmap {
         }
     }
 
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|w| *w == 0)
+        let mut i = 0;
+        while i < BITMAP_WORDS {
+            if self.words[i] != 0 {
+                return false;
+            }
+            i += 1;
+        }
+        true
     }
 }
 

@@ -170,18 +170,30 @@ pub struct FlowValue {
     pub scope_id: u32,
     /// [`FLOW_STEER`] or [`FLOW_BYPASS`].
     pub action: u32,
-    pub _pad: u32,
+    /// The `SLOT_*` flags of the scope the SYN matched, as they were then.
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<FlowValue>() == 16);
 
-/// `TI_SLOTS[generation * MAX_SCOPES + slot]`: who owns a bit of that generation.
+/// `TI_SLOTS[generation * MAX_SCOPES + slot]`: who owns a bit of that generation, and what its
+/// policy says beyond steering.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotOwner {
     pub policy_id: u32,
     pub scope_id: u32,
+    /// `SLOT_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<SlotOwner>() == 8);
+const _: () = assert!(size_of::<SlotOwner>() == 16);
+
+/// `SlotOwner::flags`: UDP from the scope's sources to its destinations and destination ports
+/// (QUIC) is dropped, so that browsers fall back to TCP, where the scope inspects them.
+pub const SLOT_QUIC_BLOCK: u32 = 1;
+/// ... and a server that asks for a client certificate is refused instead of excluded from
+/// inspection.
+pub const SLOT_CLIENT_AUTH_BLOCK: u32 = 2;
 
 /// Indices into [`GlobalCounters::values`].
 pub mod counter {
@@ -216,7 +228,11 @@ pub mod counter {
     pub const INTEL_FRAMES: usize = 16;
     /// ... of which dropped (block mode).
     pub const INTEL_DROPPED: usize = 17;
-    pub const COUNT: usize = 18;
+    /// UDP datagrams from inside that matched a scope whose policy blocks QUIC (dropped).
+    pub const QUIC_DROPPED: usize = 18;
+    /// ... whose policy passes QUIC (bridged).
+    pub const QUIC_PASSED: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// Names as printed by `tls-inspect stats` and the metrics endpoint.
     pub const NAMES: [&str; COUNT] = [
@@ -238,6 +254,8 @@ pub mod counter {
         "error_frames",
         "intel_frames",
         "intel_dropped",
+        "quic_dropped",
+        "quic_passed",
     ];
 }
 
@@ -265,13 +283,16 @@ pub struct ScopeCounters {
     pub bypass_frames: u64,
     pub bypass_bytes: u64,
     pub dropped_frames: u64,
-    pub _pad: u64,
+    /// UDP datagrams of this scope (QUIC) dropped by its policy.
+    pub quic_dropped: u64,
+    /// ... and passed (bridged) by its policy.
+    pub quic_passed: u64,
 }
-const _: () = assert!(size_of::<ScopeCounters>() == 80);
+const _: () = assert!(size_of::<ScopeCounters>() == 88);
 
 impl ScopeCounters {
     /// Name and value of every counter, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); 9] {
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("flows_steered", self.flows_steered),
             ("flows_failopen", self.flows_failopen),
@@ -282,6 +303,8 @@ impl ScopeCounters {
             ("bypass_frames", self.bypass_frames),
             ("bypass_bytes", self.bypass_bytes),
             ("dropped_frames", self.dropped_frames),
+            ("quic_dropped", self.quic_dropped),
+            ("quic_passed", self.quic_passed),
         ]
     }
 
@@ -296,6 +319,8 @@ impl ScopeCounters {
         self.bypass_frames += other.bypass_frames;
         self.bypass_bytes += other.bypass_bytes;
         self.dropped_frames += other.dropped_frames;
+        self.quic_dropped += other.quic_dropped;
+        self.quic_passed += other.quic_passed;
     }
 }
 

@@ -267,7 +267,7 @@ fn print_ca(info: &crate::tls::ca::CaInfo) {
     println!("key:       {}", info.key_type);
     println!("valid:     {} to {}", info.not_before, info.not_after);
     println!("sha256:    {}", info.sha256);
-    if let Some(w) = info.warning() {
+    for w in info.warnings() {
         eprintln!("tls-inspect: warning: {w}");
     }
 }

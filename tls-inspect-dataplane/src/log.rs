@@ -152,6 +152,7 @@ impl AlertLog {
 pub enum Record {
     Flow(Box<FlowLog>),
     Alert(Box<AlertLog>),
+    Exclusion(Box<ExclusionLog>),
 }
 
 impl Record {
@@ -159,7 +160,41 @@ impl Record {
         match self {
             Record::Flow(f) => f.to_json(),
             Record::Alert(a) => a.to_json(),
+            Record::Exclusion(e) => e.to_json(),
         }
+    }
+}
+
+/// An entry added to the TLS exclusion cache, on the flow that caused it: who is excluded from
+/// inspecting what, why, for how long, and the entry that was evicted to make room, if any.
+#[derive(Clone, Debug)]
+pub struct ExclusionLog {
+    pub flow: FlowLog,
+    pub client: Option<Ipv4Addr>,
+    pub reason: crate::tls::policy::ExclusionReason,
+    pub ttl: Duration,
+    pub evicted: Option<crate::tls::policy::Exclusion>,
+}
+
+impl ExclusionLog {
+    pub fn to_json(&self) -> serde_json::Value {
+        let f = &self.flow;
+        f.eve(SystemTime::now(), "tls_exclusion", json!({
+            "tls": { "sni": f.sni },
+            "tls_exclusion": {
+                "server": f.dest_ip.map(|i| format!("{i}:{}", f.dest_port)),
+                "sni": f.sni.clone().unwrap_or_default(),
+                "clients": self.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
+                "reason": self.reason.as_str(),
+                "ttl": self.ttl.as_secs(),
+                "evicted": self.evicted.as_ref().map(|e| json!({
+                    "server": e.server.to_string(),
+                    "sni": e.sni,
+                    "clients": e.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
+                    "reason": e.reason.as_str(),
+                })),
+            },
+        }))
     }
 }
 

@@ -472,7 +472,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         for e in v["bypass"].as_array().into_iter().flatten() {
-                            println!("{} {} expires in {} s", e["server"].as_str().unwrap_or(""), e["sni"].as_str().unwrap_or(""), e["expires_in"]);
+                            println!(
+                                "{} {} clients {} ({}) expires in {} s",
+                                e["server"].as_str().unwrap_or(""),
+                                e["sni"].as_str().unwrap_or(""),
+                                e["clients"].as_str().unwrap_or(""),
+                                e["reason"].as_str().unwrap_or(""),
+                                e["expires_in"]
+                            );
                         }
                     }
                     Ok(())

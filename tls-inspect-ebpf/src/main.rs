@@ -20,7 +20,7 @@ use tls_inspect_common::{
     FlowKey, FlowValue, Frame, GlobalCounters, Packet, ScopeBitmap, ScopeCounters, SlotOwner,
     CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, L4, MAX_QUEUES, MAX_SCOPES, PORTS,
-    SIDE_INSIDE, SIDE_OUTSIDE,
+    SIDE_INSIDE, SIDE_OUTSIDE, SLOT_QUIC_BLOCK,
 };
 use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
 
@@ -152,6 +152,24 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
 
+    // UDP from inside towards a scope (QUIC, HTTP/3): its policy drops it, so that browsers
+    // fall back to TCP where the scope inspects them, or passes it; counted either way.
+    if let Frame::Ipv4 { src, dst, l4: L4::Udp { sport, dport }, .. } = frame {
+        if side == SIDE_INSIDE {
+            if let Some(owner) = classify(config.generation & 1, src, dst, sport, dport) {
+                if owner.flags & SLOT_QUIC_BLOCK != 0 {
+                    count(counter::QUIC_DROPPED, 1);
+                    count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
+                    scope_add(owner.scope_id, |c| c.quic_dropped += 1);
+                    return Ok(XDP_DROP);
+                }
+                count(counter::QUIC_PASSED, 1);
+                scope_add(owner.scope_id, |c| c.quic_passed += 1);
+            }
+        }
+        return Ok(bridge(ctx, len));
+    }
+
     let Frame::Ipv4 {
         src,
         dst,
@@ -161,7 +179,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         ..
     } = frame
     else {
-        // Not TCP over IPv4: UDP (QUIC included), ICMP, ARP, IPv6, ... all bridged.
+        // Not TCP or UDP over IPv4: ICMP, ARP, IPv6, ... all bridged.
         return Ok(bridge(ctx, len));
     };
 
@@ -216,7 +234,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         policy_id: owner.policy_id,
         scope_id: owner.scope_id,
         action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
-        _pad: 0,
+        flags: owner.flags,
     };
     // Marked before the flow exists, so that no frame of it can skip the lookup.
     if !port_has_flows {
@@ -247,11 +265,16 @@ fn classify(
     sport: [u8; 2],
     dport: [u8; 2],
 ) -> Option<SlotOwner> {
+    // The destination port first: an array lookup, and for most traffic no scope has the port,
+    // which spares the two trie lookups (what keeps UDP such as DNS cheap).
+    let dport_bits = DST_PORT.get(port_index(generation, u16::from_be_bytes(dport)))?;
+    if dport_bits.is_empty() {
+        return None;
+    }
     let full = AddrKey::GENERATION_BITS + 32;
+    let sport_bits = SRC_PORT.get(port_index(generation, u16::from_be_bytes(sport)))?;
     let src_bits = SRC_ADDR.get(Key::new(full, AddrKey::new(generation, src)))?;
     let dst_bits = DST_ADDR.get(Key::new(full, AddrKey::new(generation, dst)))?;
-    let sport_bits = SRC_PORT.get(port_index(generation, u16::from_be_bytes(sport)))?;
-    let dport_bits = DST_PORT.get(port_index(generation, u16::from_be_bytes(dport)))?;
     let slot = first_common_bit(src_bits, dst_bits, sport_bits, dport_bits)?;
     SLOTS.get(slot_index(generation, slot)).copied()
 }

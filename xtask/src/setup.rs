@@ -33,6 +33,10 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "python3",
     "iperf3",
+    // the browsers people use, and certutil for the CA in their NSS databases
+    "chromium",
+    "firefox-esr",
+    "libnss3-tools",
     // the benchmarks: their plots, the comparison systems (Squid with ssl-bump, mitmproxy in a
     // virtualenv, see MITMPROXY) and the nftables redirect that puts both in the path
     "fonts-dejavu-core",

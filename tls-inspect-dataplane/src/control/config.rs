@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::scopes::{Limits, Policy, Scope, ScopeSet, ScopeSpec};
+use super::scopes::{ClientAuthMode, Limits, Policy, QuicMode, Scope, ScopeSet, ScopeSpec};
 use crate::net::leg::LegConfig;
 use crate::net::{EngineConfig, WhenFull};
 
@@ -242,6 +242,13 @@ pub struct PolicyDef {
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// UDP to the policy's scopes (QUIC): "block" or "pass"; unset: block while TLS is
+    /// inspected, pass otherwise.
+    #[serde(default)]
+    pub quic: Option<QuicMode>,
+    /// A server that asks for a client certificate: "exclude" (default) or "block".
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
     #[serde(default)]
     pub scope: Vec<ScopeDef>,
 }
@@ -307,6 +314,8 @@ impl ConfigFile {
                 id: p.id,
                 name: p.name.clone(),
                 enabled: p.enabled,
+                quic: p.quic,
+                client_auth: p.client_auth,
             };
             if policies.insert(p.id, policy).is_some() {
                 bail!("policy id: '{}': defined twice", p.id);

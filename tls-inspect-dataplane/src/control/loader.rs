@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::config::{ConfigFile, XdpModeSetting};
 use super::maps::{Maps, Paths};
-use super::scopes::ScopeSet;
+use super::scopes::{QuicMode, ScopeSet};
 use super::state::{self, Lock};
 use super::supervisor::{Plan, Supervisor, TlsPlan};
 use std::sync::Arc;
@@ -130,6 +130,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let outside_ifindex = ifindex("outside", &outside)?;
     let (policies, scopes) = file.scope_set(file.limits)?;
     let mut set = ScopeSet::new(file.limits);
+    // QUIC is blocked by default where TLS is inspected: browsers then use TCP, which is.
+    set.quic_default = if file.tls.inspect { QuicMode::Block } else { QuicMode::Pass };
     set.replace_with(policies, scopes)?;
     let tls = tls_plan(&file)?;
     let ips = ips_plan(&file)?;
@@ -156,10 +158,19 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 config.outside_ifindex
             );
         }
-        if state::read(&paths).is_err() {
-            warn!("no state file: loading the configured scopes");
-            Maps::open(&paths)?.stage(&set)?.commit()?;
-            state::write(&paths, &set)?;
+        match state::read(&paths) {
+            Err(_) => {
+                warn!("no state file: loading the configured scopes");
+                Maps::open(&paths)?.stage(&set)?.commit()?;
+                state::write(&paths, &set)?;
+            }
+            // The QUIC default follows this run's configuration (TLS inspection on or off).
+            Ok(mut kept) if kept.quic_default != set.quic_default => {
+                kept.quic_default = set.quic_default;
+                Maps::open(&paths)?.stage(&kept)?.commit()?;
+                state::write(&paths, &kept)?;
+            }
+            Ok(_) => {}
         }
         info!(
             instance = %paths.instance, %inside, %outside,
@@ -259,7 +270,7 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
     let dir = PathBuf::from(&settings.ca_dir);
     let ca = crate::tls::ca::load(&dir).context("tls.ca_dir")?;
     if let Ok(info) = crate::tls::ca::show(&dir) {
-        if let Some(w) = info.warning() {
+        for w in info.warnings() {
             warn!("{w}");
             eprintln!("tls-inspect: warning: {w}");
         }

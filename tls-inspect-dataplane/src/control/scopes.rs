@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tls_inspect_common::{ScopeBitmap, SlotOwner, MAX_SCOPES};
+use tls_inspect_common::{ScopeBitmap, SlotOwner, MAX_SCOPES, SLOT_CLIENT_AUTH_BLOCK, SLOT_QUIC_BLOCK};
 
 /// A rejected input: which field, which value, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,6 +315,36 @@ pub struct Policy {
     #[serde(default)]
     pub name: String,
     pub enabled: bool,
+    /// UDP to the policy's scopes (QUIC); None: the appliance's default ([`ScopeSet::quic_default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<QuicMode>,
+    /// A server that asks for a client certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
+}
+
+/// `quic` in a `[[policy]]`: what happens to UDP from a scope's sources to its destinations and
+/// destination ports (QUIC, HTTP/3), which the appliance cannot inspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuicMode {
+    /// Dropped in XDP and counted: browsers fall back to TCP, where the scope inspects them.
+    Block,
+    /// Bridged and counted.
+    #[default]
+    Pass,
+}
+
+/// `client_auth` in a `[[policy]]`: what happens when a server with a valid certificate asks for
+/// a client certificate, which an interceptor cannot forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// The (server, SNI) enters the exclusion cache and is passed untouched from then on.
+    #[default]
+    Exclude,
+    /// The flow is blocked: no server can opt itself out of inspection by asking.
+    Block,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +364,10 @@ pub struct ScopeSet {
     pub scopes: BTreeMap<u32, Scope>,
     /// Scope IDs are never reused, so logs stay unambiguous.
     pub next_scope_id: u32,
+    /// `quic` of a policy that does not say: block while TLS is inspected, pass otherwise (set
+    /// by `run` from the configuration).
+    #[serde(default)]
+    pub quic_default: QuicMode,
 }
 
 impl ScopeSet {
@@ -343,6 +377,7 @@ impl ScopeSet {
             policies: BTreeMap::new(),
             scopes: BTreeMap::new(),
             next_scope_id: 1,
+            quic_default: QuicMode::Pass,
         }
     }
 
@@ -439,6 +474,8 @@ impl ScopeSet {
                 id,
                 name: name.to_string(),
                 enabled,
+                quic: None,
+                client_auth: ClientAuthMode::default(),
             },
         );
         next.validate()?;
@@ -480,6 +517,7 @@ impl ScopeSet {
             policies,
             scopes,
             next_scope_id: self.next_scope_id.max(max_id.saturating_add(1)),
+            quic_default: self.quic_default,
         };
         next.validate()?;
         *self = next;
@@ -503,9 +541,20 @@ impl ScopeSet {
         let mut dport = Vec::new();
         for (slot, scope) in active.iter().enumerate() {
             let slot = slot as u32;
+            let mut flags = 0;
+            if let Some(p) = self.policies.get(&scope.policy) {
+                if p.quic.unwrap_or(self.quic_default) == QuicMode::Block {
+                    flags |= SLOT_QUIC_BLOCK;
+                }
+                if p.client_auth == ClientAuthMode::Block {
+                    flags |= SLOT_CLIENT_AUTH_BLOCK;
+                }
+            }
             slots.push(SlotOwner {
                 policy_id: scope.policy,
                 scope_id: scope.id,
+                flags,
+                _pad: 0,
             });
             for c in &scope.spec.src {
                 src.entry(*c).or_insert(ScopeBitmap::EMPTY).set(slot);

@@ -42,9 +42,17 @@ fn answer(request: &str, policy: Option<&TlsPolicy>, rules: &mut Option<RulesCon
             let entries: Vec<_> = policy
                 .exclusions()
                 .into_iter()
-                .map(|(ip, sni, left)| json!({ "server": ip.to_string(), "sni": sni, "expires_in": left.as_secs() }))
+                .map(|e| {
+                    json!({
+                        "server": e.server.to_string(),
+                        "sni": e.sni,
+                        "clients": e.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
+                        "reason": e.reason.as_str(),
+                        "expires_in": e.expires_in.as_secs(),
+                    })
+                })
                 .collect();
-            json!({ "bypass": entries })
+            json!({ "bypass": entries, "evicted": policy.exclusions_evicted() })
         }
         "bypass clear" => json!({ "cleared": policy.clear_exclusions() }),
         other => json!({ "error": format!("unknown request '{other}'") }),

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::maps::{Maps, Paths};
 use crate::net::EngineConfig;
-use crate::phy::worker::{queue_count, Handoff, Worker, WorkerConfig, WorkerStats};
+use crate::phy::worker::{queue_count, Handoff, Worker, WorkerConfig, WorkerStats, HANDOFF_BATCHES};
 
 pub struct Supervisor {
     stop: Arc<AtomicBool>,
@@ -45,6 +45,9 @@ pub struct TlsPlan {
     pub cert_cache: usize,
 }
 
+/// How often expired entries leave the TLS exclusion cache.
+const EXCLUSION_SWEEP: Duration = Duration::from_secs(10);
+
 /// The file `tls-inspect stats` reads the workers' counters from.
 pub fn workers_file(paths: &Paths) -> std::path::PathBuf {
     paths.run_dir.join("workers.json")
@@ -62,7 +65,7 @@ impl Supervisor {
         }
         let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded::<Handoff>()).collect();
+        let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::bounded::<Handoff>(HANDOFF_BATCHES)).collect();
         let senders: Vec<_> = channels.iter().map(|(s, _)| s.clone()).collect();
         let stats: Arc<Vec<Arc<WorkerStats>>> = Arc::new((0..n).map(|_| Arc::new(WorkerStats::default())).collect());
         let mut workers = Vec::with_capacity(n);
@@ -124,9 +127,16 @@ impl Supervisor {
         write_workers_file(&workers_file(paths), &stats)?;
         {
             let (stop, stats, path) = (stop.clone(), stats.clone(), workers_file(paths));
+            let policy = plan.tls.as_ref().map(|t| t.policy.clone());
             helpers.push(std::thread::spawn(move || {
+                let mut last_sweep = std::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let _ = write_workers_file(&path, &stats);
+                    // Expired exclusions go on a timer, not only when looked up.
+                    if let Some(p) = policy.as_ref().filter(|_| last_sweep.elapsed() >= EXCLUSION_SWEEP) {
+                        p.sweep();
+                        last_sweep = std::time::Instant::now();
+                    }
                     std::thread::sleep(Duration::from_millis(250));
                 }
                 let _ = std::fs::remove_file(&path);

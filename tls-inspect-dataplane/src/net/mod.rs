@@ -12,7 +12,7 @@ pub mod timer;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,7 +28,7 @@ use crate::log::FlowLog;
 use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
 use crate::tls::forge::Forger;
 use crate::tls::intercept::{Failure, Interceptor, TlsConfig};
-use crate::tls::policy::{Decision, TlsPolicy};
+use crate::tls::policy::{Decision, ExclusionReason, PassOrBlock, TlsPolicy};
 use buffers::BufferPool;
 use leg::{Leg, LegConfig};
 use timer::TimerWheel;
@@ -149,6 +149,10 @@ struct Flow {
     to_client: EthHeader,
     server_mss: Option<u16>,
     upstream_rst: bool,
+    /// The server sent bytes (or its FIN) before the client's first bytes.
+    server_spoke_first: bool,
+    /// The scope's `SLOT_*` flags, from the XDP program's flow entry.
+    scope_flags: u32,
     fin_to_server: bool,
     fin_to_client: bool,
     /// A blocked non-HTTP flow: reset the client leg once it has acknowledged the closing alert.
@@ -166,6 +170,15 @@ pub struct TlsWorker {
     pub forger: Forger,
 }
 
+/// What the XDP program recorded of a flow on its SYN: the policy and scope it matched, and the
+/// scope's `SLOT_*` flags as they were then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowIds {
+    pub policy_id: u32,
+    pub scope_id: u32,
+    pub flags: u32,
+}
+
 /// What an engine is connected to besides frames: TLS, the flow log, and the XDP program's
 /// policy and scope of each flow.
 #[derive(Default)]
@@ -174,7 +187,7 @@ pub struct Hooks {
     pub ips: Option<IpsHook>,
     pub log: Option<Sender<crate::log::Record>>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
-    pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> (u32, u32) + Send>>,
+    pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> FlowIds + Send>>,
 }
 
 /// The IPS for one worker: the live rule set and this worker's Hyperscan scratch space.
@@ -205,13 +218,16 @@ impl IpsHook {
     }
 }
 
+/// RFC 9293's default IPv4 MSS: what a peer that sends none, or an absurd one, gets.
+const DEFAULT_MSS: u16 = 536;
+
 /// The first bytes of a client that are read before deciding.
-const MAX_FIRST: usize = 16 * 1024;
+const MAX_FIRST: usize = 96 * 1024;
 
 /// What the decision point chose.
 enum Decided {
     Splice(&'static str),
-    Block(&'static str),
+    Block(String),
     Inspect(ClientHello),
 }
 
@@ -432,7 +448,8 @@ impl Engine {
             return;
         };
         server_leg.poll(now, &[], tx);
-        let (policy_id, scope_id) = self.hooks.flow_ids.as_mut().map_or((0, 0), |f| f(&key));
+        let ids = self.hooks.flow_ids.as_mut().map_or(FlowIds::default(), |f| f(&key));
+        let (policy_id, scope_id) = (ids.policy_id, ids.scope_id);
         self.next_flow_id += 1;
         let log = FlowLog {
             flow_id: self.next_flow_id,
@@ -457,6 +474,8 @@ impl Engine {
             to_client,
             server_mss: None,
             upstream_rst: false,
+            server_spoke_first: false,
+            scope_flags: ids.flags,
             fin_to_server: false,
             fin_to_client: false,
             reset_client_when_sent: false,
@@ -532,15 +551,27 @@ impl Engine {
         self.expired = expired;
     }
 
-    /// The decision point, taken once: when the client has sent its first bytes (or the server
-    /// spoke first, as SMTP, FTP and SSH do: then it is not TLS). `None`: wait for more bytes.
+    /// The decision point, taken once: when the client has sent its first bytes, or has stopped
+    /// sending (FIN, or a full receive buffer) before they made a ClientHello. A server that spoke
+    /// first (SMTP, FTP and SSH do) is relayed to the client meanwhile, and the flow is still
+    /// decided on the client's first bytes: a ClientHello after a server's banner is a
+    /// ClientHello. `None`: wait for more bytes.
     fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Option<Decided> {
-        if server_spoke && first.is_empty() {
-            return Some(Decided::Splice("server_first"));
-        }
         let hello = match sniff(first) {
-            Sniff::NeedMore if can_wait && first.len() < MAX_FIRST => return None,
-            Sniff::NeedMore | Sniff::NotTls(_) => return Some(Decided::Splice("not_tls")),
+            Sniff::NeedMore if can_wait => return None,
+            // The client stopped before its first bytes made anything.
+            Sniff::NeedMore if first.is_empty() => {
+                return Some(Decided::Splice(if server_spoke { "server_first" } else { "not_tls" }));
+            }
+            Sniff::NeedMore => return Some(Self::malformed(tls, "ClientHello incomplete when the client stopped sending")),
+            Sniff::Malformed(why) => return Some(Self::malformed(tls, why)),
+            Sniff::NotTls(_) => {
+                let reason = if server_spoke { "server_first" } else { "not_tls" };
+                return Some(match tls.map(|t| t.policy.non_tls) {
+                    Some(PassOrBlock::Block) => Decided::Block(reason.into()),
+                    _ => Decided::Splice(reason),
+                });
+            }
             Sniff::Hello(h) => h,
         };
         log.sni = hello.sni.clone();
@@ -550,12 +581,23 @@ impl Engine {
         let Some(tls) = tls else {
             return Some(Decided::Splice("inspection_off"));
         };
-        let (client, server) = (log.src_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), log.dest_ip.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        let client = log.src_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let server = SocketAddrV4::new(log.dest_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), log.dest_port);
         Some(match tls.policy.decide(&hello, client, server) {
             Decision::Inspect => Decided::Inspect(hello),
             Decision::Pass(reason) => Decided::Splice(reason),
-            Decision::Block(reason) => Decided::Block(reason),
+            Decision::Block(reason) => Decided::Block(reason.into()),
         })
+    }
+
+    /// A first flight that began as a TLS handshake but is no ClientHello the appliance can
+    /// read: blocked when TLS is inspected (passing it would let any client skip inspection by
+    /// sending a hello our parser refuses and the server accepts), spliced when it is not.
+    fn malformed(tls: Option<&TlsWorker>, why: &str) -> Decided {
+        match tls {
+            Some(_) => Decided::Block(format!("malformed_client_hello: {why}")),
+            None => Decided::Splice("inspection_off"),
+        }
     }
 
     /// Moves a flow's state machine on after any input or timer, and ends with a poll of both legs
@@ -578,7 +620,11 @@ impl Engine {
                     // (an idle keep-alive connection, reset after 75 s).
                     flow.server.socket().set_timeout(None);
                     let server = (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port));
-                    let mtu = mtu.min(usize::from(flow.server_mss.unwrap_or(536)) + 40);
+                    // The client leg's segments fit the server's MSS, never below RFC 9293's
+                    // IPv4 default (a peer's MSS of a few bytes would make tiny segments),
+                    // never above the device's MTU.
+                    let mss = flow.server_mss.unwrap_or(DEFAULT_MSS).max(DEFAULT_MSS);
+                    let mtu = mtu.min(usize::from(mss) + 40);
                     match Leg::listen(server, flow.to_client, mtu, &leg_cfg, &self.buffers, seed, now) {
                         Some(mut client) => {
                             let syn = std::mem::take(&mut flow.held_syn);
@@ -626,14 +672,25 @@ impl Engine {
                 flow.phase = Phase::Deciding;
             }
             if flow.phase == Phase::Deciding {
-                let server_spoke = {
+                if !client.socket().can_recv() {
                     let s = flow.server.socket();
-                    s.can_recv() || !s.may_recv()
-                };
+                    flow.server_spoke_first |= s.can_recv() || !s.may_recv();
+                }
+                let server_spoke = flow.server_spoke_first;
+                if server_spoke && !client.socket().can_recv() {
+                    // Relay what the server says until the client speaks (its banner, for
+                    // SMTP or SSH); the client's FIN is a decision below, the server's is one now.
+                    let down = flow.server.relay_to(client) as u64;
+                    flow.log.bytes_toclient += down;
+                    self.stats.bytes_to_client += down;
+                }
+                let server_done = finished_receiving(&mut flow.server);
                 let socket = client.socket();
-                let can_wait = socket.may_recv();
-                if socket.can_recv() || !can_wait || server_spoke {
-                    let first = socket.peek(MAX_FIRST).map(<[u8]>::to_vec).unwrap_or_default();
+                // The whole hello must fit in the receive buffer, which it waits in.
+                let limit = MAX_FIRST.min(socket.recv_capacity());
+                let can_wait = socket.may_recv() && socket.recv_queue() < limit && !server_done;
+                if socket.can_recv() || !can_wait {
+                    let first = socket.peek(limit).map(<[u8]>::to_vec).unwrap_or_default();
                     let mut decided = Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke);
                     // tls.sni rules see the ClientHello before any decryption: passed flows too.
                     if let (Some(d), Some(sni), Some(ips)) = (&decided, flow.log.sni.clone(), &self.hooks.ips) {
@@ -648,7 +705,7 @@ impl Engine {
                             }
                         }
                         if matches!(verdict, crate::inspect::Verdict::Block(_)) && !matches!(d, Decided::Block(_)) {
-                            decided = Some(Decided::Block("ips_sni"));
+                            decided = Some(Decided::Block("ips_sni".into()));
                         }
                     }
                     match decided {
@@ -661,7 +718,7 @@ impl Engine {
                         }
                         Some(Decided::Block(reason)) => {
                             flow.log.decision = "blocked";
-                            flow.log.reason = reason.to_string();
+                            flow.log.reason = reason;
                             self.stats.tls_blocked += 1;
                             client.send_from(&Interceptor::alert(ALERT_ACCESS_DENIED));
                             client.socket().close();
@@ -685,12 +742,16 @@ impl Engine {
                             match tls.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {
                                 Some(Ok(icpt)) => {
                                     flow.log.decision = "inspected";
+                                    if hello.ech {
+                                        // Decided on the outer hello (GREASE or real ECH).
+                                        flow.log.reason = "ech_outer".to_string();
+                                    }
                                     flow.tls = Some(Box::new(icpt));
                                     flow.phase = Phase::Inspected;
                                     self.stats.tls_inspected += 1;
                                 }
                                 Some(Err(f)) => {
-                                    fail(flow, f, self.hooks.tls.as_ref().map(|t| &*t.policy), &mut self.stats);
+                                    fail(flow, f, self.hooks.tls.as_ref().map(|t| &*t.policy), self.hooks.log.as_ref(), &mut self.stats);
                                 }
                                 None => flow.phase = Phase::Spliced,
                             }
@@ -726,7 +787,7 @@ impl Engine {
                             }
                             Err(f) => {
                                 let policy = tls.policy.clone();
-                                fail(flow, f, Some(&policy), &mut self.stats);
+                                fail(flow, f, Some(&policy), self.hooks.log.as_ref(), &mut self.stats);
                             }
                         }
                     }
@@ -876,26 +937,37 @@ fn relay_tls(server: &mut Leg, client: &mut Leg, icpt: &mut Interceptor, forger:
 }
 
 /// Ends an inspected flow that failed: says why in the log, tells the client what it should
-/// see, and puts mTLS servers and pinning clients in the exclusion cache.
-fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, stats: &mut EngineStats) {
+/// see, and fills the exclusion cache: a valid server that asked for a client certificate is
+/// excluded for every client (or blocked, when its policy says `client_auth = "block"`); a client
+/// that refused the forged certificate is excluded alone. Every addition is logged.
+fn fail(flow: &mut Flow, failure: Failure, policy: Option<&TlsPolicy>, log: Option<&Sender<crate::log::Record>>, stats: &mut EngineStats) {
     let server_ip = Ipv4Addr::from(flow.key.server_addr);
+    let client_ip = Ipv4Addr::from(flow.key.client_addr);
     let sni = flow.log.sni.clone().unwrap_or_default();
+    let auth_blocked = flow.scope_flags & tls_inspect_common::SLOT_CLIENT_AUTH_BLOCK != 0;
     let (decision, reason, alert, exclude) = match failure {
-        Failure::UpstreamInvalid(why) => ("blocked", format!("upstream_invalid: {why}"), Some(ALERT_ACCESS_DENIED), false),
-        Failure::ClientAuthRequested => ("failed", "client_auth_requested".to_string(), None, true),
-        Failure::ClientRejected(a) => ("failed", format!("client_rejected_certificate: {a}"), None, true),
-        Failure::Blocked(why) => ("blocked", why, None, false),
-        Failure::Upstream(e) => ("failed", format!("upstream: {e}"), Some(ALERT_HANDSHAKE_FAILURE), false),
-        Failure::Client(e) => ("failed", format!("client: {e}"), None, false),
+        Failure::UpstreamInvalid(why) => ("blocked", format!("upstream_invalid: {why}"), Some(ALERT_ACCESS_DENIED), None),
+        Failure::ClientAuthRequested if auth_blocked => ("blocked", "client_auth_requested".to_string(), Some(ALERT_ACCESS_DENIED), None),
+        Failure::ClientAuthRequested => {
+            ("failed", "client_auth_requested".to_string(), Some(ALERT_HANDSHAKE_FAILURE), Some((None, ExclusionReason::ClientAuthRequested)))
+        }
+        Failure::ClientRejected(a) => {
+            ("failed", format!("client_rejected_certificate: {a}"), None, Some((Some(client_ip), ExclusionReason::ClientRejected)))
+        }
+        Failure::Blocked(why) => ("blocked", why, None, None),
+        Failure::Upstream(e) => ("failed", format!("upstream: {e}"), Some(ALERT_HANDSHAKE_FAILURE), None),
+        Failure::Client(e) => ("failed", format!("client: {e}"), None, None),
     };
     if decision == "blocked" {
         stats.tls_blocked += 1;
     } else {
         stats.tls_failed += 1;
     }
-    if exclude {
-        if let Some(p) = policy {
-            p.exclude(server_ip, &sni);
+    if let (Some((client, why)), Some(p)) = (exclude, policy) {
+        let evicted = p.exclude(SocketAddrV4::new(server_ip, u16::from_be_bytes(flow.key.server_port)), &sni, client, why);
+        if let Some(log) = log {
+            let record = crate::log::ExclusionLog { flow: flow.log.clone(), client, reason: why, ttl: p.exclusion_ttl, evicted };
+            let _ = log.try_send(crate::log::Record::Exclusion(Box::new(record)));
         }
     }
     flow.log.decision = decision;

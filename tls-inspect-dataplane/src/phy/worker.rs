@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use smoltcp::time::Instant;
 use tls_inspect_common::{xsk_index, FlowKey, FlowValue, FLOW_BYPASS, MAP_FLOWS, SIDE_INSIDE, SIDE_OUTSIDE};
 use tracing::{debug, warn};
@@ -22,7 +22,7 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::control::maps::{Paths, Sockets};
-use crate::net::{flow_of, owner, Engine, EngineConfig, Hooks, MapUpdate, Side, TlsWorker, Transmit};
+use crate::net::{flow_of, owner, Engine, EngineConfig, FlowIds, Hooks, MapUpdate, Side, TlsWorker, Transmit};
 use crate::tls::forge::Forger;
 
 /// Frames of a UMEM: a quarter for each fill ring, half for transmitting.
@@ -45,11 +45,12 @@ pub struct WorkerConfig {
 }
 
 /// Names of a worker's counters, in [`WorkerStats`] order.
-pub const WORKER_COUNTERS: [&str; 22] = [
+pub const WORKER_COUNTERS: [&str; 23] = [
     "frames_rx",
     "frames_tx",
     "handoffs_out",
     "handoffs_in",
+    "handoffs_dropped",
     "tx_ring_full",
     "tx_dropped_no_frame",
     "flows_open",
@@ -88,6 +89,9 @@ impl WorkerStats {
         }
     }
 }
+
+/// Batches a worker's inbox holds at most (each up to one receive batch per port).
+pub const HANDOFF_BATCHES: usize = 1024;
 
 /// Frames handed from one worker to another: one buffer, many frames.
 #[derive(Default)]
@@ -280,7 +284,9 @@ impl Worker {
             tls,
             ips,
             log: self.config.log.clone(),
-            flow_ids: Some(Box::new(move |k: &FlowKey| ids.get(k, 0).map_or((0, 0), |v| (v.policy_id, v.scope_id)))),
+            flow_ids: Some(Box::new(move |k: &FlowKey| {
+                ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })
+            })),
         };
         let mut engine = Engine::new(self.config.engine, seed(self.config.id), now()).with_hooks(hooks);
         let workers = self.config.workers.max(1);
@@ -294,6 +300,7 @@ impl Worker {
         let mut pending: [Vec<FrameDesc>; 2] = [Vec::with_capacity(BATCH * 4), Vec::with_capacity(BATCH * 4)];
         let mut dropped = 0u64;
         let (mut frames_rx, mut frames_tx, mut handoffs_out, mut handoffs_in, mut ring_full) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut handoffs_dropped = 0u64;
         let mut map_errors = 0u64;
 
         while !self.stop.load(Ordering::Relaxed) {
@@ -361,8 +368,12 @@ impl Worker {
             for (target, outbox) in outboxes.iter_mut().enumerate() {
                 if !outbox.is_empty() {
                     let batch = std::mem::take(outbox);
-                    if self.peers[target].send(batch).is_err() {
-                        warn!(worker = self.config.id, target, "handoff channel closed");
+                    // The channel is bounded: a worker that falls behind loses frames (TCP
+                    // resends them) rather than holding ever more memory.
+                    match self.peers[target].try_send(batch) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(batch)) => handoffs_dropped += batch.frames.len() as u64,
+                        Err(TrySendError::Disconnected(_)) => warn!(worker = self.config.id, target, "handoff channel closed"),
                     }
                 }
             }
@@ -412,6 +423,7 @@ impl Worker {
                 frames_tx,
                 handoffs_out,
                 handoffs_in,
+                handoffs_dropped,
                 ring_full,
                 dropped,
                 s.flows_open,

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -64,20 +64,72 @@ pub struct CaInfo {
     pub is_root: bool,
     /// Validity left; None once expired.
     pub remaining: Option<Duration>,
+    /// The limits a signing CA for interception should carry and this one lacks.
+    pub missing_limits: Vec<MissingLimit>,
+}
+
+/// A limit the CA certificate does not set, so that its key, if it leaks, signs more than TLS
+/// server certificates below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingLimit {
+    /// No `pathLenConstraint` of 0: the key can make further CAs.
+    PathLen,
+    /// No extended key usage, or one wider than serverAuth: what it signs is trusted for code
+    /// signing, e-mail, client authentication...
+    ServerAuthOnly,
+    /// Key usages beyond keyCertSign, cRLSign (and digitalSignature).
+    KeyUsage,
+}
+
+impl MissingLimit {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::PathLen => "no pathLenConstraint 0: its key can sign further CAs",
+            Self::ServerAuthOnly => "no extended key usage limited to serverAuth: what it signs is trusted for other purposes too",
+            Self::KeyUsage => "key usages beyond keyCertSign and cRLSign",
+        }
+    }
 }
 
 impl CaInfo {
-    pub fn warning(&self) -> Option<String> {
+    /// What the operator should hear about this CA: validity running out, limits it lacks.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
         match self.remaining {
-            None => Some(format!("the CA certificate expired on {}", self.not_after)),
-            Some(left) if left < WARN_BEFORE => Some(format!(
+            None => out.push(format!("the CA certificate expired on {}", self.not_after)),
+            Some(left) if left < WARN_BEFORE => out.push(format!(
                 "the CA certificate expires in {} days ({}): plan its replacement",
                 left.as_secs() / 86_400,
                 self.not_after
             )),
-            _ => None,
+            _ => {}
+        }
+        out.extend(self.missing_limits.iter().map(|m| format!("the CA certificate has {}", m.describe())));
+        out
+    }
+}
+
+/// The limits `x` lacks (see [`MissingLimit`]).
+fn missing_limits(x: &X509Certificate<'_>) -> Vec<MissingLimit> {
+    let mut missing = Vec::new();
+    let path_len = x.basic_constraints().ok().flatten().and_then(|bc| bc.value.path_len_constraint);
+    if path_len != Some(0) {
+        missing.push(MissingLimit::PathLen);
+    }
+    let server_auth_only = x.extended_key_usage().ok().flatten().is_some_and(|e| {
+        let e = e.value;
+        e.server_auth && !e.any && !e.client_auth && !e.code_signing && !e.email_protection && !e.time_stamping && !e.ocsp_signing && e.other.is_empty()
+    });
+    if !server_auth_only {
+        missing.push(MissingLimit::ServerAuthOnly);
+    }
+    if let Ok(Some(ku)) = x.key_usage() {
+        let ku = ku.value;
+        if ku.non_repudiation() || ku.key_encipherment() || ku.data_encipherment() || ku.key_agreement() || ku.encipher_only() || ku.decipher_only() {
+            missing.push(MissingLimit::KeyUsage);
         }
     }
+    missing
 }
 
 fn pem_certs(text: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
@@ -134,6 +186,7 @@ fn info_of(der: &[u8]) -> Result<CaInfo> {
         sha256: hex::sha256(der),
         is_root: x.subject() == x.issuer(),
         remaining: v.time_to_expiration().and_then(|d| Duration::try_from(d).ok()),
+        missing_limits: missing_limits(&x),
     })
 }
 
@@ -203,7 +256,9 @@ fn save(dir: &Path, cert_pem: &str, key_pem: &str, chain_pem: &str) -> Result<()
     Ok(())
 }
 
-/// `ca trial`: a private root CA (ECDSA P-256, 10 years) whose name says what it is.
+/// `ca trial`: a private root CA (ECDSA P-256, 10 years) whose name says what it is, limited to
+/// what interception needs: no CAs below it (pathLen 0), certificate and CRL signing only, and
+/// TLS server authentication only.
 pub fn trial(dir: &Path) -> Result<CaInfo> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
@@ -211,8 +266,9 @@ pub fn trial(dir: &Path) -> Result<CaInfo> {
     dn.push(DnType::CommonName, "tls-inspect trial CA (not for production)");
     dn.push(DnType::OrganizationName, "tls-inspect trial");
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
@@ -364,8 +420,11 @@ mod tests {
         p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(100);
         let (c, k, _) = make(&d, "short", p, &PKCS_ECDSA_P256_SHA256);
         let info = import(&d.join("store"), &c, &k, None).unwrap();
-        let w = info.warning().unwrap();
+        let w = info.warnings().join("; ");
         assert!(w.contains("expires in 99 days") || w.contains("expires in 100 days"), "{w}");
+        // An unconstrained CA without an extended key usage is named for both.
+        assert_eq!(info.missing_limits, [MissingLimit::PathLen, MissingLimit::ServerAuthOnly]);
+        assert!(w.contains("pathLenConstraint") && w.contains("serverAuth"), "{w}");
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -377,7 +436,13 @@ mod tests {
         assert!(info.subject.contains("trial"));
         assert!(info.is_root);
         assert!(info.remaining.unwrap() > Duration::from_secs(9 * 365 * 86_400));
-        assert!(info.warning().is_none());
+        assert!(info.warnings().is_empty(), "{:?}", info.warnings());
+        let der = pem_certs(&fs::read_to_string(d.join("ca.crt")).unwrap(), "t").unwrap().remove(0);
+        let (_, x) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(x.basic_constraints().unwrap().unwrap().value.path_len_constraint, Some(0));
+        let ku = x.key_usage().unwrap().unwrap().value;
+        assert!(ku.key_cert_sign() && ku.crl_sign() && !ku.digital_signature());
+        assert!(x.extended_key_usage().unwrap().unwrap().value.server_auth);
         let mode = fs::metadata(d.join("ca.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let ca = load(&d).unwrap();

@@ -19,9 +19,11 @@ const EXT_ECH: u16 = 0xfe0d;
 pub enum Sniff {
     /// Not enough bytes yet to tell.
     NeedMore,
-    /// Not a TLS handshake: the flow is not TLS.
+    /// Not TLS at all (the first byte is not a handshake record's): the flow is not TLS.
     NotTls(&'static str),
-    /// A complete ClientHello.
+    /// Starts as a TLS handshake record but is not a valid ClientHello: what was wrong.
+    Malformed(&'static str),
+    /// A complete ClientHello (an SSL 2.0-format one offers only [`SSL2`]).
     Hello(ClientHello),
 }
 
@@ -43,6 +45,10 @@ pub struct ClientHello {
     pub record_len: usize,
 }
 
+/// What an SSL 2.0-format ClientHello offers, whatever its version field says: only legacy stacks
+/// send that format, and no TLS library we relay with reads it.
+pub const SSL2: u16 = 0x0002;
+pub const SSL3: u16 = 0x0300;
 pub const TLS1_0: u16 = 0x0301;
 pub const TLS1_1: u16 = 0x0302;
 pub const TLS1_2: u16 = 0x0303;
@@ -93,32 +99,44 @@ impl<'a> Reader<'a> {
 }
 
 /// The largest handshake message we wait for (a hello with post-quantum key shares is a few KB).
-const MAX_HELLO: usize = 64 * 1024;
+pub const MAX_HELLO: usize = 64 * 1024;
 
 /// Reads the first flight. Bytes past the hello are ignored (they wait in the client's buffer).
+/// Anything that starts as a TLS handshake record (type 22, version 3.x) is a ClientHello or
+/// [`Sniff::Malformed`], never [`Sniff::NotTls`]: a hello the parser cannot read is not a reason
+/// to let the flow through unseen.
 pub fn sniff(data: &[u8]) -> Sniff {
+    if data.first().is_some_and(|b| b & 0x80 != 0) {
+        return sniff_sslv2(data);
+    }
     // Reassemble the handshake message from as many handshake records as it spans.
     let mut msg: Vec<u8> = Vec::new();
     let mut rest = data;
     let mut consumed = 0;
     let mut record_version = 0;
     loop {
+        // The record header, as far as it has arrived.
+        let first = consumed == 0;
+        match (rest.first(), rest.get(1), rest.get(2)) {
+            (Some(22), Some(3) | None, minor) => {
+                if minor.is_some_and(|m| *m > 4) {
+                    return Sniff::Malformed("not a TLS record version");
+                }
+            }
+            (Some(22), Some(_), _) if first => return Sniff::NotTls("not a TLS record version"),
+            (Some(_), _, _) if first => return Sniff::NotTls("not a handshake record"),
+            (Some(_), _, _) => return Sniff::Malformed("ClientHello interrupted by another record"),
+            (None, _, _) => {}
+        }
         if rest.len() < 5 {
-            return if rest.is_empty() || rest[0] == 22 { Sniff::NeedMore } else { Sniff::NotTls("not a handshake record") };
-        }
-        if rest[0] != 22 {
-            return Sniff::NotTls("not a handshake record");
-        }
-        let version = u16::from_be_bytes([rest[1], rest[2]]);
-        if rest[1] != 3 || rest[2] > 4 {
-            return Sniff::NotTls("not a TLS record version");
+            return Sniff::NeedMore;
         }
         if record_version == 0 {
-            record_version = version;
+            record_version = u16::from_be_bytes([rest[1], rest[2]]);
         }
         let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
         if len == 0 || len > 16_384 + 256 {
-            return Sniff::NotTls("bad record length");
+            return Sniff::Malformed("bad record length");
         }
         if rest.len() < 5 + len {
             return Sniff::NeedMore;
@@ -128,104 +146,150 @@ pub fn sniff(data: &[u8]) -> Sniff {
         consumed += 5 + len;
         if msg.len() >= 4 {
             if msg[0] != 1 {
-                return Sniff::NotTls("first handshake message is not a ClientHello");
+                return Sniff::Malformed("first handshake message is not a ClientHello");
             }
             let body = (usize::from(msg[1]) << 16) | (usize::from(msg[2]) << 8) | usize::from(msg[3]);
             if body > MAX_HELLO {
-                return Sniff::NotTls("ClientHello too large");
+                return Sniff::Malformed("ClientHello larger than 64 KiB");
             }
             if msg.len() >= 4 + body {
                 msg.truncate(4 + body);
                 break;
             }
         }
-        if msg.len() > MAX_HELLO {
-            return Sniff::NotTls("ClientHello too large");
-        }
     }
     match parse_hello(&msg) {
-        Some(mut hello) => {
+        Ok(mut hello) => {
             hello.record_len = consumed;
             if hello.versions.is_empty() {
                 hello.versions.push(hello.legacy_version.max(record_version));
             }
             Sniff::Hello(hello)
         }
-        None => Sniff::NotTls("malformed ClientHello"),
+        Err(why) => Sniff::Malformed(why),
     }
 }
 
-fn parse_hello(msg: &[u8]) -> Option<ClientHello> {
-    let mut r = Reader::new(msg);
-    if r.u8()? != 1 {
-        return None;
+/// An SSL 2.0-format record (a two-byte header with the top bit set) that carries a
+/// CLIENT-HELLO: what SSLv2 and some SSLv3/TLS 1.0-era clients send.
+fn sniff_sslv2(data: &[u8]) -> Sniff {
+    if data.len() < 5 {
+        return Sniff::NeedMore;
     }
-    let len = r.u24()?;
-    let mut body = Reader::new(r.take(len)?);
+    let len = (usize::from(data[0] & 0x7f) << 8) | usize::from(data[1]);
+    let (kind, major) = (data[2], data[3]);
+    if kind != 1 || !(major == 0 || major == 3) || len < 9 {
+        return Sniff::NotTls("not a handshake record");
+    }
+    if data.len() < 2 + len {
+        return Sniff::NeedMore;
+    }
+    Sniff::Hello(ClientHello {
+        legacy_version: u16::from_be_bytes([data[3], data[4]]),
+        versions: vec![SSL2],
+        record_len: 2 + len,
+        ..ClientHello::default()
+    })
+}
+
+/// `Option` to the reason a hello is malformed.
+trait Need<T> {
+    fn need(self, what: &'static str) -> Result<T, &'static str>;
+}
+
+impl<T> Need<T> for Option<T> {
+    fn need(self, what: &'static str) -> Result<T, &'static str> {
+        self.ok_or(what)
+    }
+}
+
+const TRUNCATED: &str = "truncated ClientHello";
+
+fn parse_hello(msg: &[u8]) -> Result<ClientHello, &'static str> {
+    let mut r = Reader::new(msg);
+    if r.u8().need(TRUNCATED)? != 1 {
+        return Err("first handshake message is not a ClientHello");
+    }
+    let len = r.u24().need(TRUNCATED)?;
+    let mut body = Reader::new(r.take(len).need(TRUNCATED)?);
     let mut hello = ClientHello {
-        legacy_version: body.u16()?,
+        legacy_version: body.u16().need(TRUNCATED)?,
         ..ClientHello::default()
     };
-    body.take(32)?; // random
-    body.vec(1)?; // legacy session id
-    let mut suites = body.vec(2)?;
+    body.take(32).need(TRUNCATED)?; // random
+    body.vec(1).need("bad session id")?;
+    let mut suites = body.vec(2).need("bad cipher suite list")?;
     while !suites.is_empty() {
-        hello.cipher_suites.push(suites.u16()?);
+        hello.cipher_suites.push(suites.u16().need("bad cipher suite list")?);
     }
-    body.vec(1)?; // compression methods
+    body.vec(1).need("bad compression methods")?;
     if body.is_empty() {
-        return Some(hello); // no extensions (SSLv3-era hello)
+        return Ok(hello); // no extensions (SSLv3-era hello)
     }
-    let mut exts = body.vec(2)?;
+    let mut exts = body.vec(2).need("bad extensions length")?;
+    if !body.is_empty() {
+        return Err("bytes after the extensions");
+    }
     while !exts.is_empty() {
-        let ty = exts.u16()?;
-        let mut data = exts.vec(2)?;
+        let ty = exts.u16().need("bad extension")?;
+        let mut data = exts.vec(2).need("bad extension length")?;
+        if !is_grease(ty) && hello.extensions.contains(&ty) {
+            // RFC 8446 4.2: no two extensions of one type (a second SNI could tell the server
+            // another name than the one decided on).
+            return Err("duplicate extension");
+        }
         hello.extensions.push(ty);
         match ty {
             EXT_SERVER_NAME => {
-                let mut list = data.vec(2)?;
+                let mut list = data.vec(2).need("bad server_name")?;
                 while !list.is_empty() {
-                    let kind = list.u8()?;
-                    let name = list.vec(2)?;
-                    if kind == 0 && hello.sni.is_none() {
-                        let name = std::str::from_utf8(name.buf).ok()?;
-                        if name.is_empty() || name.len() > 253 || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                            return None;
+                    let kind = list.u8().need("bad server_name")?;
+                    let name = list.vec(2).need("bad server_name")?;
+                    if kind == 0 {
+                        if hello.sni.is_some() {
+                            return Err("two host names in server_name");
+                        }
+                        let name = std::str::from_utf8(name.buf).map_err(|_| "server_name is not ASCII")?;
+                        if name.is_empty() || name.len() > 253 {
+                            return Err("server_name empty or longer than 253 bytes");
+                        }
+                        if !name.bytes().all(|b| b.is_ascii_graphic()) {
+                            return Err("server_name is not ASCII");
                         }
                         hello.sni = Some(name.to_ascii_lowercase());
                     }
                 }
             }
             EXT_ALPN => {
-                let mut list = data.vec(2)?;
+                let mut list = data.vec(2).need("bad ALPN list")?;
                 while !list.is_empty() {
-                    let proto = list.vec(1)?;
+                    let proto = list.vec(1).need("bad ALPN list")?;
                     if proto.buf.is_empty() {
-                        return None;
+                        return Err("empty ALPN protocol name");
                     }
                     hello.alpn.push(proto.buf.to_vec());
                 }
             }
             EXT_SUPPORTED_VERSIONS => {
-                let mut list = data.vec(1)?;
+                let mut list = data.vec(1).need("bad supported_versions")?;
                 while !list.is_empty() {
-                    let v = list.u16()?;
+                    let v = list.u16().need("bad supported_versions")?;
                     if !is_grease(v) {
                         hello.versions.push(v);
                     }
                 }
             }
             EXT_SIGNATURE_ALGORITHMS => {
-                let mut list = data.vec(2)?;
+                let mut list = data.vec(2).need("bad signature_algorithms")?;
                 while !list.is_empty() {
-                    hello.signature_algorithms.push(list.u16()?);
+                    hello.signature_algorithms.push(list.u16().need("bad signature_algorithms")?);
                 }
             }
             EXT_ECH => hello.ech = true,
             _ => {}
         }
     }
-    Some(hello)
+    Ok(hello)
 }
 
 impl ClientHello {
@@ -245,7 +309,8 @@ impl ClientHello {
             TLS1_2 => "12",
             TLS1_1 => "11",
             TLS1_0 => "10",
-            0x0300 => "s3",
+            SSL3 => "s3",
+            SSL2 => "s2",
             _ => "00",
         };
         let sni = if self.sni.is_some() { 'd' } else { 'i' };
@@ -297,7 +362,8 @@ pub fn version_name(v: u16) -> &'static str {
         TLS1_2 => "TLSv1.2",
         TLS1_1 => "TLSv1.1",
         TLS1_0 => "TLSv1",
-        0x0300 => "SSLv3",
+        SSL3 => "SSLv3",
+        SSL2 => "SSLv2",
         _ => "unknown",
     }
 }
@@ -307,44 +373,23 @@ pub fn version_name(v: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Builds a ClientHello with the given pieces (the tests' fixture builder).
-    pub(crate) fn hello_bytes(sni: Option<&str>, alpn: &[&str], versions: &[u16], ech: bool) -> Vec<u8> {
-        let mut exts = Vec::new();
-        let mut push = |ty: u16, data: Vec<u8>| {
-            exts.extend_from_slice(&ty.to_be_bytes());
-            exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            exts.extend_from_slice(&data);
-        };
-        push(0x0a0a, vec![]); // GREASE
-        if let Some(name) = sni {
-            let mut d = Vec::new();
-            d.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-            d.push(0);
-            d.extend_from_slice(&(name.len() as u16).to_be_bytes());
-            d.extend_from_slice(name.as_bytes());
-            push(EXT_SERVER_NAME, d);
-        }
-        if !alpn.is_empty() {
-            let mut list = Vec::new();
-            for a in alpn {
-                list.push(a.len() as u8);
-                list.extend_from_slice(a.as_bytes());
-            }
-            let mut d = (list.len() as u16).to_be_bytes().to_vec();
-            d.extend_from_slice(&list);
-            push(EXT_ALPN, d);
-        }
-        if !versions.is_empty() {
-            let mut d = vec![(versions.len() * 2) as u8];
-            for v in versions {
-                d.extend_from_slice(&v.to_be_bytes());
-            }
-            push(EXT_SUPPORTED_VERSIONS, d);
-        }
-        push(EXT_SIGNATURE_ALGORITHMS, vec![0, 4, 0x04, 0x03, 0x08, 0x04]);
-        if ech {
-            push(EXT_ECH, vec![0, 1, 2, 3]);
-        }
+    /// One extension: type, length, data.
+    fn ext(ty: u16, data: &[u8]) -> Vec<u8> {
+        [&ty.to_be_bytes()[..], &(data.len() as u16).to_be_bytes(), data].concat()
+    }
+
+    fn sni_ext(name: &[u8]) -> Vec<u8> {
+        let entry = [&[0u8][..], &(name.len() as u16).to_be_bytes(), name].concat();
+        ext(EXT_SERVER_NAME, &[&(entry.len() as u16).to_be_bytes()[..], &entry].concat())
+    }
+
+    fn alpn_ext(protocols: &[&[u8]]) -> Vec<u8> {
+        let list: Vec<u8> = protocols.iter().flat_map(|a| [&[a.len() as u8][..], a].concat()).collect();
+        ext(EXT_ALPN, &[&(list.len() as u16).to_be_bytes()[..], &list].concat())
+    }
+
+    /// The handshake message of a ClientHello with these extensions (already encoded).
+    fn hello_message(exts: &[u8]) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&TLS1_2.to_be_bytes());
         body.extend_from_slice(&[7; 32]);
@@ -352,14 +397,34 @@ mod tests {
         body.extend_from_slice(&[0, 6, 0x13, 0x01, 0xc0, 0x2f, 0x0a, 0x0a]);
         body.extend_from_slice(&[1, 0]);
         body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        body.extend_from_slice(&exts);
-        let mut msg = vec![1];
-        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        msg.extend_from_slice(&body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&msg);
-        rec
+        body.extend_from_slice(exts);
+        [&[1u8][..], &(body.len() as u32).to_be_bytes()[1..], &body].concat()
+    }
+
+    /// `msg` in handshake records of at most `size` bytes each.
+    fn records(msg: &[u8], size: usize) -> Vec<u8> {
+        msg.chunks(size).flat_map(|c| [&[22u8, 3, 1][..], &(c.len() as u16).to_be_bytes(), c].concat()).collect()
+    }
+
+    /// Builds a ClientHello with the given pieces (the tests' fixture builder).
+    pub(crate) fn hello_bytes(sni: Option<&str>, alpn: &[&str], versions: &[u16], ech: bool) -> Vec<u8> {
+        let mut exts = ext(0x0a0a, &[]); // GREASE
+        if let Some(name) = sni {
+            exts.extend(sni_ext(name.as_bytes()));
+        }
+        if !alpn.is_empty() {
+            exts.extend(alpn_ext(&alpn.iter().map(|a| a.as_bytes()).collect::<Vec<_>>()));
+        }
+        if !versions.is_empty() {
+            let list: Vec<u8> = versions.iter().flat_map(|v| v.to_be_bytes()).collect();
+            exts.extend(ext(EXT_SUPPORTED_VERSIONS, &[&[list.len() as u8][..], &list].concat()));
+        }
+        exts.extend(ext(EXT_SIGNATURE_ALGORITHMS, &[0, 4, 0x04, 0x03, 0x08, 0x04]));
+        if ech {
+            exts.extend(ext(EXT_ECH, &[0, 1, 2, 3]));
+        }
+        let msg = hello_message(&exts);
+        records(&msg, msg.len())
     }
 
     #[test]
@@ -410,10 +475,81 @@ mod tests {
     fn not_tls() {
         assert!(matches!(sniff(b"GET / HTTP/1.1\r\n"), Sniff::NotTls(_)));
         assert!(matches!(sniff(b"SSH-2.0-OpenSSH_9\r\n"), Sniff::NotTls(_)));
-        assert!(matches!(sniff(&[22, 3, 9, 0, 5, 1, 0, 0, 1, 0]), Sniff::NotTls(_)));
-        assert!(matches!(sniff(&[22, 3, 1, 0, 4, 2, 0, 0, 0]), Sniff::NotTls(_)), "a ServerHello first");
+        assert!(matches!(sniff(&[22, 9, 9, 0, 5, 1, 0, 0, 1, 0]), Sniff::NotTls(_)));
         assert_eq!(sniff(&[]), Sniff::NeedMore);
         assert_eq!(sniff(&[22, 3]), Sniff::NeedMore);
+        assert_eq!(sniff(&[0x80]), Sniff::NeedMore);
+    }
+
+    #[test]
+    fn a_handshake_record_that_is_not_a_valid_hello_is_malformed_not_tls() {
+        assert_eq!(sniff(&[22, 3, 9, 0, 5, 1, 0, 0, 1, 0]), Sniff::Malformed("not a TLS record version"));
+        assert_eq!(sniff(&[22, 3, 1, 0, 4, 2, 0, 0, 0]), Sniff::Malformed("first handshake message is not a ClientHello"));
+        assert_eq!(sniff(&[22, 3, 1, 0, 0]), Sniff::Malformed("bad record length"));
+        let hello = |exts: &[Vec<u8>]| {
+            let msg = hello_message(&exts.concat());
+            sniff(&records(&msg, msg.len()))
+        };
+        // The pieces read when well formed, so what is refused below is the fault itself.
+        assert!(matches!(hello(&[sni_ext(b"abc.test"), alpn_ext(&[b"h2"])]), Sniff::Hello(h) if h.sni.as_deref() == Some("abc.test")));
+        let long = format!("{}.test", "a".repeat(250));
+        for (exts, why) in [
+            (vec![sni_ext("\u{e9}bc.test".as_bytes())], "server_name is not ASCII"),
+            (vec![sni_ext(b"a\x01c.test")], "server_name is not ASCII"),
+            (vec![sni_ext(long.as_bytes())], "server_name empty or longer than 253 bytes"),
+            (vec![sni_ext(b"")], "server_name empty or longer than 253 bytes"),
+            (vec![alpn_ext(&[b"h2", b""])], "empty ALPN protocol name"),
+            (vec![sni_ext(b"a.test"), sni_ext(b"b.test")], "duplicate extension"),
+            (vec![ext(EXT_SERVER_NAME, &[0, 9, 0, 0, 6, b'a'])], "bad server_name"),
+            (vec![ext(EXT_SUPPORTED_VERSIONS, &[3, 3, 4])], "bad supported_versions"),
+        ] {
+            assert_eq!(hello(&exts), Sniff::Malformed(why), "{exts:?}");
+        }
+        // Two GREASE extensions are not duplicates.
+        assert!(matches!(hello(&[ext(0x0a0a, &[]), sni_ext(b"g.test"), ext(0x0a0a, &[0])]), Sniff::Hello(_)));
+        // Truncated: more is needed (the caller decides when the client has stopped sending).
+        let b = hello_bytes(Some("a.test"), &["h2"], &[TLS1_3], false);
+        assert_eq!(sniff(&b[..b.len() - 1]), Sniff::NeedMore);
+        // A record of another type in the middle of the hello's records.
+        let mut two = b[..15].to_vec();
+        two[3..5].copy_from_slice(&10u16.to_be_bytes());
+        two.extend_from_slice(&[23, 3, 3, 0, 1, 0]);
+        assert_eq!(sniff(&two), Sniff::Malformed("ClientHello interrupted by another record"));
+    }
+
+    #[test]
+    fn a_64_kib_hello_over_many_records_is_reassembled() {
+        // A hello padded (extension 21) to exactly 64 KiB, sent in records of 1 KiB and of 7 bytes.
+        let base = [sni_ext(b"big.test"), alpn_ext(&[b"h2"])].concat();
+        // A message's body is its length less the 4-byte header; the padding extension adds 4.
+        let fixed = hello_message(&base).len();
+        let padded = |body: usize| hello_message(&[base.clone(), ext(0x0015, &vec![0; body - fixed])].concat());
+        let msg = padded(MAX_HELLO);
+        assert_eq!(msg.len(), MAX_HELLO + 4);
+        for size in [1024, 7] {
+            let r = records(&msg, size);
+            let Sniff::Hello(h) = sniff(&r) else { panic!("{size}: {:?}", sniff(&r)) };
+            assert_eq!(h.sni.as_deref(), Some("big.test"));
+            assert_eq!(h.record_len, r.len());
+            assert_eq!(sniff(&r[..r.len() - 1]), Sniff::NeedMore);
+        }
+        // One byte more is refused.
+        assert_eq!(sniff(&records(&padded(MAX_HELLO + 1), 1024)), Sniff::Malformed("ClientHello larger than 64 KiB"));
+    }
+
+    #[test]
+    fn an_sslv2_format_hello_offers_sslv2_only() {
+        // SSLv2-format CLIENT-HELLO offering TLS 1.0: 3 cipher specs, no session id, 16-byte challenge.
+        let mut b = vec![0x80, 0, 1, 3, 1, 0, 9, 0, 0, 0, 16];
+        b.extend_from_slice(&[0, 0, 4, 0, 0, 5, 0, 0, 0x0a]);
+        b.extend_from_slice(&[7; 16]);
+        b[1] = (b.len() - 2) as u8;
+        let Sniff::Hello(h) = sniff(&b) else { panic!("{:?}", sniff(&b)) };
+        assert_eq!(h.versions, vec![SSL2]);
+        assert_eq!(h.max_version(), SSL2);
+        assert_eq!(h.record_len, b.len());
+        assert!(h.ja4().starts_with("ts2"));
+        assert_eq!(sniff(&b[..b.len() - 1]), Sniff::NeedMore);
     }
 
     #[test]

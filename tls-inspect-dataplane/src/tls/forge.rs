@@ -1,8 +1,11 @@
 //! Certificates forged for the client: the real server's names, signed by the operator's CA
 //! (or, for an upstream that failed validation and the `forward_untrusted` policy, by a key no
-//! client trusts, so the failure reaches the user). One leaf key pair per worker, reused across
-//! forged certificates; a bounded LRU cache keyed by the upstream certificate's hash, so a busy
-//! host costs one signature, not one per connection.
+//! client trusts, so the failure reaches the user). Every forged certificate has a key pair of
+//! its own, made with it and kept with it in a bounded LRU cache keyed by the upstream
+//! certificate's hash, so a busy host costs one key and one signature, not one per connection,
+//! and no key ever speaks for more than one upstream certificate. Every certificate has a random
+//! serial number (issuer + serial are never reused, which NSS refuses), subject and authority key
+//! identifiers, and a notBefore an hour in the past for clients whose clocks are behind.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -29,8 +32,6 @@ pub struct Forger {
     /// Sent after the leaf: the CA when it is an intermediate, and what is above it but the root.
     chain_tail: Vec<CertificateDer<'static>>,
     untrusted: Issuer<'static, KeyPair>,
-    leaf_key: KeyPair,
-    leaf_signing: Arc<dyn rustls::sign::SigningKey>,
     cache: HashMap<([u8; 32], bool), (Arc<CertifiedKey>, u64)>,
     capacity: usize,
     tick: u64,
@@ -61,15 +62,10 @@ impl Forger {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
         let untrusted = Issuer::new(params, untrusted_key);
 
-        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let leaf_signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| anyhow!("leaf key: {e}"))?;
         Ok(Self {
             issuer,
             chain_tail,
             untrusted,
-            leaf_key,
-            leaf_signing,
             cache: HashMap::new(),
             capacity: capacity.max(1),
             tick: 0,
@@ -87,15 +83,19 @@ impl Forger {
             *used = self.tick;
             return Ok(ck.clone());
         }
-        let params = leaf_params(upstream, sni)?;
+        let mut params = leaf_params(upstream, sni)?;
+        params.serial_number = Some(random_serial()?);
         let issuer = if trusted { &self.issuer } else { &self.untrusted };
-        let cert = params.signed_by(&self.leaf_key, issuer)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, issuer)?;
         self.signed += 1;
         let mut chain = vec![cert.der().clone()];
         if trusted {
             chain.extend(self.chain_tail.iter().cloned());
         }
-        let ck = Arc::new(CertifiedKey::new(chain, self.leaf_signing.clone()));
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| anyhow!("leaf key: {e}"))?;
+        let ck = Arc::new(CertifiedKey::new(chain, signing));
         if self.cache.len() >= self.capacity {
             if let Some(oldest) = self.cache.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
                 self.cache.remove(&oldest);
@@ -104,6 +104,16 @@ impl Forger {
         self.cache.insert((id, trusted), (ck.clone(), self.tick));
         Ok(ck)
     }
+}
+
+/// A serial number of 16 random bytes (127 bits of randomness, positive, at most 20 octets as RFC
+/// 5280 allows), from the TLS provider's secure random source.
+fn random_serial() -> Result<SerialNumber> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::ring::default_provider().secure_random.fill(&mut bytes).map_err(|e| anyhow!("random serial: {e:?}"))?;
+    // Positive with no leading zero octet: the top bit clear, the next one set.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 /// The forged leaf's parameters: the upstream's subject alternative names (so clients without
@@ -157,7 +167,9 @@ fn leaf_params(upstream: &CertificateDer<'_>, sni: Option<&str>) -> Result<Certi
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.is_ca = IsCa::NoCa;
+    // CA:FALSE written out, which also makes rcgen write the subject key identifier.
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 
@@ -225,6 +237,30 @@ mod tests {
         // Untrusted: another issuer, never the operator's.
         let ck = f.forge(&short, None, false).unwrap();
         assert!(parse(&ck.cert[0]).2.contains("NOT trusted"));
+    }
+
+    #[test]
+    fn every_certificate_has_its_own_serial_key_and_identifiers() {
+        let key = KeyPair::generate().unwrap();
+        let cert = ca_params("Root").self_signed(&key).unwrap().der().clone();
+        let mut f = Forger::new(&Ca { cert, key, chain: vec![] }, 64).unwrap();
+        let (mut serials, mut keys) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for i in 0..40 {
+            // Forty upstream certificates (each a distinct key pair), forged under one issuer.
+            let ck = f.forge(&upstream(90 + i), Some("www.example.test"), true).unwrap();
+            let (_, x) = X509Certificate::from_der(&ck.cert[0]).unwrap();
+            let serial = x.raw_serial().to_vec();
+            assert!(serial.len() >= 9 && serial.len() <= 20, "{serial:?}");
+            assert!(serial[0] & 0x80 == 0 && serial[0] != 0, "positive, no leading zero: {serial:?}");
+            assert!(serials.insert(serial), "a serial was reused under one issuer");
+            assert!(keys.insert(x.public_key().raw.to_vec()), "a leaf key was reused");
+            let ski = x.extensions().iter().any(|e| e.oid.to_id_string() == "2.5.29.14");
+            let aki = x.extensions().iter().any(|e| e.oid.to_id_string() == "2.5.29.35");
+            assert!(ski && aki, "subject and authority key identifiers");
+            assert!(!x.basic_constraints().unwrap().unwrap().value.ca);
+            let skew = time::OffsetDateTime::now_utc() - x.validity().not_before.to_datetime();
+            assert!(skew >= time::Duration::minutes(50), "notBefore is in the past: {skew}");
+        }
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub fn common_versions(hello: &ClientHello) -> Vec<&'static SupportedProtocolVer
 /// Bytes of TLS output a direction may hold before its input is no longer read.
 pub const PENDING_LIMIT: usize = 256 * 1024;
 
+/// Bytes of the client's first flight held while the upstream handshake runs: a ClientHello of
+/// the largest size the parser accepts in the smallest records, and no more.
+pub const MAX_HELD: usize = 2 * crate::tls::clienthello::MAX_HELLO;
+
 pub struct Interceptor {
     upstream: ClientConnection,
     downstream: Option<ServerConnection>,
@@ -245,12 +249,14 @@ impl Interceptor {
         }
     }
 
+    /// Why the upstream handshake failed. An invalid certificate comes first: a server that
+    /// also asks for a client certificate must not earn an exclusion with it.
     fn upstream_error(&self, e: rustls::Error) -> Failure {
-        if self.client_auth.0.load(Ordering::Relaxed) {
-            return Failure::ClientAuthRequested;
-        }
         if let Some(reason) = self.verifier.verdict.lock().ok().and_then(|v| v.clone()) {
             return Failure::UpstreamInvalid(reason);
+        }
+        if self.client_auth.0.load(Ordering::Relaxed) {
+            return Failure::ClientAuthRequested;
         }
         Failure::Upstream(e.to_string())
     }
@@ -276,7 +282,11 @@ impl Interceptor {
     /// TLS bytes from the client.
     pub fn take_from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
         if self.downstream.is_none() {
-            // Before the server is up, the client has nothing more to say than its hello.
+            // Before the server is up, the client has nothing more to say than its hello; the
+            // caller stops reading (see `wants_from_client`), so what is held here is bounded.
+            if self.hello.len() + data.len() > MAX_HELD {
+                return Err(Failure::Client(format!("{} bytes sent before the server answered", self.hello.len() + data.len())));
+            }
             self.hello.extend_from_slice(data);
             return Ok(());
         }
@@ -303,8 +313,11 @@ impl Interceptor {
     }
 
     /// Whether input from a side may be read now (its output towards the other side has room).
+    ///
+    /// Until the server's handshake is done, nothing is read from the client past its hello:
+    /// what it sends waits in its leg's receive buffer and closes its TCP window.
     pub fn wants_from_client(&self) -> bool {
-        self.to_server.len() < PENDING_LIMIT
+        self.downstream.is_some() && self.to_server.len() < PENDING_LIMIT
     }
 
     pub fn wants_from_server(&self) -> bool {
@@ -342,6 +355,14 @@ impl Interceptor {
             .ok_or_else(|| Failure::Upstream("the server sent no certificate".into()))?;
         let invalid = self.verifier.verdict.lock().ok().and_then(|v| v.clone());
         self.info.upstream_invalid = invalid.clone();
+        if self.client_auth.0.load(Ordering::Relaxed) {
+            // The server asked for a client certificate and accepted none (optional client
+            // authentication): inspecting would silently strip the client's certificate.
+            return Err(match invalid {
+                Some(reason) => Failure::UpstreamInvalid(reason),
+                None => Failure::ClientAuthRequested,
+            });
+        }
         let ck = forger
             .forge(leaf, self.sni.as_deref(), invalid.is_none())
             .map_err(|e| Failure::Upstream(format!("forging: {e}")))?;
