@@ -150,6 +150,15 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         threads: usize,
     },
+    /// A rustls HTTPS server on ADDR that answers with the key exchange group it negotiated.
+    TlsServer {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
     /// HTTPS requests to ADDR (name NAME, trusting CA), a new connection each, for SECS seconds.
     TlsClient {
         #[arg(long)]
@@ -191,6 +200,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
+        Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
         None => run_all(&args),
     }

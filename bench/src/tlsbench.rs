@@ -3,7 +3,7 @@
 //! ceiling: rustls' own handshake rate, client and server in memory, on one core.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -65,8 +65,8 @@ pub fn tls_client(addr: SocketAddr, name: &str, ca: &Path, secs: f64, threads: u
     Ok(())
 }
 
-/// rustls' handshake rate with client and server in memory, on this thread.
-pub fn rustls_ceiling(cert: &Path, key: &Path, ca: &Path, secs: f64) -> Result<f64> {
+/// A rustls server configuration (the provider's defaults) for a PEM certificate chain and key.
+fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = pem::parse_many(std::fs::read_to_string(cert)?)?
         .into_iter()
         .filter(|b| b.tag() == "CERTIFICATE")
@@ -77,7 +77,37 @@ pub fn rustls_ceiling(cert: &Path, key: &Path, ca: &Path, secs: f64) -> Result<f
         .find(|b| b.tag().ends_with("PRIVATE KEY"))
         .context("no key")?;
     let key = PrivateKeyDer::try_from(key_pem.into_contents()).map_err(|e| anyhow!("{e}"))?;
-    let server = Arc::new(ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?);
+    Ok(Arc::new(ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?))
+}
+
+/// `tls-server`: a rustls HTTPS server (aws-lc-rs, X25519MLKEM768 preferred) that answers each
+/// connection's request with the key exchange group it negotiated, then closes.
+pub fn tls_server(addr: SocketAddr, cert: &Path, key: &Path) -> Result<()> {
+    let config = server_config(cert, key)?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    println!("listening {addr}");
+    for stream in listener.incoming() {
+        let (config, mut stream) = (config.clone(), stream?);
+        std::thread::spawn(move || -> Result<()> {
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut conn = ServerConnection::new(config)?;
+            let mut tls = rustls::Stream::new(&mut conn, &mut stream);
+            let mut request = [0u8; 4096];
+            let _ = tls.read(&mut request)?;
+            let group = tls.conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default();
+            let body = format!("hello from rustls, key exchange {group}\n");
+            write!(tls, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())?;
+            tls.conn.send_close_notify();
+            tls.flush()?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// rustls' handshake rate with client and server in memory, on this thread.
+pub fn rustls_ceiling(cert: &Path, key: &Path, ca: &Path, secs: f64) -> Result<f64> {
+    let server = server_config(cert, key)?;
     let client = client_config(ca)?;
     let name = ServerName::try_from("server.test")?;
     let end = Instant::now() + Duration::from_secs_f64(secs);

@@ -38,13 +38,23 @@ impl TestPki {
         // `openssl ca` lets a test choose the validity dates (for the expired certificate).
         std::fs::write(dir.join("index.txt"), "")?;
         std::fs::write(dir.join("serial"), "1000\n")?;
+        std::fs::write(dir.join("crlnumber"), "01\n")?;
         std::fs::write(
             dir.join("ca.cnf"),
             "[ca]\ndefault_ca = test\n[test]\ndir = .\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\n\
-             default_md = sha256\npolicy = any\ncopy_extensions = copy\nunique_subject = no\n[any]\ncommonName = supplied\n",
+             default_md = sha256\npolicy = any\ncopy_extensions = copy\nunique_subject = no\ncrlnumber = crlnumber\n\
+             default_crl_days = 7\n[any]\ncommonName = supplied\n",
         )?;
         let root = dir.join("root.crt");
         Ok(Self { dir, root })
+    }
+
+    /// Revokes `pair` (signed by the root) and writes the root's CRL; returns its path (PEM).
+    pub fn revoke(&self, pair: &Pair) -> Result<PathBuf> {
+        let cert = pair.cert.to_string_lossy().into_owned();
+        openssl(&self.dir, &["ca", "-config", "ca.cnf", "-cert", "root.crt", "-keyfile", "root.key", "-revoke", &cert])?;
+        openssl(&self.dir, &["ca", "-config", "ca.cnf", "-cert", "root.crt", "-keyfile", "root.key", "-gencrl", "-out", "root.crl"])?;
+        Ok(self.dir.join("root.crl"))
     }
 
     /// A server certificate for `names` (DNS names or IPs) signed by `signer` ("root", "other",

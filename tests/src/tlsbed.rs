@@ -34,13 +34,21 @@ impl Bed {
 
     /// As [`Bed::new_with`], with more lines for the `[[policy]]` table (`quic = "pass"`, ...).
     pub fn with_policy(policy_extra: &str, tls_extra: &str, run_args: &[&str]) -> Result<Self> {
-        let mut t = Topology::new()?;
+        let t = Topology::new()?;
         let pki = TestPki::new(&t.dir)?;
         let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
         let ca_dir = t.dir.join("ca");
         check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
         let eve = t.dir.join("eve.json");
-        let config = format!(
+        let mut bed = Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server };
+        let config = bed.config(policy_extra, tls_extra);
+        bed.t.start_appliance_with(&config, run_args)?;
+        Ok(bed)
+    }
+
+    /// The bed's configuration with these extra lines.
+    fn config(&self, policy_extra: &str, tls_extra: &str) -> String {
+        format!(
             r#"
 [[policy]]
 id = 3
@@ -59,12 +67,18 @@ extra_roots = ["{}"]
 [log]
 eve = "{}"
 "#,
-            ca_dir.display(),
-            pki.root.display(),
-            eve.display()
-        );
-        t.start_appliance_with(&config, run_args)?;
-        Ok(Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server })
+            self.ca.parent().unwrap_or(&self.t.dir).display(),
+            self.pki.root.display(),
+            self.eve.display()
+        )
+    }
+
+    /// Stops the appliance and starts it again with other extra lines (same CA, PKI and log).
+    pub fn restart(&mut self, policy_extra: &str, tls_extra: &str) -> Result<()> {
+        self.t.stop_appliance();
+        check(self.t.cli().arg("detach"))?;
+        let config = self.config(policy_extra, tls_extra);
+        self.t.start_appliance(&config)
     }
 
     pub fn s_server(&mut self, port: u16, pair: &Pair, extra: &[&str]) -> Result<usize> {

@@ -138,10 +138,50 @@ fn headless_chromium_loads_two_hosts_and_both_are_inspected() -> Result<()> {
     assert!(dom.contains(&format!("script from {SCRIPT_HOST} ran")), "the second host's script loaded and ran:\n{dom}\n{said}");
     assert!(served(&www, "/b.js", "Chrome") >= 1, "nginx served the script to Chromium");
     let (page, script) = both_inspected(&b, "chromium")?;
-    // Chromium sends a GREASE ECH extension on every connection: decided on the outer hello.
     for r in page.iter().chain(&script) {
+        // Chromium sends a GREASE ECH extension on every connection: decided on the outer hello.
         assert_eq!(r["tls_inspect"]["reason"], "ech_outer", "{r}");
+        // It offers X25519MLKEM768, and gets it from the appliance (nginx, on OpenSSL 3.0, has
+        // no post-quantum group: X25519 upstream).
+        assert_eq!(r["tls"]["kx_group"], "X25519MLKEM768", "{r}");
+        assert_eq!(r["tls"]["upstream_kx_group"], "X25519", "{r}");
     }
+    Ok(())
+}
+
+fn bench_bin() -> PathBuf {
+    std::env::var_os("TLS_INSPECT_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tls_inspect_tests::appliance_bin().with_file_name("tls-inspect-bench"))
+}
+
+#[test]
+fn chromium_and_a_rustls_server_get_x25519mlkem768_on_both_legs() -> Result<()> {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut b = Bed::new("")?;
+    // A rustls server (aws-lc-rs, post-quantum preferred) for page.test on port 9451.
+    let page = b.pki.server("pq", &[PAGE_HOST], "root", None)?;
+    let mut c = b.t.server.cmd(bench_bin().to_str().unwrap());
+    c.args(["tls-server", "--addr", &format!("{SERVER_IP}:9451"), "--cert"]).arg(&page.cert).arg("--key").arg(&page.key);
+    let i = b.t.spawn(c)?;
+    b.t.background(i).wait_for("listening", Duration::from_secs(10))?;
+    let home = b.t.dir.join("chromium-home");
+    nss_db(&home.join(".pki/nssdb"), &b.ca)?;
+    let script = format!(
+        "timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+         --disable-component-update --disable-sync --user-data-dir={} --dump-dom https://{PAGE_HOST}:9451/",
+        b.t.dir.join("chromium-profile").display()
+    );
+    let mut c = with_hosts(&b, &script)?;
+    c.env("HOME", &home);
+    let out = run(&mut c)?;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The rustls server says what it negotiated with the appliance.
+    assert!(dom.contains("key exchange X25519MLKEM768"), "{dom}\n{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the flow record", Duration::from_secs(10), || Ok(!flows(&b, PAGE_HOST, 9451).is_empty()))?;
+    let r = &flows(&b, PAGE_HOST, 9451)[0];
+    assert_eq!(r["tls_inspect"]["decision"], "inspected", "{r}");
+    assert_eq!((&r["tls"]["kx_group"], &r["tls"]["upstream_kx_group"]), (&Value::from("X25519MLKEM768"), &Value::from("X25519MLKEM768")), "{r}");
     Ok(())
 }
 
@@ -171,7 +211,8 @@ fn headless_firefox_esr_loads_two_hosts_and_both_are_inspected() -> Result<()> {
         .with_context(|| format!("access log: {}; eve: {:?}; {said}", std::fs::read_to_string(www.join("access.log")).unwrap_or_default(), b.eve()))?;
     let (page, script) = both_inspected(&b, "firefox")?;
     for r in page.iter().chain(&script) {
-        assert_ne!(r["tls_inspect"]["reason"], "client_rejected_certificate: BadCertificate", "{r}");
+        assert_eq!(r["tls_inspect"]["reason"], "ech_outer", "Firefox sends GREASE ECH too: {r}");
+        assert_eq!(r["tls"]["kx_group"], "X25519MLKEM768", "{r}");
     }
     assert!(check(b.t.cli().args(["bypass", "list"]))?.trim().lines().all(|l| !l.contains(SCRIPT_HOST)), "nothing entered the exclusion cache");
     Ok(())

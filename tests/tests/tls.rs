@@ -235,3 +235,35 @@ fn an_mtls_server_fails_once_then_is_passed_from_the_exclusion_cache() -> Result
     assert!(cleared.contains("1 entries cleared"), "{cleared}");
     Ok(())
 }
+
+#[test]
+fn a_revoked_upstream_certificate_is_blocked_once_its_crl_is_loaded() -> Result<()> {
+    let mut b = Bed::new("")?;
+    let revoked = b.pki.server("revoked", &["server.test"], "root", None)?;
+    b.s_server(9452, &revoked, &[])?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    // Without the CRL the certificate is valid: inspected.
+    let o = b.curl(&["--cacert", &ca, "https://server.test:9452/"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let crl = b.pki.revoke(&revoked)?;
+    b.restart("", &format!("crls = [\"{}\"]", crl.display()))?;
+    let o = b.curl(&["--cacert", &ca, "https://server.test:9452/"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    // The bed's own server certificate, not revoked, is still inspected under the same CRL.
+    b.s_server(9453, &Pair { cert: b.server.cert.clone(), key: b.server.key.clone() }, &[])?;
+    let o = b.curl(&["--cacert", &ca, "https://server.test:9453/"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let records: Vec<Value> = b.wait_records(3)?.into_iter().filter(|r| r["dest_port"] == 9452).collect();
+    let last = records.last().unwrap();
+    assert_eq!(last["tls_inspect"]["decision"], "blocked", "{records:?}");
+    assert!(last["tls_inspect"]["reason"].as_str().unwrap().contains("Revoked"), "{records:?}");
+    // A file that is not a CRL is refused at start, naming the field.
+    let bad = b.t.dir.join("not-a-crl.pem");
+    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")?;
+    b.t.stop_appliance();
+    check(b.t.cli().arg("detach"))?;
+    let config = std::fs::read_to_string(b.t.dir.join("config.toml"))?.replace(&crl.display().to_string(), &bad.display().to_string());
+    let err = b.t.start_appliance_expecting_failure(&config)?;
+    assert!(err.contains("tls.crls"), "{err}");
+    Ok(())
+}

@@ -39,6 +39,8 @@ pub struct FlowLog {
     pub client_cipher: Option<String>,
     pub upstream_version: Option<String>,
     pub upstream_cipher: Option<String>,
+    pub client_kx_group: Option<String>,
+    pub upstream_kx_group: Option<String>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -72,6 +74,8 @@ impl FlowLog {
                 "cipher_suite": self.client_cipher,
                 "upstream_version": self.upstream_version,
                 "upstream_cipher_suite": self.upstream_cipher,
+                "kx_group": self.client_kx_group,
+                "upstream_kx_group": self.upstream_kx_group,
             },
             "tls_inspect": {
                 "decision": self.decision,

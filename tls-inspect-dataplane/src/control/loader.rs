@@ -292,12 +292,28 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
             bail!("tls.extra_roots: {path}: no certificate");
         }
     }
-    info!(system_roots = added, extra = settings.extra_roots.len(), "TLS inspection on");
+    let mut crls = Vec::new();
+    for path in &settings.crls {
+        let bytes = fs::read(path).with_context(|| format!("tls.crls: reading {path}"))?;
+        let before = crls.len();
+        match pem::parse_many(&bytes) {
+            Ok(blocks) if !blocks.is_empty() => {
+                crls.extend(blocks.into_iter().filter(|b| b.tag() == "X509 CRL").map(|b| rustls::pki_types::CertificateRevocationListDer::from(b.into_contents())));
+            }
+            // Not PEM: one DER CRL.
+            _ => crls.push(rustls::pki_types::CertificateRevocationListDer::from(bytes)),
+        }
+        if crls.len() == before {
+            bail!("tls.crls: {path}: no X509 CRL block");
+        }
+    }
+    let config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
+        // webpki checks the CRLs when the verifier is built: a bad one names its file set.
+        anyhow!("tls.crls: {e}")
+    })?;
+    info!(system_roots = added, extra = settings.extra_roots.len(), crl_files = settings.crls.len(), "TLS inspection on");
     Ok(Some(TlsPlan {
-        config: Arc::new(crate::tls::intercept::TlsConfig {
-            roots: Arc::new(roots),
-            untrusted_upstream: settings.untrusted_upstream,
-        }),
+        config: Arc::new(config),
         policy: Arc::new(crate::tls::policy::TlsPolicy::from_settings(settings)?),
         ca: Arc::new(ca),
         cert_cache: settings.cert_cache,

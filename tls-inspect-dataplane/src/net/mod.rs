@@ -879,6 +879,8 @@ impl Engine {
                     flow.log.client_cipher = info.client_cipher.clone();
                     flow.log.upstream_version = info.upstream_version.clone();
                     flow.log.upstream_cipher = info.upstream_cipher.clone();
+                    flow.log.client_kx_group = info.client_kx_group.clone();
+                    flow.log.upstream_kx_group = info.upstream_kx_group.clone();
                 }
                 if flow.log.decision == "pending" {
                     flow.log.decision = "closed";

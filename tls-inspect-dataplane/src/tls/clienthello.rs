@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 /// Extension type numbers.
 const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_ALPN: u16 = 0x0010;
+const EXT_SUPPORTED_GROUPS: u16 = 0x000a;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_ECH: u16 = 0xfe0d;
@@ -39,6 +40,8 @@ pub struct ClientHello {
     /// Extension types in the order sent (GREASE included).
     pub extensions: Vec<u16>,
     pub signature_algorithms: Vec<u16>,
+    /// Key exchange groups offered (supported_groups), in the client's order, GREASE removed.
+    pub groups: Vec<u16>,
     /// An Encrypted Client Hello extension is present (the real SNI is hidden).
     pub ech: bool,
     /// Bytes of the records that carried the hello (what to replay to a rustls server).
@@ -279,6 +282,15 @@ fn parse_hello(msg: &[u8]) -> Result<ClientHello, &'static str> {
                     }
                 }
             }
+            EXT_SUPPORTED_GROUPS => {
+                let mut list = data.vec(2).need("bad supported_groups")?;
+                while !list.is_empty() {
+                    let g = list.u16().need("bad supported_groups")?;
+                    if !is_grease(g) {
+                        hello.groups.push(g);
+                    }
+                }
+            }
             EXT_SIGNATURE_ALGORITHMS => {
                 let mut list = data.vec(2).need("bad signature_algorithms")?;
                 while !list.is_empty() {
@@ -420,6 +432,8 @@ mod tests {
             exts.extend(ext(EXT_SUPPORTED_VERSIONS, &[&[list.len() as u8][..], &list].concat()));
         }
         exts.extend(ext(EXT_SIGNATURE_ALGORITHMS, &[0, 4, 0x04, 0x03, 0x08, 0x04]));
+        // GREASE, X25519MLKEM768, X25519
+        exts.extend(ext(EXT_SUPPORTED_GROUPS, &[0, 6, 0x3a, 0x3a, 0x11, 0xec, 0x00, 0x1d]));
         if ech {
             exts.extend(ext(EXT_ECH, &[0, 1, 2, 3]));
         }
@@ -436,9 +450,10 @@ mod tests {
         assert_eq!(h.versions, vec![TLS1_3, TLS1_2]);
         assert_eq!(h.max_version(), TLS1_3);
         assert!(h.ech);
+        assert_eq!(h.groups, vec![0x11ec, 0x001d], "GREASE removed, order kept");
         assert_eq!(h.record_len, b.len());
         let ja4 = h.ja4();
-        assert!(ja4.starts_with("t13d0205h2_"), "{ja4}");
+        assert!(ja4.starts_with("t13d0206h2_"), "{ja4}");
         assert_eq!(ja4.len(), "t13d0205h2_".len() + 12 + 1 + 12);
     }
 

@@ -94,7 +94,7 @@ impl Forger {
             chain.extend(self.chain_tail.iter().cloned());
         }
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| anyhow!("leaf key: {e}"))?;
+        let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).map_err(|e| anyhow!("leaf key: {e}"))?;
         let ck = Arc::new(CertifiedKey::new(chain, signing));
         if self.cache.len() >= self.capacity {
             if let Some(oldest) = self.cache.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
@@ -110,7 +110,7 @@ impl Forger {
 /// 5280 allows), from the TLS provider's secure random source.
 fn random_serial() -> Result<SerialNumber> {
     let mut bytes = [0u8; 16];
-    rustls::crypto::ring::default_provider().secure_random.fill(&mut bytes).map_err(|e| anyhow!("random serial: {e:?}"))?;
+    rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut bytes).map_err(|e| anyhow!("random serial: {e:?}"))?;
     // Positive with no leading zero octet: the top bit clear, the next one set.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))

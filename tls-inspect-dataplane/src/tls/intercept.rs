@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls::{
     AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
@@ -58,6 +59,9 @@ pub struct TlsInfo {
     pub upstream_cipher: Option<String>,
     pub client_version: Option<String>,
     pub client_cipher: Option<String>,
+    /// Key exchange groups negotiated on each leg (X25519MLKEM768, X25519, secp256r1, ...).
+    pub client_kx_group: Option<String>,
+    pub upstream_kx_group: Option<String>,
     pub alpn: Option<String>,
     /// Why the upstream certificate did not validate, if it did not.
     pub upstream_invalid: Option<String>,
@@ -65,8 +69,24 @@ pub struct TlsInfo {
 
 /// Appliance-wide TLS settings every interceptor uses.
 pub struct TlsConfig {
-    pub roots: Arc<RootCertStore>,
+    /// Validates upstream certificates like a browser (webpki), with the trust store and any
+    /// CRLs; built once and shared by every flow.
+    pub verifier: Arc<WebPkiServerVerifier>,
     pub untrusted_upstream: UntrustedUpstream,
+}
+
+impl TlsConfig {
+    /// A verifier trusting `roots` and, when `crls` are given, refusing certificates they
+    /// revoke. A certificate whose issuer has no CRL here is not refused for that (revocation
+    /// unknown), as browsers do without an answer.
+    pub fn new(roots: RootCertStore, crls: Vec<CertificateRevocationListDer<'static>>, untrusted_upstream: UntrustedUpstream) -> Result<Self, String> {
+        let mut builder = WebPkiServerVerifier::builder(Arc::new(roots));
+        if !crls.is_empty() {
+            builder = builder.with_crls(crls).allow_unknown_revocation_status();
+        }
+        let verifier = builder.build().map_err(|e| e.to_string())?;
+        Ok(Self { verifier, untrusted_upstream })
+    }
 }
 
 /// Validates like a browser (webpki: chain, name, validity, key usage) and records the verdict;
@@ -138,6 +158,30 @@ impl ResolvesServerCert for Forged {
     }
 }
 
+/// The provider the upstream connection uses: the key exchange groups and cipher suites the
+/// client offered that we speak, in the client's order, so that the server is offered nothing
+/// the client did not offer (a client offering X25519MLKEM768 gets it upstream too, one that
+/// offers only AES-256 never gets AES-128 or ChaCha20 on its behalf).
+fn upstream_provider(hello: &ClientHello) -> Result<Arc<CryptoProvider>, Failure> {
+    let base = rustls::crypto::aws_lc_rs::default_provider();
+    let pick = |offered: &[u16]| offered.iter().filter_map(|v| base.kx_groups.iter().find(|g| u16::from(g.name()) == *v).copied()).collect::<Vec<_>>();
+    // A TLS 1.2 hello without supported_groups: the defaults (what the server picks is ECDHE
+    // over one of them, which the client then has to accept).
+    let kx_groups = if hello.groups.is_empty() { base.kx_groups.clone() } else { pick(&hello.groups) };
+    if kx_groups.is_empty() {
+        return Err(Failure::Client("no key exchange group in common".into()));
+    }
+    let cipher_suites: Vec<_> = hello
+        .cipher_suites
+        .iter()
+        .filter_map(|c| base.cipher_suites.iter().find(|s| u16::from(s.suite()) == *c).copied())
+        .collect();
+    if cipher_suites.is_empty() {
+        return Err(Failure::Client("no cipher suite in common".into()));
+    }
+    Ok(Arc::new(CryptoProvider { kx_groups, cipher_suites, ..base }))
+}
+
 /// The versions both we and the client speak (never one the client did not offer).
 pub fn common_versions(hello: &ClientHello) -> Vec<&'static SupportedProtocolVersion> {
     let mut v = Vec::new();
@@ -189,16 +233,15 @@ impl Interceptor {
         if versions.is_empty() {
             return Err(Failure::Client("no TLS version in common".into()));
         }
-        let webpki = WebPkiServerVerifier::builder(config.roots.clone())
-            .build()
-            .map_err(|e| Failure::Upstream(format!("verifier: {e}")))?;
         let verifier = Arc::new(RecordingVerifier {
-            inner: webpki,
+            inner: config.verifier.clone(),
             forward_untrusted: config.untrusted_upstream == UntrustedUpstream::ForwardUntrusted,
             verdict: Mutex::new(None),
         });
         let client_auth = Arc::new(NoteClientAuth::default());
-        let mut cc = ClientConfig::builder_with_protocol_versions(&versions)
+        let mut cc = ClientConfig::builder_with_provider(upstream_provider(hello)?)
+            .with_protocol_versions(&versions)
+            .map_err(|e| Failure::Client(format!("TLS versions: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(client_auth.clone());
@@ -370,6 +413,7 @@ impl Interceptor {
         self.info.alpn = alpn.as_ref().map(|a| String::from_utf8_lossy(a).into_owned());
         self.info.upstream_version = self.upstream.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
         self.info.upstream_cipher = self.upstream.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
+        self.info.upstream_kx_group = self.upstream.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
         let mut sc = ServerConfig::builder_with_protocol_versions(&self.versions)
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Forged(ck)));
@@ -407,6 +451,7 @@ impl Interceptor {
         if self.info.client_version.is_none() {
             self.info.client_version = down.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
             self.info.client_cipher = down.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
+            self.info.client_kx_group = down.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
         }
         // Client -> server.
         loop {

@@ -86,6 +86,8 @@ pub struct TlsSettings {
     pub ca_dir: String,
     /// PEM files of roots trusted upstream besides the system's.
     pub extra_roots: Vec<String>,
+    /// Certificate revocation lists (PEM or DER files) checked upstream.
+    pub crls: Vec<String>,
     pub untrusted_upstream: UntrustedUpstream,
     pub legacy_tls: PassOrBlock,
     pub ech: EchPolicy,
@@ -111,6 +113,7 @@ impl Default for TlsSettings {
             inspect: false,
             ca_dir: super::ca::DEFAULT_DIR.to_string(),
             extra_roots: Vec::new(),
+            crls: Vec::new(),
             untrusted_upstream: UntrustedUpstream::Block,
             legacy_tls: PassOrBlock::Pass,
             ech: EchPolicy::Inspect,

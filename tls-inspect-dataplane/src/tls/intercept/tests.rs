@@ -33,12 +33,12 @@ fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&st
     (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
 }
 
-fn roots(certs: &[&CertificateDer<'static>]) -> Arc<RootCertStore> {
+fn roots(certs: &[&CertificateDer<'static>]) -> RootCertStore {
     let mut r = RootCertStore::empty();
     for c in certs {
         r.add((*c).clone()).unwrap();
     }
-    Arc::new(r)
+    r
 }
 
 struct World {
@@ -54,7 +54,7 @@ fn world(untrusted: UntrustedUpstream, server_alpn: &[&str], mtls: bool) -> Worl
     let (chain, key) = leaf(&test_root, test_root_key, &["server.test"]);
     let builder = ServerConfig::builder();
     let builder = if mtls {
-        builder.with_client_cert_verifier(WebPkiClientVerifier::builder(roots(&[&test_root])).build().unwrap())
+        builder.with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots(&[&test_root]))).build().unwrap())
     } else {
         builder.with_no_client_auth()
     };
@@ -64,7 +64,7 @@ fn world(untrusted: UntrustedUpstream, server_alpn: &[&str], mtls: bool) -> Worl
     World {
         operator,
         forger,
-        config: TlsConfig { roots: roots(&[&test_root]), untrusted_upstream: untrusted },
+        config: TlsConfig::new(roots(&[&test_root]), Vec::new(), untrusted).unwrap(),
         server_cfg: Arc::new(sc),
     }
 }
@@ -299,4 +299,91 @@ fn the_inspector_sees_plaintext_and_can_block() {
     let (_, failure) = run_with(&mut w, &mut c, &mut s, Box::new(BlockOn(b"${jndi:")));
     assert_eq!(failure, Some(Failure::Blocked("pattern".into())));
     assert_eq!(read_all(&mut s), b"", "the server never received the blocked request");
+}
+
+/// An ECHConfigList (draft-ietf-tls-esni, version 0xfe0d) for `public_name`: an X25519 key
+/// (any 32 bytes: the client only encapsulates to it), HKDF-SHA256 with AES-128-GCM.
+fn ech_config_list(public_name: &str) -> Vec<u8> {
+    let mut contents = vec![7u8]; // config_id
+    contents.extend_from_slice(&0x0020u16.to_be_bytes()); // DHKEM(X25519, HKDF-SHA256)
+    contents.extend_from_slice(&32u16.to_be_bytes());
+    contents.extend_from_slice(&[9u8; 32]);
+    contents.extend_from_slice(&4u16.to_be_bytes());
+    contents.extend_from_slice(&[0, 1, 0, 1]); // HKDF-SHA256, AES-128-GCM
+    contents.push(0); // maximum_name_length
+    contents.push(public_name.len() as u8);
+    contents.extend_from_slice(public_name.as_bytes());
+    contents.extend_from_slice(&0u16.to_be_bytes()); // no extensions
+    let mut config = 0xfe0du16.to_be_bytes().to_vec();
+    config.extend_from_slice(&(contents.len() as u16).to_be_bytes());
+    config.extend_from_slice(&contents);
+    let mut list = (config.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&config);
+    list
+}
+
+#[test]
+fn a_real_ech_client_sees_ech_securely_disabled_and_its_retry_is_inspected() {
+    use rustls::client::{EchConfig, EchMode};
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    // The client wants "secret.test" hidden in the inner hello; the outer one names the ECH
+    // configuration's public name, server.test, which is all the appliance sees and forges for.
+    let ech = EchConfig::new(ech_config_list("server.test").into(), rustls::crypto::aws_lc_rs::hpke::ALL_SUPPORTED_SUITES).unwrap();
+    let cc = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_ech(EchMode::Enable(ech))
+        .unwrap()
+        .with_root_certificates(roots(&[&w.operator]))
+        .with_no_client_auth();
+    let cc = Arc::new(cc);
+    let mut c = ClientConnection::new(cc.clone(), ServerName::try_from("secret.test").unwrap()).unwrap();
+    let mut probe = Vec::new();
+    c.write_tls(&mut probe).unwrap();
+    let Sniff::Hello(outer) = sniff(&probe) else { panic!("no hello") };
+    assert!(outer.ech, "a real ECH offer");
+    assert_eq!(outer.sni.as_deref(), Some("server.test"), "the outer SNI is the public name");
+    let mut c = ClientConnection::new(cc, ServerName::try_from("secret.test").unwrap()).unwrap();
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let _ = run(&mut w, &mut c, &mut s);
+    // The certificate was valid for the public name and no retry configurations came: ECH is
+    // "securely disabled", and the client aborts to retry without it.
+    match c.process_new_packets() {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::ServerRejectedEncryptedClientHello(None))) => {}
+        other => panic!("expected ECH securely disabled, got {other:?}"),
+    }
+    // The retry, without ECH, is inspected like any other connection.
+    let mut c = client(&w.operator, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (_, failure) = run(&mut w, &mut c, &mut s);
+    assert_eq!(failure, None);
+    assert!(!c.is_handshaking());
+    assert_eq!(issuer_cn(&c.peer_certificates().unwrap()[0]), "Operator CA");
+}
+
+#[test]
+fn the_client_s_post_quantum_group_is_used_on_both_legs_and_never_added() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    // A client offering X25519MLKEM768 (rustls' default with prefer-post-quantum).
+    let mut c = client(&w.operator, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run(&mut w, &mut c, &mut s);
+    assert_eq!(failure, None);
+    let name = |g: Option<&'static dyn rustls::crypto::SupportedKxGroup>| g.map(|g| g.name());
+    assert_eq!(name(c.negotiated_key_exchange_group()), Some(rustls::NamedGroup::X25519MLKEM768), "downstream");
+    assert_eq!(name(s.negotiated_key_exchange_group()), Some(rustls::NamedGroup::X25519MLKEM768), "upstream");
+    let info = &icpt.unwrap().info;
+    assert_eq!(info.upstream_kx_group.as_deref(), Some("X25519MLKEM768"));
+    // A client offering only P-256: the server is offered P-256 only.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::SECP256R1];
+    let cc = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(&[&w.operator]))
+        .with_no_client_auth();
+    let mut c = ClientConnection::new(Arc::new(cc), ServerName::try_from("server.test").unwrap()).unwrap();
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (_, failure) = run(&mut w, &mut c, &mut s);
+    assert_eq!(failure, None);
+    assert_eq!(name(s.negotiated_key_exchange_group()), Some(rustls::NamedGroup::secp256r1), "upstream");
+    assert_eq!(name(c.negotiated_key_exchange_group()), Some(rustls::NamedGroup::secp256r1), "downstream");
 }
