@@ -657,15 +657,23 @@ impl Engine {
             // A reset (or a timeout) on either leg is passed on to the other one.
             let client_reset = was_reset(client.last_state, client.state());
             let server_reset = was_reset(flow.server.last_state, flow.server.state());
-            if (client_reset || server_reset) && flow.phase != Phase::Closing {
+            if (client_reset || server_reset) && flow.phase != Phase::Closing && !flow.reset_client_when_sent {
                 self.stats.resets += 1;
                 if client_reset {
                     flow.server.socket().abort();
                 }
-                if server_reset {
-                    client.socket().abort();
+                // What the server sent before its RST reaches the client first, then the RST (a
+                // server that answers an upload early and resets, as nginx does with a 413, is
+                // understood by the client only if the answer arrives).
+                let unsent = client.socket().send_queue() > 0 || flow.tls.as_ref().is_some_and(|t| !t.to_client.is_empty());
+                if server_reset && !client_reset && unsent && matches!(flow.phase, Phase::Inspected | Phase::Spliced) {
+                    flow.reset_client_when_sent = true;
+                } else {
+                    if server_reset {
+                        client.socket().abort();
+                    }
+                    flow.phase = Phase::Closing;
                 }
-                flow.phase = Phase::Closing;
             }
 
             if flow.phase == Phase::Handshaking && client.state() == State::Established {
@@ -812,7 +820,7 @@ impl Engine {
                     flow.fin_to_client = true;
                 }
             }
-            if flow.reset_client_when_sent && client.socket().send_queue() == 0 {
+            if flow.reset_client_when_sent && client.socket().send_queue() == 0 && flow.tls.as_ref().is_none_or(|t| t.to_client.is_empty()) {
                 client.socket().abort();
                 flow.reset_client_when_sent = false;
             }

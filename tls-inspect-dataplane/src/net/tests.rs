@@ -304,6 +304,40 @@ fn a_server_reset_reaches_the_client() {
 }
 
 #[test]
+fn a_server_reset_after_its_answer_delivers_the_answer_first() {
+    // A server that answers early and resets (nginx on an upload it will not read): the client
+    // gets every byte of the answer, then the reset.
+    let mut net = Net::new(EngineConfig::default());
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Established
+        && n.server.socket().state() == tcp::State::Established));
+    net.client.socket().send_slice(b"POST / HTTP/1.1\r\n").unwrap();
+    assert!(net.run_until(2000, |n| n.server.socket().can_recv()));
+    // More than the client's receive buffer (256 KiB) holds while it does not read: the rest
+    // waits in the appliance when the server resets.
+    let answer = pattern(300_000, 9);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    assert!(net.run_until(5000, |n| {
+        if sent < answer.len() {
+            sent += n.server.socket().send_slice(&answer[sent..]).unwrap_or(0);
+        }
+        sent == answer.len() && n.server.socket().send_queue() == 0
+    }), "the appliance took the whole answer");
+    net.server.socket().abort();
+    assert!(net.run_until(5000, |n| {
+        while n.client.socket().can_recv() {
+            n.client.socket().recv(|b| (b.len(), got.extend_from_slice(b))).unwrap();
+        }
+        n.client.socket().state() == tcp::State::Closed
+    }), "then the reset");
+    assert_eq!(got.len(), answer.len(), "every byte of the answer before the reset");
+    assert!(got == answer);
+    assert!(net.run_until(1000, |n| n.engine.is_empty()));
+}
+
+#[test]
 fn a_client_reset_reaches_the_server() {
     let mut net = Net::new(EngineConfig::default());
     net.server.socket().listen(443).unwrap();
