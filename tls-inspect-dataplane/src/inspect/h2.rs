@@ -6,25 +6,42 @@ use std::collections::HashMap;
 
 /// The client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Frames larger than this stop the follower (SETTINGS_MAX_FRAME_SIZE tops out at 16 MiB).
-const MAX_FRAME: usize = 1 << 20;
+/// Frames other than DATA larger than this stop the follower, and so do header blocks (HEADERS
+/// and its CONTINUATIONs) larger than this: what a direction holds is bounded by two of these,
+/// whatever the peer sends. DATA frames are never held: their payload is handed out as it comes.
+pub const MAX_HELD: usize = 64 * 1024;
 
 /// What one direction's frames said.
 #[derive(Debug, PartialEq, Eq)]
 pub enum H2Event {
     /// A decoded header block: (stream, headers).
     Headers(u32, Vec<(Vec<u8>, Vec<u8>)>),
-    /// Body bytes of a stream; `end` on its last DATA frame.
+    /// Body bytes of a stream, as they arrive; `end` with the last of its last DATA frame.
     Data(u32, Vec<u8>, bool),
 }
 
+/// The DATA frame being received.
+#[derive(Debug, Clone, Copy)]
+struct InData {
+    stream: u32,
+    /// Payload bytes still to come, padding included.
+    left: usize,
+    /// The frame is padded and its pad length byte has not come yet.
+    pad_length_due: bool,
+    /// Padding at the end of `left`.
+    pad: usize,
+    end_stream: bool,
+}
+
 pub struct H2Dir {
+    /// A frame header, or a whole frame other than DATA, as far as it has come.
     buf: Vec<u8>,
     /// The client preface is still expected (client side only).
     preface_left: usize,
     decoder: loona_hpack::Decoder<'static>,
     block: Vec<u8>,
     block_stream: u32,
+    data: Option<InData>,
     pub off: bool,
 }
 
@@ -36,11 +53,12 @@ impl H2Dir {
             decoder: loona_hpack::Decoder::new(),
             block: Vec::new(),
             block_stream: 0,
+            data: None,
             off: false,
         }
     }
 
-    /// Feeds bytes; returns what complete frames said. Malformed input turns the follower off.
+    /// Feeds bytes; returns what they said. Malformed input turns the follower off.
     pub fn feed(&mut self, mut data: &[u8]) -> Vec<H2Event> {
         let mut out = Vec::new();
         if self.off {
@@ -56,77 +74,121 @@ impl H2Dir {
             self.preface_left -= n;
             data = &data[n..];
         }
-        self.buf.extend_from_slice(data);
-        let mut pos = 0;
-        while self.buf.len() - pos >= 9 {
-            let h = &self.buf[pos..pos + 9];
-            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-            let (kind, flags) = (h[3], h[4]);
-            let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
-            if len > MAX_FRAME {
+        while !data.is_empty() && !self.off {
+            if let Some(d) = self.data.as_mut() {
+                // Inside a DATA frame: the pad length, then the payload, then the padding.
+                if d.pad_length_due {
+                    d.pad = usize::from(data[0]);
+                    d.pad_length_due = false;
+                    d.left -= 1;
+                    data = &data[1..];
+                    if d.pad > d.left {
+                        self.off = true;
+                    }
+                    continue;
+                }
+                let body_left = d.left - d.pad;
+                let n = data.len().min(body_left);
+                d.left -= n;
+                let done = d.left == 0;
+                if n > 0 {
+                    out.push(H2Event::Data(d.stream, data[..n].to_vec(), done && d.end_stream));
+                    data = &data[n..];
+                } else {
+                    // Padding.
+                    let skip = data.len().min(d.left);
+                    d.left -= skip;
+                    data = &data[skip..];
+                    if d.left == 0 && d.end_stream {
+                        out.push(H2Event::Data(d.stream, Vec::new(), true));
+                    }
+                }
+                if self.data.is_some_and(|d| d.left == 0) {
+                    self.data = None;
+                }
+                continue;
+            }
+            // A frame header, then (but for DATA) the whole frame.
+            let want = if self.buf.len() < 9 { 9 } else { 9 + frame_len(&self.buf) };
+            let n = data.len().min(want - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() < 9 {
+                continue;
+            }
+            let (len, kind, flags) = (frame_len(&self.buf), self.buf[3], self.buf[4]);
+            let stream = u32::from_be_bytes([self.buf[5] & 0x7f, self.buf[6], self.buf[7], self.buf[8]]);
+            if kind == 0 {
+                self.buf.clear();
+                let padded = flags & 0x8 != 0;
+                if padded && len == 0 {
+                    self.off = true;
+                    break;
+                }
+                let d = InData { stream, left: len, pad_length_due: padded, pad: 0, end_stream: flags & 0x1 != 0 };
+                if len == 0 {
+                    if d.end_stream {
+                        out.push(H2Event::Data(stream, Vec::new(), true));
+                    }
+                } else {
+                    self.data = Some(d);
+                }
+                continue;
+            }
+            if len > MAX_HELD {
                 self.off = true;
                 break;
             }
-            if self.buf.len() - pos < 9 + len {
-                break;
+            if self.buf.len() < 9 + len {
+                continue;
             }
-            let payload = self.buf[pos + 9..pos + 9 + len].to_vec();
-            pos += 9 + len;
-            match kind {
-                0 => {
-                    // DATA
-                    match strip_padding(&payload, flags) {
-                        Some(body) => out.push(H2Event::Data(stream, body.to_vec(), flags & 0x1 != 0)),
-                        None => {
-                            self.off = true;
-                            break;
-                        }
-                    }
-                }
-                1 => {
-                    // HEADERS
-                    let Some(mut frag) = strip_padding(&payload, flags) else {
-                        self.off = true;
-                        break;
-                    };
-                    if flags & 0x20 != 0 {
-                        if frag.len() < 5 {
-                            self.off = true;
-                            break;
-                        }
-                        frag = &frag[5..];
-                    }
-                    self.block.clear();
-                    self.block.extend_from_slice(frag);
-                    self.block_stream = stream;
-                    if flags & 0x4 != 0 {
-                        self.decode(&mut out);
-                    }
-                }
-                9 => {
-                    // CONTINUATION
-                    self.block.extend_from_slice(&payload);
-                    if self.block.len() > MAX_FRAME {
-                        self.off = true;
-                        break;
-                    }
-                    if flags & 0x4 != 0 {
-                        self.decode(&mut out);
-                    }
-                }
-                _ => {}
-            }
-            if self.off {
-                break;
-            }
+            let frame = std::mem::take(&mut self.buf);
+            self.control_frame(kind, flags, stream, &frame[9..], &mut out);
         }
-        self.buf.drain(..pos);
         out
+    }
+
+    /// A complete frame other than DATA.
+    fn control_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<H2Event>) {
+        match kind {
+            1 => {
+                // HEADERS
+                let Some(mut frag) = strip_padding(payload, flags) else {
+                    self.off = true;
+                    return;
+                };
+                if flags & 0x20 != 0 {
+                    if frag.len() < 5 {
+                        self.off = true;
+                        return;
+                    }
+                    frag = &frag[5..];
+                }
+                self.block.clear();
+                self.block.extend_from_slice(frag);
+                self.block_stream = stream;
+                if flags & 0x4 != 0 {
+                    self.decode(out);
+                }
+            }
+            9 => {
+                // CONTINUATION
+                self.block.extend_from_slice(payload);
+                if self.block.len() > MAX_HELD {
+                    self.off = true;
+                    return;
+                }
+                if flags & 0x4 != 0 {
+                    self.decode(out);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Every byte fed so far belonged to complete frames (and the follower is still on).
     pub fn at_frame_boundary(&self) -> bool {
-        !self.off && self.preface_left == 0 && self.buf.is_empty() && self.block.is_empty()
+        !self.off && self.preface_left == 0 && self.buf.is_empty() && self.block.is_empty() && self.data.is_none()
     }
 
     fn decode(&mut self, out: &mut Vec<H2Event>) {
@@ -200,6 +262,11 @@ fn hpack_int(out: &mut Vec<u8>, first: u8, n: u8, mut v: usize) {
         v /= 128;
     }
     out.push(v as u8);
+}
+
+/// The payload length in a frame header (at least 9 bytes).
+fn frame_len(header: &[u8]) -> usize {
+    (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2])
 }
 
 fn strip_padding(payload: &[u8], flags: u8) -> Option<&[u8]> {
@@ -286,6 +353,7 @@ mod tests {
             events.extend(d.feed(chunk));
         }
         assert!(!d.off);
+        assert!(d.at_frame_boundary());
         match &events[0] {
             H2Event::Headers(1, h) => {
                 let f = fields(h);
@@ -295,8 +363,51 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(events[1], H2Event::Data(1, b"hi".to_vec(), false));
-        assert_eq!(events[2], H2Event::Data(1, b"!".to_vec(), true));
+        // Body bytes come as they arrive (split wherever the feeds split them), padding removed;
+        // the last carries the end of the stream.
+        let mut body = Vec::new();
+        for e in &events[1..] {
+            let H2Event::Data(1, bytes, _) = e else { panic!("{e:?}") };
+            body.extend_from_slice(bytes);
+        }
+        assert_eq!(body, b"hi!");
+        assert!(matches!(events.last(), Some(H2Event::Data(1, _, true))));
+        assert_eq!(events.iter().filter(|e| matches!(e, H2Event::Data(_, _, true))).count(), 1);
+    }
+
+    #[test]
+    fn a_large_data_frame_is_never_held_and_large_control_frames_stop_it() {
+        let mut d = H2Dir::new(false);
+        // A 10 MiB DATA frame (a peer that raised SETTINGS_MAX_FRAME_SIZE): handed out as fed.
+        let len = 10 << 20;
+        let mut header = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, 0, 0x1, 0, 0, 0, 3];
+        let mut seen = 0;
+        let chunk = vec![b'z'; 64 * 1024];
+        let mut events = d.feed(&std::mem::take(&mut header));
+        for _ in 0..(len / chunk.len()) {
+            events.extend(d.feed(&chunk));
+            assert!(d.buf.capacity() <= 16, "nothing of a DATA frame is buffered");
+        }
+        for e in &events {
+            let H2Event::Data(3, bytes, _) = e else { panic!() };
+            seen += bytes.len();
+        }
+        assert_eq!(seen, len);
+        assert!(matches!(events.last(), Some(H2Event::Data(3, _, true))));
+        assert!(d.at_frame_boundary());
+        // A header block over the limit stops the follower (bounded, not buffered).
+        let mut d = H2Dir::new(false);
+        let big = vec![0u8; MAX_HELD + 1];
+        let mut f = Vec::new();
+        super::frame(&mut f, 1, 0x4, 1, &big);
+        let _ = d.feed(&f[..1024]);
+        assert!(d.off);
+        let mut d = H2Dir::new(false);
+        let mut f = Vec::new();
+        super::frame(&mut f, 1, 0, 1, &vec![0u8; 40 * 1024]);
+        super::frame(&mut f, 9, 0, 1, &vec![0u8; 40 * 1024]);
+        let _ = d.feed(&f);
+        assert!(d.off, "HEADERS + CONTINUATION over the limit");
     }
 
     #[test]

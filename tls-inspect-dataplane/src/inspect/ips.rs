@@ -690,19 +690,24 @@ impl FlowIps {
                 }
                 continue;
             }
-            // Accumulate a head.
-            let take = data.len().min(MAX_HEAD.saturating_sub(self.http[d].head.len()) + 1);
+            // Accumulate a head, up to its end when it ends in this read: the bytes after it
+            // (a body, pipelined requests) stay in `data`, copied never and followed in this loop.
+            let old = self.http[d].head.len();
+            let take = data.len().min(MAX_HEAD.saturating_sub(old) + 1);
             self.http[d].head.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let head = std::mem::take(&mut self.http[d].head);
-            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
-                if head.len() > MAX_HEAD || !looks_like_http(&head, direction) {
+            let from = old.saturating_sub(3);
+            let found = self.http[d].head[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| from + p + 4);
+            let Some(end) = found else {
+                data = &data[take..];
+                let head = &self.http[d].head;
+                if head.len() > MAX_HEAD || !looks_like_http(head, direction) {
                     self.http[d].off = true;
-                } else {
-                    self.http[d].head = head;
                 }
                 continue;
             };
+            self.http[d].head.truncate(end);
+            data = &data[end - old..];
+            let head = std::mem::take(&mut self.http[d].head);
             let (framing, info) = parse_head(&head[..end], direction);
             let Some(framing) = framing else {
                 self.http[d].off = true;
@@ -718,11 +723,9 @@ impl FlowIps {
             }
             self.http[d].body_seen = 0;
             self.http[d].body = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
-            // What followed the head in this read belongs to the body or the next message.
-            let rest = head[end..].to_vec();
-            if !rest.is_empty() {
-                self.follow_http(direction, &rest, scratch);
-            }
+            // Hand the head's buffer back for the next message (no allocation per request).
+            self.http[d].head = head;
+            self.http[d].head.clear();
         }
     }
 

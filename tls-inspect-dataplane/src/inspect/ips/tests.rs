@@ -208,6 +208,23 @@ alert http any any -> any any (msg:"uri after"; http.uri; content:"/second"; sid
 "#;
 
 #[test]
+fn many_pipelined_requests_in_one_read_are_each_followed_without_recursion() {
+    let s = set(CHUNKED, IpsMode::Monitor, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    // 20,000 requests with bodies in one read (the old follower recursed once per request and
+    // copied the rest each time), the last one naming /second.
+    let mut wire = Vec::new();
+    for i in 0..20_000 {
+        wire.extend_from_slice(format!("POST /r{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").as_bytes());
+    }
+    wire.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut f = FlowIps::new(s.clone(), 443);
+    f.inspect(Direction::ToServer, &wire, &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![22], "the last request was followed");
+    assert_eq!(f.last_http.as_ref().map(|h| h.uri.as_str()), Some("/second"));
+}
+
+#[test]
 fn chunked_bodies_are_decoded_and_the_next_message_follows() {
     let s = set(CHUNKED, IpsMode::Monitor, Level::Strict);
     let mut scratch = s.scratch().unwrap();
