@@ -272,21 +272,21 @@ fn print_ca(info: &crate::tls::ca::CaInfo) {
     }
 }
 
-pub fn ca(dir: &Path, command: crate::CaCommand) -> Result<()> {
+pub fn ca(dir: &Path, command: crate::app::CaCommand) -> Result<()> {
     use crate::tls::ca;
     match command {
-        crate::CaCommand::Trial => {
+        crate::app::CaCommand::Trial => {
             let info = ca::trial(dir)?;
             println!("trial CA written to {} (key {}/ca.key, mode 0600)", dir.display(), dir.display());
             print_ca(&info);
         }
-        crate::CaCommand::Import { cert, key, chain } => {
+        crate::app::CaCommand::Import { cert, key, chain } => {
             let info = ca::import(dir, &cert, &key, chain.as_deref())?;
             println!("CA imported into {}", dir.display());
             print_ca(&info);
         }
-        crate::CaCommand::Show => print_ca(&ca::show(dir)?),
-        crate::CaCommand::Export { out } => {
+        crate::app::CaCommand::Show => print_ca(&ca::show(dir)?),
+        crate::app::CaCommand::Export { out } => {
             let n = ca::export(dir, &out)?;
             println!("{n} certificate(s) written to {}", out.display());
         }

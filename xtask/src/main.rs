@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod fuzz;
 mod setup;
 
 #[derive(Parser)]
@@ -45,6 +46,16 @@ enum Cmd {
         /// More arguments for tls-inspect-bench (`--only pps,tls`, `--runs 5`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run every fuzz target (ClientHello, rules, HTTP/1.1 and HTTP/2 followers, frame parser)
+    /// from its committed seed corpus, two at a time; prints executions and findings.
+    Fuzz {
+        /// Minutes per target.
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// Only these targets (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
     },
     /// Change the running appliance's scopes (the same as `tls-inspect scope ...`).
     Scope {
@@ -93,6 +104,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::setup()?;
             let bin = build(true)?;
             bench(&bin, quick, &args)
+        }
+        Cmd::Fuzz { minutes, target } => {
+            setup::setup()?;
+            setup::cargo_fuzz()?;
+            fuzz::run(minutes, &target)
         }
         Cmd::Scope { args } => forward("scope", &args),
         Cmd::Policy { args } => forward("policy", &args),

@@ -99,6 +99,16 @@ fn mitmproxy() -> Result<()> {
     status(Command::new(&mitmdump).arg("--version").stdout(std::process::Stdio::null()))
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only (the tests replay the corpora without it).
+pub fn cargo_fuzz() -> Result<()> {
+    let has = Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if has {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn rust_src() -> Result<()> {
     let out = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])

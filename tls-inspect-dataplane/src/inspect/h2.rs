@@ -24,12 +24,13 @@ pub enum H2Event {
 #[derive(Debug, Clone, Copy)]
 struct InData {
     stream: u32,
-    /// Payload bytes still to come, padding included.
-    left: usize,
-    /// The frame is padded and its pad length byte has not come yet.
+    /// The frame is padded and its pad length byte has not come yet (then `body_left` is the
+    /// whole payload).
     pad_length_due: bool,
-    /// Padding at the end of `left`.
-    pad: usize,
+    /// Body bytes still to come.
+    body_left: usize,
+    /// Padding bytes still to come, after the body.
+    pad_left: usize,
     end_stream: bool,
 }
 
@@ -76,34 +77,36 @@ impl H2Dir {
         }
         while !data.is_empty() && !self.off {
             if let Some(d) = self.data.as_mut() {
-                // Inside a DATA frame: the pad length, then the payload, then the padding.
+                // Inside a DATA frame: the pad length, then the body, then the padding.
                 if d.pad_length_due {
-                    d.pad = usize::from(data[0]);
-                    d.pad_length_due = false;
-                    d.left -= 1;
+                    let pad = usize::from(data[0]);
                     data = &data[1..];
-                    if d.pad > d.left {
+                    d.pad_length_due = false;
+                    d.body_left -= 1;
+                    if pad > d.body_left {
                         self.off = true;
+                        break;
                     }
-                    continue;
-                }
-                let body_left = d.left - d.pad;
-                let n = data.len().min(body_left);
-                d.left -= n;
-                let done = d.left == 0;
-                if n > 0 {
-                    out.push(H2Event::Data(d.stream, data[..n].to_vec(), done && d.end_stream));
+                    d.body_left -= pad;
+                    d.pad_left = pad;
+                } else if d.body_left > 0 {
+                    let n = data.len().min(d.body_left);
+                    d.body_left -= n;
+                    out.push(H2Event::Data(d.stream, data[..n].to_vec(), d.body_left == 0 && d.pad_left == 0 && d.end_stream));
                     data = &data[n..];
                 } else {
-                    // Padding.
-                    let skip = data.len().min(d.left);
-                    d.left -= skip;
-                    data = &data[skip..];
-                    if d.left == 0 && d.end_stream {
+                    let n = data.len().min(d.pad_left);
+                    d.pad_left -= n;
+                    data = &data[n..];
+                    if d.pad_left == 0 && d.end_stream {
                         out.push(H2Event::Data(d.stream, Vec::new(), true));
                     }
                 }
-                if self.data.is_some_and(|d| d.left == 0) {
+                if !d.pad_length_due && d.body_left == 0 && d.pad_left == 0 {
+                    // A frame whose body was empty and had no padding ends here too.
+                    if d.end_stream && !matches!(out.last(), Some(H2Event::Data(s, _, true)) if *s == d.stream) {
+                        out.push(H2Event::Data(d.stream, Vec::new(), true));
+                    }
                     self.data = None;
                 }
                 continue;
@@ -125,7 +128,7 @@ impl H2Dir {
                     self.off = true;
                     break;
                 }
-                let d = InData { stream, left: len, pad_length_due: padded, pad: 0, end_stream: flags & 0x1 != 0 };
+                let d = InData { stream, pad_length_due: padded, body_left: len, pad_left: 0, end_stream: flags & 0x1 != 0 };
                 if len == 0 {
                     if d.end_stream {
                         out.push(H2Event::Data(stream, Vec::new(), true));

@@ -428,7 +428,9 @@ impl Engine {
             }
             return;
         }
-        let client_mss = wire::tcp_mss(ip).unwrap_or(536);
+        // The server leg's segments fit the client's MSS, floored like the client leg's (a
+        // client announcing a few bytes would otherwise leave the leg unable to send a SYN).
+        let client_mss = wire::tcp_mss(ip).unwrap_or(DEFAULT_MSS).max(DEFAULT_MSS);
         let mtu = self.config.mtu.min(usize::from(client_mss) + 40);
         let seed = self.next_seed();
         let client = (Ipv4Addr::from(key.client_addr), u16::from_be_bytes(key.client_port));
@@ -621,8 +623,8 @@ impl Engine {
                     flow.server.socket().set_timeout(None);
                     let server = (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port));
                     // The client leg's segments fit the server's MSS, never below RFC 9293's
-                    // IPv4 default (a peer's MSS of a few bytes would make tiny segments),
-                    // never above the device's MTU.
+                    // IPv4 default (a peer's MSS of a few bytes would make tiny segments, or
+                    // none), never above the device's MTU.
                     let mss = flow.server_mss.unwrap_or(DEFAULT_MSS).max(DEFAULT_MSS);
                     let mtu = mtu.min(usize::from(mss) + 40);
                     match Leg::listen(server, flow.to_client, mtu, &leg_cfg, &self.buffers, seed, now) {

@@ -116,6 +116,46 @@ struct Net {
     server_silent: bool,
     /// Every frame the client host received.
     to_client: usize,
+    /// Rewrite the MSS option of the client's SYN and of the server's SYN-ACK to these (peers
+    /// with an absurd MSS).
+    mss: (Option<u16>, Option<u16>),
+    /// The largest TCP payload the engine sent the client.
+    largest_to_client: usize,
+}
+
+/// Sets the MSS option of a TCP SYN in an Ethernet + IPv4 frame and fixes the checksum.
+fn set_mss(frame: &mut [u8], mss: u16) {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return };
+    let (src, dst, hl, total) = (ip.src_addr(), ip.dst_addr(), usize::from(ip.header_len()), usize::from(ip.total_len()));
+    let tcp = &mut frame[14 + hl..14 + total];
+    let Ok(mut t) = TcpPacket::new_checked(&mut *tcp) else { return };
+    if !t.syn() {
+        return;
+    }
+    let off = usize::from(t.header_len());
+    let mut i = 20;
+    while i + 1 < off {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            2 => {
+                tcp[i + 2..i + 4].copy_from_slice(&mss.to_be_bytes());
+                break;
+            }
+            _ => i += usize::from(tcp[i + 1]).max(2),
+        }
+    }
+    t = TcpPacket::new_unchecked(&mut *tcp);
+    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+}
+
+/// The TCP payload length of an Ethernet + IPv4 frame.
+fn tcp_payload(frame: &[u8]) -> usize {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return 0 };
+    let hl = usize::from(ip.header_len());
+    TcpPacket::new_checked(&frame[14 + hl..14 + usize::from(ip.total_len())]).map_or(0, |t| t.payload().len())
 }
 
 impl Net {
@@ -129,6 +169,8 @@ impl Net {
             col: Collect::default(),
             server_silent: false,
             to_client: 0,
+            mss: (None, None),
+            largest_to_client: 0,
         }
     }
 
@@ -136,14 +178,20 @@ impl Net {
         let now = Instant::from_millis(self.now);
         self.client.poll(now);
         self.server.poll(now);
-        while let Some(f) = self.client.dev.tx.pop_front() {
+        while let Some(mut f) = self.client.dev.tx.pop_front() {
+            if let Some(m) = self.mss.0 {
+                set_mss(&mut f, m);
+            }
             if flow_of(Side::Inside, &f).is_some() {
                 self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
             } else {
                 self.server.dev.rx.push_back(f);
             }
         }
-        while let Some(f) = self.server.dev.tx.pop_front() {
+        while let Some(mut f) = self.server.dev.tx.pop_front() {
+            if let Some(m) = self.mss.1 {
+                set_mss(&mut f, m);
+            }
             if flow_of(Side::Outside, &f).is_some() {
                 if self.server_silent {
                     continue;
@@ -158,6 +206,7 @@ impl Net {
             match side {
                 Side::Inside => {
                     self.to_client += 1;
+                    self.largest_to_client = self.largest_to_client.max(tcp_payload(&f));
                     self.client.dev.rx.push_back(f);
                 }
                 Side::Outside => self.server.dev.rx.push_back(f),
@@ -256,6 +305,42 @@ fn a_server_that_speaks_first_is_relayed() {
         got.ends_with(b"\r\n")
     }), "the banner reaches a client that has sent nothing");
     assert_eq!(got, b"220 mail.test ESMTP\r\n");
+}
+
+/// Moves 20 kB each way; returns the largest TCP payload the engine sent the client.
+fn transfer_with_mss(mss: (Option<u16>, Option<u16>)) -> usize {
+    let mut net = Net::new(EngineConfig::default());
+    net.mss = mss;
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    let up_ok = net.run_until(2000, |n| n.client.socket().state() == tcp::State::Established
+        && n.server.socket().state() == tcp::State::Established);
+    assert!(up_ok, "{mss:?}: client {:?} server {:?} stats {:?}", net.client.socket().state(), net.server.socket().state(), net.engine.stats());
+    let (up, down) = (pattern(20_000, 1), pattern(20_000, 2));
+    let (mut sent_up, mut sent_down, mut got_up, mut got_down) = (0, 0, Vec::new(), Vec::new());
+    assert!(net.run_until(20_000, |n| {
+        sent_up += n.client.socket().send_slice(&up[sent_up..]).unwrap_or(0);
+        sent_down += n.server.socket().send_slice(&down[sent_down..]).unwrap_or(0);
+        while n.server.socket().can_recv() {
+            n.server.socket().recv(|b| (b.len(), got_up.extend_from_slice(b))).unwrap();
+        }
+        while n.client.socket().can_recv() {
+            n.client.socket().recv(|b| (b.len(), got_down.extend_from_slice(b))).unwrap();
+        }
+        got_up.len() == up.len() && got_down.len() == down.len()
+    }), "{mss:?}: moved {} of {} up, {} of {} down", got_up.len(), up.len(), got_down.len(), down.len());
+    assert!(got_up == up && got_down == down);
+    net.largest_to_client
+}
+
+#[test]
+fn an_absurd_mss_from_either_peer_still_moves_data_in_sane_segments() {
+    // Both peers announce an MSS of 1: the data still moves (smoltcp floors a peer's MSS at 48).
+    assert!(transfer_with_mss((Some(1), Some(1))) >= 48);
+    // The server announces 1: the client leg's segments follow RFC 9293's 536, not 1 byte each.
+    assert_eq!(transfer_with_mss((None, Some(1))), 536);
+    // A sane server MSS is kept (the device MTU bounds it: 1460 here).
+    assert_eq!(transfer_with_mss((None, Some(1000))), 1000);
 }
 
 #[test]

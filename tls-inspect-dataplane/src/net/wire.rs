@@ -31,6 +31,7 @@ impl EthHeader {
         &self.bytes[..usize::from(self.len)]
     }
 
+    #[expect(clippy::len_without_is_empty, reason = "a header is never empty: its length is 14 or 18")]
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }
