@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz`: every fuzz target of `tls-inspect-dataplane/fuzz` (libFuzzer through
-//! cargo-fuzz, on nightly) for a while each, two at a time on the machine's two cores, each from
+//! cargo-fuzz, on nightly) for a while each, `--jobs` at a time (two: the machine's cores), each from
 //! a working copy of its committed seed corpus (`fuzz/corpus/<target>`, which stays as it is).
 //! Prints each target's executions and what it found; fails when anything was found. Findings
 //! are in `tls-inspect-dataplane/fuzz/artifacts/<target>/`.
@@ -79,7 +79,7 @@ fn executions(log: &Path) -> Option<u64> {
         .or_else(|| text.lines().rev().find_map(|l| l.strip_prefix("Done ").and_then(|v| v.split_whitespace().next()?.parse().ok())))
 }
 
-pub fn run(minutes: f64, only: &[String]) -> Result<()> {
+pub fn run(minutes: f64, only: &[String], jobs: usize) -> Result<()> {
     for t in only {
         if !TARGETS.contains(&t.as_str()) {
             bail!("--target: '{t}': not one of {}", TARGETS.join(", "));
@@ -93,7 +93,7 @@ pub fn run(minutes: f64, only: &[String]) -> Result<()> {
     let mut report = Vec::new();
     let mut found = 0;
     loop {
-        while running.len() < 2 {
+        while running.len() < jobs.max(1) {
             match queue.next() {
                 Some(t) => running.push(start(t, minutes)?),
                 None => break,

@@ -56,6 +56,9 @@ enum Cmd {
         /// Only these targets (comma-separated).
         #[arg(long, value_delimiter = ',')]
         target: Vec<String>,
+        /// Targets fuzzed at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
     },
     /// Change the running appliance's scopes (the same as `tls-inspect scope ...`).
     Scope {
@@ -105,10 +108,10 @@ fn run(cli: Cli) -> Result<()> {
             let bin = build(true)?;
             bench(&bin, quick, &args)
         }
-        Cmd::Fuzz { minutes, target } => {
+        Cmd::Fuzz { minutes, target, jobs } => {
             setup::setup()?;
             setup::cargo_fuzz()?;
-            fuzz::run(minutes, &target)
+            fuzz::run(minutes, &target, jobs)
         }
         Cmd::Scope { args } => forward("scope", &args),
         Cmd::Policy { args } => forward("policy", &args),
