@@ -168,7 +168,7 @@ fn build(release: bool) -> Result<PathBuf> {
 
 fn test(bin: &Path, args: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.args(["test", "--workspace", "--exclude", "tls-inspect-ebpf"])
+    c.args(["test", "--workspace", "--exclude", "tls-inspect-ebpf", "--no-fail-fast"])
         .env("TLS_INSPECT_BIN", bin)
         .env("TLS_INSPECT_BENCH_BIN", bin.with_file_name("tls-inspect-bench"));
     if !args.is_empty() {
