@@ -185,12 +185,22 @@ fn write_workers_file(path: &std::path::Path, stats: &[Arc<WorkerStats>]) -> Res
     Ok(())
 }
 
-/// The Prometheus text format of the XDP and worker counters.
-pub fn metrics_text(maps: Option<&Maps>, stats: &[Arc<WorkerStats>], alerts: Option<&crate::log::AlertCounts>) -> String {
+/// The Prometheus text format of the XDP counters (global, and per scope of `scopes`: (policy,
+/// scope) pairs) and the workers' counters.
+pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<WorkerStats>], alerts: Option<&crate::log::AlertCounts>) -> String {
     let mut out = String::new();
     if let Some(global) = maps.and_then(|m| m.counters().ok()) {
         for (name, v) in counter::NAMES.iter().zip(global) {
             out.push_str(&format!("# TYPE tls_inspect_xdp_{name} counter\ntls_inspect_xdp_{name} {v}\n"));
+        }
+    }
+    if let Some(m) = maps {
+        let counters: Vec<_> = scopes.iter().map(|&(policy, scope)| (policy, scope, m.scope_counters(scope))).collect();
+        for (i, name) in tls_inspect_common::ScopeCounters::default().fields().iter().map(|(n, _)| *n).enumerate() {
+            out.push_str(&format!("# TYPE tls_inspect_scope_{name} counter\n"));
+            for (policy, scope, c) in &counters {
+                out.push_str(&format!("tls_inspect_scope_{name}{{policy=\"{policy}\",scope=\"{scope}\"}} {}\n", c.fields()[i].1));
+            }
         }
     }
     if let Some((flows, capacity)) = maps.map(Maps::flow_count) {
@@ -218,7 +228,8 @@ fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerSt
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf);
-                let body = metrics_text(maps.as_ref(), stats, alerts);
+                let scopes: Vec<(u32, u32)> = super::state::read(paths).map(|set| set.scopes.values().map(|s| (s.policy, s.id)).collect()).unwrap_or_default();
+                let body = metrics_text(maps.as_ref(), &scopes, stats, alerts);
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
