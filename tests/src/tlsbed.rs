@@ -13,6 +13,9 @@ use crate::{appliance_bin, check, run, wait_until, Topology, SERVER_IP};
 
 pub const TRIAL_ISSUER: &str = "tls-inspect trial CA";
 
+/// A port of the bed's nginx that no scope covers (bridged in XDP, never inspected).
+pub const DIRECT_PORT: u16 = 10443;
+
 pub struct Bed {
     pub t: Topology,
     pub pki: TestPki,
@@ -124,7 +127,8 @@ eve = "{}"
 
 /// nginx with h2 on the server's port 443 under `server`'s certificate: `/` answers "hello from
 /// nginx" (to any method), `/big` is 30 MB of random bytes, `/post/...` is proxied to a backend
-/// so that nginx reads a request's whole body before it answers.
+/// so that nginx reads a request's whole body before it answers. The same server also listens
+/// on [`DIRECT_PORT`], which no scope of the bed covers: what a client gets without the appliance.
 pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
     let d = t.dir.join("nginx");
     std::fs::create_dir_all(d.join("tmp"))?;
@@ -137,7 +141,7 @@ pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
          events {{ worker_connections 256; }}\n\
          http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
            fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; default_type text/plain;\n\
-           server {{ listen {SERVER_IP}:443 ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
+           server {{ listen {SERVER_IP}:443 ssl http2; listen {SERVER_IP}:{DIRECT_PORT} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
              ssl_protocols TLSv1.2 TLSv1.3; root {d}/www; location = / {{ return 200 \"hello from nginx\\n\"; }}\n\
              location /post/ {{ proxy_pass http://{SERVER_IP}:8081; }} }}\n\
            server {{ listen {SERVER_IP}:8081; location / {{ return 200 \"posted\\n\"; }} }} }}\n",

@@ -267,3 +267,29 @@ fn a_revoked_upstream_certificate_is_blocked_once_its_crl_is_loaded() -> Result<
     assert!(err.contains("tls.crls"), "{err}");
     Ok(())
 }
+
+#[test]
+fn an_http2_upload_that_nginx_answers_early_gets_the_status_it_gets_directly() -> Result<()> {
+    use tls_inspect_tests::tlsbed::DIRECT_PORT;
+    // With the IPS off and on: nginx answers 404 (no such file) or 413 (over client_max_body_size)
+    // while curl still uploads, then resets the stream.
+    for extra in ["", "[ips]\nenabled = true\nmode = \"block\""] {
+        let mut b = Bed::new(extra)?;
+        b.nginx()?;
+        let (ca, root) = (b.ca.to_str().unwrap().to_string(), b.pki.root.to_str().unwrap().to_string());
+        for (size, path, want) in [(200_000, "/nothing-here", "404"), (5_000_000, "/nothing-here", "413"), (5_000_000, "/", "413")] {
+            let body = b.t.dir.join(format!("upload-{size}"));
+            std::fs::write(&body, vec![b'x'; size])?;
+            let upload = format!("@{}", body.display());
+            let code = |port: u16, trust: &str| {
+                let o = b.curl(&["--http2", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", trust, "--data-binary", &upload, &format!("https://server.test:{port}{path}")]);
+                (String::from_utf8_lossy(&o.stdout).to_string(), text(&o).lines().filter(|l| l.starts_with("curl:")).collect::<String>())
+            };
+            let direct = code(DIRECT_PORT, &root);
+            let through = code(443, &ca);
+            assert_eq!(direct.0, want, "directly ({extra:?}, {size} bytes to {path}): {direct:?}");
+            assert_eq!(through.0, want, "through the appliance ({extra:?}, {size} bytes to {path}): {through:?}");
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! the held ClientHello with a certificate forged for the server's names, offering the ALPN the
 //! server chose. Plaintext crosses through an [`Inspector`].
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -435,16 +435,12 @@ impl Interceptor {
         Ok(())
     }
 
-    /// Moves plaintext both ways through the inspector, through the thread's scratch buffer
-    /// (one per worker, not one per flow: an idle flow holds none).
+    /// Moves plaintext both ways through the inspector, a received record's plaintext at a time,
+    /// straight from rustls' buffers (no copy): each becomes a record of its own on the other
+    /// leg, so the peers' record boundaries, and so when the other end's reads return, are kept.
+    /// (Coalescing them broke curl 7.88's HTTP/2 upload when nginx answers early: the response
+    /// and its RST_STREAM in one record were read as a stream error.)
     fn relay(&mut self) -> Result<(), Failure> {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
-        }
-        SCRATCH.with_borrow_mut(|scratch| self.relay_through(scratch))
-    }
-
-    fn relay_through(&mut self, scratch: &mut [u8]) -> Result<(), Failure> {
         let Some(down) = self.downstream.as_mut() else {
             return Ok(());
         };
@@ -455,48 +451,53 @@ impl Interceptor {
         }
         // Client -> server.
         loop {
-            match down.reader().read(&mut *scratch) {
-                Ok(0) => {
+            let mut reader = down.reader();
+            let chunk = match reader.fill_buf() {
+                Ok([]) => {
                     if !self.client_closed {
                         self.client_closed = true;
                         self.upstream.send_close_notify();
                     }
                     break;
                 }
-                Ok(n) => {
-                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, &scratch[..n]) {
-                        // The request goes no further; an HTTP client gets a block page, any
-                        // other client the session's closing alert.
-                        if let Some(page) = self.inspector.block_response() {
-                            let _ = down.writer().write_all(&page);
-                            self.block_page_sent = true;
-                        }
-                        down.send_close_notify();
-                        while down.wants_write() {
-                            if down.write_tls(&mut self.to_client).is_err() {
-                                break;
-                            }
-                        }
-                        return Err(Failure::Blocked(why));
-                    }
-                    self.upstream.writer().write_all(&scratch[..n]).map_err(|e| Failure::Upstream(e.to_string()))?;
-                }
+                Ok(chunk) => chunk,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Failure::Client(e.to_string())),
+            };
+            let n = chunk.len();
+            if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, chunk) {
+                drop(reader);
+                // The request goes no further; an HTTP client gets a block page, any other
+                // client the session's closing alert.
+                if let Some(page) = self.inspector.block_response() {
+                    let _ = down.writer().write_all(&page);
+                    self.block_page_sent = true;
+                }
+                down.send_close_notify();
+                while down.wants_write() {
+                    if down.write_tls(&mut self.to_client).is_err() {
+                        break;
+                    }
+                }
+                return Err(Failure::Blocked(why));
             }
+            self.upstream.writer().write_all(chunk).map_err(|e| Failure::Upstream(e.to_string()))?;
+            reader.consume(n);
         }
         // Server -> client.
         loop {
-            match self.upstream.reader().read(&mut *scratch) {
-                Ok(0) => {
+            let mut reader = self.upstream.reader();
+            match reader.fill_buf() {
+                Ok([]) => {
                     if !self.server_closed {
                         self.server_closed = true;
                         down.send_close_notify();
                     }
                     break;
                 }
-                Ok(n) => {
-                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, &scratch[..n]) {
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    if let Verdict::Block(why) = self.inspector.inspect(Direction::ToClient, chunk) {
                         // What the server sent goes no further; the client gets the session's
                         // closing alert.
                         down.send_close_notify();
@@ -507,7 +508,8 @@ impl Interceptor {
                         }
                         return Err(Failure::Blocked(why));
                     }
-                    down.writer().write_all(&scratch[..n]).map_err(|e| Failure::Client(e.to_string()))?;
+                    down.writer().write_all(chunk).map_err(|e| Failure::Client(e.to_string()))?;
+                    reader.consume(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Failure::Upstream(e.to_string())),

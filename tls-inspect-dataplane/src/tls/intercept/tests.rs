@@ -1,6 +1,7 @@
 //! A rustls client <-> interceptor <-> rustls server chain in memory, with a test PKI for the
 //! server and an operator CA for the forged certificates.
 
+use std::io::Read as _;
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
