@@ -466,7 +466,6 @@ impl Interceptor {
             };
             let n = chunk.len();
             if let Verdict::Block(why) = self.inspector.inspect(Direction::ToServer, chunk) {
-                drop(reader);
                 // The request goes no further; an HTTP client gets a block page, any other
                 // client the session's closing alert.
                 if let Some(page) = self.inspector.block_response() {
