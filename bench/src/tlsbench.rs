@@ -231,15 +231,7 @@ fn nginx(t: &mut Topology, cert: &Path, key: &Path, big: u64) -> Result<()> {
         key.display(),
         d = d.display()
     );
-    let path = d.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let mut c = t.server.cmd("nginx");
-    c.arg("-c").arg(&path).arg("-p").arg(&d);
-    t.spawn(c)?;
-    for port in PORTS {
-        t.wait_listening(&t.server.clone(), port)?;
-    }
-    Ok(())
+    t.start_nginx(&d, &conf, &PORTS).map(drop)
 }
 
 fn tls_rps(t: &Topology, port: u16, ca: &Path, secs: f64) -> Result<f64> {

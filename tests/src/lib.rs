@@ -347,6 +347,21 @@ impl Topology {
         bail!("nothing listens on port {port} in {}", ns.0)
     }
 
+    /// Starts nginx in the server namespace with `conf` (written to `dir/nginx.conf`, `dir` its
+    /// prefix) and waits until it listens on every one of `ports`.
+    pub fn start_nginx(&mut self, dir: &Path, conf: &str, ports: &[u16]) -> Result<usize> {
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let mut c = self.server.cmd("nginx");
+        c.arg("-c").arg(&path).arg("-p").arg(dir);
+        let i = self.spawn(c)?;
+        let ns = self.server.clone();
+        for &port in ports {
+            self.wait_listening(&ns, port)?;
+        }
+        Ok(i)
+    }
+
     /// Starts `tests/scripts/peer.py server MODE` on the server and waits until it listens.
     pub fn peer_server(&mut self, mode: &str, port: u16, extra: &[&str]) -> Result<usize> {
         let mut c = self.server.cmd("python3");

@@ -149,10 +149,5 @@ pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
         server.key.display(),
         d = d.display()
     );
-    let path = d.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let mut c = t.server.cmd("nginx");
-    c.arg("-c").arg(&path).arg("-p").arg(&d);
-    t.spawn(c)?;
-    t.wait_listening(&t.server.clone(), 443)
+    t.start_nginx(&d, &conf, &[443, DIRECT_PORT]).map(drop)
 }

@@ -56,12 +56,7 @@ fn two_hosts(b: &mut Bed) -> Result<PathBuf> {
         server(SCRIPT_PORT, &script, "script"),
         d = d.display()
     );
-    std::fs::write(d.join("nginx.conf"), conf)?;
-    let mut c = b.t.server.cmd("nginx");
-    c.arg("-c").arg(d.join("nginx.conf")).arg("-p").arg(&d);
-    b.t.spawn(c)?;
-    b.t.wait_listening(&b.t.server.clone(), 443)?;
-    b.t.wait_listening(&b.t.server.clone(), SCRIPT_PORT)?;
+    b.t.start_nginx(&d, &conf, &[443, SCRIPT_PORT])?;
     Ok(d)
 }
 
@@ -83,6 +78,24 @@ fn with_hosts(b: &Bed, script: &str) -> Result<Command> {
     c.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!("mount --bind {} /etc/hosts && exec {script}", hosts.display()));
     Ok(c)
+}
+
+/// Headless Chromium in the client namespace (default settings, the bed's CA in its NSS
+/// database) dumping the DOM of `url` once loaded.
+fn chromium(b: &Bed, url: &str) -> Result<std::process::Output> {
+    let home = b.t.dir.join("chromium-home");
+    // Chromium on Linux reads the user's NSS database in ~/.pki/nssdb.
+    if !home.join(".pki/nssdb").exists() {
+        nss_db(&home.join(".pki/nssdb"), &b.ca)?;
+    }
+    let script = format!(
+        "timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+         --disable-component-update --disable-sync --user-data-dir={} --dump-dom {url}",
+        b.t.dir.join("chromium-profile").display()
+    );
+    let mut c = with_hosts(b, &script)?;
+    c.env("HOME", &home);
+    run(&mut c)
 }
 
 /// The flow records of this bed for `sni` on `port`.
@@ -120,18 +133,7 @@ fn headless_chromium_loads_two_hosts_and_both_are_inspected() -> Result<()> {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Bed::new("")?;
     let www = two_hosts(&mut b)?;
-    let home = b.t.dir.join("chromium-home");
-    // Chromium on Linux reads the user's NSS database in ~/.pki/nssdb.
-    nss_db(&home.join(".pki/nssdb"), &b.ca)?;
-    let profile = b.t.dir.join("chromium-profile");
-    let script = format!(
-        "timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
-         --disable-component-update --disable-sync --user-data-dir={} --dump-dom https://{PAGE_HOST}/",
-        profile.display()
-    );
-    let mut c = with_hosts(&b, &script)?;
-    c.env("HOME", &home);
-    let out = run(&mut c)?;
+    let out = chromium(&b, &format!("https://{PAGE_HOST}/"))?;
     let dom = String::from_utf8_lossy(&out.stdout);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(dom.contains(&format!("page from {PAGE_HOST}")), "the page loaded:\n{dom}\n{said}");
@@ -165,16 +167,7 @@ fn chromium_and_a_rustls_server_get_x25519mlkem768_on_both_legs() -> Result<()> 
     c.args(["tls-server", "--addr", &format!("{SERVER_IP}:9451"), "--cert"]).arg(&page.cert).arg("--key").arg(&page.key);
     let i = b.t.spawn(c)?;
     b.t.background(i).wait_for("listening", Duration::from_secs(10))?;
-    let home = b.t.dir.join("chromium-home");
-    nss_db(&home.join(".pki/nssdb"), &b.ca)?;
-    let script = format!(
-        "timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
-         --disable-component-update --disable-sync --user-data-dir={} --dump-dom https://{PAGE_HOST}:9451/",
-        b.t.dir.join("chromium-profile").display()
-    );
-    let mut c = with_hosts(&b, &script)?;
-    c.env("HOME", &home);
-    let out = run(&mut c)?;
+    let out = chromium(&b, &format!("https://{PAGE_HOST}:9451/"))?;
     let dom = String::from_utf8_lossy(&out.stdout);
     // The rustls server says what it negotiated with the appliance.
     assert!(dom.contains("key exchange X25519MLKEM768"), "{dom}\n{}", String::from_utf8_lossy(&out.stderr));
