@@ -153,6 +153,8 @@ struct Flow {
     server_spoke_first: bool,
     /// The scope's `SLOT_*` flags, from the XDP program's flow entry.
     scope_flags: u32,
+    /// Bytes the client's first flight must hold before it is read again (see `Sniff::NeedMore`).
+    first_need: usize,
     fin_to_server: bool,
     fin_to_client: bool,
     /// A blocked non-HTTP flow: reset the client leg once it has acknowledged the closing alert.
@@ -478,6 +480,7 @@ impl Engine {
             upstream_rst: false,
             server_spoke_first: false,
             scope_flags: ids.flags,
+            first_need: 0,
             fin_to_server: false,
             fin_to_client: false,
             reset_client_when_sent: false,
@@ -558,18 +561,18 @@ impl Engine {
     /// first (SMTP, FTP and SSH do) is relayed to the client meanwhile, and the flow is still
     /// decided on the client's first bytes: a ClientHello after a server's banner is a
     /// ClientHello. `None`: wait for more bytes.
-    fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Option<Decided> {
+    fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Result<Decided, usize> {
         let hello = match sniff(first) {
-            Sniff::NeedMore if can_wait => return None,
+            Sniff::NeedMore(need) if can_wait => return Err(need),
             // The client stopped before its first bytes made anything.
-            Sniff::NeedMore if first.is_empty() => {
-                return Some(Decided::Splice(if server_spoke { "server_first" } else { "not_tls" }));
+            Sniff::NeedMore(_) if first.is_empty() => {
+                return Ok(Decided::Splice(if server_spoke { "server_first" } else { "not_tls" }));
             }
-            Sniff::NeedMore => return Some(Self::malformed(tls, "ClientHello incomplete when the client stopped sending")),
-            Sniff::Malformed(why) => return Some(Self::malformed(tls, why)),
+            Sniff::NeedMore(_) => return Ok(Self::malformed(tls, "ClientHello incomplete when the client stopped sending")),
+            Sniff::Malformed(why) => return Ok(Self::malformed(tls, why)),
             Sniff::NotTls(_) => {
                 let reason = if server_spoke { "server_first" } else { "not_tls" };
-                return Some(match tls.map(|t| t.policy.non_tls) {
+                return Ok(match tls.map(|t| t.policy.non_tls) {
                     Some(PassOrBlock::Block) => Decided::Block(reason.into()),
                     _ => Decided::Splice(reason),
                 });
@@ -581,11 +584,11 @@ impl Engine {
         log.client_versions = hello.versions.iter().map(|v| version_name(*v).to_string()).collect();
         log.client_alpn = hello.alpn.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         let Some(tls) = tls else {
-            return Some(Decided::Splice("inspection_off"));
+            return Ok(Decided::Splice("inspection_off"));
         };
         let client = log.src_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let server = SocketAddrV4::new(log.dest_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), log.dest_port);
-        Some(match tls.policy.decide(&hello, client, server) {
+        Ok(match tls.policy.decide(&hello, client, server) {
             Decision::Inspect => Decided::Inspect(hello),
             Decision::Pass(reason) => Decided::Splice(reason),
             Decision::Block(reason) => Decided::Block(reason.into()),
@@ -699,9 +702,17 @@ impl Engine {
                 // The whole hello must fit in the receive buffer, which it waits in.
                 let limit = MAX_FIRST.min(socket.recv_capacity());
                 let can_wait = socket.may_recv() && socket.recv_queue() < limit && !server_done;
-                if socket.can_recv() || !can_wait {
+                // The first flight is read again only once it can have changed the answer (the
+                // record under way has arrived): never once per segment of a slow hello.
+                if (socket.can_recv() && socket.recv_queue() >= flow.first_need) || !can_wait {
                     let first = socket.peek(limit).map(<[u8]>::to_vec).unwrap_or_default();
-                    let mut decided = Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke);
+                    let mut decided = match Self::decide(self.hooks.tls.as_ref(), &mut flow.log, &first, can_wait, server_spoke) {
+                        Ok(d) => Some(d),
+                        Err(need) => {
+                            flow.first_need = need;
+                            None
+                        }
+                    };
                     // tls.sni rules see the ClientHello before any decryption: passed flows too.
                     if let (Some(d), Some(sni), Some(ips)) = (&decided, flow.log.sni.clone(), &self.hooks.ips) {
                         let mut f = crate::inspect::ips::FlowIps::new(ips.current(), u16::from_be_bytes(flow.key.server_port));
