@@ -71,7 +71,12 @@ fn nss_db(dir: &Path, ca: &Path) -> Result<()> {
 
 /// A hosts file naming both test hosts, and a command that runs `script` in the client
 /// namespace with it bind-mounted over /etc/hosts in a mount namespace of its own.
+///
+/// IPv6 is switched off in the client namespace first: the link-local address of a new veth
+/// becomes valid (DAD) a second or two after the link comes up, and Chromium, which watches the
+/// namespace's addresses, aborts a page load under way with ERR_NETWORK_CHANGED when it does.
 fn with_hosts(b: &Bed, script: &str) -> Result<Command> {
+    check(b.t.client.cmd("sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.eth0.disable_ipv6=1"]))?;
     let hosts = b.t.dir.join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1 localhost\n{SERVER_IP} {PAGE_HOST} {SCRIPT_HOST}\n"))?;
     let mut c = b.t.client.cmd("unshare");
