@@ -31,12 +31,14 @@ use clap::{Parser, Subcommand};
 use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
 
 mod charts;
+mod ipsscan;
 mod memory;
 mod passthrough;
 mod plot;
 mod pktgen;
 mod proxies;
 mod tlsbench;
+mod xdp;
 
 #[derive(Parser)]
 #[command(name = "tls-inspect-bench")]
@@ -159,6 +161,64 @@ enum Cmd {
         #[arg(long)]
         key: std::path::PathBuf,
     },
+    /// Scan throughput of the IPS engine on this core: the bundled rules, or N generated ones.
+    IpsScan {
+        /// Generated rules instead of the bundled set.
+        #[arg(long)]
+        generated: Option<usize>,
+        /// Megabytes of synthetic HTTP traffic to scan.
+        #[arg(long, default_value_t = 256)]
+        megabytes: usize,
+    },
+    /// Baseline bridge: attach a bare devmap redirect between two interfaces until stopped.
+    XdpRedirect {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        b: String,
+        /// Generic (skb) mode instead of native.
+        #[arg(long)]
+        generic: bool,
+    },
+    /// Receiver: count and drop every frame arriving on DEV until stopped.
+    XdpSink {
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        generic: bool,
+    },
+    /// ns per frame of the running appliance's XDP program (or of the bare redirect) through
+    /// BPF_PROG_TEST_RUN, on a mix of frames arriving on INSIDE. Run it in the appliance's
+    /// network namespace.
+    ProgRun {
+        /// Measure the bare devmap redirect instead of the appliance's program.
+        #[arg(long)]
+        bare: bool,
+        /// The appliance instance whose pinned program is measured.
+        #[arg(long, env = "TLS_INSPECT_INSTANCE", default_value = "tls-inspect")]
+        instance: String,
+        #[arg(long, default_value = "inside")]
+        inside: String,
+        #[arg(long, default_value = "outside")]
+        outside: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// New flows measured one SYN each.
+        #[arg(long, default_value_t = 2_000)]
+        new_flows: u32,
+        /// Source port of the first new flow (the next ones count up).
+        #[arg(long, default_value_t = 20_000)]
+        first_port: u16,
+        /// A flow the scopes match: client, server, server port.
+        #[arg(long, default_value = "198.18.0.1")]
+        client: String,
+        #[arg(long, default_value = "198.18.0.2")]
+        server: String,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long)]
+        json: bool,
+    },
     /// HTTPS requests to ADDR (name NAME, trusting CA), a new connection each, for SECS seconds.
     TlsClient {
         #[arg(long)]
@@ -172,6 +232,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+}
+
+/// This binary: the scenarios start its subcommands (load generators, XDP baselines) inside the
+/// namespaces.
+pub fn own_bin() -> Result<std::path::PathBuf> {
+    std::env::current_exe().context("locating tls-inspect-bench")
 }
 
 /// A config with one policy of one scope: the client network to the server on `dports`
@@ -202,6 +268,45 @@ fn main() -> Result<()> {
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
         Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
+        Some(Cmd::IpsScan { generated, megabytes }) => {
+            let (mbps, label) = ipsscan::scan_rate(generated, megabytes)?;
+            println!("ips-scan {label}: {mbps:.1} MB/s");
+            Ok(())
+        }
+        Some(Cmd::XdpRedirect { a, b, generic }) => xdp::bench_redirect(&a, &b, xdp::mode(generic)),
+        Some(Cmd::XdpSink { dev, generic }) => {
+            let n = xdp::bench_sink(&dev, xdp::mode(generic))?;
+            println!("xdp-sink: {n} frames");
+            Ok(())
+        }
+        Some(Cmd::ProgRun { bare, instance, inside, outside, repeat, new_flows, first_port, client, server, port, json }) => {
+            let paths = tls_inspect_dataplane::control::maps::Paths::new(&instance)?;
+            let pin = if bare { None } else { Some(xdp::program_pin(&paths)?) };
+            let rows = xdp::prog_run(&xdp::ProgRun {
+                target: match &pin {
+                    Some(p) => xdp::Target::Pinned(p),
+                    None => xdp::Target::Bare,
+                },
+                inside: &inside,
+                outside: &outside,
+                repeat,
+                new_flows,
+                first_port,
+                client: xdp::ipv4("client", &client)?,
+                server: xdp::ipv4("server", &server)?,
+                port,
+            })?;
+            if json {
+                let v: serde_json::Map<String, serde_json::Value> =
+                    rows.iter().map(|(name, ns, action)| ((*name).to_string(), serde_json::json!({ "ns": ns, "action": action }))).collect();
+                println!("{}", serde_json::Value::Object(v));
+            } else {
+                for (name, ns, action) in rows {
+                    println!("{name:<28} {ns:>8.1} ns  action {action}");
+                }
+            }
+            Ok(())
+        }
         None => run_all(&args),
     }
 }

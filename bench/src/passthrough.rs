@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use tls_inspect_tests::{appliance_bin, check, Topology, INSIDE, OUTSIDE, SERVER_IP};
+use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
 
 use crate::{median, Table};
 
@@ -46,8 +46,8 @@ pub fn pps(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1).min(4);
     println!("\nmeasuring pass-through packets/s: {threads} generator thread(s), 4,096 UDP flows, {secs} s per run");
     let mut t = Topology::with_queues(threads)?;
-    let mut sink = t.server.cmd(appliance_bin().to_str().context("path")?);
-    sink.args(["debug", "bench-sink", "--dev", "eth0"]);
+    let mut sink = t.server.cmd(crate::own_bin()?.to_str().context("path")?);
+    sink.args(["xdp-sink", "--dev", "eth0"]);
     let i = t.spawn(sink)?;
     t.background(i).wait_for("attached", Duration::from_secs(20))?;
 
@@ -71,8 +71,8 @@ pub fn pps(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     };
 
     // (a) The bare redirect: the in-kernel limit of a devmap bridge on these interfaces.
-    let mut bare = t.appliance.cmd(appliance_bin().to_str().context("path")?);
-    bare.args(["debug", "bench-redirect", "--a", INSIDE, "--b", OUTSIDE]);
+    let mut bare = t.appliance.cmd(crate::own_bin()?.to_str().context("path")?);
+    bare.args(["xdp-redirect", "--a", INSIDE, "--b", OUTSIDE]);
     let b = t.spawn(bare)?;
     t.background(b).wait_for("attached", Duration::from_secs(20))?;
     measure(&t, "bare XDP redirect", &mut results)?;
@@ -153,9 +153,9 @@ pub fn prog_run(quick: bool, runs: usize, table: &mut Table) -> Result<serde_jso
     // One run of the appliance's program (or the bare one); each run's new flows on ports of
     // their own, so that every SYN really is new.
     let run = |t: &Topology, bare: bool, first_port: usize| -> Result<serde_json::Value> {
-        let mut c = t.appliance.cmd(appliance_bin().to_str().context("path")?);
+        let mut c = t.appliance.cmd(crate::own_bin()?.to_str().context("path")?);
         c.env("TLS_INSPECT_INSTANCE", &t.instance)
-            .args(["debug", "prog-run", "--json", "--repeat", repeat, "--new-flows", new_flows, "--first-port"])
+            .args(["prog-run", "--json", "--repeat", repeat, "--new-flows", new_flows, "--first-port"])
             .arg(first_port.to_string());
         if bare {
             c.arg("--bare");

@@ -374,8 +374,8 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     table.row("rustls in-memory handshake pairs (1 core)", &[("hs/s", ceiling)], "");
     let megabytes = if quick { "64" } else { "512" };
     let scan = |generated: Option<&str>| -> Result<f64> {
-        let mut c = Command::new(appliance_bin());
-        c.args(["debug", "ips-bench", "--megabytes", megabytes]);
+        let mut c = Command::new(crate::own_bin()?);
+        c.args(["ips-scan", "--megabytes", megabytes]);
         if let Some(n) = generated {
             c.args(["--generated", n]);
         }
@@ -384,7 +384,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
             .next()
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("ips-bench printed {out}"))
+            .ok_or_else(|| anyhow!("ips-scan printed {out}"))
     };
     let scans = [
         ("bundled ruleset", repeat(runs, || scan(None))?),

@@ -41,8 +41,8 @@ fn pktgen_samples_send_through_the_appliance_and_the_receiver_counts() -> Result
     require_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = Topology::with_queues(2)?;
-    let mut sink = t.server.cmd(appliance_bin().to_str().context("path")?);
-    sink.args(["debug", "bench-sink", "--dev", "eth0"]);
+    let mut sink = t.server.cmd(bench_bin().to_str().context("path")?);
+    sink.args(["xdp-sink", "--dev", "eth0"]);
     let i = t.spawn(sink)?;
     t.background(i).wait_for("attached", Duration::from_secs(20))?;
     t.start_appliance("")?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tls_inspect_common::{parse_frame, Frame, L4};
 
-use crate::control::rules::DEFAULT_RULES;
+use crate::inspect::DEFAULT_RULES;
 use crate::inspect::h2::{H2Dir, H2Event, PREFACE};
 use crate::inspect::ips::{FlowIps, IpsMode, Level, Ruleset};
 use crate::inspect::rules::parse_rules;

@@ -1,11 +1,17 @@
-//! tls-inspect's dataplane as a library: the `tls-inspect` binary is a thin layer over [`app`],
-//! and the fuzz targets and benchmarks link the same code.
+//! tls-inspect's dataplane as a library: the `tls-inspect` binary is a thin layer over [`cli`],
+//! and the benchmarks and fuzz targets link the same code.
 //!
-//! Layers: `phy` (AF_XDP sockets, the per-core workers), `net` (smoltcp legs and flows), `tls`
-//! (ClientHello, decisions, interception, forging), `inspect` (IPS, DLP, HTTP followers), with
-//! `control` (configuration, maps, loader, supervisor) and `log` beside them.
+//! Folders are layers; each imports only from the layers below it (docs/architecture.md, and
+//! `tests/layers.rs` checks it):
+//!
+//! `cli` (and `fuzzing`) -> `runtime` (run, supervisor, workers, metrics) -> `control` (config,
+//! scopes, maps, state, XDP program, socket, live rules, intel) -> `net` (the relay: flows, legs,
+//! decision, splice and TLS relay) -> `log` (EVE records) -> `tls` (ClientHello, policy,
+//! interception, forging, CA) -> `inspect` (rules, IPS, HTTP followers, DLP, block page) -> `phy`
+//! (sides, transmit, AF_XDP sockets) -> `addr`, `sys`.
+#![deny(unsafe_code)]
 
-pub mod app;
+pub mod addr;
 pub mod cli;
 pub mod control;
 pub mod fuzzing;
@@ -13,4 +19,6 @@ pub mod inspect;
 pub mod log;
 pub mod net;
 pub mod phy;
+pub mod runtime;
+pub mod sys;
 pub mod tls;

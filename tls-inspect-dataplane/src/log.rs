@@ -13,6 +13,108 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 
+use crate::inspect::BlockCause;
+use crate::tls::policy::PolicyReason;
+
+/// What the appliance did with a flow, as the log says it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not decided yet (never logged: a flow that closes undecided is `Closed`).
+    #[default]
+    Pending,
+    /// Decrypted, inspected and re-encrypted.
+    Inspected,
+    /// Relayed unchanged.
+    Passed,
+    /// Stopped by the appliance.
+    Blocked,
+    /// Inspection failed (a peer's TLS error).
+    Failed,
+    /// Closed before its first bytes.
+    Closed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Inspected => "inspected",
+            Outcome::Passed => "passed",
+            Outcome::Blocked => "blocked",
+            Outcome::Failed => "failed",
+            Outcome::Closed => "closed",
+        }
+    }
+}
+
+/// Why a flow got its [`Outcome`]; written in the log as `reason`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing to say (an inspected flow).
+    #[default]
+    None,
+    /// The TLS policy's answer to the ClientHello.
+    Policy(PolicyReason),
+    /// The client's first bytes are not TLS.
+    NotTls,
+    /// The server spoke first and the client's bytes are not TLS.
+    ServerFirst,
+    /// TLS inspection is off.
+    InspectionOff,
+    /// Decided on the outer ClientHello of an ECH (GREASE or real) hello.
+    EchOuter,
+    /// The flow closed before the client sent anything.
+    BeforeAnyData,
+    /// A `tls.sni` rule blocked the ClientHello.
+    IpsSni,
+    /// A first flight that began as a TLS handshake but is no ClientHello the appliance reads.
+    MalformedClientHello(&'static str),
+    /// The server's certificate does not validate.
+    UpstreamInvalid(String),
+    /// The server asked for a client certificate.
+    ClientAuthRequested,
+    /// The client refused the forged certificate (the alert it sent).
+    ClientRejectedCertificate(String),
+    /// The server's side of TLS failed.
+    Upstream(String),
+    /// The client's side of TLS failed.
+    Client(String),
+    /// An inspector (IPS rule, DLP detector) stopped the flow.
+    Inspector(BlockCause),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::None => Ok(()),
+            Reason::Policy(r) => f.write_str(r.as_str()),
+            Reason::NotTls => f.write_str("not_tls"),
+            Reason::ServerFirst => f.write_str("server_first"),
+            Reason::InspectionOff => f.write_str("inspection_off"),
+            Reason::EchOuter => f.write_str("ech_outer"),
+            Reason::BeforeAnyData => f.write_str("before_any_data"),
+            Reason::IpsSni => f.write_str("ips_sni"),
+            Reason::MalformedClientHello(why) => write!(f, "malformed_client_hello: {why}"),
+            Reason::UpstreamInvalid(why) => write!(f, "upstream_invalid: {why}"),
+            Reason::ClientAuthRequested => f.write_str("client_auth_requested"),
+            Reason::ClientRejectedCertificate(alert) => write!(f, "client_rejected_certificate: {alert}"),
+            Reason::Upstream(e) => write!(f, "upstream: {e}"),
+            Reason::Client(e) => write!(f, "client: {e}"),
+            Reason::Inspector(cause) => write!(f, "{cause}"),
+        }
+    }
+}
+
+/// `[log]`: where flow records go.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// EVE-style JSON lines, one per flow, appended to this file.
+    pub eve: Option<String>,
+    /// The same lines on standard output.
+    pub stdout: bool,
+}
+
 /// What the log says about one flow.
 #[derive(Clone, Debug, Default)]
 pub struct FlowLog {
@@ -27,9 +129,8 @@ pub struct FlowLog {
     pub end: Option<SystemTime>,
     pub bytes_toserver: u64,
     pub bytes_toclient: u64,
-    /// inspected, passed, blocked, failed
-    pub decision: &'static str,
-    pub reason: String,
+    pub decision: Outcome,
+    pub reason: Reason,
     pub sni: Option<String>,
     pub ja4: Option<String>,
     pub client_versions: Vec<String>,
@@ -78,8 +179,8 @@ impl FlowLog {
                 "upstream_kx_group": self.upstream_kx_group,
             },
             "tls_inspect": {
-                "decision": self.decision,
-                "reason": self.reason,
+                "decision": self.decision.as_str(),
+                "reason": self.reason.to_string(),
             },
             "flow": {
                 "bytes_toserver": self.bytes_toserver,

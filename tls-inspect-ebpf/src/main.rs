@@ -381,29 +381,6 @@ fn scope_add(scope_id: u32, f: impl FnOnce(&mut ScopeCounters)) {
     }
 }
 
-/// Benchmark baseline (`tls-inspect debug bench-redirect`): the least an XDP bridge can do, one
-/// devmap redirect to the other interface and nothing else. Not used by the appliance.
-#[map(name = "TI_BENCH_PEERS")]
-static BENCH_PEERS: DevMapHash = DevMapHash::with_max_entries(8, 0);
-
-#[xdp]
-pub fn bench_redirect(ctx: XdpContext) -> u32 {
-    BENCH_PEERS.redirect(ctx.ingress_ifindex() as u32, 0).unwrap_or(XDP_DROP)
-}
-
-/// Benchmark receiver (`tls-inspect debug bench-sink`): counts and drops every frame.
-#[map(name = "TI_BENCH_SINK")]
-static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-#[xdp]
-pub fn bench_sink(_ctx: XdpContext) -> u32 {
-    if let Some(c) = BENCH_SINK.get_ptr_mut(0) {
-        // SAFETY: this CPU's own slot of a per-CPU array.
-        unsafe { *c += 1 };
-    }
-    XDP_DROP
-}
-
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -27,11 +27,11 @@ pub struct ConfigFile {
     #[serde(default)]
     pub tls: crate::tls::policy::TlsSettings,
     #[serde(default)]
-    pub log: LogSettings,
+    pub log: crate::log::LogSettings,
     #[serde(default)]
     pub intel: IntelSettings,
     #[serde(default)]
-    pub ips: IpsSettings,
+    pub ips: crate::inspect::settings::IpsSettings,
     #[serde(default)]
     pub policy: Vec<PolicyDef>,
 }
@@ -64,101 +64,12 @@ impl Default for Appliance {
     }
 }
 
-/// `[ips]`: rules scanned on decrypted traffic.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IpsSettings {
-    pub enabled: bool,
-    pub mode: crate::inspect::ips::IpsMode,
-    pub level: crate::inspect::ips::Level,
-    /// Load the bundled rules (basic protection and virtual patching).
-    pub default_rules: bool,
-    /// More rule files (Suricata-compatible subset).
-    pub rules: Vec<String>,
-    /// Bytes of each HTTP body scanned.
-    pub body_depth: usize,
-    /// Source or destination networks whose flows skip the IPS (the protection whitelist).
-    pub whitelist: Vec<String>,
-    pub dlp: DlpSettings,
-}
-
-/// `[ips.dlp]`: data leak detectors on outbound plaintext, each with a threshold and action.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DlpSettings {
-    pub enabled: bool,
-    pub payment_card: crate::inspect::dlp::DetectorSettings,
-    pub iban: crate::inspect::dlp::DetectorSettings,
-    pub email: crate::inspect::dlp::DetectorSettings,
-    pub aws_access_key: crate::inspect::dlp::DetectorSettings,
-    pub private_key: crate::inspect::dlp::DetectorSettings,
-    pub chinese_id: crate::inspect::dlp::DetectorSettings,
-}
-
-impl Default for DlpSettings {
-    fn default() -> Self {
-        use crate::inspect::dlp::DetectorSettings as D;
-        Self {
-            enabled: true,
-            payment_card: D::default(),
-            iban: D::default(),
-            // One address is correspondence; twenty in one flow is a list leaving.
-            email: D { threshold: 20, ..D::default() },
-            aws_access_key: D::default(),
-            private_key: D::default(),
-            chinese_id: D::default(),
-        }
-    }
-}
-
-impl DlpSettings {
-    pub fn detectors(&self) -> Vec<(crate::inspect::dlp::Detector, crate::inspect::dlp::DetectorSettings)> {
-        use crate::inspect::dlp::Detector as D;
-        if !self.enabled {
-            return Vec::new();
-        }
-        vec![
-            (D::PaymentCard, self.payment_card),
-            (D::Iban, self.iban),
-            (D::Email, self.email),
-            (D::AwsAccessKey, self.aws_access_key),
-            (D::PrivateKey, self.private_key),
-            (D::ChineseId, self.chinese_id),
-        ]
-    }
-}
-
-impl Default for IpsSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            mode: crate::inspect::ips::IpsMode::Monitor,
-            level: crate::inspect::ips::Level::Medium,
-            default_rules: true,
-            rules: Vec::new(),
-            body_depth: 1 << 20,
-            whitelist: Vec::new(),
-            dlp: DlpSettings::default(),
-        }
-    }
-}
-
 /// `[intel]`: a threat-intelligence list loaded at start.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IntelSettings {
     pub file: Option<String>,
     pub mode: Option<super::intel::IntelMode>,
-}
-
-/// `[log]`: where flow records go.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogSettings {
-    /// EVE-style JSON lines, one per flow, appended to this file.
-    pub eve: Option<String>,
-    /// The same lines on standard output.
-    pub stdout: bool,
 }
 
 /// The workers that carry steered flows.

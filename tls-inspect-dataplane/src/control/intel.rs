@@ -15,7 +15,7 @@ use tls_inspect_common::{
 };
 
 use super::maps::Paths;
-use super::scopes::Ipv4Cidr;
+use crate::addr::Ipv4Cidr;
 use super::state::Lock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -3,6 +3,7 @@
 //!
 //! Scope changes are staged into the generation the XDP program is not reading and made live by
 //! one write of `TI_CONFIG.generation`, so no packet ever sees a half-written table.
+#![allow(unsafe_code, reason = "the mmapped port tables (BPF_F_MMAPABLE): each use has its SAFETY line")]
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
@@ -18,7 +19,8 @@ use tls_inspect_common::{
     MAP_SRC_PORT, MAP_XSKS, PORTS,
 };
 
-use super::scopes::{Ipv4Cidr, ScopeSet};
+use super::scopes::ScopeSet;
+use crate::addr::Ipv4Cidr;
 
 /// Where one appliance instance keeps its pins and its state.
 #[derive(Debug, Clone)]

@@ -1,11 +1,11 @@
-//! Control plane: configuration, scopes, the pinned maps, the loader.
-pub mod benchprog;
+//! The control plane: the configuration file, the scope model and its tables in the pinned
+//! maps, the state file, the XDP program's life (`xdp`), threat intelligence, the live IPS rules
+//! and the control socket that serves `rules` and `bypass` requests.
 pub mod config;
 pub mod intel;
-pub mod loader;
 pub mod maps;
 pub mod rules;
 pub mod scopes;
 pub mod socket;
 pub mod state;
-pub mod supervisor;
+pub mod xdp;

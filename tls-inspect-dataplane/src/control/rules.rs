@@ -10,22 +10,17 @@ use arc_swap::ArcSwap;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::config::IpsSettings;
-use crate::inspect::ips::Ruleset;
+use crate::inspect::ips::{Override, Ruleset};
 use crate::inspect::rules::parse_rules;
-
-/// The bundled rules.
-pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
-
-/// What every worker reads when a flow starts.
-pub type SharedRules = Arc<ArcSwap<Ruleset>>;
+use crate::inspect::settings::IpsSettings;
+use crate::inspect::{SharedRules, DEFAULT_RULES};
 
 pub struct RulesControl {
     pub shared: SharedRules,
     settings: IpsSettings,
     disabled: BTreeSet<u32>,
-    /// sid -> true: block, false: alert only.
-    actions: BTreeMap<u32, bool>,
+    /// The operator's per-rule actions.
+    actions: BTreeMap<u32, Override>,
 }
 
 impl RulesControl {
@@ -62,7 +57,7 @@ impl RulesControl {
                     "sid": r.sid, "rev": r.rev, "msg": r.msg, "classtype": r.classtype,
                     "priority": r.priority, "confidence": r.confidence,
                     "enabled": set.is_active(r.sid),
-                    "action": match set.override_of(r.sid) { Some(true) => "drop", Some(false) => "alert", None => "mode" },
+                    "action": set.override_of(r.sid).as_str(),
                 })
             })
             .collect();
@@ -82,14 +77,13 @@ impl RulesControl {
         Ok(())
     }
 
-    /// `Some(true)`: drop (block), `Some(false)`: alert, `None`: follow the mode.
-    pub fn set_action(&mut self, sid: u32, block: Option<bool>) -> Result<()> {
+    pub fn set_action(&mut self, sid: u32, action: Override) -> Result<()> {
         self.known(sid)?;
         let mut set = self.current();
-        set.set_override(sid, block);
-        match block {
-            Some(b) => self.actions.insert(sid, b),
-            None => self.actions.remove(&sid),
+        set.set_override(sid, action);
+        match action {
+            Override::FollowMode => self.actions.remove(&sid),
+            other => self.actions.insert(sid, other),
         };
         self.shared.store(Arc::new(set));
         Ok(())
@@ -124,13 +118,13 @@ impl RulesControl {
             Some("enable") => sid(2).and_then(|s| self.set_enabled(s, true)).map(|_| json!({ "ok": true })),
             Some("disable") => sid(2).and_then(|s| self.set_enabled(s, false)).map(|_| json!({ "ok": true })),
             Some("action") => sid(2).and_then(|s| {
-                let block = match words.get(3).copied() {
-                    Some("drop") => Some(true),
-                    Some("alert") => Some(false),
-                    Some("default") => None,
+                let action = match words.get(3).copied() {
+                    Some("drop") => Override::Drop,
+                    Some("alert") => Override::Alert,
+                    Some("default") => Override::FollowMode,
                     other => bail!("action: '{}': alert, drop or default", other.unwrap_or("")),
                 };
-                self.set_action(s, block)
+                self.set_action(s, action)
             })
             .map(|_| json!({ "ok": true })),
             Some("reset") => self.reset().map(|n| json!({ "rules": n })),
@@ -143,7 +137,7 @@ impl RulesControl {
 
 /// Parses the rule sources and compiles them; refused rules are reported (and, at start,
 /// printed), never fatal. An unreadable file is.
-fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, bool>, at_start: bool) -> Result<Ruleset> {
+fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, Override>, at_start: bool) -> Result<Ruleset> {
     let mut sources: Vec<(String, String)> = Vec::new();
     if s.default_rules {
         sources.push(("bundled".into(), DEFAULT_RULES.to_string()));
@@ -178,8 +172,8 @@ fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, bool
     for sid in disabled {
         set.set_enabled(*sid, false);
     }
-    for (sid, block) in actions {
-        set.set_override(*sid, Some(*block));
+    for (sid, action) in actions {
+        set.set_override(*sid, *action);
     }
     Ok(set)
 }

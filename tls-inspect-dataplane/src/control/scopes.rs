@@ -12,6 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use tls_inspect_common::{ScopeBitmap, SlotOwner, MAX_SCOPES, SLOT_CLIENT_AUTH_BLOCK, SLOT_QUIC_BLOCK};
 
+pub use crate::addr::Ipv4Cidr;
+
 /// A rejected input: which field, which value, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeError {
@@ -74,68 +76,6 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// An IPv4 address or CIDR in standard form: no host bits set (`10.0.0.0/8`, not `10.1.2.3/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl Ipv4Cidr {
-    pub fn mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(len))
-        }
-    }
-
-    #[cfg(test)]
-    pub fn contains(&self, other: &Ipv4Cidr) -> bool {
-        other.len >= self.len
-            && u32::from(other.addr) & Self::mask(self.len) == u32::from(self.addr)
-    }
-
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, len) = match s.split_once('/') {
-            Some((a, l)) => {
-                if l.is_empty() || !l.bytes().all(|c| c.is_ascii_digit()) || l.len() > 2 {
-                    return Err(format!("'{l}' is not a prefix length"));
-                }
-                let len: u8 = l.parse().map_err(|_| format!("'{l}' is not a prefix length"))?;
-                if len > 32 {
-                    return Err(format!("prefix length {len} is over 32"));
-                }
-                (a, len)
-            }
-            None => (s, 32),
-        };
-        // std's parser accepts only the dotted-quad form with no leading zeros.
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("'{a}' is not an IPv4 address in dotted-quad form"))?;
-        if u32::from(addr) & !Self::mask(len) != 0 {
-            let net = Ipv4Addr::from(u32::from(addr) & Self::mask(len));
-            return Err(format!("host bits are set; the network is {net}/{len}"));
-        }
-        Ok(Self { addr, len })
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.len == 32 {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.len)
-        }
-    }
-}
-
 macro_rules! string_serde {
     ($t:ty) => {
         impl Serialize for $t {
@@ -152,7 +92,6 @@ macro_rules! string_serde {
     };
 }
 string_serde!(PortRange);
-string_serde!(Ipv4Cidr);
 
 /// Limits on what one scope and one policy may hold. The defaults are Alibaba Cloud Firewall's;
 /// an operator raises them in the config file.

@@ -4,7 +4,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
@@ -27,14 +26,10 @@ impl Lock {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("opening lock {}", path.display()))?;
-        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(err).with_context(|| format!("locking {}", path.display()));
+        match crate::sys::flock_exclusive(&file, wait) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
         }
         Ok(Some(Self { _file: file }))
     }

@@ -206,43 +206,7 @@ impl H2Dir {
     }
 }
 
-/// The block page as HTTP/2 frames on `stream`: HEADERS (`:status: 403`, content type and
-/// length, the sid; HPACK literals that never touch the client's dynamic table), DATA with
-/// END_STREAM, then GOAWAY naming that stream as the last one. An empty SETTINGS frame goes
-/// first: the server's preface if the server's own SETTINGS has not reached the client yet
-/// (a race this loses otherwise: the client drops a connection whose first frame is not
-/// SETTINGS), a no-op if it has.
-pub fn block_response(stream: u32, sid: u32, msg: &str) -> Vec<u8> {
-    let body = super::ips::block_page_body(sid, msg);
-    let mut block = Vec::new();
-    let mut literal = |name_index: u8, name: &[u8], value: &[u8]| {
-        // Literal Header Field without Indexing (RFC 7541 6.2.2), no Huffman coding.
-        if name_index > 0 {
-            hpack_int(&mut block, 0x00, 4, usize::from(name_index));
-        } else {
-            block.push(0x00);
-            hpack_int(&mut block, 0x00, 7, name.len());
-            block.extend_from_slice(name);
-        }
-        hpack_int(&mut block, 0x00, 7, value.len());
-        block.extend_from_slice(value);
-    };
-    // Static table: 8 is :status, 31 content-type, 28 content-length.
-    literal(8, b"", b"403");
-    literal(31, b"", b"text/html");
-    literal(28, b"", body.len().to_string().as_bytes());
-    literal(0, b"x-tls-inspect-sid", sid.to_string().as_bytes());
-    let mut out = Vec::new();
-    frame(&mut out, 4, 0, 0, &[]);
-    frame(&mut out, 1, 0x4, stream, &block);
-    frame(&mut out, 0, 0x1, stream, body.as_bytes());
-    let mut goaway = stream.to_be_bytes().to_vec();
-    goaway.extend_from_slice(&0u32.to_be_bytes());
-    frame(&mut out, 7, 0, 0, &goaway);
-    out
-}
-
-fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+pub(super) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     let len = payload.len() as u32;
     out.extend_from_slice(&len.to_be_bytes()[1..]);
     out.push(kind);
@@ -252,7 +216,7 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
 }
 
 /// An HPACK integer with an `n`-bit prefix (RFC 7541 5.1).
-fn hpack_int(out: &mut Vec<u8>, first: u8, n: u8, mut v: usize) {
+pub(super) fn hpack_int(out: &mut Vec<u8>, first: u8, n: u8, mut v: usize) {
     let max = (1usize << n) - 1;
     if v < max {
         out.push(first | v as u8);
@@ -309,7 +273,7 @@ mod tests {
 
     #[test]
     fn the_block_response_is_valid_http2_on_the_request_stream() {
-        let bytes = block_response(5, 9000001, "Log4Shell <x> & co");
+        let bytes = crate::inspect::block::h2_response(5, 9000001, "Log4Shell <x> & co");
         // An empty SETTINGS frame first.
         assert_eq!(&bytes[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         let mut d = H2Dir::new(false);

@@ -1,10 +1,41 @@
 //! Inspection of decrypted traffic. An [`Inspector`] sees each direction's plaintext in order
 //! and says whether the flow may go on. This layer never names rustls or smoltcp types.
+//!
+//! - `rules`: the rule language (parsing only); `ips`: rules compiled into Hyperscan databases
+//!   (`ips::compile`) and matched per flow (`ips::matcher`);
+//! - `http1`, `h2`: the HTTP followers that cut plaintext into the IPS's buffers;
+//! - `dlp`: data leak detectors; `block`: what a blocked client gets;
+//! - `settings`: the `[ips]` table.
 
+pub mod block;
 pub mod dlp;
 pub mod h2;
+pub mod http1;
 pub mod ips;
 pub mod rules;
+pub mod settings;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+/// The bundled rules.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
+
+/// The live rule set: every worker reads it when a flow starts; a reload swaps it.
+pub type SharedRules = Arc<ArcSwap<ips::Ruleset>>;
+
+/// The fields of an HTTP request the IPS scans and the log reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpInfo {
+    pub method: String,
+    pub uri: String,
+    pub host: String,
+    pub user_agent: String,
+    /// Seen over HTTP/2: the request's stream (a block page is an HTTP/2 response on it).
+    pub h2_stream: Option<u32>,
+}
+
 
 /// Which way plaintext is going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,9 +47,26 @@ pub enum Direction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Continue,
-    /// Stop the flow; the reason goes to the log.
-    #[allow(dead_code, reason = "returned by the IPS inspector (next issue); the tests use it today")]
-    Block(String),
+    /// Stop the flow; the cause goes to the log.
+    Block(BlockCause),
+}
+
+/// What stopped a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockCause {
+    /// An IPS rule whose action blocks.
+    Rule { sid: u32, msg: String },
+    /// A data leak detector set to block.
+    Dlp(dlp::Detector),
+}
+
+impl std::fmt::Display for BlockCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockCause::Rule { sid, msg } => write!(f, "ips: sid {sid} ({msg})"),
+            BlockCause::Dlp(d) => write!(f, "dlp: {d:?}"),
+        }
+    }
 }
 
 pub trait Inspector {
@@ -45,16 +93,10 @@ pub struct IpsInspector {
 }
 
 impl IpsInspector {
-    pub fn new(
-        set: std::sync::Arc<ips::Ruleset>,
-        scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
-        server_port: u16,
-    ) -> Self {
-        Self {
-            flow: ips::FlowIps::new(set, server_port),
-            scratch,
-            reported: 0,
-        }
+    /// The inspector of a flow whose IPS state exists already (it saw the ClientHello's SNI).
+    pub fn new(flow: ips::FlowIps, scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>) -> Self {
+        let reported = flow.hits.len();
+        Self { flow, scratch, reported }
     }
 }
 
@@ -76,10 +118,10 @@ impl Inspector for IpsInspector {
     fn block_response(&self) -> Option<Vec<u8>> {
         let hit = self.flow.hits.iter().find(|h| h.blocked)?;
         match hit.http.as_ref()?.h2_stream {
-            None => Some(ips::block_page(hit.sid, &hit.msg)),
+            None => Some(block::http1_page(hit.sid, &hit.msg)),
             // Over HTTP/2: a 403 on the request's stream and a GOAWAY, if our frames can follow
             // the server's (otherwise the connection just ends).
-            Some(stream) if self.flow.h2_server_at_frame_boundary() => Some(h2::block_response(stream, hit.sid, &hit.msg)),
+            Some(stream) if self.flow.h2_server_at_frame_boundary() => Some(block::h2_response(stream, hit.sid, &hit.msg)),
             Some(_) => None,
         }
     }

@@ -7,6 +7,7 @@
 //!
 //! A leg keeps its [`Lease`] after its socket in field order, so the socket that borrows the
 //! slices is dropped first; the region lives as long as any lease does.
+#![allow(unsafe_code, reason = "mmap, madvise and the lease's slices: each use has its SAFETY line")]
 
 use std::sync::{Arc, Mutex};
 

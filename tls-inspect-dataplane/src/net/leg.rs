@@ -150,6 +150,7 @@ impl Leg {
         let mut socket = match &lease {
             // SAFETY: the slices live in the lease, which this leg drops after its sockets.
             Some(lease) => {
+                #[allow(unsafe_code, reason = "the pool's one unsafe call: the lease outlives the socket")]
                 let (rx, tx) = unsafe { lease.buffers() };
                 tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx))
             }

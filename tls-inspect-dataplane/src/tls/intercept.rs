@@ -23,7 +23,7 @@ use rustls::{
 
 use super::clienthello::{ClientHello, TLS1_2, TLS1_3};
 use super::forge::Forger;
-use crate::inspect::{Direction, Inspector, Verdict};
+use crate::inspect::{BlockCause, Direction, Inspector, Verdict};
 
 /// What to do when the server's certificate does not validate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -49,7 +49,7 @@ pub enum Failure {
     /// Another TLS failure towards the client.
     Client(String),
     /// The inspector blocked the flow.
-    Blocked(String),
+    Blocked(BlockCause),
 }
 
 /// What the logs say about the two TLS sessions.
@@ -540,4 +540,4 @@ impl Interceptor {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
-mod tests;
+pub(crate) mod tests;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::clienthello::{ClientHello, TLS1_2};
 use super::intercept::UntrustedUpstream;
-use crate::control::scopes::Ipv4Cidr;
+use crate::addr::Ipv4Cidr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,12 +130,42 @@ impl Default for TlsSettings {
     }
 }
 
+/// Why the policy passes or blocks a ClientHello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyReason {
+    /// The client is in `do_not_inspect_src`.
+    DoNotInspectSource,
+    /// The server is in `do_not_inspect_dst`.
+    DoNotInspectDestination,
+    /// The SNI matches `do_not_inspect_hosts`.
+    DoNotInspectHost,
+    /// The server (with this SNI, for this client or all) is in the exclusion cache.
+    ExclusionCache,
+    /// The hello offers ECH and `ech` says pass or block.
+    Ech,
+    /// The hello offers nothing newer than TLS 1.1.
+    LegacyTls,
+}
+
+impl PolicyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyReason::DoNotInspectSource => "do_not_inspect_source",
+            PolicyReason::DoNotInspectDestination => "do_not_inspect_destination",
+            PolicyReason::DoNotInspectHost => "do_not_inspect_host",
+            PolicyReason::ExclusionCache => "exclusion_cache",
+            PolicyReason::Ech => "ech",
+            PolicyReason::LegacyTls => "legacy_tls",
+        }
+    }
+}
+
 /// The decision for one flow, with the reason the log gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Inspect,
-    Pass(&'static str),
-    Block(&'static str),
+    Pass(PolicyReason),
+    Block(PolicyReason),
 }
 
 /// The parsed, validated policy the workers use.
@@ -195,36 +225,32 @@ impl TlsPolicy {
         })
     }
 
-    fn in_cidrs(list: &[Ipv4Cidr], ip: Ipv4Addr) -> bool {
-        list.iter().any(|c| u32::from(ip) & Ipv4Cidr::mask(c.len) == u32::from(c.addr))
-    }
-
     pub fn decide(&self, hello: &ClientHello, client: Ipv4Addr, server: SocketAddrV4) -> Decision {
-        if Self::in_cidrs(&self.src, client) {
-            return Decision::Pass("do_not_inspect_source");
+        if crate::addr::in_any(&self.src, client) {
+            return Decision::Pass(PolicyReason::DoNotInspectSource);
         }
-        if Self::in_cidrs(&self.dst, *server.ip()) {
-            return Decision::Pass("do_not_inspect_destination");
+        if crate::addr::in_any(&self.dst, *server.ip()) {
+            return Decision::Pass(PolicyReason::DoNotInspectDestination);
         }
         if let Some(sni) = &hello.sni {
             if self.hosts.iter().any(|p| p.matches(sni)) {
-                return Decision::Pass("do_not_inspect_host");
+                return Decision::Pass(PolicyReason::DoNotInspectHost);
             }
         }
         if self.is_excluded(client, server, hello.sni.as_deref().unwrap_or("")) {
-            return Decision::Pass("exclusion_cache");
+            return Decision::Pass(PolicyReason::ExclusionCache);
         }
         if hello.ech {
             match self.ech {
                 EchPolicy::Inspect => {}
-                EchPolicy::Pass => return Decision::Pass("ech"),
-                EchPolicy::Block => return Decision::Block("ech"),
+                EchPolicy::Pass => return Decision::Pass(PolicyReason::Ech),
+                EchPolicy::Block => return Decision::Block(PolicyReason::Ech),
             }
         }
         if hello.max_version() < TLS1_2 {
             return match self.legacy_tls {
-                PassOrBlock::Pass => Decision::Pass("legacy_tls"),
-                PassOrBlock::Block => Decision::Block("legacy_tls"),
+                PassOrBlock::Pass => Decision::Pass(PolicyReason::LegacyTls),
+                PassOrBlock::Block => Decision::Block(PolicyReason::LegacyTls),
             };
         }
         Decision::Inspect
@@ -458,23 +484,23 @@ mod tests {
             s.do_not_inspect_groups = vec!["health".into()];
         });
         assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], false), C, S), Decision::Inspect);
-        assert_eq!(p.decide(&hello(Some("www.bank.example"), &[TLS1_3], false), C, S), Decision::Pass("do_not_inspect_host"));
-        assert_eq!(p.decide(&hello(Some("clinic.example"), &[TLS1_3], false), C, S), Decision::Pass("do_not_inspect_host"));
-        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], false), Ipv4Addr::new(198, 18, 0, 200), S), Decision::Pass("do_not_inspect_source"));
-        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], false), C, SocketAddrV4::new(Ipv4Addr::new(198, 19, 3, 4), 443)), Decision::Pass("do_not_inspect_destination"));
+        assert_eq!(p.decide(&hello(Some("www.bank.example"), &[TLS1_3], false), C, S), Decision::Pass(PolicyReason::DoNotInspectHost));
+        assert_eq!(p.decide(&hello(Some("clinic.example"), &[TLS1_3], false), C, S), Decision::Pass(PolicyReason::DoNotInspectHost));
+        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], false), Ipv4Addr::new(198, 18, 0, 200), S), Decision::Pass(PolicyReason::DoNotInspectSource));
+        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], false), C, SocketAddrV4::new(Ipv4Addr::new(198, 19, 3, 4), 443)), Decision::Pass(PolicyReason::DoNotInspectDestination));
         // Do-Not-Inspect comes before everything else, ECH and legacy included.
-        assert_eq!(p.decide(&hello(Some("www.bank.example"), &[TLS1_0], true), C, S), Decision::Pass("do_not_inspect_host"));
+        assert_eq!(p.decide(&hello(Some("www.bank.example"), &[TLS1_0], true), C, S), Decision::Pass(PolicyReason::DoNotInspectHost));
         // An ECH extension (GREASE or real) is decided on the outer hello by default.
         assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_3], true), C, S), Decision::Inspect);
-        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_0], true), C, S), Decision::Pass("legacy_tls"));
-        assert_eq!(policy(|s| s.ech = EchPolicy::Pass).decide(&hello(None, &[TLS1_3], true), C, S), Decision::Pass("ech"));
-        assert_eq!(p.decide(&hello(None, &[TLS1_0], false), C, S), Decision::Pass("legacy_tls"));
+        assert_eq!(p.decide(&hello(Some("x.test"), &[TLS1_0], true), C, S), Decision::Pass(PolicyReason::LegacyTls));
+        assert_eq!(policy(|s| s.ech = EchPolicy::Pass).decide(&hello(None, &[TLS1_3], true), C, S), Decision::Pass(PolicyReason::Ech));
+        assert_eq!(p.decide(&hello(None, &[TLS1_0], false), C, S), Decision::Pass(PolicyReason::LegacyTls));
         let strict = policy(|s| {
             s.ech = EchPolicy::Block;
             s.legacy_tls = PassOrBlock::Block;
         });
-        assert_eq!(strict.decide(&hello(None, &[TLS1_3], true), C, S), Decision::Block("ech"));
-        assert_eq!(strict.decide(&hello(None, &[TLS1_0], false), C, S), Decision::Block("legacy_tls"));
+        assert_eq!(strict.decide(&hello(None, &[TLS1_3], true), C, S), Decision::Block(PolicyReason::Ech));
+        assert_eq!(strict.decide(&hello(None, &[TLS1_0], false), C, S), Decision::Block(PolicyReason::LegacyTls));
     }
 
     #[test]
@@ -485,8 +511,8 @@ mod tests {
         assert_eq!(p.decide(&h, C, S), Decision::Inspect);
         // A server-side reason: every client.
         assert_eq!(p.exclude(S, "mtls.test", None, ExclusionReason::ClientAuthRequested), None);
-        assert_eq!(p.decide(&h, C, S), Decision::Pass("exclusion_cache"));
-        assert_eq!(p.decide(&h, other_client, S), Decision::Pass("exclusion_cache"));
+        assert_eq!(p.decide(&h, C, S), Decision::Pass(PolicyReason::ExclusionCache));
+        assert_eq!(p.decide(&h, other_client, S), Decision::Pass(PolicyReason::ExclusionCache));
         assert_eq!(p.decide(&h, C, SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 3), 443)), Decision::Inspect, "per server");
         assert_eq!(p.decide(&h, C, SocketAddrV4::new(*S.ip(), 8443)), Decision::Inspect, "per server port");
         assert_eq!(p.exclusions().len(), 1);
@@ -494,7 +520,7 @@ mod tests {
         assert_eq!(p.decide(&h, C, S), Decision::Inspect);
         // A client's rejection: that client only.
         p.exclude(S, "mtls.test", Some(C), ExclusionReason::ClientRejected);
-        assert_eq!(p.decide(&h, C, S), Decision::Pass("exclusion_cache"));
+        assert_eq!(p.decide(&h, C, S), Decision::Pass(PolicyReason::ExclusionCache));
         assert_eq!(p.decide(&h, other_client, S), Decision::Inspect, "another client is still inspected");
         let list = p.exclusions();
         assert_eq!((list[0].client, list[0].reason), (Some(C), ExclusionReason::ClientRejected));

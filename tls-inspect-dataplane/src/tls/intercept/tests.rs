@@ -1,5 +1,6 @@
 //! A rustls client <-> interceptor <-> rustls server chain in memory, with a test PKI for the
-//! server and an operator CA for the forged certificates.
+//! server and an operator CA for the forged certificates (the PKI helpers are shared with the
+//! in-process tests of `net`).
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::inspect::PassAll;
 use crate::tls::ca::Ca;
 use crate::tls::clienthello::{sniff, Sniff};
 
-fn ca(name: &str) -> (CertificateDer<'static>, KeyPair) {
+pub(crate) fn ca(name: &str) -> (CertificateDer<'static>, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, name);
@@ -24,7 +25,7 @@ fn ca(name: &str) -> (CertificateDer<'static>, KeyPair) {
     (p.self_signed(&key).unwrap().der().clone(), key)
 }
 
-fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+pub(crate) fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     p.subject_alt_names.push(SanType::IpAddress("198.18.0.2".parse().unwrap()));
@@ -34,7 +35,7 @@ fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&st
     (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
 }
 
-fn roots(certs: &[&CertificateDer<'static>]) -> RootCertStore {
+pub(crate) fn roots(certs: &[&CertificateDer<'static>]) -> RootCertStore {
     let mut r = RootCertStore::empty();
     for c in certs {
         r.add((*c).clone()).unwrap();
@@ -87,7 +88,7 @@ struct BlockOn(&'static [u8]);
 impl crate::inspect::Inspector for BlockOn {
     fn inspect(&mut self, _d: crate::inspect::Direction, data: &[u8]) -> crate::inspect::Verdict {
         if data.windows(self.0.len()).any(|w| w == self.0) {
-            crate::inspect::Verdict::Block("pattern".into())
+            crate::inspect::Verdict::Block(crate::inspect::BlockCause::Rule { sid: 7, msg: "pattern".into() })
         } else {
             crate::inspect::Verdict::Continue
         }
@@ -164,7 +165,7 @@ fn run_with(
     (Some(icpt), None)
 }
 
-fn issuer_cn(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn issuer_cn(cert: &CertificateDer<'_>) -> String {
     let (_, x) = X509Certificate::from_der(cert).unwrap();
     let cn = x.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string();
     cn
@@ -298,7 +299,7 @@ fn the_inspector_sees_plaintext_and_can_block() {
     // The request goes out with the handshake: the inspector sees it once both sessions are up.
     c.writer().write_all(b"GET /${jndi:ldap://x} HTTP/1.1\r\n\r\n").unwrap();
     let (_, failure) = run_with(&mut w, &mut c, &mut s, Box::new(BlockOn(b"${jndi:")));
-    assert_eq!(failure, Some(Failure::Blocked("pattern".into())));
+    assert_eq!(failure, Some(Failure::Blocked(crate::inspect::BlockCause::Rule { sid: 7, msg: "pattern".into() })));
     assert_eq!(read_all(&mut s), b"", "the server never received the blocked request");
 }
 

@@ -1,10 +1,12 @@
-//! The XDP side of the benchmarks (`tls-inspect debug bench-redirect | bench-sink | prog-run`):
-//! a bare devmap redirect as the baseline bridge, a counting sink for the far end of a
+//! The XDP side of the benchmarks (`tls-inspect-bench xdp-redirect | xdp-sink | prog-run`): a
+//! bare devmap redirect as the baseline bridge, a counting sink for the far end of a
 //! packet-rate run, and the per-frame cost of a program through the kernel's
 //! `BPF_PROG_TEST_RUN` (what `bpftool prog run ... repeat N` does), independent of any generator.
 //!
-//! The bare and sink programs live in the appliance's own object file but are never attached by
-//! `run`. Their links are not pinned: they go when this process goes.
+//! The bare and sink programs are an object of their own (`tls-inspect-bench-xdp`), built by
+//! this crate's build.rs; the appliance's object carries only what `run` attaches. Their links
+//! are not pinned: they go when this process goes.
+#![allow(unsafe_code, reason = "BPF_OBJ_GET and BPF_PROG_TEST_RUN through the bpf syscall")]
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
@@ -14,27 +16,33 @@ use aya::maps::{DevMapHash, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
 
-use super::loader::{block_termination_signals, ifindex, wait_for, XDP_OBJECT};
+use tls_inspect_dataplane::control::maps::Paths;
+use tls_inspect_dataplane::control::xdp::PROGRAM_PIN;
+use tls_inspect_dataplane::sys::{ifindex, TerminationSignals};
+
+/// The benchmark programs, built by build.rs.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-bench-xdp"));
 
 const BARE: &str = "bench_redirect";
+
+/// Native (driver) mode, or generic (skb) mode for NICs without XDP.
+pub fn mode(generic: bool) -> XdpMode {
+    if generic {
+        XdpMode::Skb
+    } else {
+        XdpMode::Driver
+    }
+}
 const SINK: &str = "bench_sink";
 
 fn load_object() -> Result<aya::Ebpf> {
-    // The appliance's tables at their smallest: these programs use none of them.
-    EbpfLoader::new()
-        .map_max_entries(tls_inspect_common::MAP_FLOWS, 16)
-        .map_max_entries(tls_inspect_common::MAP_SRC_ADDR, 16)
-        .map_max_entries(tls_inspect_common::MAP_DST_ADDR, 16)
-        .map_max_entries(tls_inspect_common::MAP_INTEL, 16)
-        .map_max_entries(tls_inspect_common::MAP_INTEL_COUNTERS, 16)
-        .load(XDP_OBJECT)
-        .context("loading the XDP object")
+    EbpfLoader::new().load(BENCH_OBJECT).context("loading the benchmark XDP object")
 }
 
 /// Loads the bare redirect program with `a` <-> `b` in its devmap (not attached).
 fn load_bare(a: u32, b: u32) -> Result<aya::Ebpf> {
     let mut ebpf = load_object()?;
-    let mut peers: DevMapHash<MapData> = DevMapHash::try_from(ebpf.take_map("TI_BENCH_PEERS").context("map TI_BENCH_PEERS")?)?;
+    let mut peers: DevMapHash<MapData> = DevMapHash::try_from(ebpf.take_map("BENCH_PEERS").context("map BENCH_PEERS")?)?;
     peers.insert(a, b, None, 0)?;
     peers.insert(b, a, None, 0)?;
     let program: &mut Xdp = ebpf.program_mut(BARE).context("program bench_redirect")?.try_into()?;
@@ -44,7 +52,7 @@ fn load_bare(a: u32, b: u32) -> Result<aya::Ebpf> {
 
 /// Attaches the bare redirect between `a` and `b` until SIGINT/SIGTERM.
 pub fn bench_redirect(a: &str, b: &str, mode: XdpMode) -> Result<()> {
-    let set = block_termination_signals()?;
+    let set = TerminationSignals::block()?;
     let (ia, ib) = (ifindex("a", a)?, ifindex("b", b)?);
     let mut ebpf = load_bare(ia, ib)?;
     let program: &mut Xdp = ebpf.program_mut(BARE).context("program bench_redirect")?.try_into()?;
@@ -52,20 +60,20 @@ pub fn bench_redirect(a: &str, b: &str, mode: XdpMode) -> Result<()> {
         program.attach(name, mode).with_context(|| format!("attaching bench_redirect to {name}"))?;
     }
     println!("bench-redirect: attached to {a} and {b}");
-    wait_for(&set)?;
+    set.wait()?;
     Ok(())
 }
 
 /// Attaches the counting sink to `dev` until SIGINT/SIGTERM; prints the frames it dropped.
 pub fn bench_sink(dev: &str, mode: XdpMode) -> Result<u64> {
-    let set = block_termination_signals()?;
+    let set = TerminationSignals::block()?;
     let mut ebpf = load_object()?;
     let program: &mut Xdp = ebpf.program_mut(SINK).context("program bench_sink")?.try_into()?;
     program.load().context("loading bench_sink (verifier)")?;
     program.attach(dev, mode).with_context(|| format!("attaching bench_sink to {dev}"))?;
     println!("bench-sink: attached to {dev}");
-    wait_for(&set)?;
-    let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("TI_BENCH_SINK").context("map TI_BENCH_SINK")?)?;
+    set.wait()?;
+    let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("BENCH_SINK").context("map BENCH_SINK")?)?;
     let total = counts.get(&0, 0)?.iter().sum();
     Ok(total)
 }
@@ -332,8 +340,8 @@ mod frames {
 }
 
 /// The running appliance's pinned XDP program, or an error saying no appliance runs.
-pub fn program_pin(paths: &super::maps::Paths) -> Result<std::path::PathBuf> {
-    let p = paths.pin(super::loader::PROGRAM_PIN);
+pub fn program_pin(paths: &Paths) -> Result<std::path::PathBuf> {
+    let p = paths.pin(PROGRAM_PIN);
     if !p.exists() {
         bail!("{} does not exist: is `tls-inspect run` running for this instance?", p.display());
     }

@@ -1,7 +1,6 @@
 //! Starts the workers (one per queue, pinned to cores), publishes their counters (a JSON file
-//! for `tls-inspect stats`, and a Prometheus text endpoint), and stops them.
+//! for `tls-inspect stats`, and the metrics endpoint of `metrics`), and stops them.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,12 +8,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tls_inspect_common::{counter, MAX_QUEUES};
+use tls_inspect_common::MAX_QUEUES;
 use tracing::{error, info, warn};
 
-use super::maps::{Maps, Paths};
+use super::worker::{Handoff, TlsPlan, Worker, WorkerConfig, WorkerStats, HANDOFF_BATCHES};
+use crate::control::maps::Paths;
+use crate::inspect::SharedRules;
+use crate::log::{AlertCounts, Record};
 use crate::net::EngineConfig;
-use crate::phy::worker::{queue_count, Handoff, Worker, WorkerConfig, WorkerStats, HANDOFF_BATCHES};
+use crate::sys::queue_count;
 
 pub struct Supervisor {
     stop: Arc<AtomicBool>,
@@ -31,18 +33,9 @@ pub struct Plan {
     pub metrics: Option<SocketAddr>,
     /// TLS interception (each worker forges with its own leaf key).
     pub tls: Option<TlsPlan>,
-    pub ips: Option<super::rules::SharedRules>,
-    pub log: Option<crossbeam_channel::Sender<crate::log::Record>>,
-    pub alert_counts: Option<crate::log::AlertCounts>,
-}
-
-/// What every worker needs to inspect TLS.
-#[derive(Clone)]
-pub struct TlsPlan {
-    pub config: Arc<crate::tls::intercept::TlsConfig>,
-    pub policy: Arc<crate::tls::policy::TlsPolicy>,
-    pub ca: Arc<crate::tls::ca::Ca>,
-    pub cert_cache: usize,
+    pub ips: Option<SharedRules>,
+    pub log: Option<crossbeam_channel::Sender<Record>>,
+    pub alert_counts: Option<AlertCounts>,
 }
 
 /// How often expired entries leave the TLS exclusion cache.
@@ -146,7 +139,7 @@ impl Supervisor {
             let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
             listener.set_nonblocking(true)?;
             let (stop, stats, paths, alerts) = (stop.clone(), stats.clone(), paths.clone(), plan.alert_counts.clone());
-            helpers.push(std::thread::spawn(move || serve_metrics(listener, &stop, &stats, &paths, alerts.as_ref())));
+            helpers.push(std::thread::spawn(move || super::metrics::serve(listener, &stop, &stats, &paths, alerts.as_ref())));
             info!(%addr, "metrics endpoint");
         }
         Ok(Self { stop, workers, helpers })
@@ -170,7 +163,7 @@ fn worker_json(stats: &[Arc<WorkerStats>]) -> serde_json::Value {
         .enumerate()
         .map(|(id, s)| {
             let mut m: serde_json::Map<String, serde_json::Value> =
-                s.fields().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+                s.iter().map(|(d, v)| (d.name.to_string(), v.into())).collect();
             m.insert("worker".into(), id.into());
             m.into()
         })
@@ -185,58 +178,3 @@ fn write_workers_file(path: &std::path::Path, stats: &[Arc<WorkerStats>]) -> Res
     Ok(())
 }
 
-/// The Prometheus text format of the XDP counters (global, and per scope of `scopes`: (policy,
-/// scope) pairs) and the workers' counters.
-pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<WorkerStats>], alerts: Option<&crate::log::AlertCounts>) -> String {
-    let mut out = String::new();
-    if let Some(global) = maps.and_then(|m| m.counters().ok()) {
-        for (name, v) in counter::NAMES.iter().zip(global) {
-            out.push_str(&format!("# TYPE tls_inspect_xdp_{name} counter\ntls_inspect_xdp_{name} {v}\n"));
-        }
-    }
-    if let Some(m) = maps {
-        let counters: Vec<_> = scopes.iter().map(|&(policy, scope)| (policy, scope, m.scope_counters(scope))).collect();
-        for (i, name) in tls_inspect_common::ScopeCounters::default().fields().iter().map(|(n, _)| *n).enumerate() {
-            out.push_str(&format!("# TYPE tls_inspect_scope_{name} counter\n"));
-            for (policy, scope, c) in &counters {
-                out.push_str(&format!("tls_inspect_scope_{name}{{policy=\"{policy}\",scope=\"{scope}\"}} {}\n", c.fields()[i].1));
-            }
-        }
-    }
-    if let Some((flows, capacity)) = maps.map(Maps::flow_count) {
-        out.push_str(&format!("tls_inspect_xdp_flow_entries {flows}\ntls_inspect_xdp_flow_capacity {capacity}\n"));
-    }
-    for (id, s) in stats.iter().enumerate() {
-        for (name, v) in s.fields() {
-            out.push_str(&format!("tls_inspect_worker_{name}{{worker=\"{id}\"}} {v}\n"));
-        }
-    }
-    if let Some(Ok(counts)) = alerts.map(|a| a.lock()) {
-        out.push_str("# TYPE tls_inspect_alerts counter\n");
-        for ((sid, action), n) in counts.iter() {
-            out.push_str(&format!("tls_inspect_alerts{{sid=\"{sid}\",action=\"{action}\"}} {n}\n"));
-        }
-    }
-    out
-}
-
-fn serve_metrics(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerStats>], paths: &Paths, alerts: Option<&crate::log::AlertCounts>) {
-    let maps = Maps::open(paths).ok();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut conn, _)) => {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf);
-                let scopes: Vec<(u32, u32)> = super::state::read(paths).map(|set| set.scopes.values().map(|s| (s.policy, s.id)).collect()).unwrap_or_default();
-                let body = metrics_text(maps.as_ref(), &scopes, stats, alerts);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}

@@ -1,245 +1,15 @@
-//! In-process tests, no root: a smoltcp client host and a smoltcp server host on Ethernet memory
-//! devices, with the engine between them where the XDP program would steer TCP (everything
-//! else, ARP here, is bridged by the harness as XDP would).
+//! In-process tests, no root, on the test bed of [`harness`]: plain TCP relayed here, the
+//! inspected (TLS) phase in [`inspected`].
 
-use std::collections::VecDeque;
-
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::time::Duration;
 
+use super::counters::Counter;
 use super::*;
+use harness::{pattern, Net, CLIENT, SERVER};
 
-#[derive(Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl smoltcp::phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl smoltcp::phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push_back(buf);
-        r
-    }
-}
-
-impl Device for Queues {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let f = self.rx.pop_front()?;
-        Some((Rx(f), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c
-    }
-}
-
-struct Host {
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    dev: Queues,
-    tcp: SocketHandle,
-}
-
-impl Host {
-    fn new(mac: u8, ip: [u8; 4], now: Instant) -> Self {
-        let mut dev = Queues::default();
-        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, mac])));
-        let mut iface = Interface::new(config, &mut dev, now);
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(ip)), 24));
-        });
-        let mut sockets = SocketSet::new(vec![]);
-        let tcp = sockets.add(tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
-            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
-        ));
-        Self { iface, sockets, dev, tcp }
-    }
-
-    fn socket(&mut self) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(self.tcp)
-    }
-
-    fn poll(&mut self, now: Instant) {
-        self.iface.poll(now, &mut self.dev, &mut self.sockets);
-    }
-}
-
-#[derive(Default)]
-struct Collect {
-    buf: Vec<u8>,
-    out: Vec<(Side, Vec<u8>)>,
-}
-
-impl Transmit for Collect {
-    fn frame(&mut self, _side: Side, len: usize) -> &mut [u8] {
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        &mut self.buf
-    }
-    fn commit(&mut self, side: Side, len: usize) {
-        self.out.push((side, self.buf[..len].to_vec()));
-    }
-}
-
-const CLIENT: [u8; 4] = [198, 18, 0, 1];
-const SERVER: [u8; 4] = [198, 18, 0, 2];
-
-struct Net {
-    now: i64,
-    client: Host,
-    server: Host,
-    engine: Engine,
-    col: Collect,
-    /// TCP from the server host is dropped (an unreachable server; ARP still passes).
-    server_silent: bool,
-    /// Every frame the client host received.
-    to_client: usize,
-    /// Rewrite the MSS option of the client's SYN and of the server's SYN-ACK to these (peers
-    /// with an absurd MSS).
-    mss: (Option<u16>, Option<u16>),
-    /// The largest TCP payload the engine sent the client.
-    largest_to_client: usize,
-}
-
-/// Sets the MSS option of a TCP SYN in an Ethernet + IPv4 frame and fixes the checksum.
-fn set_mss(frame: &mut [u8], mss: u16) {
-    use smoltcp::wire::{Ipv4Packet, TcpPacket};
-    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return };
-    let (src, dst, hl, total) = (ip.src_addr(), ip.dst_addr(), usize::from(ip.header_len()), usize::from(ip.total_len()));
-    let tcp = &mut frame[14 + hl..14 + total];
-    let Ok(mut t) = TcpPacket::new_checked(&mut *tcp) else { return };
-    if !t.syn() {
-        return;
-    }
-    let off = usize::from(t.header_len());
-    let mut i = 20;
-    while i + 1 < off {
-        match tcp[i] {
-            0 => break,
-            1 => i += 1,
-            2 => {
-                tcp[i + 2..i + 4].copy_from_slice(&mss.to_be_bytes());
-                break;
-            }
-            _ => i += usize::from(tcp[i + 1]).max(2),
-        }
-    }
-    t = TcpPacket::new_unchecked(&mut *tcp);
-    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
-}
-
-/// The TCP payload length of an Ethernet + IPv4 frame.
-fn tcp_payload(frame: &[u8]) -> usize {
-    use smoltcp::wire::{Ipv4Packet, TcpPacket};
-    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return 0 };
-    let hl = usize::from(ip.header_len());
-    TcpPacket::new_checked(&frame[14 + hl..14 + usize::from(ip.total_len())]).map_or(0, |t| t.payload().len())
-}
-
-impl Net {
-    fn new(config: EngineConfig) -> Self {
-        let now = Instant::from_millis(0);
-        Self {
-            now: 0,
-            client: Host::new(1, CLIENT, now),
-            server: Host::new(2, SERVER, now),
-            engine: Engine::new(config, 42, now),
-            col: Collect::default(),
-            server_silent: false,
-            to_client: 0,
-            mss: (None, None),
-            largest_to_client: 0,
-        }
-    }
-
-    fn step(&mut self) {
-        let now = Instant::from_millis(self.now);
-        self.client.poll(now);
-        self.server.poll(now);
-        while let Some(mut f) = self.client.dev.tx.pop_front() {
-            if let Some(m) = self.mss.0 {
-                set_mss(&mut f, m);
-            }
-            if flow_of(Side::Inside, &f).is_some() {
-                self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
-            } else {
-                self.server.dev.rx.push_back(f);
-            }
-        }
-        while let Some(mut f) = self.server.dev.tx.pop_front() {
-            if let Some(m) = self.mss.1 {
-                set_mss(&mut f, m);
-            }
-            if flow_of(Side::Outside, &f).is_some() {
-                if self.server_silent {
-                    continue;
-                }
-                self.engine.handle_frame(Side::Outside, &f, now, &mut self.col);
-            } else {
-                self.client.dev.rx.push_back(f);
-            }
-        }
-        self.engine.poll_timers(now, &mut self.col);
-        for (side, f) in self.col.out.drain(..) {
-            match side {
-                Side::Inside => {
-                    self.to_client += 1;
-                    self.largest_to_client = self.largest_to_client.max(tcp_payload(&f));
-                    self.client.dev.rx.push_back(f);
-                }
-                Side::Outside => self.server.dev.rx.push_back(f),
-            }
-        }
-        self.now += 1;
-    }
-
-    fn run_until(&mut self, limit_ms: i64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let end = self.now + limit_ms;
-        while self.now < end {
-            self.step();
-            if done(self) {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn connect(&mut self, port: u16) {
-        let cx = self.client.iface.context();
-        let h = self.client.tcp;
-        self.client
-            .sockets
-            .get_mut::<tcp::Socket>(h)
-            .connect(cx, (IpAddress::Ipv4(Ipv4Address::from(SERVER)), port), 40000)
-            .unwrap();
-    }
-}
-
-fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
-}
+mod harness;
+mod inspected;
 
 #[test]
 fn relays_both_ways_with_half_close_and_cleans_up() {
@@ -284,8 +54,8 @@ fn relays_both_ways_with_half_close_and_cleans_up() {
     assert!(got == down, "bytes to the client differ");
     assert!(net.run_until(5_000, |n| n.engine.is_empty()), "the flow is removed after both FINs");
     let stats = net.engine.stats();
-    assert_eq!((stats.bytes_to_server, stats.bytes_to_client), (300_000, 200_000));
-    assert_eq!(stats.flows_total, 1);
+    assert_eq!((stats.get(Counter::BytesToServer), stats.get(Counter::BytesToClient)), (300_000, 200_000));
+    assert_eq!(stats.get(Counter::FlowsTotal), 1);
     let updates: Vec<_> = net.engine.take_updates().collect();
     assert!(matches!(updates.as_slice(), [MapUpdate::Remove(k)] if k.server_port == 443u16.to_be_bytes()));
 }
@@ -352,7 +122,7 @@ fn a_closed_port_looks_closed() {
         saw_syn_sent |= n.client.socket().state() == tcp::State::SynSent;
         saw_syn_sent && n.client.socket().state() == tcp::State::Closed
     }), "the client gets a RST, not a timeout");
-    assert_eq!(net.engine.stats().connect_refused, 1);
+    assert_eq!(net.engine.stats().get(Counter::ConnectRefused), 1);
     assert!(net.engine.is_empty());
 }
 
@@ -367,12 +137,12 @@ fn a_silent_server_leaves_the_client_to_its_own_timeout() {
     net.server.socket().listen(443).unwrap();
     net.connect(443);
     net.run_until(4000, |_| false);
-    assert!(net.engine.stats().flows_total >= 1, "the SYN reached the engine");
+    assert!(net.engine.stats().get(Counter::FlowsTotal) >= 1, "the SYN reached the engine");
     // Upstream first: the client never got a SYN-ACK, nor a RST.
     assert_eq!(net.to_client, 0, "nothing may reach the client before the server accepts");
     assert_eq!(net.client.socket().state(), tcp::State::SynSent);
     // The flow was dropped after 2 s; a later retransmitted SYN starts afresh.
-    assert!(net.engine.stats().connect_timeouts >= 1);
+    assert!(net.engine.stats().get(Counter::ConnectTimeouts) >= 1);
 }
 
 #[test]
@@ -384,7 +154,7 @@ fn a_server_reset_reaches_the_client() {
         && n.server.socket().state() == tcp::State::Established));
     net.server.socket().abort();
     assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Closed));
-    assert_eq!(net.engine.stats().resets, 1);
+    assert_eq!(net.engine.stats().get(Counter::Resets), 1);
     assert!(net.run_until(1000, |n| n.engine.is_empty()));
 }
 
@@ -447,7 +217,7 @@ fn a_full_table_fails_open() {
     net.connect(443);
     net.run_until(50, |_| false);
     let stats = net.engine.stats();
-    assert!(stats.table_full >= 1);
+    assert!(stats.get(Counter::TableFull) >= 1);
     assert!(net.engine.take_updates().any(|u| matches!(u, MapUpdate::Bypass(_))));
 }
 
@@ -466,7 +236,7 @@ fn a_full_table_can_refuse() {
         saw_syn_sent |= n.client.socket().state() == tcp::State::SynSent;
         saw_syn_sent && n.client.socket().state() == tcp::State::Closed
     }), "the client's SYN is answered with a RST");
-    assert!(net.engine.stats().table_full >= 1);
+    assert!(net.engine.stats().get(Counter::TableFull) >= 1);
     assert_eq!(net.server.socket().state(), tcp::State::Listen, "nothing reached the server");
 }
 
@@ -483,7 +253,7 @@ fn an_idle_flow_is_reset_on_both_sides() {
         && n.client.socket().state() == tcp::State::Established));
     assert!(net.run_until(5000, |n| n.client.socket().state() == tcp::State::Closed
         && n.server.socket().state() == tcp::State::Closed), "both ends get a RST");
-    assert_eq!(net.engine.stats().idle_timeouts, 1);
+    assert_eq!(net.engine.stats().get(Counter::IdleTimeouts), 1);
     assert!(net.engine.is_empty());
 }
 
@@ -507,7 +277,7 @@ fn a_quiet_connection_outlives_the_connect_timeout() {
     // Ten times the connect timeout with nothing said either way.
     assert!(!net.run_until(20_000, |n| n.client.socket().state() != tcp::State::Established
         || n.server.socket().state() != tcp::State::Established), "the flow was torn down while idle");
-    assert_eq!(net.engine.stats().resets, 0);
+    assert_eq!(net.engine.stats().get(Counter::Resets), 0);
     net.client.socket().send_slice(b"still here").unwrap();
     assert!(net.run_until(1000, |n| n.server.socket().can_recv()), "data after the quiet period arrives");
     assert_eq!(net.server.socket().recv_slice(&mut got).unwrap(), 10);

@@ -1,17 +1,21 @@
-//! The control commands: each validates its input, applies it through `control::state::change`
-//! (all or nothing), and prints a short answer.
+//! The commands: each validates its input, applies it (scopes and policies through
+//! `control::state::change`, all or nothing; rules and bypass through the running appliance's
+//! control socket), and prints a short answer or, with `--json`, JSON.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use tls_inspect_common::{counter, FlowAction, ScopeCounters};
 
+use super::args::{CaCommand, RulesCommand, Side};
 use crate::control::config::ConfigFile;
-use crate::control::maps::{Maps, Paths};
+use crate::control::intel::IntelMode;
+use crate::control::maps::{Maps, Paths, Sockets};
 use crate::control::scopes::{Scope, ScopeSpec};
-use crate::control::state;
+use crate::control::{intel, socket, state, xdp};
 
 pub fn scope_add(
     paths: &Paths,
@@ -163,7 +167,7 @@ pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
     let (flows, capacity) = maps.flow_count();
     let config = maps.config()?;
     // The running workers publish their counters a few times a second.
-    let workers: serde_json::Value = std::fs::read(crate::control::supervisor::workers_file(paths))
+    let workers: serde_json::Value = std::fs::read(crate::runtime::supervisor::workers_file(paths))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| json!({ "workers": [] }));
@@ -272,24 +276,193 @@ fn print_ca(info: &crate::tls::ca::CaInfo) {
     }
 }
 
-pub fn ca(dir: &Path, command: crate::app::CaCommand) -> Result<()> {
+pub fn ca(dir: &Path, command: CaCommand) -> Result<()> {
     use crate::tls::ca;
     match command {
-        crate::app::CaCommand::Trial => {
+        CaCommand::Trial => {
             let info = ca::trial(dir)?;
             println!("trial CA written to {} (key {}/ca.key, mode 0600)", dir.display(), dir.display());
             print_ca(&info);
         }
-        crate::app::CaCommand::Import { cert, key, chain } => {
+        CaCommand::Import { cert, key, chain } => {
             let info = ca::import(dir, &cert, &key, chain.as_deref())?;
             println!("CA imported into {}", dir.display());
             print_ca(&info);
         }
-        crate::app::CaCommand::Show => print_ca(&ca::show(dir)?),
-        crate::app::CaCommand::Export { out } => {
+        CaCommand::Show => print_ca(&ca::show(dir)?),
+        CaCommand::Export { out } => {
             let n = ca::export(dir, &out)?;
             println!("{n} certificate(s) written to {}", out.display());
         }
     }
     Ok(())
+}
+
+pub fn detach(paths: &Paths) -> Result<()> {
+    if state::Lock::daemon_is_running(paths)? {
+        anyhow::bail!("`tls-inspect run` is active for instance '{}': stop it first", paths.instance);
+    }
+    xdp::detach(paths)?;
+    println!("detached instance {}", paths.instance);
+    Ok(())
+}
+
+/// `rules check FILE`: every rule that would not load, with its line and keyword.
+pub fn rules_check(file: &Path, as_json: bool) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let (rules, errors) = crate::inspect::rules::parse_rules(&text);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rules)?);
+    }
+    for e in &errors {
+        eprintln!("{}: {e}", file.display());
+    }
+    println!("{} rules load, {} refused", rules.len(), errors.len());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} rule(s) refused", errors.len())
+    }
+}
+
+/// The `rules` commands that go to the running appliance.
+pub fn rules(paths: &Paths, command: RulesCommand) -> Result<()> {
+    let request = |line: &str| -> Result<()> {
+        println!("{}", socket::request(paths, line)?);
+        Ok(())
+    };
+    match command {
+        RulesCommand::Check { file, json } => rules_check(&file, json),
+        RulesCommand::List(f) => {
+            let v = socket::request(paths, "rules list")?;
+            if f.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:>8} {:>4} {:>7} {:>6}  MSG", "SID", "REV", "ENABLED", "ACTION");
+                for r in v["rules"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>8} {:>4} {:>7} {:>6}  {}",
+                        r["sid"],
+                        r["rev"],
+                        if r["enabled"] == true { "yes" } else { "no" },
+                        r["action"].as_str().unwrap_or(""),
+                        r["msg"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        RulesCommand::Enable { sid } => request(&format!("rules enable {sid}")),
+        RulesCommand::Disable { sid } => request(&format!("rules disable {sid}")),
+        RulesCommand::Action { sid, action } => request(&format!("rules action {sid} {action}")),
+        RulesCommand::Reset => request("rules reset"),
+        RulesCommand::Reload => request("rules reload"),
+    }
+}
+
+pub fn intel_load(paths: &Paths, file: &Path, mode: IntelMode) -> Result<()> {
+    let n = intel::load_file(paths, file, mode)?;
+    println!("{n} entries loaded ({mode:?})");
+    Ok(())
+}
+
+pub fn intel_list(paths: &Paths, as_json: bool) -> Result<()> {
+    let (state, rows) = intel::list(paths)?;
+    if as_json {
+        let entries: Vec<_> = rows.iter().map(|(c, n)| json!({ "entry": c.to_string(), "frames": n })).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "mode": state.map(|s| s.mode), "entries": entries }))?);
+        return Ok(());
+    }
+    match state {
+        None => println!("no list loaded"),
+        Some(s) => {
+            println!("mode {:?}, from {}", s.mode, s.source);
+            for (c, n) in rows {
+                println!("{c:<20} {n} frames");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn intel_clear(paths: &Paths) -> Result<()> {
+    intel::clear(paths)?;
+    println!("intelligence list no longer used");
+    Ok(())
+}
+
+pub fn bypass_list(paths: &Paths, as_json: bool) -> Result<()> {
+    let v = socket::request(paths, "bypass list")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for e in v["bypass"].as_array().into_iter().flatten() {
+        println!(
+            "{} {} clients {} ({}) expires in {} s",
+            e["server"].as_str().unwrap_or(""),
+            e["sni"].as_str().unwrap_or(""),
+            e["clients"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or(""),
+            e["expires_in"]
+        );
+    }
+    Ok(())
+}
+
+pub fn bypass_clear(paths: &Paths) -> Result<()> {
+    let v = socket::request(paths, "bypass clear")?;
+    println!("{} entries cleared", v["cleared"]);
+    Ok(())
+}
+
+/// `debug xsk-recv`: registers an AF_XDP socket for one queue, prints one line per frame the
+/// XDP program steers to it, and unregisters it on the way out.
+pub fn xsk_recv(paths: &Paths, iface: &str, side: Side, queue: u32, count: u64, timeout: Duration) -> Result<()> {
+    if queue >= tls_inspect_common::MAX_QUEUES {
+        anyhow::bail!("queue: '{queue}': at most {} queues per interface", tls_inspect_common::MAX_QUEUES);
+    }
+    let side = match side {
+        Side::Inside => tls_inspect_common::SIDE_INSIDE,
+        Side::Outside => tls_inspect_common::SIDE_OUTSIDE,
+    };
+    let mut probe = crate::phy::xsk::Probe::open(iface, queue)?;
+    let mut sockets = Sockets::open(paths)?;
+    let index = tls_inspect_common::xsk_index(side, queue);
+    sockets.register(index, probe.fd())?;
+    println!("xsk-recv: ready on {iface} queue {queue}");
+    let deadline = Instant::now() + timeout;
+    let mut received = 0u64;
+    let result = (|| -> Result<()> {
+        while received < count && Instant::now() < deadline {
+            received += probe.next_batch(Duration::from_millis(100), |frame| println!("xsk-recv: {}", describe(frame)))? as u64;
+        }
+        Ok(())
+    })();
+    sockets.unregister(index)?;
+    result?;
+    println!("xsk-recv: {received} frames");
+    Ok(())
+}
+
+/// One line per frame: `tcp 198.18.0.1:40000 > 198.18.0.2:443 flags=0x02 len=74`.
+fn describe(frame: &[u8]) -> String {
+    use tls_inspect_common::{parse_frame, Frame, L4};
+    match parse_frame(frame) {
+        Ok(Frame::Ipv4 { src, dst, l4, .. }) => {
+            let (s, d) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+            match l4 {
+                L4::Tcp { sport, dport, flags } => format!(
+                    "tcp {s}:{} > {d}:{} flags=0x{flags:02x} len={}",
+                    u16::from_be_bytes(sport),
+                    u16::from_be_bytes(dport),
+                    frame.len()
+                ),
+                L4::Udp { sport, dport } => format!("udp {s}:{} > {d}:{} len={}", u16::from_be_bytes(sport), u16::from_be_bytes(dport), frame.len()),
+                other => format!("ipv4 {s} > {d} {other:?} len={}", frame.len()),
+            }
+        }
+        Ok(other) => format!("{other:?} len={}", frame.len()),
+        Err(e) => format!("unparsed ({e:?}) len={}", frame.len()),
+    }
 }

@@ -1,0 +1,310 @@
+//! The HTTP/1.x follower: cuts one direction's plaintext into message heads and bodies (chunked
+//! framing removed), for the IPS's HTTP buffers. It holds at most one head ([`MAX_HEAD`]) and
+//! never copies a body; what it cannot follow turns it off (the stream buffer still sees every
+//! byte).
+
+use super::{Direction, HttpInfo};
+
+/// The longest head followed; a longer one turns the follower off.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// What the follower found in the bytes it was fed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Http1Event<'a> {
+    /// A complete head; a new message (and its body) starts. The request's fields, for
+    /// requests.
+    Head(Option<HttpInfo>),
+    /// Bytes of the current message's body, in order.
+    Body(&'a [u8]),
+    /// The current message's body is complete (or cannot be followed further).
+    BodyEnd,
+}
+
+/// A chunked body being decoded (RFC 9112 section 7.1).
+#[derive(Debug, PartialEq, Eq)]
+enum Chunked {
+    /// Reading a chunk-size line (hex digits, then extensions to the CRLF).
+    Size { value: usize, digits: u8, in_ext: bool },
+    /// Chunk data still to come, then its CRLF.
+    Data(usize),
+    /// The CRLF after a chunk's data: bytes of it still to skip.
+    DataEnd(u8),
+    /// Trailer lines after the last chunk; `line` counts the current line's bytes.
+    Trailers { line: usize },
+}
+
+/// The body's framing, from the head.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// One HTTP/1.x direction being followed.
+#[derive(Debug, Default)]
+pub struct Http1Dir {
+    head: Vec<u8>,
+    /// Body bytes still to come in the current message.
+    body_left: usize,
+    /// The current message's body is chunked: where the decoder is.
+    chunked: Option<Chunked>,
+    /// Not HTTP (or a head too large to follow): stop parsing.
+    off: bool,
+}
+
+impl Http1Dir {
+    pub fn is_off(&self) -> bool {
+        self.off
+    }
+
+    /// Stops following (the connection turned out to be HTTP/2).
+    pub fn turn_off(&mut self) {
+        self.off = true;
+    }
+
+    /// On, and no head under way: where a new protocol (HTTP/2's preface) could start.
+    pub fn awaiting_head(&self) -> bool {
+        !self.off && self.head.is_empty()
+    }
+
+    /// Follows the next bytes of this direction, reporting what they hold to `on`.
+    pub fn feed<'a>(&mut self, direction: Direction, mut data: &'a [u8], on: &mut impl FnMut(Http1Event<'a>)) {
+        while !data.is_empty() && !self.off {
+            if self.chunked.is_some() {
+                let used = self.follow_chunked(data, on);
+                data = &data[used..];
+                continue;
+            }
+            if self.body_left > 0 {
+                let n = data.len().min(self.body_left);
+                on(Http1Event::Body(&data[..n]));
+                self.body_left -= n;
+                data = &data[n..];
+                if self.body_left == 0 {
+                    on(Http1Event::BodyEnd);
+                }
+                continue;
+            }
+            // Accumulate a head, up to its end when it ends in this read: the bytes after it
+            // (a body, pipelined requests) stay in `data`, copied never and followed in this loop.
+            let old = self.head.len();
+            let take = data.len().min(MAX_HEAD.saturating_sub(old) + 1);
+            self.head.extend_from_slice(&data[..take]);
+            let from = old.saturating_sub(3);
+            let found = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| from + p + 4);
+            let Some(end) = found else {
+                data = &data[take..];
+                if self.head.len() > MAX_HEAD || !looks_like_http(&self.head, direction) {
+                    self.off = true;
+                }
+                continue;
+            };
+            data = &data[end - old..];
+            let (framing, info) = parse_head(&self.head[..end], direction);
+            // The head's buffer stays for the next message (no allocation per request).
+            self.head.clear();
+            let Some(framing) = framing else {
+                self.off = true;
+                continue;
+            };
+            on(Http1Event::Head(info));
+            match framing {
+                Framing::Length(0) => on(Http1Event::BodyEnd),
+                Framing::Length(n) => self.body_left = n,
+                Framing::Chunked => self.chunked = Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+            }
+        }
+    }
+
+    /// Decodes chunked framing from `data`; returns the bytes used. Malformed framing stops
+    /// the parsing of this direction.
+    fn follow_chunked<'a>(&mut self, data: &'a [u8], on: &mut impl FnMut(Http1Event<'a>)) -> usize {
+        let mut i = 0;
+        while i < data.len() {
+            let Some(state) = self.chunked.take() else {
+                return i;
+            };
+            let next = match state {
+                Chunked::Size { value, digits, in_ext } => {
+                    let c = data[i];
+                    i += 1;
+                    match c {
+                        b'\n' if digits > 0 => {
+                            if value == 0 {
+                                Some(Chunked::Trailers { line: 0 })
+                            } else {
+                                Some(Chunked::Data(value))
+                            }
+                        }
+                        b'\r' | b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext }),
+                        _ if in_ext => Some(Chunked::Size { value, digits, in_ext }),
+                        b';' if digits > 0 => Some(Chunked::Size { value, digits, in_ext: true }),
+                        _ => match (c as char).to_digit(16) {
+                            // At most 15 hex digits: no overflow, and anything larger is not a body we follow.
+                            Some(h) if digits < 15 => Some(Chunked::Size { value: value * 16 + h as usize, digits: digits + 1, in_ext }),
+                            _ => None,
+                        },
+                    }
+                }
+                Chunked::Data(left) => {
+                    let n = (data.len() - i).min(left);
+                    on(Http1Event::Body(&data[i..i + n]));
+                    i += n;
+                    if left == n {
+                        Some(Chunked::DataEnd(2))
+                    } else {
+                        Some(Chunked::Data(left - n))
+                    }
+                }
+                Chunked::DataEnd(left) => {
+                    let c = data[i];
+                    i += 1;
+                    match (left, c) {
+                        (2, b'\r') => Some(Chunked::DataEnd(1)),
+                        (_, b'\n') => Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+                        _ => None,
+                    }
+                }
+                Chunked::Trailers { line } => {
+                    let c = data[i];
+                    i += 1;
+                    match c {
+                        b'\n' if line == 0 => {
+                            // The message is complete.
+                            on(Http1Event::BodyEnd);
+                            return i;
+                        }
+                        b'\n' => Some(Chunked::Trailers { line: 0 }),
+                        b'\r' => Some(Chunked::Trailers { line }),
+                        _ if line < MAX_HEAD => Some(Chunked::Trailers { line: line + 1 }),
+                        _ => None,
+                    }
+                }
+            };
+            match next {
+                Some(n) => self.chunked = Some(n),
+                None => {
+                    self.off = true;
+                    on(Http1Event::BodyEnd);
+                    return data.len();
+                }
+            }
+        }
+        i
+    }
+}
+
+fn looks_like_http(head: &[u8], direction: Direction) -> bool {
+    match direction {
+        Direction::ToServer => {
+            let methods: [&[u8]; 9] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+            methods.iter().any(|m| head.starts_with(m) || m.starts_with(head))
+        }
+        Direction::ToClient => head.starts_with(b"HTTP/") || b"HTTP/".starts_with(head),
+    }
+}
+
+/// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
+fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<HttpInfo>) {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let header_value = |headers: &[httparse::Header<'_>], name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); only a final `chunked` is a
+    // framing we follow.
+    // Without either, a request has no body and a response runs to the end of the connection.
+    let framing = |hs: &[httparse::Header<'_>]| match header_value(hs, "transfer-encoding") {
+        Some(te) => te.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")).then_some(Framing::Chunked),
+        None => match header_value(hs, "content-length") {
+            Some(v) => v.trim().parse().ok().map(Framing::Length),
+            None if direction == Direction::ToServer => Some(Framing::Length(0)),
+            None => Some(Framing::Length(usize::MAX)),
+        },
+    };
+    match direction {
+        Direction::ToServer => {
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(head) {
+                Ok(httparse::Status::Complete(_)) => {}
+                _ => return (None, None),
+            }
+            let hs = &*req.headers;
+            let info = HttpInfo {
+                method: req.method.unwrap_or("").to_string(),
+                uri: req.path.unwrap_or("").to_string(),
+                host: header_value(hs, "host").unwrap_or_default(),
+                user_agent: header_value(hs, "user-agent").unwrap_or_default(),
+                h2_stream: None,
+            };
+            (framing(hs), Some(info))
+        }
+        Direction::ToClient => {
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(head) {
+                Ok(httparse::Status::Complete(_)) => {}
+                _ => return (None, None),
+            }
+            let hs = &*resp.headers;
+            // 1xx, 204 and 304 have no body whatever the headers say.
+            if matches!(resp.code, Some(100..=199 | 204 | 304)) {
+                return (Some(Framing::Length(0)), None);
+            }
+            (framing(hs), None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follow(dir: &mut Http1Dir, direction: Direction, data: &[u8]) -> Vec<String> {
+        let mut seen = Vec::new();
+        dir.feed(direction, data, &mut |e| {
+            seen.push(match e {
+                Http1Event::Head(Some(info)) => format!("head {} {}", info.method, info.uri),
+                Http1Event::Head(None) => "head".to_string(),
+                Http1Event::Body(b) => format!("body {}", String::from_utf8_lossy(b)),
+                Http1Event::BodyEnd => "end".to_string(),
+            })
+        });
+        seen
+    }
+
+    #[test]
+    fn pipelined_requests_with_length_and_chunked_bodies_split_anywhere() {
+        let wire = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: x\r\n\r\nPUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+        let whole = follow(&mut Http1Dir::default(), Direction::ToServer, wire);
+        assert_eq!(whole, ["head POST /a", "body abc", "end", "head GET /b", "end", "head PUT /c", "body hi", "end"]);
+        // Byte by byte: the same messages, bodies in pieces.
+        let mut dir = Http1Dir::default();
+        let mut events = Vec::new();
+        for b in wire.chunks(1) {
+            events.extend(follow(&mut dir, Direction::ToServer, b));
+        }
+        let joined: Vec<String> = events.into_iter().filter(|e| e != "body ").collect();
+        assert!(joined.iter().filter(|e| e.starts_with("head")).count() == 3, "{joined:?}");
+        assert_eq!(joined.iter().filter(|e| *e == "end").count(), 3, "{joined:?}");
+        assert!(!dir.is_off());
+    }
+
+    #[test]
+    fn what_is_not_http_or_too_large_turns_the_follower_off() {
+        let mut dir = Http1Dir::default();
+        assert!(follow(&mut dir, Direction::ToServer, b"\x16\x03\x01binary").is_empty());
+        assert!(dir.is_off());
+        let mut dir = Http1Dir::default();
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_HEAD + 10, b'a');
+        follow(&mut dir, Direction::ToServer, &head);
+        assert!(dir.is_off(), "a head over MAX_HEAD is not held");
+        // Bad chunked framing ends the body and stops following.
+        let mut dir = Http1Dir::default();
+        let seen = follow(&mut dir, Direction::ToClient, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+        assert_eq!(seen, ["head", "end"]);
+        assert!(dir.is_off());
+    }
+}

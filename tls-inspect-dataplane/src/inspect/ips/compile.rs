@@ -1,0 +1,344 @@
+//! Rules compiled into Hyperscan databases: the stream buffer (rules without a sticky buffer)
+//! is one streaming database, bodies another, and each field buffer (http.uri, tls.sni, ...) a
+//! block database. A pcre Hyperscan cannot take is confirmed with fancy-regex after its rule's
+//! literal contents matched, or the rule is refused with the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use hyperscan::prelude::*;
+use hyperscan::{Block, CompileFlags, Scratch, Streaming};
+
+use super::{IpsMode, Level};
+use crate::inspect::rules::{Action, Buffer, Confidence, Rule};
+
+/// What the operator set for one rule on top of the mode (`rules action SID ...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Override {
+    /// The mode decides: block mode blocks, monitor mode alerts.
+    #[default]
+    FollowMode,
+    /// Only alert, in either mode.
+    Alert,
+    /// Block, in either mode.
+    Drop,
+}
+
+impl Override {
+    /// As `rules list` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Override::FollowMode => "mode",
+            Override::Alert => "alert",
+            Override::Drop => "drop",
+        }
+    }
+}
+
+/// Makes `scratch` (or a new one) big enough for `db`.
+fn grow<T>(db: &hyperscan::Database<T>, scratch: &mut Option<Scratch>) -> Result<()> {
+    match scratch.as_mut() {
+        Some(s) => db.realloc_scratch(s).map(drop).map_err(|e| anyhow!("{e}")),
+        None => {
+            *scratch = Some(db.alloc_scratch().map_err(|e| anyhow!("{e}"))?);
+            Ok(())
+        }
+    }
+}
+
+/// What a pattern id stands for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PatternRef {
+    pub(super) rule: u32,
+    /// Index among the rule's contents, or `pcre_base + i` for its pcres.
+    pub(super) item: u16,
+    pub(super) is_pcre: bool,
+}
+
+/// The rules and their Hyperscan databases: built once, shared by every worker and flow.
+pub struct Compiled {
+    pub rules: Vec<Rule>,
+    pub(super) refs: Vec<PatternRef>,
+    pub(super) stream: Option<StreamingDatabase>,
+    pub(super) bodies: Option<StreamingDatabase>,
+    pub(super) fields: HashMap<Buffer, BlockDatabase>,
+    /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
+    pub(super) fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
+}
+
+/// A rule set: the compiled databases and what the operator set on top of them (enabled rules,
+/// actions). Cheap to clone: enabling a rule or changing its action swaps this, not the
+/// databases.
+#[derive(Clone)]
+pub struct Ruleset {
+    compiled: Arc<Compiled>,
+    /// Rule active at this level and not disabled.
+    pub(super) active: Vec<bool>,
+    /// Per rule: what the operator set on top of the mode.
+    overrides: Vec<Override>,
+    pub mode: IpsMode,
+    pub body_depth: usize,
+    /// Data leak detectors run on outbound plaintext.
+    pub dlp: Vec<(crate::inspect::dlp::Detector, crate::inspect::dlp::DetectorSettings)>,
+    /// Source or destination networks whose flows skip the IPS.
+    pub whitelist: Vec<crate::addr::Ipv4Cidr>,
+    /// Changes when the databases change (workers grow their scratch space then).
+    pub databases: u64,
+}
+
+impl std::ops::Deref for Ruleset {
+    type Target = Compiled;
+    fn deref(&self) -> &Compiled {
+        &self.compiled
+    }
+}
+
+static DATABASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn hex_literal(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+pub(super) fn stream_kind(b: Buffer) -> u8 {
+    match b {
+        Buffer::Stream => 0,
+        Buffer::HttpRequestBody | Buffer::HttpResponseBody | Buffer::FileData => 1,
+        _ => 2,
+    }
+}
+
+impl Ruleset {
+    /// Compiles `rules`; a rule Hyperscan cannot compile (or that needs what this engine does
+    /// not do) is returned with the reason, and the others still load.
+    pub fn compile(rules: Vec<Rule>, mode: IpsMode, level: Level, body_depth: usize) -> Result<(Self, Vec<(u32, String)>)> {
+        let mut refused = Vec::new();
+        let mut kept = Vec::new();
+        for r in rules {
+            match check_supported(&r) {
+                Ok(()) => kept.push(r),
+                Err(why) => refused.push((r.sid, why)),
+            }
+        }
+        // Try each pcre alone first, compiled as the real database will be, so that one pcre
+        // Hyperscan cannot take costs one rule at most: it is confirmed with fancy-regex after the
+        // rule's literal contents matched (field buffers), or the rule is refused.
+        let mut ok_rules = Vec::new();
+        let mut fallback_of: Vec<Vec<Option<Arc<fancy_regex::Regex>>>> = Vec::new();
+        for r in kept {
+            let mut bad = None;
+            let mut fallbacks = Vec::new();
+            for p in &r.pcres {
+                let hs = pcre_pattern(p).and_then(|mut pat| {
+                    pat.flags |= CompileFlags::SOM_LEFTMOST;
+                    if stream_kind(p.buffer) == 2 {
+                        Patterns(vec![pat]).build::<Block>().map(drop).map_err(|e| anyhow!("{e}"))
+                    } else {
+                        Patterns(vec![pat]).build::<Streaming>().map(drop).map_err(|e| anyhow!("{e}"))
+                    }
+                });
+                match hs {
+                    Ok(()) => fallbacks.push(None),
+                    Err(e) => match fallback_regex(&r, p) {
+                        Ok(re) => fallbacks.push(Some(Arc::new(re))),
+                        Err(why) => {
+                            bad = Some(format!("pcre /{}/: Hyperscan: {e}; {why}", p.pattern));
+                            break;
+                        }
+                    },
+                }
+            }
+            match bad {
+                Some(why) => refused.push((r.sid, why)),
+                None => {
+                    ok_rules.push(r);
+                    fallback_of.push(fallbacks);
+                }
+            }
+        }
+        let active = ok_rules
+            .iter()
+            .map(|r| match level {
+                Level::Loose => r.confidence == Confidence::High,
+                Level::Medium => r.confidence >= Confidence::Medium,
+                Level::Strict => true,
+            } && r.action != Action::Pass)
+            .collect();
+        let mut refs = Vec::new();
+        let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut field_groups: HashMap<Buffer, Vec<Pattern>> = HashMap::new();
+        for (ri, r) in ok_rules.iter().enumerate() {
+            for (ci, c) in r.contents.iter().enumerate() {
+                let mut flags = CompileFlags::SOM_LEFTMOST;
+                if c.nocase {
+                    flags |= CompileFlags::CASELESS;
+                }
+                let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
+                pat.id = Some(refs.len());
+                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false });
+                match stream_kind(c.buffer) {
+                    2 => field_groups.entry(c.buffer).or_default().push(pat),
+                    k => groups[k as usize].push(pat),
+                }
+            }
+            for (pi, p) in r.pcres.iter().enumerate() {
+                if fallback_of[ri][pi].is_some() {
+                    continue;
+                }
+                let mut pat = pcre_pattern(p)?;
+                pat.flags |= CompileFlags::SOM_LEFTMOST;
+                pat.id = Some(refs.len());
+                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true });
+                match stream_kind(p.buffer) {
+                    2 => field_groups.entry(p.buffer).or_default().push(pat),
+                    k => groups[k as usize].push(pat),
+                }
+            }
+        }
+        let build_stream = |v: Vec<Pattern>| -> Result<Option<StreamingDatabase>> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
+        };
+        let [g0, g1, _] = groups;
+        let stream = build_stream(g0)?;
+        let bodies = build_stream(g1)?;
+        let mut fields = HashMap::new();
+        for (b, v) in field_groups {
+            fields.insert(b, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
+        }
+        let n = ok_rules.len();
+        Ok((
+            Self {
+                compiled: Arc::new(Compiled {
+                    rules: ok_rules,
+                    refs,
+                    stream,
+                    bodies,
+                    fields,
+                    fallbacks: fallback_of,
+                }),
+                active,
+                overrides: vec![Override::FollowMode; n],
+                mode,
+                body_depth,
+                dlp: Vec::new(),
+                whitelist: Vec::new(),
+                databases: DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            },
+            refused,
+        ))
+    }
+
+    /// A scratch space for one worker, big enough for every database of this set.
+    pub fn scratch(&self) -> Result<Scratch> {
+        self.grow_scratch(None)
+    }
+
+    /// Grows a worker's scratch space to fit this set's databases too (after a reload: flows
+    /// still on the old databases keep working with it).
+    pub fn grow_scratch(&self, existing: Option<Scratch>) -> Result<Scratch> {
+        let mut scratch: Option<Scratch> = existing;
+        if let Some(db) = &self.stream {
+            grow(db, &mut scratch)?;
+        }
+        if let Some(db) = &self.bodies {
+            grow(db, &mut scratch)?;
+        }
+        for db in self.fields.values() {
+            grow(db, &mut scratch)?;
+        }
+        scratch.ok_or_else(|| anyhow!("the rule set is empty"))
+    }
+
+    /// A flow between these addresses skips the IPS (protection whitelist).
+    pub fn whitelisted(&self, client: std::net::Ipv4Addr, server: std::net::Ipv4Addr) -> bool {
+        crate::addr::in_any(&self.whitelist, client) || crate::addr::in_any(&self.whitelist, server)
+    }
+
+    pub(super) fn blocks(&self, rule: usize) -> bool {
+        match self.overrides.get(rule).copied().unwrap_or_default() {
+            Override::Drop => true,
+            Override::Alert => false,
+            Override::FollowMode => self.mode == IpsMode::Block,
+        }
+    }
+
+    /// Overrides one rule's action (`rules action SID alert|drop|default`); false: no such sid.
+    pub fn set_override(&mut self, sid: u32, action: Override) -> bool {
+        match self.rules.iter().position(|r| r.sid == sid) {
+            Some(i) => {
+                self.overrides[i] = action;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn set_enabled(&mut self, sid: u32, enabled: bool) -> bool {
+        match self.rules.iter().position(|r| r.sid == sid) {
+            Some(i) => {
+                self.active[i] = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_active(&self, sid: u32) -> bool {
+        self.rules.iter().position(|r| r.sid == sid).is_some_and(|i| self.active[i])
+    }
+
+    /// The operator's override of a rule (`FollowMode` for none, or no such sid).
+    pub fn override_of(&self, sid: u32) -> Override {
+        self.rules.iter().position(|r| r.sid == sid).map_or(Override::FollowMode, |i| self.overrides[i])
+    }
+}
+
+fn check_supported(r: &Rule) -> Result<(), String> {
+    if r.contents.iter().any(|c| c.negated && c.buffer == Buffer::Stream) || r.pcres.iter().any(|p| p.negated && p.buffer == Buffer::Stream) {
+        return Err("a negated content needs a sticky buffer (a stream never ends)".into());
+    }
+    if r.contents.iter().any(|c| c.negated && stream_kind(c.buffer) == 1) {
+        return Err("negated contents on bodies are not supported".into());
+    }
+    Ok(())
+}
+
+fn pcre_pattern(p: &crate::inspect::rules::Pcre) -> Result<Pattern> {
+    let mut flags = CompileFlags::empty();
+    for f in p.flags.chars() {
+        flags |= match f {
+            'i' => CompileFlags::CASELESS,
+            's' => CompileFlags::DOTALL,
+            'm' => CompileFlags::MULTILINE,
+            _ => CompileFlags::empty(),
+        };
+    }
+    let expr = if p.flags.contains('x') { format!("(?x){}", p.pattern) } else { p.pattern.clone() };
+    Ok(Pattern::with_flags(expr, flags)?)
+}
+
+/// The fancy-regex for a pcre Hyperscan refused. Only on a field buffer (the whole value is at
+/// hand) and only in a rule with a literal content that must match first (the prefilter: the
+/// regex runs only on values where that content matched).
+fn fallback_regex(rule: &Rule, p: &crate::inspect::rules::Pcre) -> Result<fancy_regex::Regex, String> {
+    if stream_kind(p.buffer) != 2 {
+        return Err("the regex fallback needs a sticky field buffer (http.method, http.uri, http.host, http.user_agent, tls.sni)".into());
+    }
+    if !rule.contents.iter().any(|c| !c.negated && c.buffer == p.buffer) {
+        return Err("the regex fallback needs a content on the same buffer as a prefilter".into());
+    }
+    let mut inline = String::new();
+    for f in p.flags.chars() {
+        if "isxm".contains(f) {
+            inline.push(f);
+        }
+    }
+    let expr = if inline.is_empty() { p.pattern.clone() } else { format!("(?{inline}){}", p.pattern) };
+    fancy_regex::RegexBuilder::new(&expr)
+        .backtrack_limit(100_000)
+        .build()
+        .map_err(|e| format!("regex: {e}"))
+}

@@ -1,0 +1,453 @@
+//! The IPS state of one flow: a Hyperscan stream per direction for the stream buffer, the
+//! HTTP followers' fields and bodies scanned as they come, what each rule has matched so far,
+//! and the rules that fired. Every pattern is compiled with SOM_LEFTMOST, so each match has a
+//! start and an end; a rule fires when its contents match in order and within their offset,
+//! depth, distance and within, its pcres match, and its negated contents (on sticky buffers) do
+//! not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foreign_types::ForeignType;
+use hyperscan::prelude::*;
+use hyperscan::Scratch;
+
+use super::{Hit, Ruleset};
+use crate::inspect::dlp::DlpState;
+use crate::inspect::h2::{H2Dir, H2Event};
+use crate::inspect::http1::{Http1Dir, Http1Event};
+use crate::inspect::rules::{Buffer, FlowDir, Rule};
+use crate::inspect::{BlockCause, Direction, HttpInfo, Verdict};
+
+/// A Hyperscan stream closed when dropped (the crate's own drop leaks it).
+pub(super) struct OwnedStream(Option<Stream>);
+
+#[allow(unsafe_code, reason = "hs_close_stream: the crate offers no safe close")]
+impl Drop for OwnedStream {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            // SAFETY: a stream opened by hs_open_stream and never closed; a NULL scratch is
+            // allowed when no match callback is given.
+            unsafe {
+                hyperscan_sys::hs_close_stream(s.into_ptr(), std::ptr::null_mut(), None, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+
+/// Per flow: the streams, what each rule has matched so far, what has fired.
+pub struct FlowIps {
+    set: Arc<Ruleset>,
+    stream: [Option<OwnedStream>; 2],
+    http: [Http1Dir; 2],
+    /// The body stream of each direction's current HTTP/1 message, and its bytes so far.
+    body: [Option<OwnedStream>; 2],
+    body_seen: [usize; 2],
+    /// (rule, is_pcre, item) -> matches (start, end), a few per item.
+    matches: HashMap<(u32, bool, u16), Vec<(u64, u64)>>,
+    fired: Vec<bool>,
+    pub hits: Vec<Hit>,
+    pub last_http: Option<HttpInfo>,
+    server_port: u16,
+    /// HTTP/2 followers (client side, server side), once the client preface was seen.
+    h2: Option<[H2Dir; 2]>,
+    /// Open body streams of HTTP/2 streams, per direction.
+    h2_bodies: [HashMap<u32, (OwnedStream, usize)>; 2],
+    dlp: DlpState,
+    /// Rules with a new match since the last evaluation: only these can start to hold, so the
+    /// cost of an evaluation follows the matches, not the size of the rule set.
+    touched: Vec<u32>,
+}
+
+const MATCHES_PER_ITEM: usize = 16;
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::ToServer => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+impl FlowIps {
+    pub fn new(set: Arc<Ruleset>, server_port: u16) -> Self {
+        let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
+        let stream = [open(&set.stream), open(&set.stream)];
+        let n = set.rules.len();
+        Self {
+            set,
+            stream,
+            http: [Http1Dir::default(), Http1Dir::default()],
+            body: [None, None],
+            body_seen: [0, 0],
+            matches: HashMap::new(),
+            fired: vec![false; n],
+            hits: Vec::new(),
+            last_http: None,
+            server_port,
+            h2: None,
+            h2_bodies: [HashMap::new(), HashMap::new()],
+            dlp: DlpState::default(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// The rule set this flow started with.
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.set
+    }
+
+    fn record(&mut self, id: u32, from: u64, to: u64) {
+        if let Some(r) = self.set.refs.get(id as usize) {
+            let v = self.matches.entry((r.rule, r.is_pcre, r.item)).or_default();
+            if v.len() < MATCHES_PER_ITEM {
+                v.push((from, to));
+                self.touched.push(r.rule);
+            }
+        }
+    }
+
+    fn scan_stream(&mut self, which: usize, data: &[u8], scratch: &mut Scratch) {
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        if let Some(Some(s)) = self.stream.get(which).map(|s| s.as_ref().and_then(|o| o.0.as_ref())) {
+            let _ = s.scan(data, scratch, |id, from, to, _| {
+                found.push((id, from, to));
+                Matching::Continue
+            });
+        }
+        for (id, from, to) in found {
+            self.record(id, from, to);
+        }
+    }
+
+    fn scan_field(&mut self, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
+        let Some(db) = self.set.fields.get(&buffer) else {
+            return;
+        };
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        let _ = db.scan(value, scratch, |id, from, to, _| {
+            found.push((id, from, to));
+            Matching::Continue
+        });
+        let mut prefiltered: Vec<u32> = Vec::new();
+        for (id, from, to) in found {
+            self.record(id, from, to);
+            if let Some(r) = self.set.refs.get(id as usize) {
+                if self.set.fallbacks[r.rule as usize].iter().any(Option::is_some) {
+                    prefiltered.push(r.rule);
+                }
+            }
+        }
+        if prefiltered.is_empty() {
+            return;
+        }
+        prefiltered.sort_unstable();
+        prefiltered.dedup();
+        let set = self.set.clone();
+        let text = String::from_utf8_lossy(value);
+        for ri in prefiltered {
+            for (pi, re) in set.fallbacks[ri as usize].iter().enumerate() {
+                let Some(re) = re else { continue };
+                if set.rules[ri as usize].pcres[pi].buffer != buffer {
+                    continue;
+                }
+                // A regex that runs out of its backtrack budget does not match.
+                if let Ok(Some(m)) = re.find(&text) {
+                    let v = self.matches.entry((ri, true, pi as u16)).or_default();
+                    if v.len() < MATCHES_PER_ITEM {
+                        v.push((m.start() as u64, m.end() as u64));
+                        self.touched.push(ri);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The SNI of the ClientHello (before any decryption).
+    pub fn scan_sni(&mut self, sni: &str, scratch: &mut Scratch) -> Verdict {
+        self.scan_field(Buffer::TlsSni, sni.as_bytes(), scratch);
+        self.evaluate(Direction::ToServer)
+    }
+
+    /// The next plaintext bytes of one direction.
+    pub fn inspect(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) -> Verdict {
+        let d = dir_index(direction);
+        self.scan_stream(d, data, scratch);
+        if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
+            self.h2 = Some([H2Dir::new(true), H2Dir::new(false)]);
+            self.http[0].turn_off();
+            self.http[1].turn_off();
+        }
+        if self.h2.is_some() {
+            self.follow_h2(direction, data, scratch);
+        } else {
+            self.follow_http(direction, data, scratch);
+        }
+        let mut verdict = self.evaluate(direction);
+        if direction == Direction::ToServer && !self.set.dlp.is_empty() {
+            let set = self.set.clone();
+            for finding in self.dlp.scan(data, &set.dlp) {
+                if finding.block && verdict == Verdict::Continue {
+                    verdict = Verdict::Block(BlockCause::Dlp(finding.detector));
+                }
+                self.hits.push(Hit {
+                    sid: 0,
+                    rev: 0,
+                    msg: format!("DLP: {:?} x{} (sample {})", finding.detector, finding.count, finding.sample),
+                    classtype: Some("data-leak".into()),
+                    priority: 1,
+                    blocked: finding.block,
+                    direction,
+                    http: self.last_http.clone(),
+                    dlp: Some(finding),
+                });
+            }
+        }
+        verdict
+    }
+
+    /// HTTP/2 only: everything the server sent so far ended on a frame boundary, so frames of
+    /// our own can follow it.
+    pub fn h2_server_at_frame_boundary(&self) -> bool {
+        self.h2.as_ref().is_some_and(|dirs| dirs[1].at_frame_boundary())
+    }
+
+    fn scan_fields(&mut self, info: &HttpInfo, scratch: &mut Scratch) {
+        self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
+        // Like Suricata's http.uri: the normalized (percent-decoded) URI.
+        self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
+        self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
+        self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
+    }
+
+    /// Scans body bytes with a body stream; records matches that belong to this direction's
+    /// body buffer.
+    fn scan_body(&mut self, direction: Direction, stream: &OwnedStream, data: &[u8], scratch: &mut Scratch) {
+        let mut found: Vec<(u32, u64, u64)> = Vec::new();
+        if let Some(s) = stream.0.as_ref() {
+            let _ = s.scan(data, scratch, |id, from, to, _| {
+                found.push((id, from, to));
+                Matching::Continue
+            });
+        }
+        let body = if direction == Direction::ToServer { Buffer::HttpRequestBody } else { Buffer::HttpResponseBody };
+        for (id, from, to) in found {
+            if let Some(r) = self.set.refs.get(id as usize) {
+                let rule = &self.set.rules[r.rule as usize];
+                let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
+                if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
+                    self.record(id, from, to);
+                }
+            }
+        }
+    }
+
+    fn follow_h2(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        let events = match self.h2.as_mut() {
+            Some(dirs) => dirs[d].feed(data),
+            None => return,
+        };
+        for event in events {
+            match event {
+                H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
+                    let f = crate::inspect::h2::fields(&headers);
+                    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                    let info = HttpInfo {
+                        method: get("method"),
+                        uri: get("uri"),
+                        host: get("host"),
+                        user_agent: get("user_agent"),
+                        h2_stream: Some(stream),
+                    };
+                    self.scan_fields(&info, scratch);
+                    self.last_http = Some(info);
+                }
+                H2Event::Headers(..) => {}
+                H2Event::Data(stream, bytes, end) => {
+                    let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
+                        self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
+                    });
+                    if let Some((body, seen)) = entry.as_mut() {
+                        let room = self.set.body_depth.saturating_sub(*seen);
+                        let n = bytes.len().min(room);
+                        if n > 0 {
+                            self.scan_body(direction, body, &bytes[..n], scratch);
+                        }
+                        *seen += bytes.len();
+                    }
+                    if let (Some(e), false) = (entry, end) {
+                        // A bounded number of concurrent bodies per connection.
+                        if self.h2_bodies[d].len() < 256 {
+                            self.h2_bodies[d].insert(stream, e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn follow_http(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        // The follower is lent out while its events are handled.
+        let mut follower = std::mem::take(&mut self.http[d]);
+        follower.feed(direction, data, &mut |event| match event {
+            Http1Event::Head(info) => {
+                if let Some(info) = info {
+                    self.scan_fields(&info, scratch);
+                    self.last_http = Some(info);
+                }
+                self.body_seen[d] = 0;
+                self.body[d] = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
+            }
+            Http1Event::Body(bytes) => self.body_bytes(direction, bytes, scratch),
+            Http1Event::BodyEnd => self.body[d] = None,
+        });
+        self.http[d] = follower;
+    }
+
+    /// Body bytes of the current message: scanned up to the body depth.
+    fn body_bytes(&mut self, direction: Direction, bytes: &[u8], scratch: &mut Scratch) {
+        let d = dir_index(direction);
+        let room = self.set.body_depth.saturating_sub(self.body_seen[d]);
+        let scan = &bytes[..bytes.len().min(room)];
+        if !scan.is_empty() {
+            if let Some(body) = self.body[d].take() {
+                self.scan_body(direction, &body, scan, scratch);
+                self.body[d] = Some(body);
+            }
+        }
+        self.body_seen[d] += bytes.len();
+    }
+
+    /// Fires every rule whose conditions now hold; returns Block if one of them blocks.
+    fn evaluate(&mut self, direction: Direction) -> Verdict {
+        let set = self.set.clone();
+        let mut verdict = Verdict::Continue;
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &ri in &touched {
+            let i = ri as usize;
+            let Some(rule) = set.rules.get(i) else {
+                continue;
+            };
+            if self.fired[i] || !set.active[i] {
+                continue;
+            }
+            let dir_ok = match rule.flow {
+                Some(FlowDir::ToServer) => direction == Direction::ToServer,
+                Some(FlowDir::ToClient) => direction == Direction::ToClient,
+                None => true,
+            };
+            if !dir_ok || !port_matches(&rule.dport, self.server_port) {
+                continue;
+            }
+            if !self.satisfied(i as u32, rule) {
+                continue;
+            }
+            self.fired[i] = true;
+            let blocked = set.blocks(i);
+            self.hits.push(Hit {
+                sid: rule.sid,
+                rev: rule.rev,
+                msg: rule.msg.clone(),
+                classtype: rule.classtype.clone(),
+                priority: rule.priority,
+                blocked,
+                direction,
+                http: self.last_http.clone(),
+                dlp: None,
+            });
+            if blocked && verdict == Verdict::Continue {
+                verdict = Verdict::Block(BlockCause::Rule { sid: rule.sid, msg: rule.msg.clone() });
+            }
+        }
+        verdict
+    }
+
+    fn satisfied(&self, ri: u32, rule: &Rule) -> bool {
+        // Contents, in order, each after the previous as its modifiers say.
+        let mut prev_end: Option<(Buffer, u64)> = None;
+        for (ci, c) in rule.contents.iter().enumerate() {
+            let found = self.matches.get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            if c.negated {
+                if !found.is_empty() {
+                    return false;
+                }
+                continue;
+            }
+            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
+            let ok = found.iter().find(|(from, to)| {
+                if let Some(off) = c.offset {
+                    if *from < u64::from(off) {
+                        return false;
+                    }
+                }
+                if let Some(depth) = c.depth {
+                    if *to > u64::from(c.offset.unwrap_or(0)) + u64::from(depth) {
+                        return false;
+                    }
+                }
+                if let Some(p) = relative_to {
+                    if c.distance.is_some() || c.within.is_some() {
+                        let start = (p as i64 + i64::from(c.distance.unwrap_or(0))).max(0) as u64;
+                        if *from < start {
+                            return false;
+                        }
+                        if let Some(w) = c.within {
+                            if *to > start + u64::from(w) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                true
+            });
+            match ok {
+                Some((_, to)) => prev_end = Some((c.buffer, *to)),
+                None => return false,
+            }
+        }
+        rule.pcres.iter().enumerate().all(|(pi, p)| {
+            let hit = self.matches.get(&(ri, true, pi as u16)).is_some_and(|v| !v.is_empty());
+            hit != p.negated
+        })
+    }
+}
+
+/// Decodes `%XX` escapes once; anything else stays as it is.
+pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `any`, `443`, `[80,443]`, `1024:65535`, `!22` (negations are not matched: any).
+fn port_matches(spec: &str, port: u16) -> bool {
+    let spec = spec.trim();
+    if spec == "any" || spec.starts_with('$') || spec.starts_with('!') {
+        return true;
+    }
+    let list = spec.trim_start_matches('[').trim_end_matches(']');
+    list.split(',').any(|p| match p.split_once(':') {
+        Some((a, b)) => {
+            let lo = a.trim().parse().unwrap_or(0);
+            let hi = b.trim().parse().unwrap_or(u16::MAX);
+            (lo..=hi).contains(&port)
+        }
+        None => p.trim().parse::<u16>().is_ok_and(|x| x == port),
+    })
+}

@@ -1,0 +1,57 @@
+//! The IPS engine: rules compiled into Hyperscan databases once ([`compile`]), shared by every
+//! worker and flow, and the per-flow state that scans each direction's plaintext as it comes
+//! ([`matcher`]).
+//!
+//! - The stream buffer (rules without a sticky buffer) is one streaming database; each flow and
+//!   direction has its own Hyperscan stream, so a pattern split across TCP segments, TLS records
+//!   or reads still matches.
+//! - HTTP/1.1 heads (`inspect::http1`) and HTTP/2 HEADERS (`inspect::h2`) give method, URI,
+//!   host and user agent, each scanned with a block database of its own; bodies (up to a depth)
+//!   with a streaming database.
+//! - `tls.sni` is matched on the ClientHello, before any decryption, in the same per-flow state
+//!   that later sees the plaintext.
+
+pub mod compile;
+pub mod matcher;
+
+pub use compile::{Override, Ruleset};
+pub use matcher::FlowIps;
+
+use crate::inspect::{Direction, HttpInfo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpsMode {
+    Monitor,
+    Block,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// High-confidence rules only.
+    Loose,
+    Medium,
+    /// All rules.
+    Strict,
+}
+
+/// A rule that fired on a flow.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub sid: u32,
+    pub rev: u32,
+    pub msg: String,
+    pub classtype: Option<String>,
+    pub priority: u8,
+    pub blocked: bool,
+    pub direction: Direction,
+    pub http: Option<HttpInfo>,
+    /// A data leak detector's finding (sid 0), rather than a rule.
+    pub dlp: Option<crate::inspect::dlp::Finding>,
+}
+
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests;

@@ -1,0 +1,82 @@
+//! `[ips]` and `[ips.dlp]` of the configuration file: what the IPS loads and how it acts.
+
+use serde::Deserialize;
+
+/// `[ips]`: rules scanned on decrypted traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpsSettings {
+    pub enabled: bool,
+    pub mode: super::ips::IpsMode,
+    pub level: super::ips::Level,
+    /// Load the bundled rules (basic protection and virtual patching).
+    pub default_rules: bool,
+    /// More rule files (Suricata-compatible subset).
+    pub rules: Vec<String>,
+    /// Bytes of each HTTP body scanned.
+    pub body_depth: usize,
+    /// Source or destination networks whose flows skip the IPS (the protection whitelist).
+    pub whitelist: Vec<String>,
+    pub dlp: DlpSettings,
+}
+
+/// `[ips.dlp]`: data leak detectors on outbound plaintext, each with a threshold and action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DlpSettings {
+    pub enabled: bool,
+    pub payment_card: super::dlp::DetectorSettings,
+    pub iban: super::dlp::DetectorSettings,
+    pub email: super::dlp::DetectorSettings,
+    pub aws_access_key: super::dlp::DetectorSettings,
+    pub private_key: super::dlp::DetectorSettings,
+    pub chinese_id: super::dlp::DetectorSettings,
+}
+
+impl Default for DlpSettings {
+    fn default() -> Self {
+        use super::dlp::DetectorSettings as D;
+        Self {
+            enabled: true,
+            payment_card: D::default(),
+            iban: D::default(),
+            // One address is correspondence; twenty in one flow is a list leaving.
+            email: D { threshold: 20, ..D::default() },
+            aws_access_key: D::default(),
+            private_key: D::default(),
+            chinese_id: D::default(),
+        }
+    }
+}
+
+impl DlpSettings {
+    pub fn detectors(&self) -> Vec<(super::dlp::Detector, super::dlp::DetectorSettings)> {
+        use super::dlp::Detector as D;
+        if !self.enabled {
+            return Vec::new();
+        }
+        vec![
+            (D::PaymentCard, self.payment_card),
+            (D::Iban, self.iban),
+            (D::Email, self.email),
+            (D::AwsAccessKey, self.aws_access_key),
+            (D::PrivateKey, self.private_key),
+            (D::ChineseId, self.chinese_id),
+        ]
+    }
+}
+
+impl Default for IpsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: super::ips::IpsMode::Monitor,
+            level: super::ips::Level::Medium,
+            default_rules: true,
+            rules: Vec::new(),
+            body_depth: 1 << 20,
+            whitelist: Vec::new(),
+            dlp: DlpSettings::default(),
+        }
+    }
+}

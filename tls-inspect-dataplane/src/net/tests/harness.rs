@@ -1,0 +1,350 @@
+//! The in-process test bed: a smoltcp client host and a smoltcp server host on Ethernet memory
+//! devices, the engine between them where the XDP program would steer TCP (everything else, ARP
+//! here, is bridged as XDP would), a simulated clock, and optional fault injection ([`Lossy`]) on
+//! the engine's two legs.
+
+use std::collections::VecDeque;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+use super::super::*;
+
+pub(super) const CLIENT: [u8; 4] = [198, 18, 0, 1];
+pub(super) const SERVER: [u8; 4] = [198, 18, 0, 2];
+
+/// The two hosts and the engine, stepped one simulated millisecond at a time.
+pub(super) struct Net {
+    now: i64,
+    pub(super) client: Host,
+    pub(super) server: Host,
+    pub(super) engine: Engine,
+    col: Collect,
+    /// TCP from the server host is dropped (an unreachable server; ARP still passes).
+    pub(super) server_silent: bool,
+    /// Every frame the engine sent the client host (before any loss).
+    pub(super) to_client: usize,
+    /// Rewrite the MSS option of the client's SYN and of the server's SYN-ACK to these (peers
+    /// with an absurd MSS).
+    pub(super) mss: (Option<u16>, Option<u16>),
+    /// The largest TCP payload the engine sent the client.
+    pub(super) largest_to_client: usize,
+    /// Drops and reorders the frames between the hosts and the engine, both ways.
+    pub(super) loss: Option<Lossy>,
+}
+
+impl Net {
+    pub(super) fn new(config: EngineConfig) -> Self {
+        Self::with_hooks(config, Hooks::default())
+    }
+
+    /// An engine with TLS interception, the IPS or a flow log.
+    pub(super) fn with_hooks(config: EngineConfig, hooks: Hooks) -> Self {
+        let now = Instant::from_millis(0);
+        Self {
+            now: 0,
+            client: Host::new(1, CLIENT, now),
+            server: Host::new(2, SERVER, now),
+            engine: Engine::new(config, 42, now).with_hooks(hooks),
+            col: Collect::default(),
+            server_silent: false,
+            to_client: 0,
+            mss: (None, None),
+            largest_to_client: 0,
+            loss: None,
+        }
+    }
+
+    /// Simulated milliseconds since the start.
+    pub(super) fn now_ms(&self) -> i64 {
+        self.now
+    }
+
+    pub(super) fn step(&mut self) {
+        let now = Instant::from_millis(self.now);
+        self.client.poll(now);
+        self.server.poll(now);
+        let mut up = Vec::new();
+        while let Some(mut f) = self.client.dev.tx.pop_front() {
+            if let Some(m) = self.mss.0 {
+                set_mss(&mut f, m);
+            }
+            if flow_of(Side::Inside, &f).is_some() {
+                up.push(f);
+            } else {
+                self.server.dev.rx.push_back(f);
+            }
+        }
+        for f in self.impair(Path::ClientToEngine, up) {
+            self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
+        }
+        let mut down = Vec::new();
+        while let Some(mut f) = self.server.dev.tx.pop_front() {
+            if let Some(m) = self.mss.1 {
+                set_mss(&mut f, m);
+            }
+            if flow_of(Side::Outside, &f).is_some() {
+                if !self.server_silent {
+                    down.push(f);
+                }
+            } else {
+                self.client.dev.rx.push_back(f);
+            }
+        }
+        for f in self.impair(Path::ServerToEngine, down) {
+            self.engine.handle_frame(Side::Outside, &f, now, &mut self.col);
+        }
+        self.engine.poll_timers(now, &mut self.col);
+        let (mut to_client, mut to_server) = (Vec::new(), Vec::new());
+        for (side, f) in self.col.out.drain(..) {
+            match side {
+                Side::Inside => {
+                    self.to_client += 1;
+                    self.largest_to_client = self.largest_to_client.max(tcp_payload(&f));
+                    to_client.push(f);
+                }
+                Side::Outside => to_server.push(f),
+            }
+        }
+        for f in self.impair(Path::EngineToClient, to_client) {
+            self.client.dev.rx.push_back(f);
+        }
+        for f in self.impair(Path::EngineToServer, to_server) {
+            self.server.dev.rx.push_back(f);
+        }
+        self.now += 1;
+    }
+
+    /// Steps until `done` or for `limit_ms`; false if `done` never held.
+    pub(super) fn run_until(&mut self, limit_ms: i64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let end = self.now + limit_ms;
+        while self.now < end {
+            self.step();
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub(super) fn connect(&mut self, port: u16) {
+        let cx = self.client.iface.context();
+        let h = self.client.tcp;
+        self.client
+            .sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(Ipv4Address::from(SERVER)), port), 40000)
+            .unwrap();
+    }
+
+    /// The frames of one path that arrive now: all of them without fault injection.
+    fn impair(&mut self, path: Path, frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        match self.loss.as_mut() {
+            Some(loss) => loss.carry(path, self.now, frames),
+            None => frames,
+        }
+    }
+}
+
+/// Fault injection on the four paths between the hosts and the engine (both legs, both ways),
+/// in the spirit of smoltcp's `FaultInjector`: a seeded share of the frames is dropped, another
+/// share is held back a few milliseconds, so that frames sent after it overtake it.
+pub(super) struct Lossy {
+    rng: u64,
+    drop_percent: u64,
+    delay_percent: u64,
+    max_delay_ms: u64,
+    /// Frames held back on each path, with when they arrive.
+    held: [Vec<(i64, Vec<u8>)>; 4],
+    pub(super) dropped: usize,
+    pub(super) delayed: usize,
+}
+
+/// A path through [`Lossy`].
+#[derive(Clone, Copy)]
+enum Path {
+    ClientToEngine,
+    ServerToEngine,
+    EngineToClient,
+    EngineToServer,
+}
+
+impl Lossy {
+    pub(super) fn new(seed: u64, drop_percent: u64, delay_percent: u64, max_delay_ms: u64) -> Self {
+        Self {
+            rng: seed | 1,
+            drop_percent,
+            delay_percent,
+            max_delay_ms: max_delay_ms.max(1),
+            held: Default::default(),
+            dropped: 0,
+            delayed: 0,
+        }
+    }
+
+    /// What arrives on `path` at `now`: the held frames now due, then those of `frames` that are
+    /// neither dropped nor held.
+    fn carry(&mut self, path: Path, now: i64, frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held[path as usize]).into_iter().partition(|(at, _)| *at <= now);
+        self.held[path as usize] = kept;
+        let mut out: Vec<Vec<u8>> = due.into_iter().map(|(_, f)| f).collect();
+        for f in frames {
+            let roll = self.next() % 100;
+            if roll < self.drop_percent {
+                self.dropped += 1;
+            } else if roll < self.drop_percent + self.delay_percent {
+                self.delayed += 1;
+                let at = now + 1 + (self.next() % self.max_delay_ms) as i64;
+                self.held[path as usize].push((at, f));
+            } else {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// xorshift64*: deterministic, so a failure replays.
+    fn next(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// A smoltcp host with one TCP socket (256 KiB each way).
+pub(super) struct Host {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Queues,
+    tcp: SocketHandle,
+}
+
+impl Host {
+    fn new(mac: u8, ip: [u8; 4], now: Instant) -> Self {
+        let mut dev = Queues::default();
+        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, mac])));
+        let mut iface = Interface::new(config, &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(ip)), 24));
+        });
+        let mut sockets = SocketSet::new(vec![]);
+        let tcp = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        ));
+        Self { iface, sockets, dev, tcp }
+    }
+
+    pub(super) fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.tcp)
+    }
+
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+}
+
+/// An Ethernet memory device: frames in `rx`, frames out in `tx`.
+#[derive(Default)]
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+/// The engine's transmitter: every frame it commits, with its side.
+#[derive(Default)]
+struct Collect {
+    buf: Vec<u8>,
+    out: Vec<(Side, Vec<u8>)>,
+}
+
+impl Transmit for Collect {
+    fn frame(&mut self, _side: Side, len: usize) -> &mut [u8] {
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        &mut self.buf
+    }
+    fn commit(&mut self, side: Side, len: usize) {
+        self.out.push((side, self.buf[..len].to_vec()));
+    }
+}
+
+/// Sets the MSS option of a TCP SYN in an Ethernet + IPv4 frame and fixes the checksum.
+fn set_mss(frame: &mut [u8], mss: u16) {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return };
+    let (src, dst, hl, total) = (ip.src_addr(), ip.dst_addr(), usize::from(ip.header_len()), usize::from(ip.total_len()));
+    let tcp = &mut frame[14 + hl..14 + total];
+    let Ok(mut t) = TcpPacket::new_checked(&mut *tcp) else { return };
+    if !t.syn() {
+        return;
+    }
+    let off = usize::from(t.header_len());
+    let mut i = 20;
+    while i + 1 < off {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            2 => {
+                tcp[i + 2..i + 4].copy_from_slice(&mss.to_be_bytes());
+                break;
+            }
+            _ => i += usize::from(tcp[i + 1]).max(2),
+        }
+    }
+    t = TcpPacket::new_unchecked(&mut *tcp);
+    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+}
+
+/// The TCP payload length of an Ethernet + IPv4 frame.
+fn tcp_payload(frame: &[u8]) -> usize {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else { return 0 };
+    let hl = usize::from(ip.header_len());
+    TcpPacket::new_checked(&frame[14 + hl..14 + usize::from(ip.total_len())]).map_or(0, |t| t.payload().len())
+}
+
+/// `n` bytes of a salted pattern (salts tell the directions apart).
+pub(super) fn pattern(n: usize, salt: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
+}

@@ -1,0 +1,245 @@
+//! `tls-inspect run`, the composition root: checks the configuration, loads and attaches the
+//! XDP program (or adopts the one left attached), loads the scopes, starts the logger, the
+//! workers and the control socket, and holds them until SIGINT or SIGTERM.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tracing::{info, warn};
+
+use super::supervisor::{Plan, Supervisor};
+use super::worker::TlsPlan;
+use crate::control::config::{ConfigFile, XdpModeSetting};
+use crate::control::maps::{Maps, Paths};
+use crate::control::rules::RulesControl;
+use crate::control::scopes::{QuicMode, ScopeSet};
+use crate::control::state::{self, Lock};
+use crate::control::xdp::{self, OnExit};
+use crate::sys::TerminationSignals;
+
+pub struct RunOptions {
+    pub paths: Paths,
+    pub config: Option<PathBuf>,
+    pub inside: Option<String>,
+    pub outside: Option<String>,
+    pub xdp_mode: Option<XdpModeSetting>,
+    /// Worker threads; None: the config's (one per queue by default).
+    pub workers: Option<usize>,
+    pub no_workers: bool,
+    pub on_exit: OnExit,
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+pub fn run(opts: RunOptions) -> Result<()> {
+    crate::sys::require_root()?;
+    // From here on SIGINT/SIGTERM wait for `sigwait`, so every exit path cleans up.
+    let signals = TerminationSignals::block()?;
+    // Everything the operator wrote is checked before the kernel is touched.
+    let file = match &opts.config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let inside = opts.inside.or(file.appliance.inside.clone()).context(
+        "inside: no inside interface (give --inside or appliance.inside in the config)",
+    )?;
+    let outside = opts.outside.or(file.appliance.outside.clone()).context(
+        "outside: no outside interface (give --outside or appliance.outside in the config)",
+    )?;
+    if inside == outside {
+        bail!("inside and outside: both are '{inside}'; the appliance needs two interfaces");
+    }
+    let inside_ifindex = crate::sys::ifindex("inside", &inside)?;
+    let outside_ifindex = crate::sys::ifindex("outside", &outside)?;
+    let (policies, scopes) = file.scope_set(file.limits)?;
+    let mut set = ScopeSet::new(file.limits);
+    // QUIC is blocked by default where TLS is inspected: browsers then use TCP, which is.
+    set.quic_default = if file.tls.inspect { QuicMode::Block } else { QuicMode::Pass };
+    set.replace_with(policies, scopes)?;
+    let tls = tls_plan(&file)?;
+    let ips = ips_plan(&file)?;
+    let mode = xdp::mode(opts.xdp_mode.unwrap_or(file.appliance.xdp_mode));
+
+    crate::sys::ensure_bpffs(Paths::BPFFS)?;
+    let paths = opts.paths;
+    let daemon_lock = Lock::daemon(&paths)?;
+
+    // A program left attached by an earlier run (crashed, or stopped with --on-exit bridge) is
+    // adopted: traffic has kept flowing through it, and its tables stay as they are.
+    let adopt = xdp::is_attached(&paths);
+    let mut pins = xdp::PinDir::new(paths.pin_dir.clone());
+    let _ebpf = if adopt {
+        let maps = Maps::open(&paths)?;
+        let config = maps.config()?;
+        if (config.inside_ifindex, config.outside_ifindex) != (inside_ifindex, outside_ifindex) {
+            pins.disarm();
+            bail!(
+                "instance '{}' is attached to other interfaces (ifindex {} and {}): run \
+                 `tls-inspect detach` first",
+                paths.instance,
+                config.inside_ifindex,
+                config.outside_ifindex
+            );
+        }
+        match state::read(&paths) {
+            Err(_) => {
+                warn!("no state file: loading the configured scopes");
+                Maps::open(&paths)?.stage(&set)?.commit()?;
+                state::write(&paths, &set)?;
+            }
+            // The QUIC default follows this run's configuration (TLS inspection on or off).
+            Ok(mut kept) if kept.quic_default != set.quic_default => {
+                kept.quic_default = set.quic_default;
+                Maps::open(&paths)?.stage(&kept)?.commit()?;
+                state::write(&paths, &kept)?;
+            }
+            Ok(_) => {}
+        }
+        info!(
+            instance = %paths.instance, %inside, %outside,
+            "adopted the attached XDP program and its maps; policies and scopes are kept as \
+             they are (`tls-inspect scope load` changes them)"
+        );
+        None
+    } else {
+        if paths.pin_dir.exists() {
+            warn!(dir = %paths.pin_dir.display(), "removing pins left by an earlier run");
+            fs::remove_dir_all(&paths.pin_dir)?;
+        }
+        Some(xdp::attach(&paths, &file, &set, (&inside, inside_ifindex), (&outside, outside_ifindex), mode)?)
+    };
+    if let Some(path) = &file.intel.file {
+        let mode = file.intel.mode.unwrap_or(crate::control::intel::IntelMode::Block);
+        let n = crate::control::intel::load_file(&paths, std::path::Path::new(path), mode)?;
+        info!(entries = n, ?mode, "threat intelligence loaded");
+    }
+    let set = state::read(&paths)?;
+    info!(
+        instance = %paths.instance, %inside, %outside, ?mode,
+        policies = set.policies.len(), scopes = set.scopes.len(),
+        "attached; bridging, and steering matching TCP flows"
+    );
+    let logger = if file.log.eve.is_some() || file.log.stdout {
+        Some(crate::log::Logger::start(crate::log::LogTargets {
+            file: file.log.eve.as_ref().map(PathBuf::from),
+            stdout: file.log.stdout,
+        })?)
+    } else {
+        None
+    };
+    let supervisor = if opts.no_workers {
+        None
+    } else {
+        Some(Supervisor::start(
+            &paths,
+            Plan {
+                inside: inside.clone(),
+                outside: outside.clone(),
+                workers: opts.workers.unwrap_or(file.dataplane.workers),
+                engine: file.dataplane.engine(),
+                metrics: opts.metrics,
+                tls: tls.clone(),
+                ips: ips.as_ref().map(|r| r.shared.clone()),
+                log: logger.as_ref().map(|l| l.sender.clone()),
+                alert_counts: logger.as_ref().map(|l| l.alert_counts.clone()),
+            },
+        )?)
+    };
+    let control = crate::control::socket::ControlSocket::start(&paths, tls.as_ref().map(|t| t.policy.clone()), ips)?;
+    // Running: from here on the pins outlive this process unless the operator says otherwise.
+    pins.disarm();
+    // A line a supervisor or test can wait for.
+    println!("tls-inspect: running (instance {})", paths.instance);
+
+    let signal = signals.wait()?;
+    info!(signal, "stopping the workers");
+    if let Some(s) = supervisor {
+        s.stop();
+    }
+    if let Some(l) = logger {
+        l.stop();
+    }
+    control.stop();
+    drop(daemon_lock);
+    match opts.on_exit {
+        OnExit::Bridge => info!(
+            "the XDP program stays attached and bridges everything (`tls-inspect detach` removes it)"
+        ),
+        OnExit::Detach => {
+            xdp::detach(&paths)?;
+            info!("detached; pins and state removed");
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the IPS rules when `[ips] enabled` is on.
+fn ips_plan(file: &ConfigFile) -> Result<Option<RulesControl>> {
+    if !file.ips.enabled {
+        return Ok(None);
+    }
+    if !file.tls.inspect {
+        bail!("ips.enabled: the IPS scans decrypted traffic: it needs [tls] inspect = true");
+    }
+    Ok(Some(RulesControl::start(&file.ips)?))
+}
+
+/// Loads the CA and the roots trusted upstream when `[tls] inspect` is on.
+fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
+    let settings = &file.tls;
+    if !settings.inspect {
+        return Ok(None);
+    }
+    let dir = PathBuf::from(&settings.ca_dir);
+    let ca = crate::tls::ca::load(&dir).context("tls.ca_dir")?;
+    if let Ok(info) = crate::tls::ca::show(&dir) {
+        for w in info.warnings() {
+            warn!("{w}");
+            eprintln!("tls-inspect: warning: {w}");
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    for path in &settings.extra_roots {
+        let text = fs::read_to_string(path).with_context(|| format!("tls.extra_roots: reading {path}"))?;
+        let blocks = pem::parse_many(&text).map_err(|e| anyhow!("tls.extra_roots: {path}: {e}"))?;
+        let mut n = 0;
+        for b in blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(b.into_contents()))
+                .map_err(|e| anyhow!("tls.extra_roots: {path}: {e}"))?;
+            n += 1;
+        }
+        if n == 0 {
+            bail!("tls.extra_roots: {path}: no certificate");
+        }
+    }
+    let mut crls = Vec::new();
+    for path in &settings.crls {
+        let bytes = fs::read(path).with_context(|| format!("tls.crls: reading {path}"))?;
+        let before = crls.len();
+        match pem::parse_many(&bytes) {
+            Ok(blocks) if !blocks.is_empty() => {
+                crls.extend(blocks.into_iter().filter(|b| b.tag() == "X509 CRL").map(|b| rustls::pki_types::CertificateRevocationListDer::from(b.into_contents())));
+            }
+            // Not PEM: one DER CRL.
+            _ => crls.push(rustls::pki_types::CertificateRevocationListDer::from(bytes)),
+        }
+        if crls.len() == before {
+            bail!("tls.crls: {path}: no X509 CRL block");
+        }
+    }
+    let config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
+        // webpki checks the CRLs when the verifier is built: a bad one names its file set.
+        anyhow!("tls.crls: {e}")
+    })?;
+    info!(system_roots = added, extra = settings.extra_roots.len(), crl_files = settings.crls.len(), "TLS inspection on");
+    Ok(Some(TlsPlan {
+        config: Arc::new(config),
+        policy: Arc::new(crate::tls::policy::TlsPolicy::from_settings(settings)?),
+        ca: Arc::new(ca),
+        cert_cache: settings.cert_cache,
+    }))
+}
