@@ -55,3 +55,45 @@ pub fn h2_response(stream: u32, sid: u32, msg: &str) -> Vec<u8> {
     super::h2::frame(&mut out, 7, 0, 0, &goaway);
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http1_page_names_the_rule_and_escapes_its_message() {
+        let p = String::from_utf8(http1_page(7, "a <b>")).unwrap();
+        assert!(p.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(p.contains("sid 7") && p.contains("a &lt;b&gt;"));
+        let (head, body) = p.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    }
+
+    #[test]
+    fn the_block_response_is_valid_http2_on_the_request_stream() {
+        let bytes = h2_response(5, 9000001, "Log4Shell <x> & co");
+        // An empty SETTINGS frame first.
+        assert_eq!(&bytes[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut d = crate::inspect::h2::H2Dir::new(false);
+        let events = d.feed(&bytes);
+        assert!(d.at_frame_boundary());
+        assert_eq!(events.len(), 2, "{events:?}");
+        let crate::inspect::h2::H2Event::Headers(5, headers) = &events[0] else { panic!("{events:?}") };
+        let get = |k: &str| headers.iter().find(|(n, _)| n == k.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(get(":status").as_deref(), Some("403"));
+        assert_eq!(get("content-type").as_deref(), Some("text/html"));
+        assert_eq!(get("x-tls-inspect-sid").as_deref(), Some("9000001"));
+        let crate::inspect::h2::H2Event::Data(5, body, true) = &events[1] else { panic!("{events:?}") };
+        assert_eq!(get("content-length"), Some(body.len().to_string()));
+        let body = String::from_utf8_lossy(body);
+        assert!(body.contains("sid 9000001") && body.contains("&lt;x&gt; &amp; co"), "{body}");
+        // Then a GOAWAY (type 7) on stream 0 naming stream 5 as the last, NO_ERROR.
+        assert_eq!(&bytes[bytes.len() - 17..bytes.len() - 8], &[0, 0, 8, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[bytes.len() - 8..], &[0, 0, 0, 5, 0, 0, 0, 0]);
+        // Large HPACK integers use continuation bytes.
+        let mut v = Vec::new();
+        crate::inspect::h2::hpack_int(&mut v, 0, 5, 1337);
+        assert_eq!(v, [31, 154, 10]);
+    }
+}
