@@ -62,23 +62,6 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<b
     bail!("timed out waiting for {what}")
 }
 
-/// A self-signed ECDSA P-256 certificate for `cn` (openssl), as (key, certificate) files in `dir`.
-pub fn self_signed_cert(dir: &Path, cn: &str) -> Result<(PathBuf, PathBuf)> {
-    let key = dir.join(format!("{cn}.key"));
-    let cert = dir.join(format!("{cn}.crt"));
-    check(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-            .arg("-subj")
-            .arg(format!("/CN={cn}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    )?;
-    Ok((key, cert))
-}
-
 /// The scripted TCP peers used by the end-to-end tests.
 pub fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peer.py")

@@ -24,6 +24,32 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<String> {
     check(Command::new("openssl").current_dir(dir).args(args))
 }
 
+/// A self-signed ECDSA P-256 certificate for `cn`, as (key, certificate) files in `dir`.
+pub fn self_signed_cert(dir: &Path, cn: &str) -> Result<(PathBuf, PathBuf)> {
+    let (key, cert) = (format!("{cn}.key"), format!("{cn}.crt"));
+    openssl(dir, &[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", &format!("/CN={cn}"), "-keyout", &key, "-out", &cert,
+    ])?;
+    Ok((dir.join(key), dir.join(cert)))
+}
+
+/// A self-signed CA named `name` whose key openssl makes with `genpkey` options (a PKCS#8 key
+/// file), as (certificate, key) files in `dir`.
+pub fn ca_with_key(dir: &Path, name: &str, genpkey: &[&str]) -> Result<(PathBuf, PathBuf)> {
+    let key = format!("{name}.key");
+    let crt = format!("{name}.crt");
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey);
+    args.extend_from_slice(&["-out", &key]);
+    openssl(dir, &args)?;
+    openssl(dir, &[
+        "req", "-x509", "-new", "-key", &key, "-out", &crt, "-days", "800", "-subj", &format!("/CN={name}"),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    Ok((dir.join(crt), dir.join(key)))
+}
+
 impl TestPki {
     pub fn new(dir: &Path) -> Result<Self> {
         let dir = dir.join("pki");

@@ -57,7 +57,7 @@ fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
 
     // HTTPS on a steered port passes through unchanged: the client sees the server's own
     // certificate (TLS interception is not enabled yet).
-    let (key, cert) = tls_inspect_tests::self_signed_cert(&t.dir, "splice.test")?;
+    let (key, cert) = tls_inspect_tests::pki::self_signed_cert(&t.dir, "splice.test")?;
     let mut tls = t.server.cmd("openssl");
     tls.args(["s_server", "-accept", &format!("{SERVER_IP}:8443"), "-www", "-key"]).arg(&key).arg("-cert").arg(&cert);
     t.spawn(tls)?;

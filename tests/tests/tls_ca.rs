@@ -35,21 +35,6 @@ fn openssl(d: &Path, args: &[&str]) -> Result<String> {
     check(Command::new("openssl").current_dir(d).args(args))
 }
 
-/// A self-signed CA from an openssl key made with `genpkey` options (PKCS#8 key file).
-fn ca_with(d: &Path, name: &str, genpkey: &[&str]) -> Result<(PathBuf, PathBuf)> {
-    let key = format!("{name}.key");
-    let crt = format!("{name}.crt");
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", &key]);
-    openssl(d, &args)?;
-    openssl(d, &[
-        "req", "-x509", "-new", "-key", &key, "-out", &crt, "-days", "800", "-subj", &format!("/CN={name}"),
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    ])?;
-    Ok((d.join(crt), d.join(key)))
-}
-
 fn ca(store: &Path, args: &[&str]) -> std::process::Output {
     run(Command::new(appliance_bin()).arg("ca").arg("--dir").arg(store).args(args)).unwrap()
 }
@@ -60,9 +45,9 @@ fn import_show_export_with_real_openssl_material() -> Result<()> {
     let store = d.join("store");
 
     // Refused, each with its reason, and nothing written.
-    let rsa1024 = ca_with(&d, "rsa1024", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"])?;
-    let sm2 = ca_with(&d, "sm2", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2"]);
-    let p384 = ca_with(&d, "p384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"])?;
+    let rsa1024 = tls_inspect_tests::pki::ca_with_key(&d, "rsa1024", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"])?;
+    let sm2 = tls_inspect_tests::pki::ca_with_key(&d, "sm2", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2"]);
+    let p384 = tls_inspect_tests::pki::ca_with_key(&d, "p384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"])?;
     let mut refused = vec![(rsa1024, "RSA-1024"), (p384, "not supported")];
     if let Ok(sm2) = sm2 {
         refused.push((sm2, "not supported"));
@@ -75,7 +60,7 @@ fn import_show_export_with_real_openssl_material() -> Result<()> {
     }
 
     // An RSA-2048 root is accepted; its key is stored 0600.
-    let (crt, key) = ca_with(&d, "rsa2048", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])?;
+    let (crt, key) = tls_inspect_tests::pki::ca_with_key(&d, "rsa2048", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])?;
     let out = ca(&store, &["import", "--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -21,4 +21,7 @@ pub mod net;
 pub mod phy;
 pub mod runtime;
 pub mod sys;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
+pub(crate) mod testutil;
 pub mod tls;

@@ -804,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn many_items_compile_quickly() {
+    fn compile_cost_follows_entries_not_the_space_they_cover() {
         // 1,000 sources x 100 destination ports in one scope: compile cost is per entry, never
         // per port or address covered.
         let srcs: Vec<String> = (0..1000).map(|i| format!("198.18.{}.{}", i / 256, i % 256)).collect();
@@ -813,8 +813,12 @@ mod tests {
         set.add_policy(1, "", true).unwrap();
         set.add_scope(1, ScopeSpec::parse(&srcs.join(","), "0/65535", "0.0.0.0/0", &dports.join(","), "").unwrap()).unwrap();
         let t = set.compile();
+        // One trie entry per source written (not per address) and one destination entry for
+        // 0.0.0.0/0, whatever it covers.
         assert_eq!(t.src.len(), 1000);
+        assert_eq!(t.dst.len(), 1);
         assert!(t.classify(ip("198.18.3.231"), 1, ip("198.19.0.1"), 9925).is_some());
         assert!(t.classify(ip("198.18.3.231"), 1, ip("198.19.0.1"), 9951).is_none());
+        assert!(t.classify(ip("198.18.3.232"), 1, ip("198.19.0.1"), 9925).is_none(), "source 1000 was never added");
     }
 }

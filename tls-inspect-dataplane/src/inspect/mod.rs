@@ -85,6 +85,63 @@ pub trait Inspector {
     }
 }
 
+/// The IPS for one worker: the live rule set and this worker's Hyperscan scratch space.
+pub struct WorkerIps {
+    shared: SharedRules,
+    scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
+    /// The databases the scratch space was last grown for.
+    databases: std::cell::Cell<u64>,
+}
+
+impl WorkerIps {
+    /// The hook of a worker: a scratch space sized for the current rule set.
+    pub fn new(shared: SharedRules) -> anyhow::Result<Self> {
+        let set = shared.load_full();
+        Ok(Self {
+            scratch: std::rc::Rc::new(std::cell::RefCell::new(set.scratch()?)),
+            databases: std::cell::Cell::new(set.databases),
+            shared,
+        })
+    }
+
+    /// The rule set a new flow starts with (scratch grown after a reload).
+    pub fn current(&self) -> Arc<ips::Ruleset> {
+        let set = self.shared.load_full();
+        if set.databases != self.databases.get() {
+            if let Ok(mut s) = self.scratch.try_borrow_mut() {
+                let old = std::mem::replace(&mut *s, match set.scratch() {
+                    Ok(fresh) => fresh,
+                    Err(_) => return set,
+                });
+                if let Ok(grown) = set.grow_scratch(Some(old)) {
+                    *s = grown;
+                }
+                self.databases.set(set.databases);
+            }
+        }
+        set
+    }
+
+    /// A new flow's IPS state, on the current rule set.
+    pub fn start_flow(&self, server_port: u16) -> ips::FlowIps {
+        ips::FlowIps::new(self.current(), server_port)
+    }
+
+    /// Scans a ClientHello's SNI into a flow's state (`tls.sni` rules).
+    pub fn scan_sni(&self, flow: &mut ips::FlowIps, sni: &str) -> Verdict {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut scratch) => flow.scan_sni(sni, &mut scratch),
+            // Never reached: one worker thread, no re-entrant scans.
+            Err(_) => Verdict::Continue,
+        }
+    }
+
+    /// The inspector of a flow whose IPS state has seen its ClientHello.
+    pub fn inspector(&self, flow: ips::FlowIps) -> IpsInspector {
+        IpsInspector::new(flow, self.scratch.clone())
+    }
+}
+
 /// The IPS as an inspector: one flow's Hyperscan state, and the worker's scratch space.
 pub struct IpsInspector {
     flow: ips::FlowIps,
@@ -94,7 +151,7 @@ pub struct IpsInspector {
 
 impl IpsInspector {
     /// The inspector of a flow whose IPS state exists already (it saw the ClientHello's SNI).
-    pub fn new(flow: ips::FlowIps, scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>) -> Self {
+    fn new(flow: ips::FlowIps, scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>) -> Self {
         let reported = flow.hits.len();
         Self { flow, scratch, reported }
     }

@@ -9,7 +9,7 @@ use super::counters::Counter;
 use super::flow::{finished_receiving, Flow, Phase};
 use super::relay::ALERT_ACCESS_DENIED;
 use super::{Context, TlsWorker};
-use crate::inspect::{IpsInspector, Inspector, PassAll, Verdict};
+use crate::inspect::{Inspector, PassAll, Verdict};
 use crate::log::{FlowLog, Outcome, Reason};
 use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
 use crate::tls::intercept::Interceptor;
@@ -95,10 +95,10 @@ impl Context {
         if flow.log.sni.is_none() && !matches!(decided, Decided::Inspect(_)) {
             return decided;
         }
-        let mut state = crate::inspect::ips::FlowIps::new(hook.current(), u16::from_be_bytes(flow.key.server_port));
-        let verdict = match (&flow.log.sni, hook.scratch.try_borrow_mut()) {
-            (Some(sni), Ok(mut scratch)) => state.scan_sni(sni, &mut scratch),
-            _ => Verdict::Continue,
+        let mut state = hook.start_flow(u16::from_be_bytes(flow.key.server_port));
+        let verdict = match &flow.log.sni {
+            Some(sni) => hook.scan_sni(&mut state, sni),
+            None => Verdict::Continue,
         };
         let hits: Vec<_> = state.hits.clone();
         flow.ips = Some(state);
@@ -122,9 +122,7 @@ impl Context {
         let server_ip = Ipv4Addr::from(flow.key.server_addr);
         let client_ip = Ipv4Addr::from(flow.key.client_addr);
         let inspector: Box<dyn Inspector> = match (flow.ips.take(), &self.hooks.ips) {
-            (Some(state), Some(hook)) if !state.ruleset().whitelisted(client_ip, server_ip) => {
-                Box::new(IpsInspector::new(state, hook.scratch.clone()))
-            }
+            (Some(state), Some(hook)) if !state.ruleset().whitelisted(client_ip, server_ip) => Box::new(hook.inspector(state)),
             _ => Box::new(PassAll),
         };
         let config = self.hooks.tls.as_ref().map(|t| t.config.clone());

@@ -30,8 +30,8 @@ use smoltcp::time::{Duration, Instant};
 use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
 use tls_inspect_common::{parse_frame, FlowKey, Frame, L4};
 
-use crate::inspect::ips::{Hit, Ruleset};
-use crate::inspect::SharedRules;
+use crate::inspect::ips::Hit;
+use crate::inspect::WorkerIps;
 use crate::log::{AlertLog, FlowLog, Outcome, Reason, Record};
 use crate::phy::{Side, Transmit};
 use crate::tls::forge::Forger;
@@ -106,48 +106,10 @@ pub struct FlowIds {
 #[derive(Default)]
 pub struct Hooks {
     pub tls: Option<TlsWorker>,
-    pub ips: Option<IpsHook>,
+    pub ips: Option<WorkerIps>,
     pub log: Option<Sender<Record>>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
     pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> FlowIds + Send>>,
-}
-
-/// The IPS for one worker: the live rule set and this worker's Hyperscan scratch space.
-pub struct IpsHook {
-    pub shared: SharedRules,
-    pub scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
-    /// The databases the scratch space was last grown for.
-    pub databases: std::cell::Cell<u64>,
-}
-
-impl IpsHook {
-    /// The hook of a worker: a scratch space sized for the current rule set.
-    pub fn new(shared: SharedRules) -> anyhow::Result<Self> {
-        let set = shared.load_full();
-        Ok(Self {
-            scratch: std::rc::Rc::new(std::cell::RefCell::new(set.scratch()?)),
-            databases: std::cell::Cell::new(set.databases),
-            shared,
-        })
-    }
-
-    /// The rule set a new flow starts with (scratch grown after a reload).
-    pub fn current(&self) -> Arc<Ruleset> {
-        let set = self.shared.load_full();
-        if set.databases != self.databases.get() {
-            if let Ok(mut s) = self.scratch.try_borrow_mut() {
-                let old = std::mem::replace(&mut *s, match set.scratch() {
-                    Ok(fresh) => fresh,
-                    Err(_) => return set,
-                });
-                if let Ok(grown) = set.grow_scratch(Some(old)) {
-                    *s = grown;
-                }
-                self.databases.set(set.databases);
-            }
-        }
-        set
-    }
 }
 
 /// RFC 9293's default IPv4 MSS: what a peer that sends none, or an absurd one, gets.

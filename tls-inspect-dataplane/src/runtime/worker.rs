@@ -21,7 +21,8 @@ use crate::control::maps::{Paths, Sockets};
 use crate::inspect::SharedRules;
 use crate::log::Record;
 use crate::net::counters::{Counter, Counters, COUNTERS};
-use crate::net::{flow_of, owner, Engine, EngineConfig, FlowIds, Hooks, IpsHook, MapUpdate, TlsWorker};
+use crate::inspect::WorkerIps;
+use crate::net::{flow_of, owner, Engine, EngineConfig, FlowIds, Hooks, MapUpdate, TlsWorker};
 use crate::phy::xsk::XskDevice;
 use crate::phy::Side;
 use crate::tls::forge::Forger;
@@ -162,7 +163,7 @@ impl Worker {
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
         Ok(Hooks {
             tls,
-            ips: self.config.ips.clone().map(IpsHook::new).transpose()?,
+            ips: self.config.ips.clone().map(WorkerIps::new).transpose()?,
             log: self.config.log.clone(),
             flow_ids: Some(Box::new(move |k: &FlowKey| {
                 ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })

@@ -580,28 +580,37 @@ mod tests {
     }
 
     #[test]
-    fn corrupted_hellos_never_panic() {
+    fn corrupted_hellos_never_panic_and_keep_their_promises() {
         let b = hello_bytes(Some("x.test"), &["h2"], &[TLS1_3], true);
-        // Every single-byte change, and every truncation, is a hello, more, or not TLS.
+        // Every truncation asks for more, never more than the hello's own length, and never
+        // claims a hello it does not hold.
+        for i in 0..b.len() {
+            match sniff(&b[..i]) {
+                Sniff::NeedMore(need) => assert!(need > i && need <= b.len(), "cut at {i}: need {need} of {}", b.len()),
+                other => panic!("cut at {i}: {other:?}"),
+            }
+        }
+        // Every single-byte change is a hello, more, malformed or not TLS: no panic, and what
+        // reads as a hello reads its SNI from the bytes it was given.
+        let mut hellos = 0;
         for i in 0..b.len() {
             for v in [0u8, 1, 0x7f, 0xff] {
                 let mut c = b.clone();
                 c[i] = v;
-                let _ = sniff(&c);
+                if let Sniff::Hello(h) = sniff(&c) {
+                    hellos += 1;
+                    assert!(h.record_len <= c.len());
+                    let _ = h.ja4();
+                }
             }
-            let _ = sniff(&b[..i]);
         }
-        // Pseudo-random garbage behind a valid record header.
-        let mut x: u32 = 12345;
+        assert!(hellos > 0, "some changes (in the random, the session id) leave a hello");
+        // Pseudo-random garbage behind a valid handshake record header: never a hello.
+        let mut rng = crate::testutil::Prng::new(12345);
         for _ in 0..2000 {
             let mut c = vec![22, 3, 1, 0, 200];
-            for _ in 0..200 {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                c.push(x as u8);
-            }
-            let _ = sniff(&c);
+            c.extend(rng.bytes(200));
+            assert!(!matches!(sniff(&c), Sniff::Hello(_)), "{c:?}");
         }
     }
 }

@@ -540,4 +540,4 @@ impl Interceptor {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
-pub(crate) mod tests;
+mod tests;

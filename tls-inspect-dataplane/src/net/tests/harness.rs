@@ -153,7 +153,7 @@ impl Net {
 /// in the spirit of smoltcp's `FaultInjector`: a seeded share of the frames is dropped, another
 /// share is held back a few milliseconds, so that frames sent after it overtake it.
 pub(super) struct Lossy {
-    rng: u64,
+    rng: crate::testutil::Prng,
     drop_percent: u64,
     delay_percent: u64,
     max_delay_ms: u64,
@@ -175,7 +175,7 @@ enum Path {
 impl Lossy {
     pub(super) fn new(seed: u64, drop_percent: u64, delay_percent: u64, max_delay_ms: u64) -> Self {
         Self {
-            rng: seed | 1,
+            rng: crate::testutil::Prng::new(seed),
             drop_percent,
             delay_percent,
             max_delay_ms: max_delay_ms.max(1),
@@ -192,26 +192,18 @@ impl Lossy {
         self.held[path as usize] = kept;
         let mut out: Vec<Vec<u8>> = due.into_iter().map(|(_, f)| f).collect();
         for f in frames {
-            let roll = self.next() % 100;
+            let roll = self.rng.next_u64() % 100;
             if roll < self.drop_percent {
                 self.dropped += 1;
             } else if roll < self.drop_percent + self.delay_percent {
                 self.delayed += 1;
-                let at = now + 1 + (self.next() % self.max_delay_ms) as i64;
+                let at = now + 1 + (self.rng.next_u64() % self.max_delay_ms) as i64;
                 self.held[path as usize].push((at, f));
             } else {
                 out.push(f);
             }
         }
         out
-    }
-
-    /// xorshift64*: deterministic, so a failure replays.
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -344,7 +336,3 @@ fn tcp_payload(frame: &[u8]) -> usize {
     TcpPacket::new_checked(&frame[14 + hl..14 + usize::from(ip.total_len())]).map_or(0, |t| t.payload().len())
 }
 
-/// `n` bytes of a salted pattern (salts tell the directions apart).
-pub(super) fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
-}

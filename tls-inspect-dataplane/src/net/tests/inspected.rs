@@ -11,15 +11,17 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use smoltcp::socket::tcp;
 
-use super::harness::{pattern, Lossy, Net};
+use super::harness::{Lossy, Net};
+use crate::testutil::pattern;
 use crate::inspect::ips::{IpsMode, Level, Ruleset};
 use crate::inspect::rules::parse_rules;
 use crate::log::{FlowLog, Outcome, Record};
 use crate::net::counters::Counter;
-use crate::net::{EngineConfig, Hooks, IpsHook, TlsWorker};
+use crate::inspect::WorkerIps;
+use crate::net::{EngineConfig, Hooks, TlsWorker};
 use crate::tls::ca::Ca;
 use crate::tls::forge::Forger;
-use crate::tls::intercept::tests::{ca, issuer_cn, leaf, roots};
+use crate::testutil::pki::{ca, issuer_cn, leaf, roots};
 use crate::tls::intercept::{TlsConfig, UntrustedUpstream};
 use crate::tls::policy::{TlsPolicy, TlsSettings};
 
@@ -287,12 +289,12 @@ fn flow_of_records(records: &[Record]) -> FlowLog {
 }
 
 /// An IPS in block mode with `text` for rules.
-fn ips_hook(text: &str) -> IpsHook {
+fn ips_hook(text: &str) -> WorkerIps {
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
     let (set, refused) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1 << 20).unwrap();
     assert!(refused.is_empty(), "{refused:?}");
-    IpsHook::new(Arc::new(ArcSwap::from_pointee(set))).unwrap()
+    WorkerIps::new(Arc::new(ArcSwap::from_pointee(set))).unwrap()
 }
 
 /// One end of the TLS connection, as an application on a host would drive it: TLS bytes

@@ -6,7 +6,8 @@ use smoltcp::time::Duration;
 
 use super::counters::Counter;
 use super::*;
-use harness::{pattern, Net, CLIENT, SERVER};
+use harness::{Net, CLIENT, SERVER};
+use crate::testutil::pattern;
 
 mod harness;
 mod inspected;

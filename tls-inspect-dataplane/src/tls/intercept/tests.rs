@@ -1,47 +1,18 @@
 //! A rustls client <-> interceptor <-> rustls server chain in memory, with a test PKI for the
-//! server and an operator CA for the forged certificates (the PKI helpers are shared with the
-//! in-process tests of `net`).
+//! server and an operator CA for the forged certificates (`testutil::pki`).
 
 use std::io::Read as _;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use x509_parser::prelude::{FromDer, X509Certificate};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
 use super::*;
 use crate::inspect::PassAll;
 use crate::tls::ca::Ca;
+use crate::testutil::pki::{ca, issuer_cn, leaf, roots};
 use crate::tls::clienthello::{sniff, Sniff};
-
-pub(crate) fn ca(name: &str) -> (CertificateDer<'static>, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    (p.self_signed(&key).unwrap().der().clone(), key)
-}
-
-pub(crate) fn leaf(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.subject_alt_names.push(SanType::IpAddress("198.18.0.2".parse().unwrap()));
-    p.distinguished_name.push(DnType::CommonName, names[0]);
-    let issuer = Issuer::from_ca_cert_der(issuer_cert, issuer_key).unwrap();
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
-}
-
-pub(crate) fn roots(certs: &[&CertificateDer<'static>]) -> RootCertStore {
-    let mut r = RootCertStore::empty();
-    for c in certs {
-        r.add((*c).clone()).unwrap();
-    }
-    r
-}
 
 struct World {
     operator: CertificateDer<'static>,
@@ -163,12 +134,6 @@ fn run_with(
         }
     }
     (Some(icpt), None)
-}
-
-pub(crate) fn issuer_cn(cert: &CertificateDer<'_>) -> String {
-    let (_, x) = X509Certificate::from_der(cert).unwrap();
-    let cn = x.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string();
-    cn
 }
 
 fn read_all(conn: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>) -> Vec<u8> {
