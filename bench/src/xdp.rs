@@ -59,7 +59,7 @@ pub fn bench_redirect(a: &str, b: &str, mode: XdpMode) -> Result<()> {
     for name in [a, b] {
         program.attach(name, mode).with_context(|| format!("attaching bench_redirect to {name}"))?;
     }
-    println!("bench-redirect: attached to {a} and {b}");
+    println!("xdp-redirect: attached to {a} and {b}");
     set.wait()?;
     Ok(())
 }
@@ -71,7 +71,7 @@ pub fn bench_sink(dev: &str, mode: XdpMode) -> Result<u64> {
     let program: &mut Xdp = ebpf.program_mut(SINK).context("program bench_sink")?.try_into()?;
     program.load().context("loading bench_sink (verifier)")?;
     program.attach(dev, mode).with_context(|| format!("attaching bench_sink to {dev}"))?;
-    println!("bench-sink: attached to {dev}");
+    println!("xdp-sink: attached to {dev}");
     set.wait()?;
     let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("BENCH_SINK").context("map BENCH_SINK")?)?;
     let total = counts.get(&0, 0)?.iter().sum();

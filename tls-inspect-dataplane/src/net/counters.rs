@@ -126,4 +126,16 @@ mod tests {
         assert_eq!(c.iter().find(|(d, _)| d.name == "frames_handled").map(|(_, v)| v), Some(3));
         assert_eq!(c.get(Counter::FramesRx), 1);
     }
+
+    #[test]
+    fn the_operators_manual_lists_every_counter_as_declared() {
+        let doc = include_str!("../../../docs/dataplane.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        for d in COUNTERS {
+            let row = format!("| `{}` | {} | {} |", d.name, d.kind.as_str(), d.help);
+            assert!(rows.contains(&row.as_str()), "docs/dataplane.md lacks (or differs on) {row}");
+        }
+        let documented = rows.iter().filter(|r| COUNTERS.iter().any(|d| r.starts_with(&format!("| `{}` |", d.name)))).count();
+        assert_eq!(documented, COUNTERS.len());
+    }
 }
