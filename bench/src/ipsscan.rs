@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use tls_inspect_dataplane::inspect::ips::{FlowIps, IpsMode, Level, Ruleset};
+use tls_inspect_dataplane::inspect::ips::{FlowIps, FlowTuple, IpsMode, Level, Options, Ruleset};
 use tls_inspect_dataplane::inspect::rules::parse_rules;
 use tls_inspect_dataplane::inspect::{Direction, DEFAULT_RULES};
 
@@ -29,7 +29,7 @@ pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, Str
         return Err(anyhow!("{} generated rules refused: {}", errors.len(), errors[0]));
     }
     let n = rules.len();
-    let (set, _) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 1 << 20)?;
+    let (set, _) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, ..Options::default() })?;
     let set = Arc::new(set);
     let mut scratch = set.scratch()?;
     // Realistic traffic: requests with headers and small bodies, responses with HTML.
@@ -43,7 +43,7 @@ pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, Str
     let target = megabytes * 1_000_000;
     let start = std::time::Instant::now();
     let mut scanned = 0;
-    let mut f = FlowIps::new(set.clone(), 443);
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
     while scanned < target {
         for chunk in req.chunks(16 * 1024) {
             f.inspect(Direction::ToServer, chunk, &mut scratch);
@@ -54,7 +54,7 @@ pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, Str
             scanned += chunk.len();
         }
         if f.hits.len() > 1000 {
-            f = FlowIps::new(set.clone(), 443);
+            f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
         }
     }
     let mbps = scanned as f64 / 1e6 / start.elapsed().as_secs_f64();

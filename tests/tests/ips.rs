@@ -217,7 +217,7 @@ fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
     dl.stdout(std::process::Stdio::piped());
     let child = dl.spawn()?;
     std::thread::sleep(std::time::Duration::from_millis(500));
-    std::fs::write(&local, "alert http any any -> any any (msg:\"local canary\"; http.uri; content:\"/canary\"; sid:77; metadata: confidence high;)\n")?;
+    std::fs::write(&local, "reject http any any -> any any (msg:\"local canary\"; http.uri; content:\"/canary\"; sid:77; metadata: confidence high;)\n")?;
     let out = check(b.t.cli().args(["rules", "reload"]))?;
     assert!(out.contains("\"rules\""), "{out}");
     assert!(get(&b, "/canary").contains("403 Forbidden") && get(&b, "/canary").contains("sid 77"));
@@ -325,8 +325,8 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
     let rules = std::env::temp_dir().join(format!("tls-inspect-raw-{}.rules", std::process::id()));
     std::fs::write(
         &rules,
-        "alert tcp any any -> any any (msg:\"raw exfil marker\"; flow:to_server; content:\"EXFIL-MARKER-77\"; sid:7700001;)\n\
-         alert tcp any any -> any any (msg:\"raw c2 marker\"; flow:to_client; content:\"C2-BEACON-88\"; sid:7700002;)\n",
+        "drop tcp any any -> any any (msg:\"raw exfil marker\"; flow:to_server; content:\"EXFIL-MARKER-77\"; sid:7700001;)\n\
+         drop tcp any any -> any any (msg:\"raw c2 marker\"; flow:to_client; content:\"C2-BEACON-88\"; sid:7700002;)\n",
     )?;
     let bed = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", rules.display()));
     let _ = std::fs::remove_file(&rules);
@@ -412,7 +412,7 @@ fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest()
 #[test]
 fn tls_sni_rules_match_the_client_hello_of_passed_flows_too() -> Result<()> {
     let rules = std::env::temp_dir().join(format!("tls-inspect-sni-{}.rules", std::process::id()));
-    std::fs::write(&rules, "alert tls any any -> any any (msg:\"watched SNI\"; tls.sni; content:\"passthrough.test\"; sid:7800001;)\n")?;
+    std::fs::write(&rules, "drop tls any any -> any any (msg:\"watched SNI\"; tls.sni; content:\"passthrough.test\"; sid:7800001;)\n")?;
     // passthrough.test is never decrypted (do-not-inspect host): only its ClientHello is seen.
     let bed = Bed::new(&format!(
         "do_not_inspect_hosts = [\"passthrough.test\"]\n[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]",
@@ -444,5 +444,60 @@ fn tls_sni_rules_match_the_client_hello_of_passed_flows_too() -> Result<()> {
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(alerts[1]["alert"]["action"], "allowed");
     assert!(records.iter().any(|r| r["tls_inspect"]["decision"] == "passed" && r["tls_inspect"]["reason"] == "do_not_inspect_host"));
+    Ok(())
+}
+
+#[test]
+fn actions_variables_and_classtypes_mean_what_they_mean_in_suricata() -> Result<()> {
+    let rules = std::env::temp_dir().join(format!("tls-inspect-actions-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "alert http $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (msg:\"watched\"; flow:to_server; http.uri; content:\"watch-me\"; classtype:policy-violation; sid:7900001;)\n\
+         drop http any any -> any any (msg:\"dropped\"; http.uri; content:\"drop-me\"; sid:7900002;)\n\
+         reject http any any -> any any (msg:\"rejected\"; http.uri; content:\"reject-me\"; classtype:web-application-attack; priority:2; sid:7900003;)\n\
+         pass http any any -> any any (msg:\"trusted agent\"; http.user_agent; content:\"trusted-updater\"; sid:7900004;)\n\
+         reject http any any -> any any (msg:\"host\"; http.host; content:\"server.test\"; http.uri; content:\"host-me\"; sid:7900005;)\n\
+         alert http $EXTERNAL_NET any -> any any (msg:\"never: the client is at home\"; http.uri; content:\"watch-me\"; sid:7900006;)\n",
+    )?;
+    // The client (198.18.0.1) is at home, the server (198.18.0.2) outside.
+    let bed = ips_bed(&format!(
+        "mode = \"block\"\ndefault_rules = false\nrules = [\"{}\"]\n[ips.vars]\nHOME_NET = \"[198.18.0.1]\"",
+        rules.display()
+    ));
+    let _ = std::fs::remove_file(&rules);
+    let (b, ca) = bed?;
+    let get = |path: &str, extra: &[&str]| {
+        let mut args = vec!["--http1.1", "--cacert", &ca];
+        args.extend_from_slice(extra);
+        let url = format!("https://server.test{path}");
+        args.push(&url);
+        let o = b.curl(&args);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    // alert: the request goes through, with an alert; the rule for external clients is silent.
+    let (ok, out) = get("/?watch-me", &[]);
+    assert!(ok && out.contains("hello from nginx"), "{out}");
+    // drop: the connection ends, no page.
+    let (ok, out) = get("/?drop-me", &[]);
+    assert!(!ok && !out.contains("hello from nginx") && !out.contains("403"), "{out}");
+    // reject: the block page.
+    let (_, out) = get("/?reject-me", &[]);
+    assert!(out.contains("403 Forbidden") && out.contains("sid 7900003"), "{out}");
+    // pass: the trusted agent's request is not matched at all, the drop rule included.
+    let (ok, out) = get("/?drop-me", &["-A", "trusted-updater/1.0"]);
+    assert!(ok && out.contains("hello from nginx"), "{out}");
+    // http.host is the normalised host: case and port in the Host header do not evade it.
+    let (_, out) = get("/?host-me", &["-H", "Host: SERVER.Test:443"]);
+    assert!(out.contains("sid 7900005"), "{out}");
+
+    // Five flows and four alerts.
+    let records = b.wait_records(9)?;
+    let alerts: Vec<_> = records.iter().filter(|r| r["event_type"] == "alert").collect();
+    let got: Vec<(u64, &str)> = alerts.iter().map(|a| (a["alert"]["signature_id"].as_u64().unwrap_or(0), a["alert"]["action"].as_str().unwrap_or(""))).collect();
+    assert_eq!(got, [(7900001, "allowed"), (7900002, "blocked"), (7900003, "blocked"), (7900005, "blocked")], "{alerts:?}");
+    assert_eq!(alerts[0]["alert"]["category"], "Potential Corporate Privacy Violation");
+    assert_eq!(alerts[0]["alert"]["severity"], 1, "the classtype's priority");
+    assert_eq!(alerts[2]["alert"]["category"], "Web Application Attack");
+    assert_eq!(alerts[2]["alert"]["severity"], 2, "the rule's own priority");
     Ok(())
 }

@@ -8,7 +8,7 @@ use tls_inspect_common::{parse_frame, Frame, L4};
 
 use crate::inspect::DEFAULT_RULES;
 use crate::inspect::h2::{H2Dir, H2Event, PREFACE};
-use crate::inspect::ips::{FlowIps, IpsMode, Level, Ruleset};
+use crate::inspect::ips::{FlowIps, FlowTuple, IpsMode, Level, Options, Ruleset};
 use crate::inspect::rules::parse_rules;
 use crate::inspect::Direction;
 use crate::tls::clienthello::{sniff, Sniff};
@@ -43,7 +43,7 @@ fn ruleset() -> Option<Arc<Ruleset>> {
     static SET: OnceLock<Option<Arc<Ruleset>>> = OnceLock::new();
     SET.get_or_init(|| {
         let (rules, _) = parse_rules(DEFAULT_RULES);
-        Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1 << 20).ok().map(|(set, _)| Arc::new(set))
+        Ruleset::compile(rules, &Options { mode: IpsMode::Block, level: Level::Strict, ..Options::default() }).ok().map(|(set, _)| Arc::new(set))
     })
     .clone()
 }
@@ -53,7 +53,7 @@ fn ruleset() -> Option<Arc<Ruleset>> {
 pub fn http1(data: &[u8]) {
     let (Some((&split, rest)), Some(set)) = (data.split_first(), ruleset()) else { return };
     let Ok(mut scratch) = set.scratch() else { return };
-    let mut flow = FlowIps::new(set, 443);
+    let mut flow = FlowIps::new(set, FlowTuple::to_port(443));
     let cut = usize::from(split).min(rest.len());
     for (direction, piece) in [(Direction::ToServer, &rest[..cut]), (Direction::ToClient, &rest[..cut]), (Direction::ToServer, &rest[cut..])] {
         let _ = flow.inspect(direction, piece, &mut scratch);

@@ -235,8 +235,8 @@ impl AlertLog {
                     "signature_id": h.sid,
                     "rev": h.rev,
                     "signature": h.msg,
-                    "category": h.classtype,
-                    "severity": h.priority,
+                    "category": h.category,
+                    "severity": h.severity,
                 }),
             ),
         };

@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::inspect::ips::{Override, Ruleset};
-use crate::inspect::rules::parse_rules;
+use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::settings::IpsSettings;
 use crate::inspect::{SharedRules, DEFAULT_RULES};
 
@@ -57,7 +57,8 @@ impl RulesControl {
                     "sid": r.sid, "rev": r.rev, "msg": r.msg, "classtype": r.classtype,
                     "priority": r.priority, "confidence": r.confidence,
                     "enabled": set.is_active(r.sid),
-                    "action": set.override_of(r.sid).as_str(),
+                    "action": set.action_of(r.sid).unwrap_or(r.action).as_str(),
+                    "overridden": set.override_of(r.sid) != Override::Own,
                 })
             })
             .collect();
@@ -82,7 +83,7 @@ impl RulesControl {
         let mut set = self.current();
         set.set_override(sid, action);
         match action {
-            Override::FollowMode => self.actions.remove(&sid),
+            Override::Own => self.actions.remove(&sid),
             other => self.actions.insert(sid, other),
         };
         self.shared.store(Arc::new(set));
@@ -119,10 +120,12 @@ impl RulesControl {
             Some("disable") => sid(2).and_then(|s| self.set_enabled(s, false)).map(|_| json!({ "ok": true })),
             Some("action") => sid(2).and_then(|s| {
                 let action = match words.get(3).copied() {
-                    Some("drop") => Override::Drop,
-                    Some("alert") => Override::Alert,
-                    Some("default") => Override::FollowMode,
-                    other => bail!("action: '{}': alert, drop or default", other.unwrap_or("")),
+                    Some("alert") => Override::Set(Action::Alert),
+                    Some("drop") => Override::Set(Action::Drop),
+                    Some("reject") => Override::Set(Action::Reject),
+                    Some("pass") => Override::Set(Action::Pass),
+                    Some("default") => Override::Own,
+                    other => bail!("action: '{}': alert, drop, reject, pass or default", other.unwrap_or("")),
                 };
                 self.set_action(s, action)
             })
@@ -156,7 +159,7 @@ fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, Over
         }
         rules.extend(r);
     }
-    let (mut set, refused) = Ruleset::compile(rules, s.mode, s.level, s.body_depth)?;
+    let (mut set, refused) = Ruleset::compile(rules, &s.options()?)?;
     for (sid, why) in refused {
         warn!(sid, "rule refused: {why}");
         if at_start {

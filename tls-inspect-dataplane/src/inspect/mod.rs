@@ -8,8 +8,10 @@
 //! - `settings`: the `[ips]` table.
 
 pub mod block;
+pub mod classification;
 pub mod dlp;
 pub mod h2;
+pub mod header;
 pub mod http1;
 pub mod ips;
 pub mod rules;
@@ -123,8 +125,8 @@ impl WorkerIps {
     }
 
     /// A new flow's IPS state, on the current rule set.
-    pub fn start_flow(&self, server_port: u16) -> ips::FlowIps {
-        ips::FlowIps::new(self.current(), server_port)
+    pub fn start_flow(&self, tuple: ips::FlowTuple) -> ips::FlowIps {
+        ips::FlowIps::new(self.current(), tuple)
     }
 
     /// Scans a ClientHello's SNI into a flow's state (`tls.sni` rules).
@@ -174,6 +176,10 @@ impl Inspector for IpsInspector {
 
     fn block_response(&self) -> Option<Vec<u8>> {
         let hit = self.flow.hits.iter().find(|h| h.blocked)?;
+        // `drop` ends the connection without a word; `reject` answers with the page.
+        if hit.action != rules::Action::Reject {
+            return None;
+        }
         match hit.http.as_ref()?.h2_stream {
             None => Some(block::http1_page(hit.sid, &hit.msg)),
             // Over HTTP/2: a 403 on the request's stream and a GOAWAY, if our frames can follow

@@ -11,12 +11,32 @@
 
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// A rule's action, with Suricata's meaning: `alert` only alerts; `drop` ends the connection
+/// (in block mode; an alert in monitor mode); `reject` ends it with the block page (HTTP) or a
+/// reset; `pass` stops matching for the flow, and wins over the others when both match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
-    Alert,
-    Drop,
     Pass,
+    Drop,
+    Reject,
+    Alert,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Reject => "reject",
+            Action::Alert => "alert",
+        }
+    }
+
+    /// Stops the flow (in block mode).
+    pub fn blocks(self) -> bool {
+        matches!(self, Action::Drop | Action::Reject)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +60,10 @@ pub enum Buffer {
     Stream,
     HttpMethod,
     HttpUri,
+    /// The request's host name, normalised: lowercase, without a port.
     HttpHost,
+    /// The Host header as sent.
+    HttpHostRaw,
     HttpUserAgent,
     HttpRequestBody,
     HttpResponseBody,
@@ -49,16 +72,33 @@ pub enum Buffer {
 }
 
 impl Buffer {
+    /// A sticky buffer keyword: the contents after it are in this buffer. (`tls_sni` and
+    /// `file_data` are Suricata's older names of the same sticky buffers.)
     fn sticky(keyword: &str) -> Option<Self> {
         Some(match keyword {
-            "http.method" | "http_method" => Self::HttpMethod,
-            "http.uri" | "http_uri" => Self::HttpUri,
-            "http.host" | "http_host" => Self::HttpHost,
-            "http.user_agent" | "http_user_agent" => Self::HttpUserAgent,
-            "http.request_body" | "http_client_body" => Self::HttpRequestBody,
-            "http.response_body" | "http_server_body" => Self::HttpResponseBody,
+            "http.method" => Self::HttpMethod,
+            "http.uri" => Self::HttpUri,
+            "http.host" => Self::HttpHost,
+            "http.host.raw" => Self::HttpHostRaw,
+            "http.user_agent" => Self::HttpUserAgent,
+            "http.request_body" => Self::HttpRequestBody,
+            "http.response_body" => Self::HttpResponseBody,
             "tls.sni" | "tls_sni" => Self::TlsSni,
             "file.data" | "file_data" => Self::FileData,
+            _ => return None,
+        })
+    }
+
+    /// An old-style content modifier: it puts the content before it in this buffer.
+    fn modifier(keyword: &str) -> Option<Self> {
+        Some(match keyword {
+            "http_method" => Self::HttpMethod,
+            "http_uri" => Self::HttpUri,
+            "http_host" => Self::HttpHost,
+            "http_raw_host" => Self::HttpHostRaw,
+            "http_user_agent" => Self::HttpUserAgent,
+            "http_client_body" => Self::HttpRequestBody,
+            "http_server_body" => Self::HttpResponseBody,
             _ => return None,
         })
     }
@@ -70,6 +110,16 @@ pub enum Confidence {
     Low,
     Medium,
     High,
+}
+
+/// ET's `signature_severity` metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Minor,
+    Major,
+    Critical,
 }
 
 /// One `content` with its modifiers.
@@ -110,10 +160,14 @@ pub struct Rule {
     pub contents: Vec<Content>,
     pub pcres: Vec<Pcre>,
     pub classtype: Option<String>,
-    pub priority: u8,
+    /// `priority:` as written (the classtype's priority applies without it).
+    pub priority: Option<u8>,
     pub sid: u32,
     pub rev: u32,
+    /// `metadata: confidence` (Medium when the rule does not say).
     pub confidence: Confidence,
+    /// `metadata: signature_severity`, when the rule says.
+    pub severity: Option<Severity>,
 }
 
 /// A rule that could not be loaded.
@@ -247,12 +301,17 @@ fn content_bytes(s: &str) -> Result<Vec<u8>, String> {
     for part in parts.by_ref() {
         seen += 1;
         if hex {
-            for h in part.split_whitespace() {
-                let b = u8::from_str_radix(h, 16).map_err(|_| format!("'{h}' is not a hex byte"))?;
-                if h.len() != 2 {
-                    return Err(format!("'{h}' is not a hex byte"));
-                }
-                out.push(b);
+            // Pairs of hex digits, with or without spaces between them (`|0d 0a|`, `|0d0a|`).
+            let digits: Vec<char> = part.chars().filter(|c| !c.is_whitespace()).collect();
+            if !digits.len().is_multiple_of(2) || part.split_whitespace().any(|w| !w.len().is_multiple_of(2)) {
+                return Err(format!("'{}' is not a run of hex bytes", part.trim()));
+            }
+            if let Some(c) = digits.iter().find(|c| !c.is_ascii_hexdigit()) {
+                return Err(format!("'{c}' is not a hex digit"));
+            }
+            for pair in digits.chunks(2) {
+                let h: String = pair.iter().collect();
+                out.push(u8::from_str_radix(&h, 16).map_err(|_| format!("'{h}' is not a hex byte"))?);
             }
         } else {
             out.extend_from_slice(part.as_bytes());
@@ -284,8 +343,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     let action = match header[0] {
         "alert" => Action::Alert,
         "drop" => Action::Drop,
+        "reject" | "rejectsrc" | "rejectdst" | "rejectboth" => Action::Reject,
         "pass" => Action::Pass,
-        other => return Err(err(line, other, "unsupported action (alert, drop, pass)")),
+        other => return Err(err(line, other, "unsupported action (alert, drop, reject, pass)")),
     };
     let proto = match header[1] {
         "tcp" => Proto::Tcp,
@@ -312,10 +372,11 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         contents: Vec::new(),
         pcres: Vec::new(),
         classtype: None,
-        priority: 3,
+        priority: None,
         sid: 0,
         rev: 1,
         confidence: Confidence::Medium,
+        severity: None,
     };
     let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
     let mut buffer = Buffer::Stream;
@@ -341,7 +402,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 if !(1..=255).contains(&p) {
                     return Err(err(line, "priority", "1 to 255"));
                 }
-                rule.priority = p;
+                rule.priority = Some(p);
             }
             "classtype" => rule.classtype = Some(need(&value)?),
             "flow" => {
@@ -419,20 +480,47 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
             "metadata" => {
                 for pair in need(&value)?.split(',') {
                     let mut kv = pair.split_whitespace();
-                    if let (Some("confidence"), Some(v)) = (kv.next(), kv.next()) {
-                        rule.confidence = match v.to_ascii_lowercase().as_str() {
-                            "low" => Confidence::Low,
-                            "medium" => Confidence::Medium,
-                            "high" => Confidence::High,
-                            other => return Err(err(line, "metadata", format!("confidence '{other}' (low, medium, high)"))),
-                        };
+                    match (kv.next(), kv.next()) {
+                        (Some("confidence"), Some(v)) => {
+                            rule.confidence = match v.to_ascii_lowercase().as_str() {
+                                "low" => Confidence::Low,
+                                "medium" => Confidence::Medium,
+                                "high" => Confidence::High,
+                                other => return Err(err(line, "metadata", format!("confidence '{other}' (low, medium, high)"))),
+                            };
+                        }
+                        (Some("signature_severity"), Some(v)) => {
+                            rule.severity = Some(match v.to_ascii_lowercase().as_str() {
+                                "informational" => Severity::Informational,
+                                "minor" => Severity::Minor,
+                                "major" => Severity::Major,
+                                "critical" => Severity::Critical,
+                                other => {
+                                    return Err(err(line, "metadata", format!("signature_severity '{other}' (Informational, Minor, Major, Critical)")))
+                                }
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }
+            "fast_pattern" => {
+                // Which content Suricata's prefilter uses; every content is matched by Hyperscan
+                // here, so it changes nothing (`only` and `chop` included).
+                last(&mut rule)?;
+            }
             "reference" | "target" => {}
-            other => match Buffer::sticky(other) {
-                Some(b) => buffer = b,
-                None => return Err(err(line, other, "keyword not supported")),
+            other => match (Buffer::sticky(other), Buffer::modifier(other)) {
+                (Some(b), _) => buffer = b,
+                (None, Some(b)) => {
+                    // Suricata's old style: the modifier names the buffer of the content before it.
+                    let i = last(&mut rule)?;
+                    if rule.contents[i].buffer != Buffer::Stream {
+                        return Err(err(line, other, "modifies a content that is already in a sticky buffer"));
+                    }
+                    rule.contents[i].buffer = b;
+                }
+                (None, None) => return Err(err(line, other, "keyword not supported")),
             },
         }
     }
@@ -441,6 +529,17 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     }
     if rule.msg.is_empty() {
         return Err(err(line, "msg", "every rule needs a msg"));
+    }
+    if let Some(c) = rule.contents.iter().find(|c| c.buffer == Buffer::HttpHost && c.pattern.iter().any(u8::is_ascii_uppercase)) {
+        // Suricata's own error: the buffer is lowercase, so such a content could never match.
+        return Err(err(
+            line,
+            "http.host",
+            format!(
+                "'{}' has uppercase characters; the host name buffer is normalised to lowercase, please specify a lowercase pattern",
+                String::from_utf8_lossy(&c.pattern)
+            ),
+        ));
     }
     if rule.contents.iter().all(|c| c.negated) && rule.pcres.iter().all(|p| p.negated) {
         return Err(err(line, "content", "a rule needs at least one content or pcre that must match"));
@@ -468,7 +567,7 @@ alert tls any any -> any any (msg:"sni"; tls.sni; content:"evil.example"; pcre:"
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(rules.len(), 3);
         let r = &rules[0];
-        assert_eq!((r.line, r.sid, r.rev, r.priority), (3, 1000001, 2, 1));
+        assert_eq!((r.line, r.sid, r.rev, r.priority), (3, 1000001, 2, Some(1)));
         assert_eq!(r.action, Action::Alert);
         assert_eq!(r.flow, Some(FlowDir::ToServer));
         assert_eq!(r.confidence, Confidence::High);
@@ -491,7 +590,7 @@ alert tls any any -> any any (msg:"sni"; tls.sni; content:"evil.example"; pcre:"
         let text = "\
 alert tcp any any -> any any (msg:\"ok\"; content:\"a\"; sid:1;)
 alert udp any any -> any any (msg:\"x\"; content:\"a\"; sid:2;)
-reject tcp any any -> any any (msg:\"x\"; content:\"a\"; sid:3;)
+rejectx tcp any any -> any any (msg:\"x\"; content:\"a\"; sid:3;)
 alert tcp any any -> any any (msg:\"x\"; content:\"a\"; byte_test:4,>,1,0; sid:4;)
 alert tcp any any -> any any (msg:\"x\"; nocase; sid:5;)
 alert tcp any any -> any any (msg:\"x\"; content:\"a|4\"; sid:6;)
@@ -513,7 +612,7 @@ alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
             got,
             vec![
                 (2, "udp"),
-                (3, "reject"),
+                (3, "rejectx"),
                 (4, "byte_test"),
                 (5, "nocase"),
                 (6, "content"),
@@ -529,6 +628,40 @@ alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
             ]
         );
         assert!(errors[2].to_string().starts_with("line 4: byte_test: keyword not supported"));
+    }
+
+    #[test]
+    fn old_style_modifiers_apply_to_the_content_before_them() {
+        let text = r#"alert http any any -> any any (msg:"old"; content:"GET"; http_method; content:"/admin"; http_uri; content:"raw"; sid:1;)
+alert http any any -> any any (msg:"new"; http.uri; content:"/a"; content:"/b"; sid:2;)
+alert http any any -> any any (msg:"mixed"; http.uri; content:"/a"; http_method; sid:3;)
+alert http any any -> any any (msg:"first"; http_uri; content:"/a"; sid:4;)
+"#;
+        let (rules, errors) = parse_rules(text);
+        let buffers = |r: &Rule| r.contents.iter().map(|c| c.buffer).collect::<Vec<_>>();
+        assert_eq!(buffers(&rules[0]), [Buffer::HttpMethod, Buffer::HttpUri, Buffer::Stream], "the third content is back on the stream");
+        assert_eq!(buffers(&rules[1]), [Buffer::HttpUri, Buffer::HttpUri], "a sticky buffer holds for what follows");
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.keyword.as_str())).collect();
+        assert_eq!(got, [(3, "http_method"), (4, "http_uri")], "{errors:?}");
+    }
+
+    #[test]
+    fn actions_metadata_hex_and_prefilter_hints_read_as_suricata_writes_them() {
+        let text = r#"reject http any any -> any any (msg:"a"; content:"|0d0a|X|0D 0A|"; fast_pattern; sid:1; metadata: signature_severity Major, confidence Low;)
+rejectboth tcp any any -> any any (msg:"b"; content:"a"; fast_pattern:only; sid:2;)
+pass tcp any any -> any any (msg:"c"; content:"a"; fast_pattern:0,1; sid:3;)
+alert http any any -> any any (msg:"d"; http.host; content:"Evil.Example"; sid:4;)
+alert http any any -> any any (msg:"e"; http.host.raw; content:"Evil.Example:8080"; sid:5;)
+alert tcp any any -> any any (msg:"f"; content:"|0d0|"; sid:6;)
+"#;
+        let (rules, errors) = parse_rules(text);
+        assert_eq!(rules.iter().map(|r| (r.sid, r.action)).collect::<Vec<_>>(), [(1, Action::Reject), (2, Action::Reject), (3, Action::Pass), (5, Action::Alert)]);
+        assert_eq!(rules[0].contents[0].pattern, b"\r\nX\r\n");
+        assert_eq!((rules[0].severity, rules[0].confidence), (Some(Severity::Major), Confidence::Low));
+        assert_eq!(rules[3].contents[0].buffer, Buffer::HttpHostRaw);
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.keyword.as_str())).collect();
+        assert_eq!(got, [(4, "http.host"), (6, "content")], "{errors:?}");
+        assert!(errors[0].message.contains("lowercase"), "{}", errors[0]);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! `[ips]` and `[ips.dlp]` of the configuration file: what the IPS loads and how it acts.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use super::classification::Classifications;
+use super::header::Vars;
+use super::ips::Options;
 
 /// `[ips]`: rules scanned on decrypted traffic.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,7 +23,33 @@ pub struct IpsSettings {
     pub body_depth: usize,
     /// Source or destination networks whose flows skip the IPS (the protection whitelist).
     pub whitelist: Vec<String>,
+    /// Address and port variables of rule headers (`HOME_NET = "[10.0.0.0/8]"`,
+    /// `HTTP_PORTS = "[80,443]"`), over Suricata's defaults.
+    pub vars: BTreeMap<String, String>,
+    /// A `classification.config` of the operator's, instead of the bundled one.
+    pub classification: Option<String>,
     pub dlp: DlpSettings,
+}
+
+impl IpsSettings {
+    /// The compile options these settings give; a bad variable or classification file is an
+    /// error naming the setting.
+    pub fn options(&self) -> anyhow::Result<Options> {
+        let classifications = match &self.classification {
+            None => Classifications::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("ips.classification: reading {path}: {e}"))?;
+                Classifications::parse(&text).map_err(|e| anyhow::anyhow!("ips.classification: {path}: {e}"))?
+            }
+        };
+        Ok(Options {
+            mode: self.mode,
+            level: self.level,
+            body_depth: self.body_depth,
+            vars: Vars::with(&self.vars).map_err(|e| anyhow::anyhow!("{e}"))?,
+            classifications,
+        })
+    }
 }
 
 /// `[ips.dlp]`: data leak detectors on outbound plaintext, each with a threshold and action.
@@ -76,6 +108,8 @@ impl Default for IpsSettings {
             rules: Vec::new(),
             body_depth: 1 << 20,
             whitelist: Vec::new(),
+            vars: BTreeMap::new(),
+            classification: None,
             dlp: DlpSettings::default(),
         }
     }

@@ -95,7 +95,11 @@ impl Context {
         if flow.log.sni.is_none() && !matches!(decided, Decided::Inspect(_)) {
             return decided;
         }
-        let mut state = hook.start_flow(u16::from_be_bytes(flow.key.server_port));
+        let tuple = crate::inspect::ips::FlowTuple {
+            client: (Ipv4Addr::from(flow.key.client_addr), u16::from_be_bytes(flow.key.client_port)),
+            server: (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port)),
+        };
+        let mut state = hook.start_flow(tuple);
         let verdict = match &flow.log.sni {
             Some(sni) => hook.scan_sni(&mut state, sni),
             None => Verdict::Continue,

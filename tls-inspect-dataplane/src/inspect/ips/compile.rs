@@ -11,28 +11,98 @@ use hyperscan::prelude::*;
 use hyperscan::{Block, CompileFlags, Scratch, Streaming};
 
 use super::{IpsMode, Level};
-use crate::inspect::rules::{Action, Buffer, Confidence, Rule};
+use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
+use crate::inspect::header::{AddrSet, PortSet, Vars};
+use crate::inspect::rules::{Action, Buffer, Confidence, Rule, Severity};
 
-/// What the operator set for one rule on top of the mode (`rules action SID ...`).
+/// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Override {
-    /// The mode decides: block mode blocks, monitor mode alerts.
+    /// The rule's own action.
     #[default]
-    FollowMode,
-    /// Only alert, in either mode.
-    Alert,
-    /// Block, in either mode.
-    Drop,
+    Own,
+    /// This action instead.
+    Set(Action),
 }
 
-impl Override {
-    /// As `rules list` shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Override::FollowMode => "mode",
-            Override::Alert => "alert",
-            Override::Drop => "drop",
+/// How rules are compiled and act.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Monitor turns every block into an alert.
+    pub mode: IpsMode,
+    /// Which rules are active, by their metadata.
+    pub level: Level,
+    /// Bytes of each HTTP body scanned.
+    pub body_depth: usize,
+    /// The address and port variables rule headers name.
+    pub vars: Vars,
+    /// Classtypes: category and severity of alerts.
+    pub classifications: Classifications,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mode: IpsMode::Monitor,
+            level: Level::Medium,
+            body_depth: 1 << 20,
+            vars: Vars::default(),
+            classifications: Classifications::default(),
         }
+    }
+}
+
+/// A rule's header, resolved: the addresses and ports of the direction its data goes in.
+#[derive(Clone, Debug)]
+pub(super) struct Header {
+    pub src: AddrSet,
+    pub sport: PortSet,
+    pub dst: AddrSet,
+    pub dport: PortSet,
+    pub bidirectional: bool,
+}
+
+impl Header {
+    fn resolve(r: &Rule, vars: &Vars) -> Result<Self, String> {
+        let ctx = |what: &'static str, spec: &str| {
+            let spec = spec.to_string();
+            move |e: String| format!("{what} '{spec}': {e}")
+        };
+        Ok(Self {
+            src: vars.addresses(&r.src).map_err(ctx("source", &r.src))?,
+            sport: vars.ports(&r.sport).map_err(ctx("source port", &r.sport))?,
+            dst: vars.addresses(&r.dst).map_err(ctx("destination", &r.dst))?,
+            dport: vars.ports(&r.dport).map_err(ctx("destination port", &r.dport))?,
+            bidirectional: r.bidirectional,
+        })
+    }
+
+    /// Data from `from` to `to` matches the header (either way round for `<>`).
+    pub fn matches(&self, from: (std::net::Ipv4Addr, u16), to: (std::net::Ipv4Addr, u16)) -> bool {
+        let one_way = |a: (std::net::Ipv4Addr, u16), b: (std::net::Ipv4Addr, u16)| {
+            self.src.contains(a.0) && self.sport.contains(a.1) && self.dst.contains(b.0) && self.dport.contains(b.1)
+        };
+        one_way(from, to) || (self.bidirectional && one_way(to, from))
+    }
+}
+
+/// What an alert of a rule says beside its message: its classtype's category text and its
+/// severity (the rule's priority, else the classtype's, else 3).
+#[derive(Clone, Debug)]
+pub(super) struct Meta {
+    pub category: Option<String>,
+    pub severity: u8,
+}
+
+/// A rule is active at a level when its metadata says so (docs/ips.md has the table): `strict`
+/// takes every rule; `medium` those of at least medium confidence that are not informational;
+/// `loose` those of high confidence, and critical ones of medium confidence. A rule without
+/// metadata counts as medium confidence.
+pub fn active_at(level: Level, r: &Rule) -> bool {
+    match level {
+        Level::Strict => true,
+        Level::Medium => r.confidence >= Confidence::Medium && r.severity != Some(Severity::Informational),
+        Level::Loose => r.confidence == Confidence::High || (r.severity == Some(Severity::Critical) && r.confidence >= Confidence::Medium),
     }
 }
 
@@ -65,6 +135,9 @@ pub struct Compiled {
     pub(super) fields: HashMap<Buffer, BlockDatabase>,
     /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
     pub(super) fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
+    /// Per rule: its resolved header and what its alerts say.
+    pub(super) headers: Vec<Header>,
+    pub(super) meta: Vec<Meta>,
 }
 
 /// A rule set: the compiled databases and what the operator set on top of them (enabled rules,
@@ -111,21 +184,27 @@ pub(super) fn stream_kind(b: Buffer) -> u8 {
 impl Ruleset {
     /// Compiles `rules`; a rule Hyperscan cannot compile (or that needs what this engine does
     /// not do) is returned with the reason, and the others still load.
-    pub fn compile(rules: Vec<Rule>, mode: IpsMode, level: Level, body_depth: usize) -> Result<(Self, Vec<(u32, String)>)> {
+    pub fn compile(rules: Vec<Rule>, opts: &Options) -> Result<(Self, Vec<(u32, String)>)> {
+        let (mode, level, body_depth) = (opts.mode, opts.level, opts.body_depth);
         let mut refused = Vec::new();
         let mut kept = Vec::new();
         for r in rules {
-            match check_supported(&r) {
-                Ok(()) => kept.push(r),
+            let checked = check_supported(&r)
+                .and_then(|()| Header::resolve(&r, &opts.vars))
+                .and_then(|h| meta(&r, &opts.classifications).map(|m| (h, m)));
+            match checked {
+                Ok((h, m)) => kept.push((r, h, m)),
                 Err(why) => refused.push((r.sid, why)),
             }
         }
+        let mut headers = Vec::new();
+        let mut metas = Vec::new();
         // Try each pcre alone first, compiled as the real database will be, so that one pcre
         // Hyperscan cannot take costs one rule at most: it is confirmed with fancy-regex after the
         // rule's literal contents matched (field buffers), or the rule is refused.
         let mut ok_rules = Vec::new();
         let mut fallback_of: Vec<Vec<Option<Arc<fancy_regex::Regex>>>> = Vec::new();
-        for r in kept {
+        for (r, header, m) in kept {
             let mut bad = None;
             let mut fallbacks = Vec::new();
             for p in &r.pcres {
@@ -153,17 +232,12 @@ impl Ruleset {
                 None => {
                     ok_rules.push(r);
                     fallback_of.push(fallbacks);
+                    headers.push(header);
+                    metas.push(m);
                 }
             }
         }
-        let active = ok_rules
-            .iter()
-            .map(|r| match level {
-                Level::Loose => r.confidence == Confidence::High,
-                Level::Medium => r.confidence >= Confidence::Medium,
-                Level::Strict => true,
-            } && r.action != Action::Pass)
-            .collect();
+        let active = ok_rules.iter().map(|r| active_at(level, r)).collect();
         let mut refs = Vec::new();
         let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let mut field_groups: HashMap<Buffer, Vec<Pattern>> = HashMap::new();
@@ -218,9 +292,11 @@ impl Ruleset {
                     bodies,
                     fields,
                     fallbacks: fallback_of,
+                    headers,
+                    meta: metas,
                 }),
                 active,
-                overrides: vec![Override::FollowMode; n],
+                overrides: vec![Override::Own; n],
                 mode,
                 body_depth,
                 dlp: Vec::new(),
@@ -257,15 +333,26 @@ impl Ruleset {
         crate::addr::in_any(&self.whitelist, client) || crate::addr::in_any(&self.whitelist, server)
     }
 
-    pub(super) fn blocks(&self, rule: usize) -> bool {
+    /// The action rule `rule` takes: the operator's override, or its own.
+    pub(super) fn action(&self, rule: usize) -> Action {
         match self.overrides.get(rule).copied().unwrap_or_default() {
-            Override::Drop => true,
-            Override::Alert => false,
-            Override::FollowMode => self.mode == IpsMode::Block,
+            Override::Set(a) => a,
+            Override::Own => self.compiled.rules.get(rule).map_or(Action::Alert, |r| r.action),
         }
     }
 
-    /// Overrides one rule's action (`rules action SID alert|drop|default`); false: no such sid.
+    /// The rule stops its flow: its action blocks and the mode lets it.
+    pub(super) fn blocks(&self, rule: usize) -> bool {
+        self.mode == IpsMode::Block && self.action(rule).blocks()
+    }
+
+    /// The action `rules list` shows for a sid: the override's, or the rule's own.
+    pub fn action_of(&self, sid: u32) -> Option<Action> {
+        self.rules.iter().position(|r| r.sid == sid).map(|i| self.action(i))
+    }
+
+    /// Overrides one rule's action (`rules action SID alert|drop|reject|pass|default`); false: no
+    /// such sid.
     pub fn set_override(&mut self, sid: u32, action: Override) -> bool {
         match self.rules.iter().position(|r| r.sid == sid) {
             Some(i) => {
@@ -290,10 +377,21 @@ impl Ruleset {
         self.rules.iter().position(|r| r.sid == sid).is_some_and(|i| self.active[i])
     }
 
-    /// The operator's override of a rule (`FollowMode` for none, or no such sid).
+    /// The operator's override of a rule (`Own` for none, or no such sid).
     pub fn override_of(&self, sid: u32) -> Override {
-        self.rules.iter().position(|r| r.sid == sid).map_or(Override::FollowMode, |i| self.overrides[i])
+        self.rules.iter().position(|r| r.sid == sid).map_or(Override::Own, |i| self.overrides[i])
     }
+}
+
+fn meta(r: &Rule, classes: &Classifications) -> Result<Meta, String> {
+    let class = match &r.classtype {
+        Some(name) => Some(classes.get(name).ok_or_else(|| format!("classtype '{name}' is not in classification.config"))?),
+        None => None,
+    };
+    Ok(Meta {
+        category: class.map(|c| c.description.clone()),
+        severity: r.priority.or(class.map(|c| c.priority)).unwrap_or(DEFAULT_SEVERITY),
+    })
 }
 
 fn check_supported(r: &Rule) -> Result<(), String> {

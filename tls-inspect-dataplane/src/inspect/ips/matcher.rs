@@ -13,6 +13,7 @@ use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
 use super::{Hit, Ruleset};
+use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
@@ -36,6 +37,20 @@ impl Drop for OwnedStream {
 }
 
 
+/// A flow's addresses and ports, as rule headers match them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTuple {
+    pub client: (std::net::Ipv4Addr, u16),
+    pub server: (std::net::Ipv4Addr, u16),
+}
+
+impl FlowTuple {
+    /// A tuple for tests and tools that care only about the server port.
+    pub fn to_port(port: u16) -> Self {
+        Self { client: (std::net::Ipv4Addr::new(198, 18, 0, 1), 40_000), server: (std::net::Ipv4Addr::new(198, 18, 0, 2), port) }
+    }
+}
+
 /// Per flow: the streams, what each rule has matched so far, what has fired.
 pub struct FlowIps {
     set: Arc<Ruleset>,
@@ -49,7 +64,9 @@ pub struct FlowIps {
     fired: Vec<bool>,
     pub hits: Vec<Hit>,
     pub last_http: Option<HttpInfo>,
-    server_port: u16,
+    tuple: FlowTuple,
+    /// A `pass` rule matched: nothing more is matched on this flow.
+    passed: bool,
     /// HTTP/2 followers (client side, server side), once the client preface was seen.
     h2: Option<[H2Dir; 2]>,
     /// Open body streams of HTTP/2 streams, per direction.
@@ -70,7 +87,7 @@ fn dir_index(d: Direction) -> usize {
 }
 
 impl FlowIps {
-    pub fn new(set: Arc<Ruleset>, server_port: u16) -> Self {
+    pub fn new(set: Arc<Ruleset>, tuple: FlowTuple) -> Self {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
         let stream = [open(&set.stream), open(&set.stream)];
         let n = set.rules.len();
@@ -84,7 +101,8 @@ impl FlowIps {
             fired: vec![false; n],
             hits: Vec::new(),
             last_http: None,
-            server_port,
+            tuple,
+            passed: false,
             h2: None,
             h2_bodies: [HashMap::new(), HashMap::new()],
             dlp: DlpState::default(),
@@ -163,14 +181,25 @@ impl FlowIps {
         }
     }
 
+    /// A `pass` rule matched this flow: it is no longer scanned.
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
     /// The SNI of the ClientHello (before any decryption).
     pub fn scan_sni(&mut self, sni: &str, scratch: &mut Scratch) -> Verdict {
+        if self.passed {
+            return Verdict::Continue;
+        }
         self.scan_field(Buffer::TlsSni, sni.as_bytes(), scratch);
         self.evaluate(Direction::ToServer)
     }
 
     /// The next plaintext bytes of one direction.
     pub fn inspect(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) -> Verdict {
+        if self.passed {
+            return Verdict::Continue;
+        }
         let d = dir_index(direction);
         self.scan_stream(d, data, scratch);
         if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
@@ -184,7 +213,7 @@ impl FlowIps {
             self.follow_http(direction, data, scratch);
         }
         let mut verdict = self.evaluate(direction);
-        if direction == Direction::ToServer && !self.set.dlp.is_empty() {
+        if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
             for finding in self.dlp.scan(data, &set.dlp) {
                 if finding.block && verdict == Verdict::Continue {
@@ -195,7 +224,9 @@ impl FlowIps {
                     rev: 0,
                     msg: format!("DLP: {:?} x{} (sample {})", finding.detector, finding.count, finding.sample),
                     classtype: Some("data-leak".into()),
-                    priority: 1,
+                    category: Some("Sensitive Data Leaving the Network".into()),
+                    severity: 1,
+                    action: if finding.block { Action::Reject } else { Action::Alert },
                     blocked: finding.block,
                     direction,
                     http: self.last_http.clone(),
@@ -216,7 +247,10 @@ impl FlowIps {
         self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
         // Like Suricata's http.uri: the normalized (percent-decoded) URI.
         self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
-        self.scan_field(Buffer::HttpHost, info.host.as_bytes(), scratch);
+        // http.host as Suricata has it: the host name, lowercase, without a port (the URI's
+        // host for an absolute-form request); http.host.raw: the Host header as sent.
+        self.scan_field(Buffer::HttpHost, normalized_host(&info.uri, &info.host).as_bytes(), scratch);
+        self.scan_field(Buffer::HttpHostRaw, info.host.as_bytes(), scratch);
         self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
     }
 
@@ -320,13 +354,19 @@ impl FlowIps {
         self.body_seen[d] += bytes.len();
     }
 
-    /// Fires every rule whose conditions now hold; returns Block if one of them blocks.
+    /// Fires every rule whose conditions now hold; returns Block if one of them blocks. As in
+    /// Suricata's action order, a `pass` rule that holds wins: the others do not fire, and the
+    /// flow is matched no more.
     fn evaluate(&mut self, direction: Direction) -> Verdict {
         let set = self.set.clone();
-        let mut verdict = Verdict::Continue;
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
         touched.dedup();
+        let (from, to) = match direction {
+            Direction::ToServer => (self.tuple.client, self.tuple.server),
+            Direction::ToClient => (self.tuple.server, self.tuple.client),
+        };
+        let mut holding: Vec<usize> = Vec::new();
         for &ri in &touched {
             let i = ri as usize;
             let Some(rule) = set.rules.get(i) else {
@@ -340,12 +380,20 @@ impl FlowIps {
                 Some(FlowDir::ToClient) => direction == Direction::ToClient,
                 None => true,
             };
-            if !dir_ok || !port_matches(&rule.dport, self.server_port) {
+            if !dir_ok || !set.headers[i].matches(from, to) || !self.satisfied(i as u32, rule) {
                 continue;
             }
-            if !self.satisfied(i as u32, rule) {
-                continue;
-            }
+            holding.push(i);
+        }
+        touched.clear();
+        self.touched = touched;
+        if holding.iter().any(|&i| set.action(i) == Action::Pass) {
+            self.passed = true;
+            return Verdict::Continue;
+        }
+        let mut verdict = Verdict::Continue;
+        for i in holding {
+            let rule = &set.rules[i];
             self.fired[i] = true;
             let blocked = set.blocks(i);
             self.hits.push(Hit {
@@ -353,7 +401,9 @@ impl FlowIps {
                 rev: rule.rev,
                 msg: rule.msg.clone(),
                 classtype: rule.classtype.clone(),
-                priority: rule.priority,
+                category: set.meta[i].category.clone(),
+                severity: set.meta[i].severity,
+                action: set.action(i),
                 blocked,
                 direction,
                 http: self.last_http.clone(),
@@ -416,6 +466,26 @@ impl FlowIps {
     }
 }
 
+/// The request's host name as Suricata's `http.host` holds it: from an absolute-form URI if the
+/// request has one, else from the Host header (or HTTP/2's `:authority`); lowercase, without the
+/// port, userinfo or a trailing dot.
+pub(crate) fn normalized_host(uri: &str, host_header: &str) -> String {
+    let lower = uri.to_ascii_lowercase();
+    let authority = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .unwrap_or(host_header);
+    let authority = authority.rsplit('@').next().unwrap_or(authority).trim();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets.
+        v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or("").to_string()
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Decodes `%XX` escapes once; anything else stays as it is.
 pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
@@ -435,19 +505,3 @@ pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `any`, `443`, `[80,443]`, `1024:65535`, `!22` (negations are not matched: any).
-fn port_matches(spec: &str, port: u16) -> bool {
-    let spec = spec.trim();
-    if spec == "any" || spec.starts_with('$') || spec.starts_with('!') {
-        return true;
-    }
-    let list = spec.trim_start_matches('[').trim_end_matches(']');
-    list.split(',').any(|p| match p.split_once(':') {
-        Some((a, b)) => {
-            let lo = a.trim().parse().unwrap_or(0);
-            let hi = b.trim().parse().unwrap_or(u16::MAX);
-            (lo..=hi).contains(&port)
-        }
-        None => p.trim().parse::<u16>().is_ok_and(|x| x == port),
-    })
-}

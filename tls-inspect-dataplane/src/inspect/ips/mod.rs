@@ -14,8 +14,8 @@
 pub mod compile;
 pub mod matcher;
 
-pub use compile::{Override, Ruleset};
-pub use matcher::FlowIps;
+pub use compile::{active_at, Options, Override, Ruleset};
+pub use matcher::{FlowIps, FlowTuple};
 
 use crate::inspect::{Direction, HttpInfo};
 
@@ -43,7 +43,13 @@ pub struct Hit {
     pub rev: u32,
     pub msg: String,
     pub classtype: Option<String>,
-    pub priority: u8,
+    /// The classtype's description (`classification.config`).
+    pub category: Option<String>,
+    /// The rule's priority, else its classtype's, else 3.
+    pub severity: u8,
+    /// The action the rule took (its own, or the operator's override).
+    pub action: crate::inspect::rules::Action,
+    /// The flow was stopped (the action blocks, in block mode).
     pub blocked: bool,
     pub direction: Direction,
     pub http: Option<HttpInfo>,

@@ -5,28 +5,28 @@ use std::sync::Arc;
 
 use super::matcher::percent_decode;
 use super::*;
-use crate::inspect::rules::parse_rules;
+use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::Verdict;
 
 fn set(text: &str, mode: IpsMode, level: Level) -> Arc<Ruleset> {
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
-    let (set, refused) = Ruleset::compile(rules, mode, level, 1 << 20).unwrap();
+    let (set, refused) = Ruleset::compile(rules, &Options { mode, level, body_depth: 1 << 20, ..Options::default() }).unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     Arc::new(set)
 }
 
-const LOG4J: &str = r#"alert http any any -> any any (msg:"Log4Shell"; flow:to_server; http.uri; content:"${jndi:"; nocase; sid:1; metadata: confidence high;)
-alert tcp any any -> any any (msg:"raw marker"; content:"EVIL"; content:"MARK"; distance:1; within:10; sid:2; metadata: confidence medium;)
-alert http any any -> any any (msg:"scanner"; http.user_agent; content:"sqlmap"; nocase; sid:3; metadata: confidence low;)
-alert http any any -> any any (msg:"body card"; http.request_body; content:"4111"; sid:4;)
+const LOG4J: &str = r#"drop http any any -> any any (msg:"Log4Shell"; flow:to_server; http.uri; content:"${jndi:"; nocase; sid:1; metadata: confidence high;)
+drop tcp any any -> any any (msg:"raw marker"; content:"EVIL"; content:"MARK"; distance:1; within:10; sid:2; metadata: confidence medium;)
+drop http any any -> any any (msg:"scanner"; http.user_agent; content:"sqlmap"; nocase; sid:3; metadata: confidence low;)
+drop http any any -> any any (msg:"body card"; http.request_body; content:"4111"; sid:4;)
 "#;
 
 #[test]
 fn http_uri_rule_blocks_and_streams_split_patterns_match() {
     let s = set(LOG4J, IpsMode::Block, Level::Strict);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     // The request arrives in three reads, the pattern split across them.
     assert_eq!(f.inspect(Direction::ToServer, b"GET /a?x=${jn", &mut scratch), Verdict::Continue);
     assert_eq!(f.inspect(Direction::ToServer, b"DI:ldap://e/a} HTTP/1.1\r\nHost: x\r\n", &mut scratch), Verdict::Continue);
@@ -35,12 +35,12 @@ fn http_uri_rule_blocks_and_streams_split_patterns_match() {
     assert_eq!(f.hits[0].http.as_ref().unwrap().uri, "/a?x=${jnDI:ldap://e/a}");
 
     // A raw stream rule with distance/within, split across reads.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     f.inspect(Direction::ToServer, b"xxEV", &mut scratch);
     f.inspect(Direction::ToServer, b"IL-", &mut scratch);
     assert!(matches!(f.inspect(Direction::ToServer, b"-MARKyy", &mut scratch), Verdict::Block(_)));
     // ... but not when MARK is too far.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"EVIL------------------MARK", &mut scratch), Verdict::Continue);
 }
 
@@ -49,17 +49,17 @@ fn direction_body_and_negatives() {
     let s = set(LOG4J, IpsMode::Block, Level::Strict);
     let mut scratch = s.scratch().unwrap();
     // flow:to_server: the same string from the server does not fire.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n${jndi:x", &mut scratch), Verdict::Continue);
     // A body pattern in a POST body, after the head.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     let v = f.inspect(Direction::ToServer, b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\ncard=4111111111", &mut scratch);
     assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 4")), "{v:?}");
     // The same digits in the URI are not a body.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"GET /4111 HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch), Verdict::Continue);
     // Benign traffic.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\n\r\n", &mut scratch), Verdict::Continue);
     assert!(f.hits.is_empty());
 }
@@ -68,7 +68,7 @@ fn direction_body_and_negatives() {
 fn monitor_levels_and_overrides() {
     let s = set(LOG4J, IpsMode::Monitor, Level::Strict);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"GET /${jndi:x} HTTP/1.1\r\n\r\n", &mut scratch), Verdict::Continue, "monitor never blocks");
     assert_eq!(f.hits.len(), 1);
     assert!(!f.hits[0].blocked);
@@ -76,21 +76,21 @@ fn monitor_levels_and_overrides() {
     // Loose: only high-confidence rules; the low-confidence scanner rule is off.
     let s = set(LOG4J, IpsMode::Block, Level::Loose);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"GET / HTTP/1.1\r\nUser-Agent: sqlmap/1.7\r\n\r\n", &mut scratch), Verdict::Continue);
     assert!(!s.is_active(3) && s.is_active(1));
     let s = set(LOG4J, IpsMode::Block, Level::Strict);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     assert!(matches!(f.inspect(Direction::ToServer, b"GET / HTTP/1.1\r\nUser-Agent: sqlmap/1.7\r\n\r\n", &mut scratch), Verdict::Block(_)));
 
     // A per-rule override: alert only, in block mode.
     let (rules, _) = parse_rules(LOG4J);
-    let (mut s, _) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1 << 20).unwrap();
-    assert!(s.set_override(1, Override::Alert));
+    let (mut s, _) = Ruleset::compile(rules, &Options { mode: IpsMode::Block, level: Level::Strict, body_depth: 1 << 20, ..Options::default() }).unwrap();
+    assert!(s.set_override(1, Override::Set(Action::Alert)));
     let s = Arc::new(s);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     assert_eq!(f.inspect(Direction::ToServer, b"GET /${jndi:x} HTTP/1.1\r\n\r\n", &mut scratch), Verdict::Continue);
     assert_eq!(f.hits.len(), 1);
 }
@@ -98,14 +98,14 @@ fn monitor_levels_and_overrides() {
 #[test]
 fn unsupported_pcre_refuses_one_rule_only() {
     let (rules, _) = parse_rules(
-        "alert tcp any any -> any any (msg:\"backref\"; pcre:\"/(a)\\1/\"; sid:10;)\nalert tcp any any -> any any (msg:\"ok\"; pcre:\"/ab+c/i\"; sid:11;)\n",
+        "drop tcp any any -> any any (msg:\"backref\"; pcre:\"/(a)\\1/\"; sid:10;)\ndrop tcp any any -> any any (msg:\"ok\"; pcre:\"/ab+c/i\"; sid:11;)\n",
     );
-    let (s, refused) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1024).unwrap();
+    let (s, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Block, level: Level::Strict, body_depth: 1024, ..Options::default() }).unwrap();
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].0, 10);
     let s = Arc::new(s);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     assert!(matches!(f.inspect(Direction::ToServer, b"xxABBBCxx", &mut scratch), Verdict::Block(_)));
 }
 
@@ -115,7 +115,7 @@ fn uris_are_percent_decoded_once() {
     assert_eq!(percent_decode(b"%252e"), b"%2e");
     let s = set(LOG4J, IpsMode::Block, Level::Strict);
     let mut scratch = s.scratch().unwrap();
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     let v = f.inspect(Direction::ToServer, b"GET /?q=$%7Bjndi:ldap://x%7D HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
     assert!(matches!(v, Verdict::Block(_)), "an encoded Log4Shell URI is caught: {v:?}");
 }
@@ -128,7 +128,7 @@ fn request(method: &str, uri: &str, ua: &str, body: &str) -> Vec<u8> {
 fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     let (rules, errors) = parse_rules(crate::inspect::DEFAULT_RULES);
     assert!(errors.is_empty(), "{errors:?}");
-    let (set, refused) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 1 << 20).unwrap();
+    let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, body_depth: 1 << 20, ..Options::default() }).unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     let set = Arc::new(set);
     let mut scratch = set.scratch().unwrap();
@@ -158,10 +158,10 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     all.sort_unstable();
     assert_eq!(covered, all, "every bundled rule has a sample");
     for (sid, positive, negative) in cases {
-        let mut f = FlowIps::new(set.clone(), 443);
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
         f.inspect(Direction::ToServer, &positive, &mut scratch);
         assert!(f.hits.iter().any(|h| h.sid == sid), "sid {sid} missed {}", String::from_utf8_lossy(&positive));
-        let mut f = FlowIps::new(set.clone(), 443);
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
         f.inspect(Direction::ToServer, &negative, &mut scratch);
         assert!(!f.hits.iter().any(|h| h.sid == sid), "sid {sid} fired on {}", String::from_utf8_lossy(&negative));
     }
@@ -186,11 +186,11 @@ fn http2_headers_and_bodies_fill_the_http_buffers() {
     wire.extend(frame(4, 0, 0, &[]));
     wire.extend(frame(1, 0x4, 1, &clean));
     wire.extend(frame(0, 0x1, 1, b"card=4111111111111111"));
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     let v = f.inspect(Direction::ToServer, &wire, &mut scratch);
     assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 4")), "{v:?}");
     // The URI rule on a later stream of the same connection (HPACK state carried over).
-    let mut f = FlowIps::new(s, 443);
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     let mut wire = PREFACE.to_vec();
     wire.extend(frame(1, 0x5, 1, &clean));
     f.inspect(Direction::ToServer, &wire, &mut scratch);
@@ -199,9 +199,9 @@ fn http2_headers_and_bodies_fill_the_http_buffers() {
     assert_eq!(f.hits[0].http.as_ref().unwrap().h2_stream, Some(3));
 }
 
-const CHUNKED: &str = r#"alert http any any -> any any (msg:"body secret"; http.request_body; content:"secretdata"; sid:20;)
-alert http any any -> any any (msg:"resp body"; http.response_body; content:"malware-payload"; sid:21;)
-alert http any any -> any any (msg:"uri after"; http.uri; content:"/second"; sid:22;)
+const CHUNKED: &str = r#"drop http any any -> any any (msg:"body secret"; http.request_body; content:"secretdata"; sid:20;)
+drop http any any -> any any (msg:"resp body"; http.response_body; content:"malware-payload"; sid:21;)
+drop http any any -> any any (msg:"uri after"; http.uri; content:"/second"; sid:22;)
 "#;
 
 #[test]
@@ -215,7 +215,7 @@ fn many_pipelined_requests_in_one_read_are_each_followed_without_recursion() {
         wire.extend_from_slice(format!("POST /r{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").as_bytes());
     }
     wire.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     f.inspect(Direction::ToServer, &wire, &mut scratch);
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![22], "the last request was followed");
     assert_eq!(f.last_http.as_ref().map(|h| h.uri.as_str()), Some("/second"));
@@ -228,14 +228,14 @@ fn chunked_bodies_are_decoded_and_the_next_message_follows() {
     // "secretdata" split over two chunks (with an extension and a trailer), fed byte by byte:
     // only the decoded body holds it; then a pipelined request is parsed.
     let msg = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nsecr\r\n6\r\netdata\r\n0\r\nX-Trailer: 1\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     for b in msg.iter() {
         f.inspect(Direction::ToServer, std::slice::from_ref(b), &mut scratch);
     }
     let sids: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
     assert_eq!(sids, vec![20, 22], "{:?}", f.hits);
     // Uppercase hex sizes, a response with a chunked body.
-    let mut f = FlowIps::new(s.clone(), 443);
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
     f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\nA\r\nmalware-pa\r\n5\r\nyload\r\n0\r\n\r\n", &mut scratch);
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![21]);
     // Not chunked as the last coding: not followed; broken framing stops the parser, no panic.
@@ -245,31 +245,31 @@ fn chunked_bodies_are_decoded_and_the_next_message_follows() {
         &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nsecretdata"[..],
         &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nsecrXXetdata\r\n"[..],
     ] {
-        let mut f = FlowIps::new(s.clone(), 443);
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
         f.inspect(Direction::ToServer, bad, &mut scratch);
         f.inspect(Direction::ToServer, b"GET /second HTTP/1.1\r\n\r\n", &mut scratch);
         assert!(f.hits.iter().all(|h| h.sid != 20), "{:?}", String::from_utf8_lossy(bad));
     }
     // A body past the depth is not scanned.
     let (rules, _) = parse_rules(CHUNKED);
-    let (small, _) = Ruleset::compile(rules, IpsMode::Monitor, Level::Strict, 8).unwrap();
+    let (small, _) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, body_depth: 8, ..Options::default() }).unwrap();
     let small = Arc::new(small);
-    let mut f = FlowIps::new(small, 443);
+    let mut f = FlowIps::new(small, FlowTuple::to_port(443));
     f.inspect(Direction::ToServer, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nxxxx\r\nA\r\nsecretdata\r\n0\r\n\r\n", &mut scratch);
     assert!(f.hits.is_empty(), "{:?}", f.hits);
 }
 
 #[test]
 fn pcre_hyperscan_cannot_compile_is_confirmed_with_fancy_regex() {
-    let text = r#"alert http any any -> any any (msg:"backref in uri"; http.uri; content:"/dup/"; pcre:"/\/dup\/(\w+)\/\1/i"; sid:30;)
-alert http any any -> any any (msg:"lookbehind ua"; http.user_agent; content:"bot"; pcre:"/(?<!good)bot/"; sid:31;)
-alert tcp any any -> any any (msg:"backref on the stream"; content:"x"; pcre:"/(a)\1/"; sid:32;)
-alert http any any -> any any (msg:"no prefilter"; http.uri; pcre:"/(b)\1/"; sid:33;)
-alert http any any -> any any (msg:"negated fallback"; http.host; content:"example"; pcre:!"/^(www)\.\1/"; sid:34;)
+    let text = r#"drop http any any -> any any (msg:"backref in uri"; http.uri; content:"/dup/"; pcre:"/\/dup\/(\w+)\/\1/i"; sid:30;)
+drop http any any -> any any (msg:"lookbehind ua"; http.user_agent; content:"bot"; pcre:"/(?<!good)bot/"; sid:31;)
+drop tcp any any -> any any (msg:"backref on the stream"; content:"x"; pcre:"/(a)\1/"; sid:32;)
+drop http any any -> any any (msg:"no prefilter"; http.uri; pcre:"/(b)\1/"; sid:33;)
+drop http any any -> any any (msg:"negated fallback"; http.host; content:"example"; pcre:!"/^(www)\.\1/"; sid:34;)
 "#;
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
-    let (s, refused) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1024).unwrap();
+    let (s, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Block, level: Level::Strict, body_depth: 1024, ..Options::default() }).unwrap();
     let refused_sids: Vec<u32> = refused.iter().map(|r| r.0).collect();
     assert_eq!(refused_sids, vec![32, 33], "{refused:?}");
     assert!(refused[0].1.contains("sticky field buffer"), "{refused:?}");
@@ -285,10 +285,169 @@ alert http any any -> any any (msg:"negated fallback"; http.host; content:"examp
         (b"GET / HTTP/1.1\r\nHost: www.www.example\r\n\r\n", None),
     ];
     for (req, want) in cases {
-        let mut f = FlowIps::new(s.clone(), 443);
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
         let v = f.inspect(Direction::ToServer, req, &mut scratch);
         let got: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
         assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{}", String::from_utf8_lossy(req));
         assert_eq!(matches!(v, Verdict::Block(_)), want.is_some());
     }
+}
+
+fn compile_with(text: &str, opts: &Options) -> Arc<Ruleset> {
+    let (rules, errors) = parse_rules(text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (set, refused) = Ruleset::compile(rules, opts).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    Arc::new(set)
+}
+
+fn flow(client: &str, server: &str, port: u16) -> FlowTuple {
+    FlowTuple { client: (client.parse().unwrap(), 40_000), server: (server.parse().unwrap(), port) }
+}
+
+const ACTIONS: &str = r#"alert http any any -> any any (msg:"alert only"; http.uri; content:"/watch"; sid:1;)
+drop http any any -> any any (msg:"drop"; http.uri; content:"/drop"; sid:2;)
+reject http any any -> any any (msg:"reject"; http.uri; content:"/reject"; sid:3;)
+"#;
+
+#[test]
+fn each_action_does_what_suricata_says_and_monitor_mode_only_alerts() {
+    let block = compile_with(ACTIONS, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = block.scratch().unwrap();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    for (path, blocked, action) in [("/watch", false, Action::Alert), ("/drop", true, Action::Drop), ("/reject", true, Action::Reject)] {
+        let mut f = FlowIps::new(block.clone(), FlowTuple::to_port(443));
+        let v = f.inspect(Direction::ToServer, &get(path), &mut scratch);
+        assert_eq!(matches!(v, Verdict::Block(_)), blocked, "{path}: {v:?}");
+        assert_eq!(f.hits.len(), 1, "{path}");
+        assert_eq!((f.hits[0].action, f.hits[0].blocked), (action, blocked), "{path}");
+    }
+    let monitor = compile_with(ACTIONS, &Options { mode: IpsMode::Monitor, ..Options::default() });
+    for path in ["/drop", "/reject"] {
+        let mut f = FlowIps::new(monitor.clone(), FlowTuple::to_port(443));
+        assert_eq!(f.inspect(Direction::ToServer, &get(path), &mut scratch), Verdict::Continue, "{path}: monitor never blocks");
+        assert!(f.hits[0].action.blocks() && !f.hits[0].blocked, "{path}: an alert that says what it would have done");
+    }
+    // The operator's override replaces the rule's action, both ways.
+    let (rules, _) = parse_rules(ACTIONS);
+    let (mut set, _) = Ruleset::compile(rules, &Options { mode: IpsMode::Block, ..Options::default() }).unwrap();
+    assert!(set.set_override(1, Override::Set(Action::Drop)) && set.set_override(2, Override::Set(Action::Alert)));
+    assert_eq!((set.action_of(1), set.action_of(2), set.action_of(3)), (Some(Action::Drop), Some(Action::Alert), Some(Action::Reject)));
+    let set = Arc::new(set);
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    assert!(matches!(f.inspect(Direction::ToServer, &get("/watch"), &mut scratch), Verdict::Block(_)));
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    assert_eq!(f.inspect(Direction::ToServer, &get("/drop"), &mut scratch), Verdict::Continue);
+}
+
+#[test]
+fn a_pass_rule_wins_and_ends_matching_for_the_flow() {
+    let text = format!("{ACTIONS}pass http any any -> any any (msg:\"trusted updater\"; http.user_agent; content:\"updater/\"; sid:9;)\n");
+    let set = compile_with(&text, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    // The same request matches the pass and the drop rule: pass wins, nothing alerts.
+    let v = f.inspect(Direction::ToServer, b"GET /drop HTTP/1.1\r\nUser-Agent: updater/2\r\n\r\n", &mut scratch);
+    assert_eq!(v, Verdict::Continue);
+    assert!(f.hits.is_empty() && f.passed());
+    // ... and later requests on the flow are not matched at all.
+    assert_eq!(f.inspect(Direction::ToServer, b"GET /reject HTTP/1.1\r\n\r\n", &mut scratch), Verdict::Continue);
+    assert!(f.hits.is_empty());
+    // Without the pass rule's match, the drop rule blocks as before.
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    assert!(matches!(f.inspect(Direction::ToServer, b"GET /drop HTTP/1.1\r\nUser-Agent: curl\r\n\r\n", &mut scratch), Verdict::Block(_)));
+}
+
+#[test]
+fn rule_headers_match_addresses_ports_and_direction() {
+    let text = r#"drop http $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (msg:"out"; flow:to_server; http.uri; content:"/x"; sid:1;)
+drop tcp $EXTERNAL_NET any -> $HOME_NET any (msg:"in"; flow:to_client; content:"PAYLOAD"; sid:2;)
+drop tcp [10.0.0.0/8,!10.9.0.0/16] any <> any ![22,8000:8100] (msg:"both ways"; content:"MARK"; sid:3;)
+"#;
+    let set = compile_with(text, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let fires = |t: FlowTuple, d: Direction, data: &[u8], scratch: &mut hyperscan::Scratch| {
+        let mut f = FlowIps::new(set.clone(), t);
+        f.inspect(d, data, scratch);
+        f.hits.iter().map(|h| h.sid).collect::<Vec<_>>()
+    };
+    let req = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(fires(flow("10.0.0.5", "203.0.113.7", 443), Direction::ToServer, req, &mut scratch), [1], "inside to outside on 443");
+    assert!(fires(flow("10.0.0.5", "203.0.113.7", 8443), Direction::ToServer, req, &mut scratch).is_empty(), "not an HTTP port");
+    assert!(fires(flow("10.0.0.5", "10.1.1.1", 443), Direction::ToServer, req, &mut scratch).is_empty(), "the server is not external");
+    assert!(fires(flow("198.18.0.1", "203.0.113.7", 443), Direction::ToServer, req, &mut scratch).is_empty(), "the client is not at home");
+    // A response is data from the server to the client: the header's source is the server.
+    assert_eq!(fires(flow("10.0.0.5", "203.0.113.7", 443), Direction::ToClient, b"PAYLOAD", &mut scratch), [2]);
+    assert!(fires(flow("10.0.0.5", "203.0.113.7", 443), Direction::ToServer, b"PAYLOAD", &mut scratch).is_empty());
+    // `<>`: either way round; groups and negation.
+    assert_eq!(fires(flow("10.0.0.5", "203.0.113.7", 443), Direction::ToClient, b"MARK", &mut scratch), [3]);
+    assert_eq!(fires(flow("10.0.0.5", "203.0.113.7", 443), Direction::ToServer, b"MARK", &mut scratch), [3]);
+    assert!(fires(flow("10.9.0.5", "203.0.113.7", 443), Direction::ToServer, b"MARK", &mut scratch).is_empty(), "excluded source");
+    assert!(fires(flow("10.0.0.5", "203.0.113.7", 8050), Direction::ToServer, b"MARK", &mut scratch).is_empty(), "excluded port");
+    // The operator's variables replace Suricata's defaults; an undefined one refuses its rule.
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("HOME_NET".to_string(), "198.18.0.0/24".to_string());
+    let opts = Options { mode: IpsMode::Block, vars: crate::inspect::header::Vars::with(&vars).unwrap(), ..Options::default() };
+    let (rules, _) = parse_rules(text);
+    let (home, _) = Ruleset::compile(rules, &opts).unwrap();
+    let mut f = FlowIps::new(Arc::new(home), flow("198.18.0.1", "203.0.113.7", 80));
+    f.inspect(Direction::ToServer, req, &mut scratch);
+    assert_eq!(f.hits.len(), 1);
+    let (rules, _) = parse_rules("drop tcp $NOT_A_VAR any -> any any (msg:\"x\"; content:\"a\"; sid:5;)\n");
+    let (_, refused) = Ruleset::compile(rules, &Options::default()).unwrap();
+    assert!(matches!(refused.as_slice(), [(5, why)] if why.contains("$NOT_A_VAR is not defined")), "{refused:?}");
+}
+
+#[test]
+fn alerts_carry_the_classtypes_category_and_severity() {
+    let text = r#"alert http any any -> any any (msg:"a"; http.uri; content:"/a"; classtype:web-application-attack; sid:1;)
+alert http any any -> any any (msg:"b"; http.uri; content:"/a"; classtype:web-application-attack; priority:3; sid:2;)
+alert http any any -> any any (msg:"c"; http.uri; content:"/a"; sid:3;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET /a HTTP/1.1\r\n\r\n", &mut scratch);
+    let got: Vec<(u32, Option<&str>, u8)> = f.hits.iter().map(|h| (h.sid, h.category.as_deref(), h.severity)).collect();
+    assert_eq!(got, [(1, Some("Web Application Attack"), 1), (2, Some("Web Application Attack"), 3), (3, None, 3)]);
+    let (rules, _) = parse_rules("alert tcp any any -> any any (msg:\"x\"; content:\"a\"; classtype:no-such-class; sid:4;)\n");
+    let (_, refused) = Ruleset::compile(rules, &Options::default()).unwrap();
+    assert!(matches!(refused.as_slice(), [(4, why)] if why.contains("no-such-class")), "{refused:?}");
+}
+
+#[test]
+fn levels_select_rules_by_their_metadata() {
+    let text = r#"alert tcp any any -> any any (msg:"none"; content:"a"; sid:1;)
+alert tcp any any -> any any (msg:"low"; content:"a"; sid:2; metadata: confidence Low;)
+alert tcp any any -> any any (msg:"high"; content:"a"; sid:3; metadata: confidence High;)
+alert tcp any any -> any any (msg:"informational"; content:"a"; sid:4; metadata: signature_severity Informational, confidence Medium;)
+alert tcp any any -> any any (msg:"critical"; content:"a"; sid:5; metadata: signature_severity Critical, confidence Medium;)
+alert tcp any any -> any any (msg:"critical low"; content:"a"; sid:6; metadata: signature_severity Critical, confidence Low;)
+"#;
+    let (rules, _) = parse_rules(text);
+    let at = |level: Level| rules.iter().filter(|r| active_at(level, r)).map(|r| r.sid).collect::<Vec<_>>();
+    assert_eq!(at(Level::Strict), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(at(Level::Medium), [1, 3, 5]);
+    assert_eq!(at(Level::Loose), [3, 5]);
+}
+
+#[test]
+fn http_host_is_normalised_and_http_host_raw_is_not() {
+    let text = r#"drop http any any -> any any (msg:"host"; http.host; content:"evil.example"; sid:1;)
+drop http any any -> any any (msg:"raw"; http.host.raw; content:"Evil.Example:8443"; sid:2;)
+"#;
+    let set = compile_with(text, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let sids = |req: &[u8], scratch: &mut hyperscan::Scratch| {
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, req, scratch);
+        f.hits.iter().map(|h| h.sid).collect::<Vec<_>>()
+    };
+    assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: Evil.Example:8443\r\n\r\n", &mut scratch), [1, 2], "case and port do not evade http.host");
+    assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: EVIL.EXAMPLE.\r\n\r\n", &mut scratch), [1]);
+    assert_eq!(sids(b"GET http://evil.example/x HTTP/1.1\r\nHost: decoy\r\n\r\n", &mut scratch), [1], "an absolute URI's host is the host");
+    assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: evil.example.net\r\n\r\n", &mut scratch), [1], "a content matches anywhere in the buffer");
+    assert!(sids(b"GET / HTTP/1.1\r\nHost: good.example\r\n\r\n", &mut scratch).is_empty());
+    assert_eq!(super::matcher::normalized_host("/", "[2001:db8::1]:443"), "[2001:db8::1]");
+    assert_eq!(super::matcher::normalized_host("/", "user@Host.Example:80"), "host.example");
 }

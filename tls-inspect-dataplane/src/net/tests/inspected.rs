@@ -13,7 +13,7 @@ use smoltcp::socket::tcp;
 
 use super::harness::{Lossy, Net};
 use crate::testutil::pattern;
-use crate::inspect::ips::{IpsMode, Level, Ruleset};
+use crate::inspect::ips::{IpsMode, Level, Options, Ruleset};
 use crate::inspect::rules::parse_rules;
 use crate::log::{FlowLog, Outcome, Record};
 use crate::net::counters::Counter;
@@ -25,8 +25,8 @@ use crate::testutil::pki::{ca, issuer_cn, leaf, roots};
 use crate::tls::intercept::{TlsConfig, UntrustedUpstream};
 use crate::tls::policy::{TlsPolicy, TlsSettings};
 
-const RAW_EVIL: &str = r#"alert tcp any any -> any any (msg:"raw marker"; content:"EVIL"; sid:1000002;)"#;
-const BLOCK_EVIL: &str = r#"alert http any any -> any any (msg:"evil path"; http.uri; content:"/evil"; sid:1000001;)"#;
+const RAW_EVIL: &str = r#"drop tcp any any -> any any (msg:"raw marker"; content:"EVIL"; sid:1000002;)"#;
+const BLOCK_EVIL: &str = r#"reject http any any -> any any (msg:"evil path"; http.uri; content:"/evil"; sid:1000001;)"#;
 
 #[test]
 fn an_inspected_upload_and_download_survive_loss_and_reordering() {
@@ -292,7 +292,7 @@ fn flow_of_records(records: &[Record]) -> FlowLog {
 fn ips_hook(text: &str) -> WorkerIps {
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
-    let (set, refused) = Ruleset::compile(rules, IpsMode::Block, Level::Strict, 1 << 20).unwrap();
+    let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Block, level: Level::Strict, ..Options::default() }).unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     WorkerIps::new(Arc::new(ArcSwap::from_pointee(set))).unwrap()
 }
@@ -452,7 +452,7 @@ fn http_complete(buf: &[u8]) -> bool {
 }
 
 /// A rule on the ClientHello's SNI and the decrypted URI together.
-const SNI_AND_URI: &str = r#"alert http any any -> any any (msg:"admin of server.test"; tls.sni; content:"server.test"; http.uri; content:"/admin"; sid:1000002;)"#;
+const SNI_AND_URI: &str = r#"reject http any any -> any any (msg:"admin of server.test"; tls.sni; content:"server.test"; http.uri; content:"/admin"; sid:1000002;)"#;
 
 #[test]
 fn a_rule_on_the_sni_and_an_http_buffer_fires_on_the_inspected_request() {

@@ -1,0 +1,85 @@
+//! `classification.config`: a rule's classtype gives the alert its category (the description)
+//! and its severity (the classtype's priority, unless the rule sets `priority:`), as in
+//! Suricata. The bundled file holds Suricata's default classtypes; an operator's file replaces it.
+
+use std::collections::HashMap;
+
+/// The bundled classifications.
+pub const BUNDLED: &str = include_str!("../../rules/classification.config");
+
+/// Severity of a rule with neither a classtype nor a priority (Suricata's default).
+pub const DEFAULT_SEVERITY: u8 = 3;
+
+/// One classtype.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    pub description: String,
+    pub priority: u8,
+}
+
+/// Classtypes by short name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classifications(HashMap<String, Class>);
+
+impl Default for Classifications {
+    fn default() -> Self {
+        // The bundled file is checked by a test: it always parses.
+        Self::parse(BUNDLED).unwrap_or(Self(HashMap::new()))
+    }
+}
+
+impl Classifications {
+    /// Parses `config classification: shortname,description,priority` lines (`#` comments and
+    /// blank lines skipped); an error names the line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let rest = t
+                .strip_prefix("config classification:")
+                .ok_or_else(|| format!("line {}: expected 'config classification: name,description,priority'", i + 1))?;
+            let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
+            let [name, description, priority] = parts.as_slice() else {
+                return Err(format!("line {}: expected three comma-separated fields", i + 1));
+            };
+            let priority: u8 = priority.parse().ok().filter(|p| *p >= 1).ok_or_else(|| format!("line {}: priority '{priority}' is not 1 to 255", i + 1))?;
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(format!("line {}: '{name}' is not a classtype name", i + 1));
+            }
+            map.insert(name.to_string(), Class { description: description.to_string(), priority });
+        }
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Class> {
+        self.0.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_file_parses_and_names_suricatas_classtypes() {
+        let c = Classifications::parse(BUNDLED).expect("the bundled file");
+        assert_eq!(c, Classifications::default());
+        let web = c.get("web-application-attack").expect("web-application-attack");
+        assert_eq!((web.description.as_str(), web.priority), ("Web Application Attack", 1));
+        assert_eq!(c.get("tcp-connection").map(|k| k.priority), Some(4));
+        assert!(c.get("data-leak").is_some());
+        assert!(c.0.len() >= 40);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        assert!(Classifications::parse("config classification: a,b\n").unwrap_err().starts_with("line 1"));
+        assert!(Classifications::parse("# x\n\nconfig classification: a,b,zero\n").unwrap_err().starts_with("line 3"));
+        assert!(Classifications::parse("classification: a,b,1\n").is_err());
+        let ok = Classifications::parse("config classification: my-class, My Class ,2\n").unwrap();
+        assert_eq!(ok.get("my-class").map(|c| (c.description.as_str(), c.priority)), Some(("My Class", 2)));
+    }
+}
