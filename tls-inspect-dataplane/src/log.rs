@@ -235,7 +235,8 @@ impl AlertLog {
                     "signature_id": h.sid,
                     "rev": h.rev,
                     "signature": h.msg,
-                    "category": h.category,
+                    // Suricata writes "" for a rule without a (known) classtype.
+                    "category": h.category.as_deref().unwrap_or(""),
                     "severity": h.severity,
                 }),
             ),

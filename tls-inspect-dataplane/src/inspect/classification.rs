@@ -41,21 +41,27 @@ impl Classifications {
             let rest = t
                 .strip_prefix("config classification:")
                 .ok_or_else(|| format!("line {}: expected 'config classification: name,description,priority'", i + 1))?;
-            let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
-            let [name, description, priority] = parts.as_slice() else {
-                return Err(format!("line {}: expected three comma-separated fields", i + 1));
-            };
+            // The description may hold commas: the first comma ends the name, the last one
+            // starts the priority.
+            let (name, rest) = rest.split_once(',').ok_or_else(|| format!("line {}: expected three comma-separated fields", i + 1))?;
+            let (description, priority) = rest.rsplit_once(',').ok_or_else(|| format!("line {}: expected three comma-separated fields", i + 1))?;
+            let (name, description, priority) = (name.trim().to_ascii_lowercase(), description.trim(), priority.trim());
             let priority: u8 = priority.parse().ok().filter(|p| *p >= 1).ok_or_else(|| format!("line {}: priority '{priority}' is not 1 to 255", i + 1))?;
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(format!("line {}: '{name}' is not a classtype name", i + 1));
             }
-            map.insert(name.to_string(), Class { description: description.to_string(), priority });
+            // As in Suricata, the first definition of a name wins.
+            if map.contains_key(&name) {
+                continue;
+            }
+            map.insert(name, Class { description: description.to_string(), priority });
         }
         Ok(Self(map))
     }
 
+    /// A classtype by name (names are case-insensitive, as in Suricata).
     pub fn get(&self, name: &str) -> Option<&Class> {
-        self.0.get(name)
+        self.0.get(&name.to_ascii_lowercase())
     }
 }
 
@@ -79,7 +85,8 @@ mod tests {
         assert!(Classifications::parse("config classification: a,b\n").unwrap_err().starts_with("line 1"));
         assert!(Classifications::parse("# x\n\nconfig classification: a,b,zero\n").unwrap_err().starts_with("line 3"));
         assert!(Classifications::parse("classification: a,b,1\n").is_err());
-        let ok = Classifications::parse("config classification: my-class, My Class ,2\n").unwrap();
-        assert_eq!(ok.get("my-class").map(|c| (c.description.as_str(), c.priority)), Some(("My Class", 2)));
+        let ok = Classifications::parse("config classification: My-Class, My Class, with a comma ,2\nconfig classification: my-class,Second,1\n").unwrap();
+        assert_eq!(ok.get("my-class").map(|c| (c.description.as_str(), c.priority)), Some(("My Class, with a comma", 2)), "the first definition wins");
+        assert_eq!(ok.get("MY-CLASS").map(|c| c.priority), Some(2));
     }
 }

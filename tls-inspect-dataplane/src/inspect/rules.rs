@@ -530,6 +530,13 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     if rule.msg.is_empty() {
         return Err(err(line, "msg", "every rule needs a msg"));
     }
+    if rule.contents.iter().any(|c| c.buffer == Buffer::HttpHost && c.nocase) {
+        return Err(err(
+            line,
+            "http.host",
+            "http.host keyword specified along with \"nocase\". The hostname buffer is normalized to lowercase, specifying nocase is redundant.",
+        ));
+    }
     if let Some(c) = rule.contents.iter().find(|c| c.buffer == Buffer::HttpHost && c.pattern.iter().any(u8::is_ascii_uppercase)) {
         // Suricata's own error: the buffer is lowercase, so such a content could never match.
         return Err(err(

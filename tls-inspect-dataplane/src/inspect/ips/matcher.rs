@@ -250,7 +250,7 @@ impl FlowIps {
         // http.host as Suricata has it: the host name, lowercase, without a port (the URI's
         // host for an absolute-form request); http.host.raw: the Host header as sent.
         self.scan_field(Buffer::HttpHost, normalized_host(&info.uri, &info.host).as_bytes(), scratch);
-        self.scan_field(Buffer::HttpHostRaw, info.host.as_bytes(), scratch);
+        self.scan_field(Buffer::HttpHostRaw, raw_host(&info.uri, &info.host).as_bytes(), scratch);
         self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
     }
 
@@ -466,24 +466,34 @@ impl FlowIps {
     }
 }
 
-/// The request's host name as Suricata's `http.host` holds it: from an absolute-form URI if the
-/// request has one, else from the Host header (or HTTP/2's `:authority`); lowercase, without the
-/// port, userinfo or a trailing dot.
-pub(crate) fn normalized_host(uri: &str, host_header: &str) -> String {
+/// The host of an absolute-form request URI (`http://Host:port/...`), as libhtp normalises it:
+/// lowercase, without userinfo, port or trailing dots.
+fn uri_host(uri: &str) -> Option<String> {
     let lower = uri.to_ascii_lowercase();
-    let authority = ["http://", "https://"]
-        .iter()
-        .find_map(|scheme| lower.strip_prefix(scheme))
-        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
-        .unwrap_or(host_header);
-    let authority = authority.rsplit('@').next().unwrap_or(authority).trim();
-    let host = if let Some(v6) = authority.strip_prefix('[') {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| lower.strip_prefix(scheme))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    Some(strip_port(authority).trim_end_matches('.').to_string())
+}
+
+fn strip_port(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
         // An IPv6 literal keeps its brackets.
-        v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or("").to_string()
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
+        Some(v6) => v6.find(']').map_or(authority, |end| &authority[..end + 2]),
+        None => authority.split(':').next().unwrap_or(""),
+    }
+}
+
+/// Suricata's `http.host`: the absolute-form URI's host if the request has one, else the Host
+/// header's (or HTTP/2's `:authority`) without its port; lowercase.
+pub(crate) fn normalized_host(uri: &str, host_header: &str) -> String {
+    uri_host(uri).unwrap_or_else(|| strip_port(host_header.trim()).to_ascii_lowercase())
+}
+
+/// Suricata's `http.host.raw`: the Host header as sent, unless the request has an absolute-form
+/// URI (then its host, normalised).
+pub(crate) fn raw_host(uri: &str, host_header: &str) -> String {
+    uri_host(uri).unwrap_or_else(|| host_header.trim().to_string())
 }
 
 /// Decodes `%XX` escapes once; anything else stays as it is.

@@ -444,10 +444,12 @@ drop http any any -> any any (msg:"raw"; http.host.raw; content:"Evil.Example:84
         f.hits.iter().map(|h| h.sid).collect::<Vec<_>>()
     };
     assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: Evil.Example:8443\r\n\r\n", &mut scratch), [1, 2], "case and port do not evade http.host");
-    assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: EVIL.EXAMPLE.\r\n\r\n", &mut scratch), [1]);
+    assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: EVIL.EXAMPLE\r\n\r\n", &mut scratch), [1]);
     assert_eq!(sids(b"GET http://evil.example/x HTTP/1.1\r\nHost: decoy\r\n\r\n", &mut scratch), [1], "an absolute URI's host is the host");
     assert_eq!(sids(b"GET / HTTP/1.1\r\nHost: evil.example.net\r\n\r\n", &mut scratch), [1], "a content matches anywhere in the buffer");
     assert!(sids(b"GET / HTTP/1.1\r\nHost: good.example\r\n\r\n", &mut scratch).is_empty());
     assert_eq!(super::matcher::normalized_host("/", "[2001:db8::1]:443"), "[2001:db8::1]");
-    assert_eq!(super::matcher::normalized_host("/", "user@Host.Example:80"), "host.example");
+    assert_eq!(super::matcher::normalized_host("http://user@Host.Example.:80/x", "decoy"), "host.example", "a URI's host loses userinfo, port and trailing dots");
+    assert_eq!(super::matcher::raw_host("/", " Evil.Example:8443 "), "Evil.Example:8443");
+    assert_eq!(super::matcher::raw_host("http://Evil.Example:8443/", "decoy"), "evil.example", "an absolute URI's host, as Suricata has it");
 }
