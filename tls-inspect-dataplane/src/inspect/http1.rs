@@ -11,9 +11,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// What the follower found in the bytes it was fed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Http1Event<'a> {
-    /// A complete head; a new message (and its body) starts. The request's fields, for
-    /// requests.
-    Head(Option<HttpInfo>),
+    /// A complete head; a new message (and its body) starts: the request's fields (for
+    /// requests) and the head's bytes, its final CRLF CRLF included.
+    Head { info: Option<HttpInfo>, raw: &'a [u8] },
     /// Bytes of the current message's body, in order.
     Body(&'a [u8]),
     /// The current message's body is complete (or cannot be followed further).
@@ -68,7 +68,7 @@ impl Http1Dir {
     }
 
     /// Follows the next bytes of this direction, reporting what they hold to `on`.
-    pub fn feed<'a>(&mut self, direction: Direction, mut data: &'a [u8], on: &mut impl FnMut(Http1Event<'a>)) {
+    pub fn feed(&mut self, direction: Direction, mut data: &[u8], on: &mut impl for<'e> FnMut(Http1Event<'e>)) {
         while !data.is_empty() && !self.off {
             if self.chunked.is_some() {
                 let used = self.follow_chunked(data, on);
@@ -101,13 +101,14 @@ impl Http1Dir {
             };
             data = &data[end - old..];
             let (framing, info) = parse_head(&self.head[..end], direction);
-            // The head's buffer stays for the next message (no allocation per request).
-            self.head.clear();
             let Some(framing) = framing else {
+                self.head.clear();
                 self.off = true;
                 continue;
             };
-            on(Http1Event::Head(info));
+            on(Http1Event::Head { info, raw: &self.head[..end] });
+            // The head's buffer stays for the next message (no allocation per request).
+            self.head.clear();
             match framing {
                 Framing::Length(0) => on(Http1Event::BodyEnd),
                 Framing::Length(n) => self.body_left = n,
@@ -118,7 +119,7 @@ impl Http1Dir {
 
     /// Decodes chunked framing from `data`; returns the bytes used. Malformed framing stops
     /// the parsing of this direction.
-    fn follow_chunked<'a>(&mut self, data: &'a [u8], on: &mut impl FnMut(Http1Event<'a>)) -> usize {
+    fn follow_chunked(&mut self, data: &[u8], on: &mut impl for<'e> FnMut(Http1Event<'e>)) -> usize {
         let mut i = 0;
         while i < data.len() {
             let Some(state) = self.chunked.take() else {
@@ -265,8 +266,8 @@ mod tests {
         let mut seen = Vec::new();
         dir.feed(direction, data, &mut |e| {
             seen.push(match e {
-                Http1Event::Head(Some(info)) => format!("head {} {}", info.method, info.uri),
-                Http1Event::Head(None) => "head".to_string(),
+                Http1Event::Head { info: Some(info), .. } => format!("head {} {}", info.method, info.uri),
+                Http1Event::Head { info: None, .. } => "head".to_string(),
                 Http1Event::Body(b) => format!("body {}", String::from_utf8_lossy(b)),
                 Http1Event::BodyEnd => "end".to_string(),
             })

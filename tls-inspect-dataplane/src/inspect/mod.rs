@@ -10,6 +10,7 @@
 pub mod block;
 pub mod classification;
 pub mod dlp;
+pub mod fields;
 pub mod h2;
 pub mod header;
 pub mod http1;

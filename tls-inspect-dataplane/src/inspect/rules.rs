@@ -69,6 +69,34 @@ pub enum Buffer {
     HttpResponseBody,
     TlsSni,
     FileData,
+    /// The request-target as sent.
+    HttpUriRaw,
+    /// Every header but the cookie, `Name: value\r\n` each.
+    HttpHeader,
+    /// The header lines as sent.
+    HttpHeaderRaw,
+    HttpHeaderNames,
+    HttpCookie,
+    HttpContentType,
+    HttpContentLen,
+    HttpReferer,
+    HttpAccept,
+    HttpAcceptEnc,
+    HttpAcceptLang,
+    HttpConnection,
+    HttpServer,
+    HttpLocation,
+    HttpStatCode,
+    HttpStatMsg,
+    HttpRequestLine,
+    HttpResponseLine,
+    /// The start line and the headers.
+    HttpStart,
+    HttpProtocol,
+    /// `tls.sni; dotprefix;`: the SNI with a `.` in front.
+    TlsSniDot,
+    /// `http.host; dotprefix;`.
+    HttpHostDot,
 }
 
 impl Buffer {
@@ -78,11 +106,32 @@ impl Buffer {
         Some(match keyword {
             "http.method" => Self::HttpMethod,
             "http.uri" => Self::HttpUri,
+            "http.uri.raw" => Self::HttpUriRaw,
             "http.host" => Self::HttpHost,
             "http.host.raw" => Self::HttpHostRaw,
             "http.user_agent" => Self::HttpUserAgent,
             "http.request_body" => Self::HttpRequestBody,
             "http.response_body" => Self::HttpResponseBody,
+            "http.header" => Self::HttpHeader,
+            "http.header.raw" => Self::HttpHeaderRaw,
+            "http.cookie" => Self::HttpCookie,
+            "http.server" => Self::HttpServer,
+            "http.location" => Self::HttpLocation,
+            "http.stat_code" => Self::HttpStatCode,
+            "http.stat_msg" => Self::HttpStatMsg,
+            // Suricata's sticky buffers whose old names are aliases, not modifiers.
+            "http.header_names" | "http_header_names" => Self::HttpHeaderNames,
+            "http.content_type" | "http_content_type" => Self::HttpContentType,
+            "http.content_len" | "http_content_len" => Self::HttpContentLen,
+            "http.referer" | "http_referer" => Self::HttpReferer,
+            "http.accept" | "http_accept" => Self::HttpAccept,
+            "http.accept_enc" | "http_accept_enc" => Self::HttpAcceptEnc,
+            "http.accept_lang" | "http_accept_lang" => Self::HttpAcceptLang,
+            "http.connection" | "http_connection" => Self::HttpConnection,
+            "http.request_line" | "http_request_line" => Self::HttpRequestLine,
+            "http.response_line" | "http_response_line" => Self::HttpResponseLine,
+            "http.start" | "http_start" => Self::HttpStart,
+            "http.protocol" | "http_protocol" => Self::HttpProtocol,
             "tls.sni" | "tls_sni" => Self::TlsSni,
             "file.data" | "file_data" => Self::FileData,
             _ => return None,
@@ -94,11 +143,17 @@ impl Buffer {
         Some(match keyword {
             "http_method" => Self::HttpMethod,
             "http_uri" => Self::HttpUri,
+            "http_raw_uri" => Self::HttpUriRaw,
             "http_host" => Self::HttpHost,
             "http_raw_host" => Self::HttpHostRaw,
             "http_user_agent" => Self::HttpUserAgent,
             "http_client_body" => Self::HttpRequestBody,
             "http_server_body" => Self::HttpResponseBody,
+            "http_header" => Self::HttpHeader,
+            "http_raw_header" => Self::HttpHeaderRaw,
+            "http_cookie" => Self::HttpCookie,
+            "http_stat_code" => Self::HttpStatCode,
+            "http_stat_msg" => Self::HttpStatMsg,
             _ => return None,
         })
     }
@@ -133,6 +188,57 @@ pub struct Content {
     pub offset: Option<u32>,
     pub distance: Option<i32>,
     pub within: Option<u32>,
+    /// The match starts the buffer.
+    pub startswith: bool,
+    /// The match ends the buffer.
+    pub endswith: bool,
+}
+
+/// A length test on a buffer (`bsize`, `urilen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SizeCheck {
+    Eq(u64),
+    Lt(u64),
+    Le(u64),
+    Gt(u64),
+    Ge(u64),
+    /// `a<>b`: strictly between.
+    Between(u64, u64),
+}
+
+impl SizeCheck {
+    pub fn holds(self, len: u64) -> bool {
+        match self {
+            SizeCheck::Eq(n) => len == n,
+            SizeCheck::Lt(n) => len < n,
+            SizeCheck::Le(n) => len <= n,
+            SizeCheck::Gt(n) => len > n,
+            SizeCheck::Ge(n) => len >= n,
+            SizeCheck::Between(a, b) => a < len && len < b,
+        }
+    }
+
+    fn parse(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let n = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("'{v}' is not a size (N, <N, <=N, >N, >=N, A<>B)"));
+        Ok(if let Some((a, b)) = v.split_once("<>") {
+            let (a, b) = (n(a)?, n(b)?);
+            if a >= b {
+                return Err(format!("'{v}': the range is empty"));
+            }
+            SizeCheck::Between(a, b)
+        } else if let Some(r) = v.strip_prefix("<=") {
+            SizeCheck::Le(n(r)?)
+        } else if let Some(r) = v.strip_prefix(">=") {
+            SizeCheck::Ge(n(r)?)
+        } else if let Some(r) = v.strip_prefix('<') {
+            SizeCheck::Lt(n(r)?)
+        } else if let Some(r) = v.strip_prefix('>') {
+            SizeCheck::Gt(n(r)?)
+        } else {
+            SizeCheck::Eq(n(v.strip_prefix('=').unwrap_or(v))?)
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -159,6 +265,8 @@ pub struct Rule {
     pub flow: Option<FlowDir>,
     pub contents: Vec<Content>,
     pub pcres: Vec<Pcre>,
+    /// Length tests on buffers (`bsize` on a sticky buffer, `urilen` on the URI).
+    pub sizes: Vec<(Buffer, SizeCheck)>,
     pub classtype: Option<String>,
     /// `priority:` as written (the classtype's priority applies without it).
     pub priority: Option<u8>,
@@ -371,6 +479,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         flow: None,
         contents: Vec::new(),
         pcres: Vec::new(),
+        sizes: Vec::new(),
         classtype: None,
         priority: None,
         sid: 0,
@@ -432,6 +541,8 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                     offset: None,
                     distance: None,
                     within: None,
+                    startswith: false,
+                    endswith: false,
                 });
             }
             "nocase" => {
@@ -503,6 +614,37 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                         _ => {}
                     }
                 }
+            }
+            "startswith" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].startswith = true;
+            }
+            "endswith" => {
+                let i = last(&mut rule)?;
+                rule.contents[i].endswith = true;
+            }
+            "bsize" => {
+                if buffer == Buffer::Stream {
+                    return Err(err(line, "bsize", "needs a sticky buffer before it"));
+                }
+                rule.sizes.push((buffer, SizeCheck::parse(&need(&value)?).map_err(|m| err(line, "bsize", m))?));
+            }
+            "urilen" => {
+                let v = need(&value)?;
+                let (size, which) = v.split_once(',').map_or((v.as_str(), "norm"), |(a, b)| (a, b.trim()));
+                let b = match which {
+                    "norm" => Buffer::HttpUri,
+                    "raw" => Buffer::HttpUriRaw,
+                    other => return Err(err(line, "urilen", format!("'{other}' (norm or raw)"))),
+                };
+                rule.sizes.push((b, SizeCheck::parse(size).map_err(|m| err(line, "urilen", m))?));
+            }
+            "dotprefix" => {
+                buffer = match buffer {
+                    Buffer::TlsSni => Buffer::TlsSniDot,
+                    Buffer::HttpHost => Buffer::HttpHostDot,
+                    _ => return Err(err(line, "dotprefix", "supported after tls.sni and http.host")),
+                };
             }
             "fast_pattern" => {
                 // Which content Suricata's prefilter uses; every content is matched by Hyperscan

@@ -395,6 +395,15 @@ fn meta(r: &Rule, classes: &Classifications) -> Result<Meta, String> {
 }
 
 fn check_supported(r: &Rule) -> Result<(), String> {
+    if let Some(c) = r.contents.iter().find(|c| c.endswith && stream_kind(c.buffer) != 2) {
+        return Err(format!("endswith on {:?}: supported on sticky field buffers (a stream or body has no end to match)", c.buffer));
+    }
+    if let Some(c) = r.contents.iter().find(|c| c.startswith && stream_kind(c.buffer) == 0) {
+        return Err(format!("startswith on {:?}: supported on sticky buffers", c.buffer));
+    }
+    if let Some((b, _)) = r.sizes.iter().find(|(b, _)| stream_kind(*b) != 2) {
+        return Err(format!("bsize on {b:?}: supported on sticky field buffers"));
+    }
     if r.contents.iter().any(|c| c.negated && c.buffer == Buffer::Stream) || r.pcres.iter().any(|p| p.negated && p.buffer == Buffer::Stream) {
         return Err("a negated content needs a sticky buffer (a stream never ends)".into());
     }

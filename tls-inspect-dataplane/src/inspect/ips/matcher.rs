@@ -15,6 +15,7 @@ use hyperscan::Scratch;
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
+use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
 use crate::inspect::rules::{Buffer, FlowDir, Rule};
@@ -60,7 +61,11 @@ pub struct FlowIps {
     body: [Option<OwnedStream>; 2],
     body_seen: [usize; 2],
     /// (rule, is_pcre, item) -> matches (start, end), a few per item.
-    matches: HashMap<(u32, bool, u16), Vec<(u64, u64)>>,
+    /// Per direction: matches of a direction's data combine only with each other, as in
+    /// Suricata, where a request and its response are inspected apart.
+    matches: [HashMap<(u32, bool, u16), Vec<(u64, u64)>>; 2],
+    /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
+    field_len: [HashMap<Buffer, u64>; 2],
     fired: Vec<bool>,
     pub hits: Vec<Hit>,
     pub last_http: Option<HttpInfo>,
@@ -97,7 +102,8 @@ impl FlowIps {
             http: [Http1Dir::default(), Http1Dir::default()],
             body: [None, None],
             body_seen: [0, 0],
-            matches: HashMap::new(),
+            matches: [HashMap::new(), HashMap::new()],
+            field_len: [HashMap::new(), HashMap::new()],
             fired: vec![false; n],
             hits: Vec::new(),
             last_http: None,
@@ -115,9 +121,9 @@ impl FlowIps {
         &self.set
     }
 
-    fn record(&mut self, id: u32, from: u64, to: u64) {
+    fn record(&mut self, d: usize, id: u32, from: u64, to: u64) {
         if let Some(r) = self.set.refs.get(id as usize) {
-            let v = self.matches.entry((r.rule, r.is_pcre, r.item)).or_default();
+            let v = self.matches[d].entry((r.rule, r.is_pcre, r.item)).or_default();
             if v.len() < MATCHES_PER_ITEM {
                 v.push((from, to));
                 self.touched.push(r.rule);
@@ -134,14 +140,15 @@ impl FlowIps {
             });
         }
         for (id, from, to) in found {
-            self.record(id, from, to);
+            self.record(which, id, from, to);
         }
     }
 
-    fn scan_field(&mut self, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
+    fn scan_field(&mut self, d: usize, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
         let Some(db) = self.set.fields.get(&buffer) else {
             return;
         };
+        self.field_len[d].insert(buffer, value.len() as u64);
         let mut found: Vec<(u32, u64, u64)> = Vec::new();
         let _ = db.scan(value, scratch, |id, from, to, _| {
             found.push((id, from, to));
@@ -149,7 +156,7 @@ impl FlowIps {
         });
         let mut prefiltered: Vec<u32> = Vec::new();
         for (id, from, to) in found {
-            self.record(id, from, to);
+            self.record(d, id, from, to);
             if let Some(r) = self.set.refs.get(id as usize) {
                 if self.set.fallbacks[r.rule as usize].iter().any(Option::is_some) {
                     prefiltered.push(r.rule);
@@ -171,7 +178,7 @@ impl FlowIps {
                 }
                 // A regex that runs out of its backtrack budget does not match.
                 if let Ok(Some(m)) = re.find(&text) {
-                    let v = self.matches.entry((ri, true, pi as u16)).or_default();
+                    let v = self.matches[d].entry((ri, true, pi as u16)).or_default();
                     if v.len() < MATCHES_PER_ITEM {
                         v.push((m.start() as u64, m.end() as u64));
                         self.touched.push(ri);
@@ -191,7 +198,10 @@ impl FlowIps {
         if self.passed {
             return Verdict::Continue;
         }
-        self.scan_field(Buffer::TlsSni, sni.as_bytes(), scratch);
+        self.scan_field(0, Buffer::TlsSni, sni.as_bytes(), scratch);
+        if self.set.fields.contains_key(&Buffer::TlsSniDot) {
+            self.scan_field(0, Buffer::TlsSniDot, format!(".{sni}").as_bytes(), scratch);
+        }
         self.evaluate(Direction::ToServer)
     }
 
@@ -243,15 +253,48 @@ impl FlowIps {
         self.h2.as_ref().is_some_and(|dirs| dirs[1].at_frame_boundary())
     }
 
-    fn scan_fields(&mut self, info: &HttpInfo, scratch: &mut Scratch) {
-        self.scan_field(Buffer::HttpMethod, info.method.as_bytes(), scratch);
-        // Like Suricata's http.uri: the normalized (percent-decoded) URI.
-        self.scan_field(Buffer::HttpUri, &percent_decode(info.uri.as_bytes()), scratch);
-        // http.host as Suricata has it: the host name, lowercase, without a port (the URI's
-        // host for an absolute-form request); http.host.raw: the Host header as sent.
-        self.scan_field(Buffer::HttpHost, normalized_host(&info.uri, &info.host).as_bytes(), scratch);
-        self.scan_field(Buffer::HttpHostRaw, raw_host(&info.uri, &info.host).as_bytes(), scratch);
-        self.scan_field(Buffer::HttpUserAgent, info.user_agent.as_bytes(), scratch);
+    /// A new message head in direction `d`: what the previous message of that direction matched
+    /// in its fields and body is forgotten (a rule's contents combine within one message, as
+    /// in Suricata's per-transaction inspection); the stream and the ClientHello's SNI stay.
+    fn new_message(&mut self, d: usize) {
+        let set = self.set.clone();
+        let keep = |b: Buffer| matches!(b, Buffer::Stream | Buffer::TlsSni | Buffer::TlsSniDot);
+        self.matches[d].retain(|&(rule, is_pcre, item), _| {
+            let r = &set.rules[rule as usize];
+            keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
+        });
+        self.field_len[d].retain(|b, _| keep(*b));
+    }
+
+    /// Scans the field buffers of a message head (those the rule set has databases for).
+    fn scan_head(&mut self, head: &Head<'_>, scratch: &mut Scratch) {
+        let d = dir_index(head.direction);
+        self.new_message(d);
+        let set = self.set.clone();
+        let host_header = Some(std::borrow::Cow::Borrowed(head.authority)).filter(|a| !a.is_empty()).or_else(|| head.header("host"));
+        let uri = String::from_utf8_lossy(head.uri);
+        let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or(b""));
+        for &buffer in set.fields.keys() {
+            let value: Option<std::borrow::Cow<'_, [u8]>> = match buffer {
+                Buffer::TlsSni | Buffer::TlsSniDot => None,
+                // Suricata's http.uri: the normalised URI (path and query; percent-decoded).
+                Buffer::HttpUri if head.direction == Direction::ToServer && !head.uri.is_empty() => {
+                    Some(percent_decode(origin_form(head.uri)).into())
+                }
+                Buffer::HttpHost | Buffer::HttpHostRaw | Buffer::HttpHostDot if head.direction == Direction::ToServer => {
+                    let v = match buffer {
+                        Buffer::HttpHost => normalized_host(&uri, &host),
+                        Buffer::HttpHostDot => format!(".{}", normalized_host(&uri, &host)),
+                        _ => raw_host(&uri, &host),
+                    };
+                    Some(v.into_bytes().into()).filter(|v: &std::borrow::Cow<'_, [u8]>| v.len() > usize::from(buffer == Buffer::HttpHostDot))
+                }
+                other => head.buffer(other),
+            };
+            if let Some(v) = value {
+                self.scan_field(d, buffer, &v, scratch);
+            }
+        }
     }
 
     /// Scans body bytes with a body stream; records matches that belong to this direction's
@@ -270,7 +313,7 @@ impl FlowIps {
                 let rule = &self.set.rules[r.rule as usize];
                 let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
                 if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
-                    self.record(id, from, to);
+                    self.record(dir_index(direction), id, from, to);
                 }
             }
         }
@@ -285,6 +328,7 @@ impl FlowIps {
         for event in events {
             match event {
                 H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
+                    self.scan_head(&Head::http2(&headers, direction), scratch);
                     let f = crate::inspect::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
                     let info = HttpInfo {
@@ -294,10 +338,9 @@ impl FlowIps {
                         user_agent: get("user_agent"),
                         h2_stream: Some(stream),
                     };
-                    self.scan_fields(&info, scratch);
                     self.last_http = Some(info);
                 }
-                H2Event::Headers(..) => {}
+                H2Event::Headers(_, headers) => self.scan_head(&Head::http2(&headers, direction), scratch),
                 H2Event::Data(stream, bytes, end) => {
                     let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
                         self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
@@ -326,9 +369,11 @@ impl FlowIps {
         // The follower is lent out while its events are handled.
         let mut follower = std::mem::take(&mut self.http[d]);
         follower.feed(direction, data, &mut |event| match event {
-            Http1Event::Head(info) => {
+            Http1Event::Head { info, raw } => {
+                if let Some(head) = Head::http1(raw, direction) {
+                    self.scan_head(&head, scratch);
+                }
                 if let Some(info) = info {
-                    self.scan_fields(&info, scratch);
                     self.last_http = Some(info);
                 }
                 self.body_seen[d] = 0;
@@ -380,7 +425,7 @@ impl FlowIps {
                 Some(FlowDir::ToClient) => direction == Direction::ToClient,
                 None => true,
             };
-            if !dir_ok || !set.headers[i].matches(from, to) || !self.satisfied(i as u32, rule) {
+            if !dir_ok || !set.headers[i].matches(from, to) || !self.satisfied(i as u32, rule, dir_index(direction)) {
                 continue;
             }
             holding.push(i);
@@ -416,11 +461,15 @@ impl FlowIps {
         verdict
     }
 
-    fn satisfied(&self, ri: u32, rule: &Rule) -> bool {
+    fn satisfied(&self, ri: u32, rule: &Rule, d: usize) -> bool {
+        let len = |b: Buffer| self.field_len[d].get(&b).copied();
+        if !rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) {
+            return false;
+        }
         // Contents, in order, each after the previous as its modifiers say.
         let mut prev_end: Option<(Buffer, u64)> = None;
         for (ci, c) in rule.contents.iter().enumerate() {
-            let found = self.matches.get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            let found = self.matches[d].get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
             if c.negated {
                 if !found.is_empty() {
                     return false;
@@ -429,6 +478,12 @@ impl FlowIps {
             }
             let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
             let ok = found.iter().find(|(from, to)| {
+                if c.startswith && *from != 0 {
+                    return false;
+                }
+                if c.endswith && Some(*to) != len(c.buffer) {
+                    return false;
+                }
                 if let Some(off) = c.offset {
                     if *from < u64::from(off) {
                         return false;
@@ -460,10 +515,23 @@ impl FlowIps {
             }
         }
         rule.pcres.iter().enumerate().all(|(pi, p)| {
-            let hit = self.matches.get(&(ri, true, pi as u16)).is_some_and(|v| !v.is_empty());
+            let hit = self.matches[d].get(&(ri, true, pi as u16)).is_some_and(|v| !v.is_empty());
             hit != p.negated
         })
     }
+}
+
+/// The path and query of a request-target: an absolute-form URI loses its scheme and authority,
+/// as Suricata's normalised `http.uri` does.
+fn origin_form(uri: &[u8]) -> &[u8] {
+    let lower = uri.to_ascii_lowercase();
+    for scheme in [&b"http://"[..], b"https://"] {
+        if lower.starts_with(scheme) {
+            let rest = &uri[scheme.len()..];
+            return rest.iter().position(|&b| b == b'/' || b == b'?').map_or(&b"/"[..], |i| &rest[i..]);
+        }
+    }
+    uri
 }
 
 /// The host of an absolute-form request URI (`http://Host:port/...`), as libhtp normalises it:

@@ -453,3 +453,101 @@ drop http any any -> any any (msg:"raw"; http.host.raw; content:"Evil.Example:84
     assert_eq!(super::matcher::raw_host("/", " Evil.Example:8443 "), "Evil.Example:8443");
     assert_eq!(super::matcher::raw_host("http://Evil.Example:8443/", "decoy"), "evil.example", "an absolute URI's host, as Suricata has it");
 }
+
+fn sids_of(set: &Arc<Ruleset>, direction: Direction, data: &[&[u8]]) -> Vec<u32> {
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    for d in data {
+        f.inspect(direction, d, &mut scratch);
+    }
+    let mut sids: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+    sids.sort_unstable();
+    sids
+}
+
+#[test]
+fn header_buffers_of_requests_and_responses() {
+    let text = r#"alert http any any -> any any (msg:"header"; http.header; content:"X-Api-Key|3a| "; sid:1;)
+alert http any any -> any any (msg:"cookie"; http.cookie; content:"admin=1"; sid:2;)
+alert http any any -> any any (msg:"old cookie"; content:"admin=1"; http_cookie; sid:3;)
+alert http any any -> any any (msg:"not in header"; http.header; content:"admin=1"; sid:4;)
+alert http any any -> any any (msg:"names"; http.header_names; content:"|0d 0a|X-Api-Key|0d 0a|"; sid:5;)
+alert http any any -> any any (msg:"referer"; http.referer; content:"evil.example"; sid:6;)
+alert http any any -> any any (msg:"line"; http.request_line; content:"POST /upload HTTP/1.1"; sid:7;)
+alert http any any -> any any (msg:"raw uri"; http.uri.raw; content:"%2e%2e"; sid:8;)
+alert http any any -> any any (msg:"status"; flow:to_client; http.stat_code; content:"500"; sid:10;)
+alert http any any -> any any (msg:"server"; flow:to_client; http.server; content:"Apache/2.4.49"; sid:11;)
+alert http any any -> any any (msg:"set-cookie"; flow:to_client; http.cookie; content:"track="; sid:12;)
+alert http any any -> any any (msg:"old status"; flow:to_client; content:"500"; http_stat_code; sid:13;)
+alert http any any -> any any (msg:"content type"; flow:to_client; http.content_type; content:"application/x-msdownload"; sid:14;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let req: &[u8] = b"POST /upload HTTP/1.1\r\nHost: a\r\nX-Api-Key: k\r\nCookie: admin=1\r\nReferer: https://evil.example/\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(sids_of(&set, Direction::ToServer, &[req]), [1, 2, 3, 5, 6, 7]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[b"GET /a/%2e%2e/b HTTP/1.1\r\nHost: a\r\n\r\n"]), [8]);
+    let resp: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nServer: Apache/2.4.49\r\nSet-Cookie: track=1\r\nContent-Type: application/x-msdownload\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(sids_of(&set, Direction::ToClient, &[resp]), [10, 11, 12, 13, 14]);
+}
+
+#[test]
+fn startswith_endswith_bsize_urilen_and_dotprefix() {
+    let text = r#"alert http any any -> any any (msg:"starts"; http.uri; content:"/admin"; startswith; sid:1;)
+alert http any any -> any any (msg:"ends"; http.uri; content:".php"; endswith; sid:2;)
+alert http any any -> any any (msg:"exact ua"; http.user_agent; content:"curl"; startswith; endswith; sid:3;)
+alert http any any -> any any (msg:"short ua"; http.user_agent; content:"Mozilla"; bsize:<20; sid:4;)
+alert http any any -> any any (msg:"long uri"; http.uri; content:"/"; urilen:>30; sid:5;)
+alert tls any any -> any any (msg:"domain"; tls.sni; dotprefix; content:".evil.example"; endswith; sid:6;)
+alert http any any -> any any (msg:"host domain"; http.host; dotprefix; content:".evil.example"; endswith; sid:7;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let get = |uri: &str, ua: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\nUser-Agent: {ua}\r\n\r\n").into_bytes();
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&get("/admin/x.php", "curl")]), [1, 2, 3]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&get("/x/admin.php?y", "curl/8")]), Vec::<u32>::new());
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&get("/", "Mozilla/5.0")]), [4]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&get("/", "Mozilla/5.0 (X11; Linux x86_64)")]), Vec::<u32>::new());
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&get(&format!("/{}", "a".repeat(40)), "x")]), [5]);
+    let mut scratch = set.scratch().unwrap();
+    for (sni, fires) in [("evil.example", true), ("www.evil.example", true), ("notevil.example", false), ("evil.example.net", false)] {
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+        f.scan_sni(sni, &mut scratch);
+        assert_eq!(f.hits.iter().any(|h| h.sid == 6), fires, "{sni}");
+    }
+    assert_eq!(sids_of(&set, Direction::ToServer, &[b"GET / HTTP/1.1\r\nHost: cdn.evil.example\r\n\r\n"]), [7]);
+    // Suricata refuses these: so does the engine, saying why.
+    let (rules, _) = parse_rules(
+        "alert tcp any any -> any any (msg:\"x\"; content:\"a\"; endswith; sid:20;)\nalert http any any -> any any (msg:\"x\"; http.request_body; content:\"a\"; endswith; sid:21;)\n",
+    );
+    let (_, refused) = Ruleset::compile(rules, &Options::default()).unwrap();
+    assert_eq!(refused.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [20, 21], "{refused:?}");
+}
+
+#[test]
+fn contents_combine_within_one_message_and_one_direction_only() {
+    let text = r#"alert http any any -> any any (msg:"both in one uri"; http.uri; content:"/a"; content:"/b"; sid:1;)
+alert tcp any any -> any any (msg:"both on the stream"; content:"PING"; content:"PONG"; sid:2;)
+"#;
+    let set = compile_with(text, &Options::default());
+    // Two requests, each with half of what sid 1 wants: Suricata inspects each transaction apart.
+    assert!(sids_of(&set, Direction::ToServer, &[b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"]).is_empty());
+    assert_eq!(sids_of(&set, Direction::ToServer, &[b"GET /a/b HTTP/1.1\r\n\r\n"]), [1]);
+    // A content in each direction does not make a match either.
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"PING", &mut scratch);
+    f.inspect(Direction::ToClient, b"PONG", &mut scratch);
+    assert!(f.hits.is_empty());
+    f.inspect(Direction::ToClient, b"PING", &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [2], "both on the server's stream");
+}
+
+#[test]
+fn http2_authority_is_the_host() {
+    use crate::inspect::h2::PREFACE;
+    let set = compile_with(r#"drop http any any -> any any (msg:"h"; http.host; content:"evil.example"; sid:1;)"#, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut enc = loona_hpack::Encoder::new();
+    let block = enc.encode(vec![(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/"[..]), (&b":authority"[..], &b"Evil.Example:443"[..])]);
+    let mut wire = PREFACE.to_vec();
+    wire.extend_from_slice(&[(block.len() >> 16) as u8, (block.len() >> 8) as u8, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
+    wire.extend_from_slice(&block);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&wire]), [1]);
+}
