@@ -307,7 +307,9 @@ pub fn detach(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
-/// `rules check FILE`: every rule that would not load, with its line and keyword.
+/// `rules check FILE`: every rule that would not load, with its line and keyword (the parser)
+/// or its sid and reason (the engine: variables, classtypes, Hyperscan), as `run` would load it
+/// with the default `[ips]` settings.
 pub fn rules_check(file: &Path, as_json: bool) -> Result<()> {
     let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let (rules, errors) = crate::inspect::rules::parse_rules(&text);
@@ -317,11 +319,22 @@ pub fn rules_check(file: &Path, as_json: bool) -> Result<()> {
     for e in &errors {
         eprintln!("{}: {e}", file.display());
     }
-    println!("{} rules load, {} refused", rules.len(), errors.len());
-    if errors.is_empty() {
+    let parsed = rules.len();
+    let refused = if rules.is_empty() {
+        Vec::new()
+    } else {
+        let (_, refused) = crate::inspect::ips::Ruleset::compile(rules, &crate::inspect::settings::IpsSettings::default().options()?)?;
+        refused
+    };
+    for (sid, why) in &refused {
+        eprintln!("{}: sid {sid}: {why}", file.display());
+    }
+    let bad = errors.len() + refused.len();
+    println!("{} rules load, {bad} refused ({} by the parser, {} by the engine)", parsed - refused.len(), errors.len(), refused.len());
+    if bad == 0 {
         Ok(())
     } else {
-        anyhow::bail!("{} rule(s) refused", errors.len())
+        anyhow::bail!("{bad} rule(s) refused")
     }
 }
 

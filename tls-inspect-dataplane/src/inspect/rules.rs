@@ -245,9 +245,16 @@ impl SizeCheck {
 pub struct Pcre {
     pub buffer: Buffer,
     pub pattern: String,
-    /// Perl-style flags after the closing slash (i, s, m, x).
+    /// The Perl flags that change matching (i, s, m, x); Suricata's buffer and other flags are
+    /// read into the other fields.
     pub flags: String,
     pub negated: bool,
+    /// `R`: the match starts after the end of the content before it (`after`).
+    pub relative: bool,
+    /// `R` with a leading `^` (kept out of `pattern`): the match starts right there.
+    pub anchored: bool,
+    /// The index of the last content written before this pcre, if any.
+    pub after: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -575,17 +582,60 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 let body = s.strip_prefix('/').ok_or_else(|| err(line, "pcre", "must start with /"))?;
                 let end = body.rfind('/').ok_or_else(|| err(line, "pcre", "must end with /flags"))?;
                 let (pattern, flags) = (&body[..end], &body[end + 1..]);
-                if let Some(f) = flags.chars().find(|c| !"ismx".contains(*c)) {
-                    return Err(err(line, "pcre", format!("unsupported flag '{f}' (i, s, m, x)")));
+                let mut perl = String::new();
+                let mut relative = false;
+                let mut pcre_buffer = buffer;
+                for f in flags.chars() {
+                    // Suricata's buffer flags, as in its detect-pcre.c.
+                    let named = match f {
+                        'i' | 's' | 'm' | 'x' => {
+                            perl.push(f);
+                            None
+                        }
+                        'R' => {
+                            relative = true;
+                            None
+                        }
+                        // Ungreedy, dollar-end-only, the match limit and raw bytes do not
+                        // change whether a regex matches here.
+                        'G' | 'E' | 'O' | 'B' => None,
+                        'U' => Some(Buffer::HttpUri),
+                        'I' => Some(Buffer::HttpUriRaw),
+                        'H' => Some(Buffer::HttpHeader),
+                        'D' => Some(Buffer::HttpHeaderRaw),
+                        'M' => Some(Buffer::HttpMethod),
+                        'C' => Some(Buffer::HttpCookie),
+                        'P' => Some(Buffer::HttpRequestBody),
+                        'Q' => Some(Buffer::FileData),
+                        'Y' => Some(Buffer::HttpStatMsg),
+                        'S' => Some(Buffer::HttpStatCode),
+                        'V' => Some(Buffer::HttpUserAgent),
+                        'W' => Some(Buffer::HttpHost),
+                        'Z' => Some(Buffer::HttpHostRaw),
+                        other => return Err(err(line, "pcre", format!("unsupported flag '{other}'"))),
+                    };
+                    if let Some(b) = named {
+                        if pcre_buffer != Buffer::Stream {
+                            return Err(err(line, "pcre", format!("flag '{f}' names a buffer, but the pcre already has one")));
+                        }
+                        pcre_buffer = b;
+                    }
                 }
+                // With R, `^` means where the previous content ended (Suricata's semantics), which
+                // the matcher checks: the pattern itself loses it.
+                let anchored = relative && pattern.starts_with('^') && !rule.contents.is_empty();
+                let pattern = if anchored { &pattern[1..] } else { pattern };
                 if pattern.is_empty() {
                     return Err(err(line, "pcre", "empty pattern"));
                 }
                 rule.pcres.push(Pcre {
-                    buffer,
+                    buffer: pcre_buffer,
                     pattern: pattern.to_string(),
-                    flags: flags.to_string(),
+                    flags: perl,
                     negated,
+                    relative,
+                    anchored,
+                    after: rule.contents.len().checked_sub(1),
                 });
             }
             "metadata" => {

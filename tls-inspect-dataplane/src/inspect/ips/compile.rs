@@ -398,9 +398,6 @@ fn check_supported(r: &Rule) -> Result<(), String> {
     if let Some(c) = r.contents.iter().find(|c| c.endswith && stream_kind(c.buffer) != 2) {
         return Err(format!("endswith on {:?}: supported on sticky field buffers (a stream or body has no end to match)", c.buffer));
     }
-    if let Some(c) = r.contents.iter().find(|c| c.startswith && stream_kind(c.buffer) == 0) {
-        return Err(format!("startswith on {:?}: supported on sticky buffers", c.buffer));
-    }
     if let Some((b, _)) = r.sizes.iter().find(|(b, _)| stream_kind(*b) != 2) {
         return Err(format!("bsize on {b:?}: supported on sticky field buffers"));
     }

@@ -468,6 +468,7 @@ impl FlowIps {
         }
         // Contents, in order, each after the previous as its modifiers say.
         let mut prev_end: Option<(Buffer, u64)> = None;
+        let mut ends: Vec<Option<u64>> = vec![None; rule.contents.len()];
         for (ci, c) in rule.contents.iter().enumerate() {
             let found = self.matches[d].get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
             if c.negated {
@@ -510,12 +511,22 @@ impl FlowIps {
                 true
             });
             match ok {
-                Some((_, to)) => prev_end = Some((c.buffer, *to)),
+                Some((_, to)) => {
+                    prev_end = Some((c.buffer, *to));
+                    ends[ci] = Some(*to);
+                }
                 None => return false,
             }
         }
         rule.pcres.iter().enumerate().all(|(pi, p)| {
-            let hit = self.matches[d].get(&(ri, true, pi as u16)).is_some_and(|v| !v.is_empty());
+            let found = self.matches[d].get(&(ri, true, pi as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            // `R`: after the end of the content before it, when that content is in the same
+            // buffer.
+            let start = match p.after {
+                Some(ci) if p.relative && rule.contents[ci].buffer == p.buffer => ends[ci].unwrap_or(0),
+                _ => 0,
+            };
+            let hit = found.iter().any(|(from, _)| if p.anchored { *from == start } else { *from >= start });
             hit != p.negated
         })
     }

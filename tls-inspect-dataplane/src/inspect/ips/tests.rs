@@ -551,3 +551,25 @@ fn http2_authority_is_the_host() {
     wire.extend_from_slice(&block);
     assert_eq!(sids_of(&set, Direction::ToServer, &[&wire]), [1]);
 }
+
+#[test]
+fn pcre_buffer_flags_and_relative_matching() {
+    let text = r#"alert http any any -> any any (msg:"U"; pcre:"/^\/admin\/[a-z]+\.php$/U"; sid:1;)
+alert http any any -> any any (msg:"H"; pcre:"/^X-Token\x3a\s+[0-9a-f]{8}\r$/Hm"; sid:2;)
+alert http any any -> any any (msg:"V"; pcre:"/python-requests\/\d/V"; sid:3;)
+alert http any any -> any any (msg:"R"; http.uri; content:"/dl?"; pcre:"/^file=[^&]+\.exe/R"; sid:4;)
+alert tcp any any -> any any (msg:"stream start"; content:"GIOP"; startswith; sid:5;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let req = |uri: &str, extra: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\n{extra}\r\n").into_bytes();
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/admin/panel.php", "")]), [1]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/x/admin/panel.php", "")]), Vec::<u32>::new(), "the pcre is on the URI, anchored");
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/", "X-Token: deadbeef\r\n")]), [2]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/", "User-Agent: python-requests/2.31\r\n")]), [3]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/dl?file=a.exe", "")]), [4]);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&req("/dl?x=1&file=a.exe", "")]), Vec::<u32>::new(), "R anchors the pcre after the content");
+    assert_eq!(sids_of(&set, Direction::ToServer, &[b"GIOP\x01\x02"]), [5]);
+    assert!(sids_of(&set, Direction::ToServer, &[b"xxGIOP"]).is_empty(), "startswith on the stream: the direction's first bytes");
+    let (_, errors) = parse_rules("alert http any any -> any any (msg:\"x\"; http.uri; pcre:\"/a/H\"; sid:9;)\n");
+    assert!(errors[0].message.contains("already has one"), "{errors:?}");
+}
