@@ -194,6 +194,84 @@ pub struct Content {
     pub endswith: bool,
 }
 
+/// A `flowbits` condition or action.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Flowbit {
+    /// Holds when one of the names is set (`isset,a|b`) or all are (`isset,a&b`).
+    IsSet { names: Vec<String>, all: bool },
+    IsNotSet { names: Vec<String>, all: bool },
+    Set(Vec<String>),
+    Unset(Vec<String>),
+    Toggle(Vec<String>),
+}
+
+/// `threshold` and `detection_filter`: how often a rule's matches become alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    pub track: Track,
+    pub count: u32,
+    pub seconds: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdKind {
+    /// At most `count` alerts per `seconds`.
+    Limit,
+    /// An alert at every `count`th match within `seconds`.
+    Threshold,
+    /// One alert per `seconds`, once there were `count` matches.
+    Both,
+    /// `detection_filter`: the rule matches only from the `count`th match within `seconds` on.
+    DetectionFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Track {
+    BySrc,
+    ByDst,
+    ByBoth,
+    ByRule,
+}
+
+impl Threshold {
+    fn parse(v: &str, detection_filter: bool) -> Result<Self, String> {
+        let (mut kind, mut track, mut count, mut seconds) = (if detection_filter { Some(ThresholdKind::DetectionFilter) } else { None }, None, None, None);
+        for part in v.split(',') {
+            let mut kv = part.split_whitespace();
+            let (k, val) = (kv.next().unwrap_or(""), kv.next().unwrap_or(""));
+            match k {
+                "type" if !detection_filter => {
+                    kind = Some(match val {
+                        "limit" => ThresholdKind::Limit,
+                        "threshold" => ThresholdKind::Threshold,
+                        "both" => ThresholdKind::Both,
+                        other => return Err(format!("type '{other}' (limit, threshold, both)")),
+                    })
+                }
+                "track" => {
+                    track = Some(match val {
+                        "by_src" => Track::BySrc,
+                        "by_dst" => Track::ByDst,
+                        "by_both" => Track::ByBoth,
+                        "by_rule" => Track::ByRule,
+                        other => return Err(format!("track '{other}' (by_src, by_dst, by_both, by_rule)")),
+                    })
+                }
+                "count" => count = Some(val.parse::<u32>().ok().filter(|c| *c > 0).ok_or_else(|| format!("count '{val}'"))?),
+                "seconds" => seconds = Some(val.parse::<u32>().ok().filter(|c| *c > 0).ok_or_else(|| format!("seconds '{val}'"))?),
+                other => return Err(format!("'{other}' (type, track, count, seconds)")),
+            }
+        }
+        match (kind, track, count, seconds) {
+            (Some(kind), Some(track), Some(count), Some(seconds)) => Ok(Self { kind, track, count, seconds }),
+            _ => Err("needs type (threshold only), track, count and seconds".into()),
+        }
+    }
+}
+
 /// A length test on a buffer (`bsize`, `urilen`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SizeCheck {
@@ -274,6 +352,10 @@ pub struct Rule {
     pub pcres: Vec<Pcre>,
     /// Length tests on buffers (`bsize` on a sticky buffer, `urilen` on the URI).
     pub sizes: Vec<(Buffer, SizeCheck)>,
+    pub flowbits: Vec<Flowbit>,
+    /// `flowbits:noalert` (or `noalert`): the rule sets its bits but raises no alert.
+    pub noalert: bool,
+    pub threshold: Option<Threshold>,
     pub classtype: Option<String>,
     /// `priority:` as written (the classtype's priority applies without it).
     pub priority: Option<u8>,
@@ -487,6 +569,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         contents: Vec::new(),
         pcres: Vec::new(),
         sizes: Vec::new(),
+        flowbits: Vec::new(),
+        noalert: false,
+        threshold: None,
         classtype: None,
         priority: None,
         sid: 0,
@@ -664,6 +749,44 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                         _ => {}
                     }
                 }
+            }
+            "flowbits" => {
+                let v = need(&value)?;
+                let (cmd, names) = v.split_once(',').map_or((v.trim(), ""), |(c, n)| (c.trim(), n.trim()));
+                let all = names.contains('&');
+                let list: Vec<String> = names.split(['|', '&']).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+                if cmd != "noalert" && list.is_empty() {
+                    return Err(err(line, "flowbits", format!("{cmd} needs a name")));
+                }
+                if list.iter().any(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))) {
+                    return Err(err(line, "flowbits", format!("'{names}' is not a list of names")));
+                }
+                let single = |what: &str| -> Result<Vec<String>, RuleError> {
+                    if names.contains('|') || names.contains('&') {
+                        Err(err(line, "flowbits", format!("{what} takes names joined by '|' only in isset and isnotset")))
+                    } else {
+                        Ok(list.clone())
+                    }
+                };
+                rule.flowbits.push(match cmd {
+                    "isset" => Flowbit::IsSet { names: list, all },
+                    "isnotset" => Flowbit::IsNotSet { names: list, all },
+                    "set" => Flowbit::Set(single("set")?),
+                    "unset" => Flowbit::Unset(single("unset")?),
+                    "toggle" => Flowbit::Toggle(single("toggle")?),
+                    "noalert" => {
+                        rule.noalert = true;
+                        continue;
+                    }
+                    other => return Err(err(line, "flowbits", format!("'{other}' (set, isset, isnotset, unset, toggle, noalert)"))),
+                });
+            }
+            "noalert" => rule.noalert = true,
+            "threshold" | "detection_filter" => {
+                if rule.threshold.is_some() {
+                    return Err(err(line, &key, "a rule has one threshold or detection_filter"));
+                }
+                rule.threshold = Some(Threshold::parse(&need(&value)?, key == "detection_filter").map_err(|m| err(line, &key, m))?);
             }
             "startswith" => {
                 let i = last(&mut rule)?;

@@ -13,7 +13,7 @@ use hyperscan::{Block, CompileFlags, Scratch, Streaming};
 use super::{IpsMode, Level};
 use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
 use crate::inspect::header::{AddrSet, PortSet, Vars};
-use crate::inspect::rules::{Action, Buffer, Confidence, Rule, Severity};
+use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Threshold, ThresholdKind};
 
 /// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,6 +138,84 @@ pub struct Compiled {
     /// Per rule: its resolved header and what its alerts say.
     pub(super) headers: Vec<Header>,
     pub(super) meta: Vec<Meta>,
+    /// Per rule: its flowbits with the names numbered; and per bit, the rules that test it.
+    pub(super) bits: Vec<Vec<BitOp>>,
+    pub(super) testers: Vec<Vec<u32>>,
+    /// Counts of thresholded rules, shared by every flow and worker.
+    pub(super) thresholds: ThresholdTable,
+}
+
+/// A flowbit operation on numbered bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum BitOp {
+    IsSet(Vec<usize>, bool),
+    IsNotSet(Vec<usize>, bool),
+    Set(Vec<usize>),
+    Unset(Vec<usize>),
+    Toggle(Vec<usize>),
+}
+
+/// Entries a threshold table holds at most: past it, expired windows are dropped, and a rule
+/// whose key finds no room alerts (a full table never silences a rule).
+const MAX_THRESHOLD_ENTRIES: usize = 65_536;
+
+/// What `threshold` and `detection_filter` count: per rule and tracked address, the matches of
+/// the current window.
+#[derive(Default)]
+pub(super) struct ThresholdTable(std::sync::Mutex<HashMap<(u32, ThresholdKey), Window>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum ThresholdKey {
+    Addr(std::net::Ipv4Addr),
+    Pair(std::net::Ipv4Addr, std::net::Ipv4Addr),
+    Rule,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: std::time::Instant,
+    count: u32,
+    alerted: bool,
+}
+
+impl ThresholdTable {
+    /// One more match of rule `rule` for `key` at `now`: (the rule matches, it alerts).
+    pub(super) fn admit(&self, rule: u32, key: ThresholdKey, t: &Threshold, now: std::time::Instant) -> (bool, bool) {
+        let Ok(mut table) = self.0.lock() else {
+            return (true, true);
+        };
+        let window = std::time::Duration::from_secs(u64::from(t.seconds));
+        if table.len() >= MAX_THRESHOLD_ENTRIES && !table.contains_key(&(rule, key)) {
+            table.retain(|_, w| now.duration_since(w.start) < window);
+            if table.len() >= MAX_THRESHOLD_ENTRIES {
+                return (true, true);
+            }
+        }
+        let w = table.entry((rule, key)).or_insert(Window { start: now, count: 0, alerted: false });
+        if now.duration_since(w.start) >= window {
+            *w = Window { start: now, count: 0, alerted: false };
+        }
+        w.count = w.count.saturating_add(1);
+        match t.kind {
+            ThresholdKind::Limit => (true, w.count <= t.count),
+            ThresholdKind::Threshold => {
+                let alert = w.count >= t.count;
+                if alert {
+                    w.count = 0;
+                }
+                (true, alert)
+            }
+            ThresholdKind::Both => {
+                let alert = w.count >= t.count && !w.alerted;
+                w.alerted |= alert;
+                (true, alert)
+            }
+            ThresholdKind::DetectionFilter => {
+                let on = w.count > t.count;
+                (on, on)
+            }
+        }
+    }
 }
 
 /// A rule set: the compiled databases and what the operator set on top of them (enabled rules,
@@ -283,6 +361,41 @@ impl Ruleset {
             fields.insert(b, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
         }
         let n = ok_rules.len();
+        // Flowbit names, numbered in order of appearance.
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut number = |list: &[String]| -> Vec<usize> {
+            list.iter()
+                .map(|name| {
+                    let next = names.len();
+                    *names.entry(name.clone()).or_insert(next)
+                })
+                .collect()
+        };
+        let bits: Vec<Vec<BitOp>> = ok_rules
+            .iter()
+            .map(|r| {
+                r.flowbits
+                    .iter()
+                    .map(|f| match f {
+                        Flowbit::IsSet { names, all } => BitOp::IsSet(number(names), *all),
+                        Flowbit::IsNotSet { names, all } => BitOp::IsNotSet(number(names), *all),
+                        Flowbit::Set(n) => BitOp::Set(number(n)),
+                        Flowbit::Unset(n) => BitOp::Unset(number(n)),
+                        Flowbit::Toggle(n) => BitOp::Toggle(number(n)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut testers: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
+        for (ri, ops) in bits.iter().enumerate() {
+            for op in ops {
+                if let BitOp::IsSet(b, _) | BitOp::IsNotSet(b, _) = op {
+                    for &bit in b {
+                        testers[bit].push(ri as u32);
+                    }
+                }
+            }
+        }
         Ok((
             Self {
                 compiled: Arc::new(Compiled {
@@ -294,6 +407,9 @@ impl Ruleset {
                     fallbacks: fallback_of,
                     headers,
                     meta: metas,
+                    bits,
+                    testers,
+                    thresholds: ThresholdTable::default(),
                 }),
                 active,
                 overrides: vec![Override::Own; n],

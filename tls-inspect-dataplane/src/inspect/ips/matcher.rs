@@ -12,13 +12,14 @@ use foreign_types::ForeignType;
 use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
+use super::compile::{BitOp, ThresholdKey};
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
 use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
-use crate::inspect::rules::{Buffer, FlowDir, Rule};
+use crate::inspect::rules::{Buffer, FlowDir, Rule, Track};
 use crate::inspect::{BlockCause, Direction, HttpInfo, Verdict};
 
 /// A Hyperscan stream closed when dropped (the crate's own drop leaks it).
@@ -72,6 +73,8 @@ pub struct FlowIps {
     tuple: FlowTuple,
     /// A `pass` rule matched: nothing more is matched on this flow.
     passed: bool,
+    /// The flow's flowbits, numbered by the rule set.
+    bits: Vec<bool>,
     /// HTTP/2 followers (client side, server side), once the client preface was seen.
     h2: Option<[H2Dir; 2]>,
     /// Open body streams of HTTP/2 streams, per direction.
@@ -96,6 +99,7 @@ impl FlowIps {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
         let stream = [open(&set.stream), open(&set.stream)];
         let n = set.rules.len();
+        let nbits = set.testers.len();
         Self {
             set,
             stream,
@@ -109,6 +113,7 @@ impl FlowIps {
             last_http: None,
             tuple,
             passed: false,
+            bits: vec![false; nbits],
             h2: None,
             h2_bodies: [HashMap::new(), HashMap::new()],
             dlp: DlpState::default(),
@@ -401,64 +406,140 @@ impl FlowIps {
 
     /// Fires every rule whose conditions now hold; returns Block if one of them blocks. As in
     /// Suricata's action order, a `pass` rule that holds wins: the others do not fire, and the
-    /// flow is matched no more.
+    /// flow is matched no more. Rules that set flowbits go before rules that test them, and a
+    /// bit that changes brings the rules that test it back for another round.
     fn evaluate(&mut self, direction: Direction) -> Verdict {
         let set = self.set.clone();
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
         touched.dedup();
+        let d = dir_index(direction);
         let (from, to) = match direction {
             Direction::ToServer => (self.tuple.client, self.tuple.server),
             Direction::ToClient => (self.tuple.server, self.tuple.client),
         };
-        let mut holding: Vec<usize> = Vec::new();
-        for &ri in &touched {
-            let i = ri as usize;
-            let Some(rule) = set.rules.get(i) else {
-                continue;
-            };
-            if self.fired[i] || !set.active[i] {
-                continue;
+        let mut verdict = Verdict::Continue;
+        for _round in 0..4 {
+            let mut holding: Vec<usize> = Vec::new();
+            for &ri in &touched {
+                let i = ri as usize;
+                let Some(rule) = set.rules.get(i) else {
+                    continue;
+                };
+                if self.fired[i] || !set.active[i] {
+                    continue;
+                }
+                let dir_ok = match rule.flow {
+                    Some(FlowDir::ToServer) => direction == Direction::ToServer,
+                    Some(FlowDir::ToClient) => direction == Direction::ToClient,
+                    None => true,
+                };
+                if !dir_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
+                    continue;
+                }
+                holding.push(i);
             }
-            let dir_ok = match rule.flow {
-                Some(FlowDir::ToServer) => direction == Direction::ToServer,
-                Some(FlowDir::ToClient) => direction == Direction::ToClient,
-                None => true,
-            };
-            if !dir_ok || !set.headers[i].matches(from, to) || !self.satisfied(i as u32, rule, dir_index(direction)) {
-                continue;
+            if holding.iter().any(|&i| set.action(i) == Action::Pass) {
+                self.passed = true;
+                touched.clear();
+                self.touched = touched;
+                return Verdict::Continue;
             }
-            holding.push(i);
+            let tests = |i: usize| set.bits[i].iter().any(|op| matches!(op, BitOp::IsSet(..) | BitOp::IsNotSet(..)));
+            holding.sort_by_key(|&i| tests(i));
+            let mut changed: Vec<usize> = Vec::new();
+            for i in holding {
+                // A tester must still hold after this round's setters.
+                if tests(i) && !self.bits_hold(&set.bits[i]) {
+                    continue;
+                }
+                let rule = &set.rules[i];
+                let (matches, alerts) = match &rule.threshold {
+                    Some(t) => {
+                        let key = match t.track {
+                            Track::BySrc => ThresholdKey::Addr(from.0),
+                            Track::ByDst => ThresholdKey::Addr(to.0),
+                            Track::ByBoth => ThresholdKey::Pair(from.0, to.0),
+                            Track::ByRule => ThresholdKey::Rule,
+                        };
+                        set.thresholds.admit(i as u32, key, t, std::time::Instant::now())
+                    }
+                    None => (true, true),
+                };
+                if !matches {
+                    continue;
+                }
+                self.fired[i] = true;
+                changed.extend(self.apply_bits(&set.bits[i]));
+                let blocked = set.blocks(i);
+                // A block is always logged; otherwise noalert and thresholds decide.
+                if blocked || (alerts && !rule.noalert) {
+                    self.hits.push(Hit {
+                        sid: rule.sid,
+                        rev: rule.rev,
+                        msg: rule.msg.clone(),
+                        classtype: rule.classtype.clone(),
+                        category: set.meta[i].category.clone(),
+                        severity: set.meta[i].severity,
+                        action: set.action(i),
+                        blocked,
+                        direction,
+                        http: self.last_http.clone(),
+                        dlp: None,
+                    });
+                }
+                if blocked && verdict == Verdict::Continue {
+                    verdict = Verdict::Block(BlockCause::Rule { sid: rule.sid, msg: rule.msg.clone() });
+                }
+            }
+            if changed.is_empty() {
+                break;
+            }
+            touched.clear();
+            for bit in changed {
+                touched.extend(set.testers[bit].iter().copied().filter(|&r| !self.fired[r as usize]));
+            }
+            touched.sort_unstable();
+            touched.dedup();
         }
         touched.clear();
         self.touched = touched;
-        if holding.iter().any(|&i| set.action(i) == Action::Pass) {
-            self.passed = true;
-            return Verdict::Continue;
-        }
-        let mut verdict = Verdict::Continue;
-        for i in holding {
-            let rule = &set.rules[i];
-            self.fired[i] = true;
-            let blocked = set.blocks(i);
-            self.hits.push(Hit {
-                sid: rule.sid,
-                rev: rule.rev,
-                msg: rule.msg.clone(),
-                classtype: rule.classtype.clone(),
-                category: set.meta[i].category.clone(),
-                severity: set.meta[i].severity,
-                action: set.action(i),
-                blocked,
-                direction,
-                http: self.last_http.clone(),
-                dlp: None,
-            });
-            if blocked && verdict == Verdict::Continue {
-                verdict = Verdict::Block(BlockCause::Rule { sid: rule.sid, msg: rule.msg.clone() });
+        verdict
+    }
+
+    /// The rule's flowbit conditions hold on this flow.
+    fn bits_hold(&self, ops: &[BitOp]) -> bool {
+        let is = |b: usize| self.bits.get(b).copied().unwrap_or(false);
+        ops.iter().all(|op| match op {
+            BitOp::IsSet(b, true) => b.iter().all(|&x| is(x)),
+            BitOp::IsSet(b, false) => b.iter().any(|&x| is(x)),
+            BitOp::IsNotSet(b, true) => b.iter().all(|&x| !is(x)),
+            BitOp::IsNotSet(b, false) => b.iter().any(|&x| !is(x)),
+            _ => true,
+        })
+    }
+
+    /// Applies a firing rule's flowbit actions; returns the bits that changed.
+    fn apply_bits(&mut self, ops: &[BitOp]) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for op in ops {
+            let (bits, to): (&[usize], Option<bool>) = match op {
+                BitOp::Set(b) => (b, Some(true)),
+                BitOp::Unset(b) => (b, Some(false)),
+                BitOp::Toggle(b) => (b, None),
+                _ => continue,
+            };
+            for &b in bits {
+                if let Some(slot) = self.bits.get_mut(b) {
+                    let new = to.unwrap_or(!*slot);
+                    if *slot != new {
+                        *slot = new;
+                        changed.push(b);
+                    }
+                }
             }
         }
-        verdict
+        changed
     }
 
     fn satisfied(&self, ri: u32, rule: &Rule, d: usize) -> bool {

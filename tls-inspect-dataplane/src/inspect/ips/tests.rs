@@ -573,3 +573,62 @@ alert tcp any any -> any any (msg:"stream start"; content:"GIOP"; startswith; si
     let (_, errors) = parse_rules("alert http any any -> any any (msg:\"x\"; http.uri; pcre:\"/a/H\"; sid:9;)\n");
     assert!(errors[0].message.contains("already has one"), "{errors:?}");
 }
+
+#[test]
+fn flowbits_carry_state_between_rules_of_a_flow() {
+    // ET's pattern: a noalert rule marks the flow, a later rule alerts only on marked flows.
+    let text = r#"alert http any any -> any any (msg:"login page"; flow:to_server; http.uri; content:"/login"; flowbits:set,seen.login; flowbits:noalert; sid:1;)
+alert http any any -> any any (msg:"token after login"; flow:to_client; http.header; content:"X-Token"; flowbits:isset,seen.login; sid:2;)
+alert http any any -> any any (msg:"token without login"; flow:to_client; http.header; content:"X-Token"; flowbits:isnotset,seen.login; sid:3;)
+alert http any any -> any any (msg:"logout"; flow:to_server; http.uri; content:"/logout"; flowbits:unset,seen.login; flowbits:noalert; sid:4;)
+alert http any any -> any any (msg:"either"; flow:to_server; http.uri; content:"/x"; flowbits:isset,a|seen.login; sid:5;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let mut scratch = set.scratch().unwrap();
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nX-Token: t\r\nContent-Length: 0\r\n\r\n";
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET /login HTTP/1.1\r\n\r\n", &mut scratch);
+    assert!(f.hits.is_empty(), "noalert: {:?}", f.hits);
+    f.inspect(Direction::ToClient, resp, &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [2]);
+    f.inspect(Direction::ToServer, b"GET /x HTTP/1.1\r\n\r\n", &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [2, 5], "isset with | is any of the names");
+    // Without the login, the other rule fires instead.
+    let mut g = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    g.inspect(Direction::ToClient, resp, &mut scratch);
+    assert_eq!(g.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [3]);
+    // A setter and a tester on the same data: the setter goes first.
+    let text = r#"alert http any any -> any any (msg:"t"; http.uri; content:"/both"; flowbits:isset,b; sid:2;)
+alert http any any -> any any (msg:"s"; http.uri; content:"/both"; flowbits:set,b; flowbits:noalert; sid:1;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let mut h = FlowIps::new(set, FlowTuple::to_port(443));
+    h.inspect(Direction::ToServer, b"GET /both HTTP/1.1\r\n\r\n", &mut scratch);
+    assert_eq!(h.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [2]);
+    let (_, errors) = parse_rules("alert tcp any any -> any any (msg:\"x\"; content:\"a\"; flowbits:set,a|b; sid:9;)\n");
+    assert_eq!(errors.len(), 1, "set takes one name list without |");
+}
+
+#[test]
+fn thresholds_and_detection_filters_count_across_flows() {
+    let text = r#"alert http any any -> any any (msg:"limit"; http.uri; content:"/l"; threshold: type limit, track by_src, count 2, seconds 60; sid:1;)
+alert http any any -> any any (msg:"every third"; http.uri; content:"/t"; threshold:type threshold,track by_src,count 3,seconds 60; sid:2;)
+alert http any any -> any any (msg:"both"; http.uri; content:"/b"; threshold: type both, track by_dst, count 2, seconds 60; sid:3;)
+drop http any any -> any any (msg:"brute force"; http.uri; content:"/login"; detection_filter: track by_src, count 3, seconds 60; sid:4;)
+"#;
+    let set = compile_with(text, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut run = |path: &str, client: &str| {
+        let mut f = FlowIps::new(set.clone(), flow(client, "203.0.113.7", 443));
+        let v = f.inspect(Direction::ToServer, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(), &mut scratch);
+        (f.hits.len(), matches!(v, Verdict::Block(_)))
+    };
+    let alerts = |run: &mut dyn FnMut(&str, &str) -> (usize, bool), path: &str, client: &str, n: usize| (0..n).map(|_| run(path, client).0).collect::<Vec<_>>();
+    assert_eq!(alerts(&mut run, "/l", "10.0.0.1", 4), [1, 1, 0, 0], "limit: two per window");
+    assert_eq!(alerts(&mut run, "/l", "10.0.0.2", 1), [1], "per source");
+    assert_eq!(alerts(&mut run, "/t", "10.0.0.1", 6), [0, 0, 1, 0, 0, 1], "threshold: every third");
+    assert_eq!(alerts(&mut run, "/b", "10.0.0.1", 4), [0, 1, 0, 0], "both: once, after two");
+    let blocks: Vec<bool> = (0..5).map(|_| run("/login", "10.0.0.9").1).collect();
+    assert_eq!(blocks, [false, false, false, true, true], "detection_filter: from the fourth match on");
+    assert!(!run("/login", "10.0.0.8").1, "another source starts from zero");
+}
