@@ -76,6 +76,12 @@ pub trait Inspector {
     /// The next plaintext bytes of one direction (each direction in order).
     fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict;
 
+    /// The real server's certificate chain (DER, leaf first), once the upstream handshake has
+    /// it and before the client is answered.
+    fn server_certificates(&mut self, _chain: &[&[u8]]) -> Verdict {
+        Verdict::Continue
+    }
+
     /// Rules that fired since the last call (for the alert log).
     fn alerts(&mut self) -> Vec<ips::Hit> {
         Vec::new()
@@ -165,6 +171,13 @@ impl Inspector for IpsInspector {
         match self.scratch.try_borrow_mut() {
             Ok(mut s) => self.flow.inspect(direction, data, &mut s),
             // Never reached: one worker thread, no re-entrant scans.
+            Err(_) => Verdict::Continue,
+        }
+    }
+
+    fn server_certificates(&mut self, chain: &[&[u8]]) -> Verdict {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut s) => self.flow.scan_certificates(chain, &mut s),
             Err(_) => Verdict::Continue,
         }
     }

@@ -95,6 +95,14 @@ pub enum Buffer {
     HttpProtocol,
     /// `tls.sni; dotprefix;`: the SNI with a `.` in front.
     TlsSniDot,
+    /// The real server's certificates (DER), each a buffer of its own.
+    TlsCerts,
+    /// The server certificate's subject and issuer (`C=.., O=.., CN=..`), serial
+    /// (`0A:1B:..`) and SHA-1 fingerprint (`aa:bb:..`).
+    TlsCertSubject,
+    TlsCertIssuer,
+    TlsCertSerial,
+    TlsCertFingerprint,
     /// `http.host; dotprefix;`.
     HttpHostDot,
 }
@@ -133,6 +141,11 @@ impl Buffer {
             "http.start" | "http_start" => Self::HttpStart,
             "http.protocol" | "http_protocol" => Self::HttpProtocol,
             "tls.sni" | "tls_sni" => Self::TlsSni,
+            "tls.certs" => Self::TlsCerts,
+            "tls.cert_subject" | "tls_cert_subject" => Self::TlsCertSubject,
+            "tls.cert_issuer" | "tls_cert_issuer" => Self::TlsCertIssuer,
+            "tls.cert_serial" | "tls_cert_serial" => Self::TlsCertSerial,
+            "tls.cert_fingerprint" | "tls_cert_fingerprint" => Self::TlsCertFingerprint,
             "file.data" | "file_data" => Self::FileData,
             _ => return None,
         })

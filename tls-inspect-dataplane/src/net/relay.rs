@@ -93,7 +93,8 @@ impl Context {
             Failure::ClientRejected(a) => {
                 (Outcome::Failed, Reason::ClientRejectedCertificate(a), None, Some((Some(client_ip), ExclusionReason::ClientRejected)))
             }
-            Failure::Blocked(cause) => (Outcome::Blocked, Reason::Inspector(cause), None, None),
+            // Before the client has a session (a rule on the server's certificate): access_denied.
+            Failure::Blocked(cause) => (Outcome::Blocked, Reason::Inspector(cause), Some(ALERT_ACCESS_DENIED), None),
             Failure::Upstream(e) => (Outcome::Failed, Reason::Upstream(e), Some(ALERT_HANDSHAKE_FAILURE), None),
             Failure::Client(e) => (Outcome::Failed, Reason::Client(e), None, None),
         };

@@ -406,6 +406,11 @@ impl Interceptor {
                 None => Failure::ClientAuthRequested,
             });
         }
+        // The IPS sees the real server's certificates before the client is answered.
+        let chain: Vec<&[u8]> = self.upstream.peer_certificates().map(|c| c.iter().map(|d| d.as_ref()).collect()).unwrap_or_default();
+        if let Verdict::Block(cause) = self.inspector.server_certificates(&chain) {
+            return Err(Failure::Blocked(cause));
+        }
         let ck = forger
             .forge(leaf, self.sni.as_deref(), invalid.is_none())
             .map_err(|e| Failure::Upstream(format!("forging: {e}")))?;

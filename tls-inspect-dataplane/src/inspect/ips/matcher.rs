@@ -39,6 +39,9 @@ impl Drop for OwnedStream {
 }
 
 
+/// (rule, is_pcre, item) -> matches (start, end), a few per item.
+type Matches = HashMap<(u32, bool, u16), Vec<(u64, u64)>>;
+
 /// A flow's addresses and ports, as rule headers match them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTuple {
@@ -64,7 +67,7 @@ pub struct FlowIps {
     /// (rule, is_pcre, item) -> matches (start, end), a few per item.
     /// Per direction: matches of a direction's data combine only with each other, as in
     /// Suricata, where a request and its response are inspected apart.
-    matches: [HashMap<(u32, bool, u16), Vec<(u64, u64)>>; 2],
+    matches: [Matches; 2],
     /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
     field_len: [HashMap<Buffer, u64>; 2],
     fired: Vec<bool>,
@@ -198,6 +201,33 @@ impl FlowIps {
         self.passed
     }
 
+    /// The real server's certificates (leaf first): `tls.certs` on each, the leaf's subject,
+    /// issuer, serial and fingerprint, formatted as Suricata formats them; matched as data from
+    /// the server.
+    pub fn scan_certificates(&mut self, chain: &[&[u8]], scratch: &mut Scratch) -> Verdict {
+        if self.passed {
+            return Verdict::Continue;
+        }
+        let d = dir_index(Direction::ToClient);
+        for der in chain {
+            self.scan_field(d, Buffer::TlsCerts, der, scratch);
+        }
+        if let Some(leaf) = chain.first() {
+            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
+                let serial: Vec<String> = cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02X}")).collect();
+                let fingerprint: Vec<String> = {
+                    use sha1::Digest;
+                    sha1::Sha1::digest(leaf).iter().map(|b| format!("{b:02x}")).collect()
+                };
+                self.scan_field(d, Buffer::TlsCertSubject, cert.subject().to_string().as_bytes(), scratch);
+                self.scan_field(d, Buffer::TlsCertIssuer, cert.issuer().to_string().as_bytes(), scratch);
+                self.scan_field(d, Buffer::TlsCertSerial, serial.join(":").as_bytes(), scratch);
+                self.scan_field(d, Buffer::TlsCertFingerprint, fingerprint.join(":").as_bytes(), scratch);
+            }
+        }
+        self.evaluate(Direction::ToClient)
+    }
+
     /// The SNI of the ClientHello (before any decryption).
     pub fn scan_sni(&mut self, sni: &str, scratch: &mut Scratch) -> Verdict {
         if self.passed {
@@ -263,7 +293,12 @@ impl FlowIps {
     /// in Suricata's per-transaction inspection); the stream and the ClientHello's SNI stay.
     fn new_message(&mut self, d: usize) {
         let set = self.set.clone();
-        let keep = |b: Buffer| matches!(b, Buffer::Stream | Buffer::TlsSni | Buffer::TlsSniDot);
+        let keep = |b: Buffer| {
+            matches!(
+                b,
+                Buffer::Stream | Buffer::TlsSni | Buffer::TlsSniDot | Buffer::TlsCerts | Buffer::TlsCertSubject | Buffer::TlsCertIssuer | Buffer::TlsCertSerial | Buffer::TlsCertFingerprint
+            )
+        };
         self.matches[d].retain(|&(rule, is_pcre, item), _| {
             let r = &set.rules[rule as usize];
             keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
@@ -281,7 +316,7 @@ impl FlowIps {
         let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or(b""));
         for &buffer in set.fields.keys() {
             let value: Option<std::borrow::Cow<'_, [u8]>> = match buffer {
-                Buffer::TlsSni | Buffer::TlsSniDot => None,
+                Buffer::TlsSni | Buffer::TlsSniDot | Buffer::TlsCerts | Buffer::TlsCertSubject | Buffer::TlsCertIssuer | Buffer::TlsCertSerial | Buffer::TlsCertFingerprint => None,
                 // Suricata's http.uri: the normalised URI (path and query; percent-decoded).
                 Buffer::HttpUri if head.direction == Direction::ToServer && !head.uri.is_empty() => {
                     Some(percent_decode(origin_form(head.uri)).into())

@@ -480,3 +480,36 @@ fn a_rule_on_another_sni_leaves_the_same_request_alone() {
     assert!(bed.run_until(10_000, |_, s, _| http_complete(&s.got)), "the server gets the request");
     assert!(bed.records().iter().all(|r| !matches!(r, Record::Alert(_))), "no alert");
 }
+
+#[test]
+fn rules_on_the_real_servers_certificate_see_it_before_the_client_is_answered() {
+    // Alert on the subject; drop on the issuer: the client gets access_denied, nothing is forged.
+    let rules = r#"alert tls any any -> any any (msg:"subject"; tls.cert_subject; content:"CN=server.test"; sid:1000011;)
+drop tls any any -> any any (msg:"untrusted issuer"; tls.cert_issuer; content:"CN=Test Server Root"; sid:1000012;)
+"#;
+    let mut bed = Bed::new(&["server.test"], Some(rules));
+    assert!(bed.run_until(10_000, |c, _, n| c.error.is_some() && n.engine.is_empty()), "client {:?}", bed.client.error);
+    assert_eq!(bed.client.error, Some(rustls::Error::AlertReceived(AlertDescription::AccessDenied)));
+    let records = bed.records();
+    let mut alerts: Vec<(u32, bool)> = records.iter().filter_map(|r| if let Record::Alert(a) = r { Some((a.hit.sid, a.hit.blocked)) } else { None }).collect();
+    alerts.sort_unstable();
+    assert_eq!(alerts, [(1_000_011, false), (1_000_012, true)]);
+    let flow = flow_of_records(&records);
+    assert_eq!(flow.decision, Outcome::Blocked);
+    assert!(flow.reason.to_string().contains("1000012"), "{}", flow.reason);
+    assert_eq!(bed.net.engine.stats().get(Counter::CertsForged), 0, "nothing forged for a blocked certificate");
+    // The serial and fingerprint buffers carry Suricata's formats.
+    let (root, key) = ca("Fmt Root");
+    let (chain, _) = leaf(&root, key, &["fmt.test"]);
+    let (_, cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    let serial: Vec<String> = cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02X}")).collect();
+    let text = format!("alert tls any any -> any any (msg:\"serial\"; tls.cert_serial; content:\"{}\"; sid:1;)\n", serial.join(":"));
+    let (parsed, errors) = parse_rules(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (set, _) = Ruleset::compile(parsed, &Options::default()).unwrap();
+    let set = Arc::new(set);
+    let mut scratch = set.scratch().unwrap();
+    let mut f = crate::inspect::ips::FlowIps::new(set, crate::inspect::ips::FlowTuple::to_port(443));
+    f.scan_certificates(&[chain[0].as_ref()], &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1]);
+}
