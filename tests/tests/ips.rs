@@ -501,3 +501,49 @@ fn actions_variables_and_classtypes_mean_what_they_mean_in_suricata() -> Result<
     assert_eq!(alerts[2]["alert"]["severity"], 2, "the rule's own priority");
     Ok(())
 }
+
+#[test]
+fn suricata_update_tuning_files_enable_and_drop_rules_and_reload_picks_them_up() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("tls-inspect-tuning-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (rules, enable, drop) = (dir.join("emerging-web.rules"), dir.join("enable.conf"), dir.join("drop.conf"));
+    std::fs::write(
+        &rules,
+        "alert http any any -> any any (msg:\"ET-style watched\"; http.uri; content:\"tuned-me\"; sid:2900001; rev:1;)\n\
+         #alert http any any -> any any (msg:\"off upstream\"; http.uri; content:\"enable-me\"; sid:2900002; rev:1;)\n",
+    )?;
+    std::fs::write(&enable, "# enabled here\n2900002\n")?;
+    std::fs::write(&drop, "")?;
+    let bed = ips_bed(&format!(
+        "mode = \"block\"\ndefault_rules = false\nrules = [\"{}\"]\nenable_conf = \"{}\"\ndrop_conf = \"{}\"",
+        rules.display(),
+        enable.display(),
+        drop.display()
+    ));
+    let (b, ca) = bed?;
+    let get = |path: &str| {
+        let o = b.curl(&["--http1.1", "--cacert", &ca, &format!("https://server.test{path}")]);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    // An ET rule alerts; the one commented out upstream is on through enable.conf.
+    let (ok, out) = get("/?tuned-me");
+    assert!(ok && out.contains("hello from nginx"), "{out}");
+    let (ok, _) = get("/?enable-me");
+    assert!(ok);
+    // drop.conf makes it drop, from the next reload on.
+    std::fs::write(&drop, "re:ET-style\n")?;
+    check(b.t.cli().args(["rules", "reload"]))?;
+    let (ok, out) = get("/?tuned-me");
+    assert!(!ok && !out.contains("hello from nginx"), "{out}");
+    let records = b.wait_records(6)?;
+    let got: Vec<(u64, String)> = records
+        .iter()
+        .filter(|r| r["event_type"] == "alert")
+        .map(|r| (r["alert"]["signature_id"].as_u64().unwrap_or(0), r["alert"]["action"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(got, [(2900001, "allowed".to_string()), (2900002, "allowed".to_string()), (2900001, "blocked".to_string())]);
+    let list = check(b.t.cli().args(["rules", "list", "--json"]))?;
+    assert!(list.contains("\"drop\""), "{list}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

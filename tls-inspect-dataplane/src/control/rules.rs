@@ -148,8 +148,22 @@ fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, Over
     for path in &s.rules {
         sources.push((path.clone(), std::fs::read_to_string(path).with_context(|| format!("ips.rules: reading {path}"))?));
     }
+    // The operator's suricata-update files, read again at every reload.
+    let tuning = super::update::Tuning::read(
+        s.disable_conf.as_deref(),
+        s.enable_conf.as_deref(),
+        s.drop_conf.as_deref(),
+        s.modify_conf.as_deref(),
+    )?;
     let mut rules = Vec::new();
     for (name, text) in &sources {
+        let tuned;
+        let text = if tuning.is_empty() {
+            text
+        } else {
+            tuned = tuning.apply_to_text(name, text);
+            &tuned
+        };
         let (r, errors) = parse_rules(text);
         for e in errors {
             warn!(file = %name, "rule refused: {e}");

@@ -28,6 +28,12 @@ pub struct IpsSettings {
     pub vars: BTreeMap<String, String>,
     /// A `classification.config` of the operator's, instead of the bundled one.
     pub classification: Option<String>,
+    /// suricata-update's tuning files (control::update), applied to the rule files in this
+    /// order at start and at every reload.
+    pub disable_conf: Option<String>,
+    pub enable_conf: Option<String>,
+    pub drop_conf: Option<String>,
+    pub modify_conf: Option<String>,
     pub dlp: DlpSettings,
 }
 
@@ -110,6 +116,10 @@ impl Default for IpsSettings {
             whitelist: Vec::new(),
             vars: BTreeMap::new(),
             classification: None,
+            disable_conf: None,
+            enable_conf: None,
+            drop_conf: None,
+            modify_conf: None,
             dlp: DlpSettings::default(),
         }
     }
