@@ -91,7 +91,7 @@ fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<
     assert!(inspected.iter().all(|r| r["policy_id"] == 3 && r["scope_id"] == 30), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["alpn"] == "h2"), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["sni"] == "server.test" && r["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13d"))));
-    assert!(inspected.iter().any(|r| r["tls"]["version"] == "TLSv1.2"), "{records:?}");
+    assert!(inspected.iter().any(|r| r["tls"]["version"] == "TLS 1.2"), "{records:?}");
     Ok(())
 }
 

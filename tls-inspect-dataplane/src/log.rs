@@ -187,7 +187,8 @@ impl FlowLog {
                 "bytes_toclient": self.bytes_toclient,
                 "start": rfc3339(start),
                 "end": rfc3339(end),
-                "age": age.as_secs_f64(),
+                // Suricata's integer seconds.
+                "age": age.as_secs(),
             },
         }))
     }
@@ -213,6 +214,17 @@ impl FlowLog {
     }
 }
 
+/// A rule's `metadata` as Suricata's EVE has it: each key with the list of its values.
+fn metadata_json(pairs: &[(String, String)]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in pairs {
+        if let serde_json::Value::Array(list) = m.entry(k.clone()).or_insert_with(|| serde_json::Value::Array(Vec::new())) {
+            list.push(serde_json::Value::String(v.clone()));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
 /// An IPS alert, with the flow it fired on.
 #[derive(Clone, Debug)]
 pub struct AlertLog {
@@ -232,12 +244,14 @@ impl AlertLog {
                 "alert",
                 json!({
                     "action": action,
+                    "gid": 1,
                     "signature_id": h.sid,
                     "rev": h.rev,
                     "signature": h.msg,
                     // Suricata writes "" for a rule without a (known) classtype.
                     "category": h.category.as_deref().unwrap_or(""),
                     "severity": h.severity,
+                    "metadata": metadata_json(&h.metadata),
                 }),
             ),
         };

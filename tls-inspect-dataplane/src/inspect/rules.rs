@@ -378,6 +378,8 @@ pub struct Rule {
     pub confidence: Confidence,
     /// `metadata: signature_severity`, when the rule says.
     pub severity: Option<Severity>,
+    /// Every `metadata` key and value, in order.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// A rule that could not be loaded.
@@ -591,6 +593,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         rev: 1,
         confidence: Confidence::Medium,
         severity: None,
+        metadata: Vec::new(),
     };
     let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
     let mut buffer = Buffer::Stream;
@@ -738,6 +741,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
             }
             "metadata" => {
                 for pair in need(&value)?.split(',') {
+                    if let Some((k, v)) = pair.trim().split_once(char::is_whitespace) {
+                        rule.metadata.push((k.to_string(), v.trim().to_string()));
+                    }
                     let mut kv = pair.split_whitespace();
                     match (kv.next(), kv.next()) {
                         (Some("confidence"), Some(v)) => {

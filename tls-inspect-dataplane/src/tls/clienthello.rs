@@ -379,11 +379,13 @@ fn hash12(s: &str) -> String {
 }
 
 /// The name of a TLS version for logs.
+/// A version as Suricata's EVE writes it (`TLS 1.3`, ..., `TLSv1`, `SSLv3`), so tools that read
+/// Suricata's logs (Filebeat's Suricata module splits on the space) read ours.
 pub fn version_name(v: u16) -> &'static str {
     match v {
-        TLS1_3 => "TLSv1.3",
-        TLS1_2 => "TLSv1.2",
-        TLS1_1 => "TLSv1.1",
+        TLS1_3 => "TLS 1.3",
+        TLS1_2 => "TLS 1.2",
+        TLS1_1 => "TLS 1.1",
         TLS1_0 => "TLSv1",
         SSL3 => "SSLv3",
         SSL2 => "SSLv2",

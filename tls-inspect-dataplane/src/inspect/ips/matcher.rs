@@ -275,6 +275,7 @@ impl FlowIps {
                     blocked: finding.block,
                     direction,
                     http: self.last_http.clone(),
+                    metadata: Vec::new(),
                     dlp: Some(finding),
                 });
             }
@@ -520,6 +521,7 @@ impl FlowIps {
                         blocked,
                         direction,
                         http: self.last_http.clone(),
+                        metadata: rule.metadata.clone(),
                         dlp: None,
                     });
                 }

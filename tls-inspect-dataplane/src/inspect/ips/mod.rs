@@ -53,6 +53,8 @@ pub struct Hit {
     pub blocked: bool,
     pub direction: Direction,
     pub http: Option<HttpInfo>,
+    /// The rule's `metadata` pairs.
+    pub metadata: Vec<(String, String)>,
     /// A data leak detector's finding (sid 0), rather than a rule.
     pub dlp: Option<crate::inspect::dlp::Finding>,
 }
