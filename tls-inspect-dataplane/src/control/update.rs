@@ -198,10 +198,11 @@ impl Tuning {
             };
             let matcher = Matcher::parse(m).map_err(|e| anyhow!("{name}: line {n}: {e}"))?;
             let re = fancy_regex::Regex::new(&from.replace("\\$", "$")).map_err(|e| anyhow!("{name}: line {n}: {e}"))?;
-            // Python's \1 back-references (and Oinkmaster's ${1}) as the regex crate writes them.
+            // Python's \1 back-references as the regex crate writes them (Oinkmaster's ${1} is
+            // already that).
             let mut to = to.replace("\\$", "$");
             for i in 1..10 {
-                to = to.replace(&format!("${{{i}}}"), &format!("${{{i}}}")).replace(&format!("\\{i}"), &format!("${{{i}}}"));
+                to = to.replace(&format!("\\{i}"), &format!("${{{i}}}"));
             }
             out.push((matcher, re, to));
         }
