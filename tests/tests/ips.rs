@@ -263,10 +263,10 @@ const BUNDLED: [(u32, Sample, Sample); 17] = {
 fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Result<()> {
     let (b, ca) = ips_bed("mode = \"monitor\"\nlevel = \"strict\"")?;
     let combos: [(&str, &str, &str, &str, &str); 4] = [
-        ("--tlsv1.2", "--tls-max", "1.2", "--http1.1", "TLSv1.2/http/1.1"),
-        ("--tlsv1.2", "--tls-max", "1.2", "--http2", "TLSv1.2/h2"),
-        ("--tlsv1.3", "--tls-max", "1.3", "--http1.1", "TLSv1.3/http/1.1"),
-        ("--tlsv1.3", "--tls-max", "1.3", "--http2", "TLSv1.3/h2"),
+        ("--tlsv1.2", "--tls-max", "1.2", "--http1.1", "TLS 1.2/http/1.1"),
+        ("--tlsv1.2", "--tls-max", "1.2", "--http2", "TLS 1.2/h2"),
+        ("--tlsv1.3", "--tls-max", "1.3", "--http1.1", "TLS 1.3/http/1.1"),
+        ("--tlsv1.3", "--tls-max", "1.3", "--http2", "TLS 1.3/h2"),
     ];
     // (local port, sid, positive?, combo)
     let mut sent: Vec<(u64, u32, bool, &str)> = Vec::new();

@@ -1006,18 +1006,15 @@ alert tcp any any -> any any (msg:"f"; content:"|0d0|"; sid:6;)
     }
 
     #[test]
-    fn garbage_never_panics() {
-        let mut x: u32 = 7;
+    fn garbage_gets_rules_that_hold_or_errors_that_point_at_a_line() {
+        let mut rng = crate::testutil::Prng::new(7);
         let alphabet = b"alert tcp any -> ( ) ; : \" | \\ content msg sid 1 2 nocase depth pcre / ! $ [ ]\n";
         for _ in 0..2000 {
-            let mut s = String::new();
-            for _ in 0..80 {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                s.push(alphabet[(x as usize) % alphabet.len()] as char);
-            }
-            let _ = parse_rules(&s);
+            let s: String = rng.bytes(80).iter().map(|b| alphabet[usize::from(*b) % alphabet.len()] as char).collect();
+            let (rules, errors) = parse_rules(&s);
+            let lines = s.lines().count().max(1);
+            assert!(rules.iter().all(|r| r.sid != 0 && !r.msg.is_empty() && (1..=lines).contains(&r.line)), "{s:?}");
+            assert!(errors.iter().all(|e| (1..=lines).contains(&e.line) && !e.keyword.is_empty()), "{s:?}: {errors:?}");
         }
     }
 }
