@@ -110,7 +110,14 @@ eve = "{}"
     }
 
     /// The flow records written so far.
+    /// The EVE records the tests count: `tls` (one per flow), `alert`, `dlp`, `tls_exclusion`;
+    /// not the `flow` and `http` records that come with them (`eve_all` has those too).
     pub fn eve(&self) -> Vec<Value> {
+        self.eve_all().into_iter().filter(|r| r["event_type"] != "flow" && r["event_type"] != "http").collect()
+    }
+
+    /// Every EVE record, in order.
+    pub fn eve_all(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.eve)
             .unwrap_or_default()
             .lines()
@@ -118,9 +125,12 @@ eve = "{}"
             .collect()
     }
 
+    /// Waits for `n` records (as `eve` counts them); every record written so far must be valid
+    /// under Suricata's own EVE schema.
     pub fn wait_records(&self, n: usize) -> Result<Vec<Value>> {
         wait_until(&format!("{n} flow records"), Duration::from_secs(10), || Ok(self.eve().len() >= n))
             .map_err(|e| anyhow::anyhow!("{e}: have {:?}; stats {}", self.eve(), self.t.stats().unwrap_or_default()))?;
+        check_eve_schema(&self.eve_all())?;
         Ok(self.eve())
     }
 }
@@ -150,4 +160,20 @@ pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
         d = d.display()
     );
     t.start_nginx(&d, &conf, &[443, DIRECT_PORT]).map(drop)
+}
+
+/// Checks records against Suricata's `etc/schema.json` (the copy in the dataplane's test
+/// fixtures), with one addition: the appliance's own `tls_inspect` object.
+pub fn check_eve_schema(records: &[Value]) -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls-inspect-dataplane/tests/fixtures/suricata-eve-schema.json");
+    let mut schema: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    schema["properties"]["tls_inspect"] = serde_json::json!({ "type": "object" });
+    let validator = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for r in records {
+        let errors: Vec<String> = validator.iter_errors(r).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        if !errors.is_empty() {
+            anyhow::bail!("an EVE record Suricata's schema refuses: {r}\n{}", errors.join("\n"));
+        }
+    }
+    Ok(())
 }

@@ -150,8 +150,8 @@ fn headless_chromium_loads_two_hosts_and_both_are_inspected() -> Result<()> {
         assert_eq!(r["tls_inspect"]["reason"], "ech_outer", "{r}");
         // It offers X25519MLKEM768, and gets it from the appliance (nginx, on OpenSSL 3.0, has
         // no post-quantum group: X25519 upstream).
-        assert_eq!(r["tls"]["kx_group"], "X25519MLKEM768", "{r}");
-        assert_eq!(r["tls"]["upstream_kx_group"], "X25519", "{r}");
+        assert_eq!(r["tls_inspect"]["client"]["kx_group"], "X25519MLKEM768", "{r}");
+        assert_eq!(r["tls_inspect"]["upstream"]["kx_group"], "X25519", "{r}");
     }
     Ok(())
 }
@@ -179,7 +179,7 @@ fn chromium_and_a_rustls_server_get_x25519mlkem768_on_both_legs() -> Result<()> 
     wait_until("the flow record", Duration::from_secs(10), || Ok(!flows(&b, PAGE_HOST, 9451).is_empty()))?;
     let r = &flows(&b, PAGE_HOST, 9451)[0];
     assert_eq!(r["tls_inspect"]["decision"], "inspected", "{r}");
-    assert_eq!((&r["tls"]["kx_group"], &r["tls"]["upstream_kx_group"]), (&Value::from("X25519MLKEM768"), &Value::from("X25519MLKEM768")), "{r}");
+    assert_eq!((&r["tls_inspect"]["client"]["kx_group"], &r["tls_inspect"]["upstream"]["kx_group"]), (&Value::from("X25519MLKEM768"), &Value::from("X25519MLKEM768")), "{r}");
     Ok(())
 }
 
@@ -210,7 +210,7 @@ fn headless_firefox_esr_loads_two_hosts_and_both_are_inspected() -> Result<()> {
     let (page, script) = both_inspected(&b, "firefox")?;
     for r in page.iter().chain(&script) {
         assert_eq!(r["tls_inspect"]["reason"], "ech_outer", "Firefox sends GREASE ECH too: {r}");
-        assert_eq!(r["tls"]["kx_group"], "X25519MLKEM768", "{r}");
+        assert_eq!(r["tls_inspect"]["client"]["kx_group"], "X25519MLKEM768", "{r}");
     }
     assert!(check(b.t.cli().args(["bypass", "list"]))?.trim().lines().all(|l| !l.contains(SCRIPT_HOST)), "nothing entered the exclusion cache");
     Ok(())

@@ -62,7 +62,7 @@ fn crafted_client_hellos_are_blocked_or_inspected_never_spliced() -> Result<()> 
     seen += 1;
     let r = wait_on(&b, 8443, seen)?.pop().unwrap();
     assert_eq!((&r["tls_inspect"]["decision"], &r["tls_inspect"]["reason"]), (&Value::from("passed"), &Value::from("legacy_tls")), "{r}");
-    assert_eq!(r["tls"]["client_versions"], serde_json::json!(["SSLv2"]), "{r}");
+    assert_eq!(r["tls_inspect"]["client"]["versions"], serde_json::json!(["SSLv2"]), "{r}");
     drop(b);
 
     // non_tls = "block": plain bytes on a scoped port are refused too.
@@ -151,8 +151,8 @@ fn one_client_rejecting_the_forged_certificate_does_not_stop_inspection_for_anot
     assert!(r[0]["tls_inspect"]["reason"].as_str().unwrap().starts_with("client_rejected_certificate"), "{r:?}");
     let added: Vec<Value> = b.eve().into_iter().filter(|r| r["event_type"] == "tls_exclusion").collect();
     assert_eq!(added.len(), 1, "{added:?}");
-    assert_eq!(added[0]["tls_exclusion"]["clients"], CLIENT_IP, "{added:?}");
-    assert_eq!(added[0]["tls_exclusion"]["reason"], "client_rejected_certificate");
+    assert_eq!(added[0]["tls_inspect"]["exclusion"]["clients"], CLIENT_IP, "{added:?}");
+    assert_eq!(added[0]["tls_inspect"]["exclusion"]["reason"], "client_rejected_certificate");
     let list = check(b.t.cli().args(["bypass", "list"]))?;
     assert!(list.contains(&format!("198.18.0.2:8443 server.test clients {CLIENT_IP} (client_rejected_certificate)")), "{list}");
     // Another client is still inspected.

@@ -42,7 +42,7 @@ fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result
     assert_eq!(a["alert"]["signature_id"], 9000001);
     assert_eq!(a["alert"]["action"], "blocked");
     assert_eq!(a["http"]["url"], LOG4SHELL_RAW);
-    assert_eq!(a["policy_id"], 3);
+    assert_eq!(a["tls_inspect"]["policy_id"], 3);
     // nginx's access log never saw the blocked request.
     let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
     assert!(!access.contains("jndi"), "the server received the blocked request: {access}");
@@ -167,8 +167,8 @@ fn a_card_number_in_a_post_body_raises_a_dlp_event_and_near_misses_do_not() -> R
     std::thread::sleep(std::time::Duration::from_millis(300));
     let dlp: Vec<_> = b.eve().into_iter().filter(|r| r["event_type"] == "dlp").collect();
     assert_eq!(dlp.len(), 1, "{dlp:?}");
-    assert_eq!(dlp[0]["dlp"]["detector"], "payment_card");
-    assert_eq!(dlp[0]["dlp"]["sample"], "4111********1111");
+    assert_eq!(dlp[0]["tls_inspect"]["dlp"]["detector"], "payment_card");
+    assert_eq!(dlp[0]["tls_inspect"]["dlp"]["sample"], "4111********1111");
     let raw = std::fs::read_to_string(&b.eve)?;
     assert!(!raw.contains("4111111111111111") && !raw.contains("4111 1111 1111 1111"), "the value itself never reaches the log");
     Ok(())
@@ -306,7 +306,7 @@ fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Resu
         taken.insert(at);
         // The flow really was inspected with this version and protocol.
         let (version, alpn) = name.split_once('/').unwrap();
-        let got = format!("{}/{}", flow["tls"]["version"].as_str().unwrap_or("?"), flow["tls"]["alpn"].as_str().unwrap_or("?"));
+        let got = format!("{}/{}", flow["tls"]["version"].as_str().unwrap_or("?"), flow["tls_inspect"]["alpn"].as_str().unwrap_or("?"));
         assert_eq!(got, format!("{version}/{alpn}"), "{flow}");
         assert_eq!(flow["tls_inspect"]["decision"], "inspected", "{flow}");
         // An alert belongs to the flow whose record has its flow_id.
@@ -545,5 +545,44 @@ fn suricata_update_tuning_files_enable_and_drop_rules_and_reload_picks_them_up()
     let list = check(b.t.cli().args(["rules", "list", "--json"]))?;
     assert!(list.contains("\"drop\""), "{list}");
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
+fn decrypted_requests_are_logged_as_http_records_and_flows_as_flow_records() -> Result<()> {
+    let (b, ca) = ips_bed("mode = \"monitor\"")?;
+    // Two requests on one HTTP/1.1 connection, one over HTTP/2.
+    let o = b.curl(&["--http1.1", "--cacert", &ca, "-A", "agent/1", "https://server.test/?first", "https://server.test/missing"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = b.curl(&["--http2", "--cacert", &ca, "-e", "https://ref.example/", "https://server.test/?h2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    b.wait_records(2)?;
+    let all = b.eve_all();
+    let http: Vec<(String, u64, String, String)> = all
+        .iter()
+        .filter(|r| r["event_type"] == "http")
+        .map(|r| {
+            let h = &r["http"];
+            (h["url"].as_str().unwrap_or("").to_string(), h["status"].as_u64().unwrap_or(0), h["protocol"].as_str().unwrap_or("").to_string(), h["hostname"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    assert_eq!(
+        http,
+        [
+            ("/?first".to_string(), 200, "HTTP/1.1".to_string(), "server.test".to_string()),
+            ("/missing".to_string(), 404, "HTTP/1.1".to_string(), "server.test".to_string()),
+            ("/?h2".to_string(), 200, "HTTP/2".to_string(), "server.test".to_string()),
+        ],
+        "{all:?}"
+    );
+    let first = all.iter().find(|r| r["event_type"] == "http").unwrap();
+    assert_eq!(first["http"]["http_user_agent"], "agent/1");
+    assert!(first["http"]["length"].as_u64().unwrap_or(0) > 0);
+    assert!(all.iter().any(|r| r["event_type"] == "http" && r["http"]["http_refer"] == "https://ref.example/"));
+    // One flow record per connection, after its tls record.
+    let flows: Vec<&serde_json::Value> = all.iter().filter(|r| r["event_type"] == "flow").collect();
+    assert_eq!(flows.len(), 2, "{all:?}");
+    assert!(flows.iter().all(|f| f["flow"]["age"].is_u64() && f["flow"]["alerted"] == false && f["tls_inspect"]["decision"] == "inspected"));
+    tls_inspect_tests::tlsbed::check_eve_schema(&all)?;
     Ok(())
 }

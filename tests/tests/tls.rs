@@ -88,8 +88,8 @@ fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<
     let inspected: Vec<&Value> = records.iter().filter(|r| r["tls_inspect"]["decision"] == "inspected").collect();
     assert!(inspected.len() >= 8, "{records:?}");
     assert!(inspected.iter().any(|r| r["flow"]["bytes_toclient"].as_u64().unwrap() > 30_000_000));
-    assert!(inspected.iter().all(|r| r["policy_id"] == 3 && r["scope_id"] == 30), "{records:?}");
-    assert!(inspected.iter().any(|r| r["tls"]["alpn"] == "h2"), "{records:?}");
+    assert!(inspected.iter().all(|r| r["tls_inspect"]["policy_id"] == 3 && r["tls_inspect"]["scope_id"] == 30), "{records:?}");
+    assert!(inspected.iter().any(|r| r["tls_inspect"]["alpn"] == "h2"), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["sni"] == "server.test" && r["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13d"))));
     assert!(inspected.iter().any(|r| r["tls"]["version"] == "TLS 1.2"), "{records:?}");
     Ok(())
@@ -223,7 +223,7 @@ fn an_mtls_server_fails_once_then_is_passed_from_the_exclusion_cache() -> Result
     let flows = |n: usize| -> Result<Vec<Value>> { Ok(b.wait_records(n)?.into_iter().filter(|r| r["event_type"] == "tls").collect()) };
     let records = flows(2)?;
     assert_eq!(records[0]["tls_inspect"]["reason"], "client_auth_requested", "{records:?}");
-    assert!(b.eve().iter().any(|r| r["event_type"] == "tls_exclusion" && r["tls_exclusion"]["clients"] == "all"), "{:?}", b.eve());
+    assert!(b.eve().iter().any(|r| r["event_type"] == "tls_exclusion" && r["tls_inspect"]["exclusion"]["clients"] == "all"), "{:?}", b.eve());
     let list = check(b.t.cli().args(["bypass", "list"]))?;
     assert!(list.contains("198.18.0.2:9446 server.test clients all (client_auth_requested)"), "{list}");
     // Second connection: passed untouched, the client sees the server's real certificate.

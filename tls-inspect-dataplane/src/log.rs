@@ -142,6 +142,10 @@ pub struct FlowLog {
     pub upstream_cipher: Option<String>,
     pub client_kx_group: Option<String>,
     pub upstream_kx_group: Option<String>,
+    /// The real server's certificate (inspected flows).
+    pub server_cert: Option<crate::inspect::cert::CertSummary>,
+    /// An alert fired on the flow.
+    pub alerted: bool,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -160,28 +164,42 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl FlowLog {
+    /// The flow's `tls` record: Suricata's `tls` and `flow` objects, and what only the appliance
+    /// knows under `tls_inspect`.
     pub fn to_json(&self) -> serde_json::Value {
         let end = self.end.unwrap_or_else(SystemTime::now);
         let start = self.start.unwrap_or(end);
         let age = end.duration_since(start).unwrap_or(Duration::ZERO);
+        let mut tls = json!({
+            "sni": self.sni,
+            "version": self.client_version,
+            "ja4": self.ja4,
+            "client_alpns": self.client_alpn,
+        });
+        if let (Some(c), Some(t)) = (&self.server_cert, tls.as_object_mut()) {
+            t.insert("subject".into(), json!(c.subject));
+            t.insert("issuerdn".into(), json!(c.issuer));
+            t.insert("serial".into(), json!(c.serial));
+            t.insert("fingerprint".into(), json!(c.fingerprint));
+            t.insert("notbefore".into(), json!(c.not_before));
+            t.insert("notafter".into(), json!(c.not_after));
+        }
+        strip_nulls(&mut tls);
+        let mut ours = self.ours();
+        ours["alpn"] = json!(self.alpn);
+        ours["client"] = json!({
+            "versions": self.client_versions,
+            "version": self.client_version,
+            "cipher_suite": self.client_cipher,
+            "kx_group": self.client_kx_group,
+        });
+        ours["upstream"] = json!({
+            "version": self.upstream_version,
+            "cipher_suite": self.upstream_cipher,
+            "kx_group": self.upstream_kx_group,
+        });
         self.eve(end, "tls", json!({
-            "tls": {
-                "sni": self.sni,
-                "version": self.client_version,
-                "ja4": self.ja4,
-                "client_versions": self.client_versions,
-                "client_alpns": self.client_alpn,
-                "alpn": self.alpn,
-                "cipher_suite": self.client_cipher,
-                "upstream_version": self.upstream_version,
-                "upstream_cipher_suite": self.upstream_cipher,
-                "kx_group": self.client_kx_group,
-                "upstream_kx_group": self.upstream_kx_group,
-            },
-            "tls_inspect": {
-                "decision": self.decision.as_str(),
-                "reason": self.reason.to_string(),
-            },
+            "tls": tls,
             "flow": {
                 "bytes_toserver": self.bytes_toserver,
                 "bytes_toclient": self.bytes_toclient,
@@ -190,7 +208,39 @@ impl FlowLog {
                 // Suricata's integer seconds.
                 "age": age.as_secs(),
             },
+            "tls_inspect": ours,
         }))
+    }
+
+    /// The flow's `flow` record, as Suricata writes one when a flow ends.
+    pub fn flow_event(&self, alerted: bool) -> serde_json::Value {
+        let end = self.end.unwrap_or_else(SystemTime::now);
+        let start = self.start.unwrap_or(end);
+        let age = end.duration_since(start).unwrap_or(Duration::ZERO);
+        self.eve(end, "flow", json!({
+            "flow": {
+                "bytes_toserver": self.bytes_toserver,
+                "bytes_toclient": self.bytes_toclient,
+                "start": rfc3339(start),
+                "end": rfc3339(end),
+                "age": age.as_secs(),
+                "state": "closed",
+                "reason": "shutdown",
+                "alerted": alerted,
+            },
+            "tls_inspect": self.ours(),
+        }))
+    }
+
+    /// What every record of this flow says under `tls_inspect`: the decision and the policy
+    /// and scope the XDP program matched.
+    fn ours(&self) -> serde_json::Value {
+        json!({
+            "decision": self.decision.as_str(),
+            "reason": self.reason.to_string(),
+            "policy_id": self.policy_id,
+            "scope_id": self.scope_id,
+        })
     }
 
     /// The fields every EVE record of this flow starts with, then `rest`'s.
@@ -204,13 +254,19 @@ impl FlowLog {
             "dest_ip": self.dest_ip.map(|i| i.to_string()),
             "dest_port": self.dest_port,
             "proto": "TCP",
-            "policy_id": self.policy_id,
-            "scope_id": self.scope_id,
+            "app_proto": "tls",
         });
         if let (Some(m), serde_json::Value::Object(rest)) = (v.as_object_mut(), rest) {
             m.extend(rest);
         }
         v
+    }
+}
+
+/// Drops `null` members (Suricata leaves out what it does not know).
+fn strip_nulls(v: &mut serde_json::Value) {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|_, x| !x.is_null());
     }
 }
 
@@ -238,11 +294,19 @@ impl AlertLog {
         let f = &self.flow;
         let h = &self.hit;
         let action = if h.blocked { "blocked" } else { "allowed" };
-        let (event_type, event) = match &h.dlp {
-            Some(d) => ("dlp", json!({ "detector": d.detector, "count": d.count, "sample": d.sample, "action": action })),
-            None => (
-                "alert",
-                json!({
+        let direction = match h.direction {
+            crate::inspect::Direction::ToServer => "to_server",
+            crate::inspect::Direction::ToClient => "to_client",
+        };
+        let mut v = match &h.dlp {
+            Some(d) => {
+                let mut ours = f.ours();
+                ours["dlp"] = json!({ "detector": d.detector, "count": d.count, "sample": d.sample, "action": action });
+                f.eve(SystemTime::now(), "dlp", json!({ "direction": direction, "tls_inspect": ours }))
+            }
+            None => f.eve(SystemTime::now(), "alert", json!({
+                "direction": direction,
+                "alert": {
                     "action": action,
                     "gid": 1,
                     "signature_id": h.sid,
@@ -252,16 +316,46 @@ impl AlertLog {
                     "category": h.category.as_deref().unwrap_or(""),
                     "severity": h.severity,
                     "metadata": metadata_json(&h.metadata),
-                }),
-            ),
+                },
+                "tls_inspect": f.ours(),
+            })),
         };
-        let mut v = f.eve(SystemTime::now(), event_type, json!({
-            "direction": match h.direction { crate::inspect::Direction::ToServer => "to_server", crate::inspect::Direction::ToClient => "to_client" },
-            event_type: event,
-            "tls": { "sni": f.sni },
-        }));
+        if let Some(sni) = &f.sni {
+            v["tls"] = json!({ "sni": sni });
+        }
         if let Some(http) = &h.http {
             v["http"] = json!({ "hostname": http.host, "url": http.uri, "http_method": http.method, "http_user_agent": http.user_agent });
+        }
+        v
+    }
+}
+
+/// One decrypted HTTP transaction, on the flow it crossed.
+#[derive(Clone, Debug)]
+pub struct HttpLog {
+    pub flow: FlowLog,
+    pub tx: crate::inspect::HttpTx,
+}
+
+impl HttpLog {
+    /// An `http` record, with Suricata's field names.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (f, t) = (&self.flow, &self.tx);
+        let mut http = json!({
+            "hostname": t.hostname,
+            "url": t.url,
+            "http_method": t.method,
+            "http_user_agent": t.user_agent,
+            "http_refer": t.referer,
+            "http_content_type": t.content_type,
+            "protocol": t.protocol,
+            "status": t.status,
+            "length": t.length,
+        });
+        strip_nulls(&mut http);
+        let mut v = f.eve(SystemTime::now(), "http", json!({ "http": http, "tls_inspect": f.ours() }));
+        if let Some(sni) = &f.sni {
+            v["tls"] = json!({ "sni": sni });
         }
         v
     }
@@ -273,14 +367,17 @@ pub enum Record {
     Flow(Box<FlowLog>),
     Alert(Box<AlertLog>),
     Exclusion(Box<ExclusionLog>),
+    Http(Box<HttpLog>),
 }
 
 impl Record {
-    fn to_json(&self) -> serde_json::Value {
+    /// The EVE lines of a record: a flow that ends gives its `tls` record and its `flow` record.
+    pub fn to_json(&self) -> Vec<serde_json::Value> {
         match self {
-            Record::Flow(f) => f.to_json(),
-            Record::Alert(a) => a.to_json(),
-            Record::Exclusion(e) => e.to_json(),
+            Record::Flow(f) => vec![f.to_json(), f.flow_event(f.alerted)],
+            Record::Alert(a) => vec![a.to_json()],
+            Record::Exclusion(e) => vec![e.to_json()],
+            Record::Http(h) => vec![h.to_json()],
         }
     }
 }
@@ -299,22 +396,25 @@ pub struct ExclusionLog {
 impl ExclusionLog {
     pub fn to_json(&self) -> serde_json::Value {
         let f = &self.flow;
-        f.eve(SystemTime::now(), "tls_exclusion", json!({
-            "tls": { "sni": f.sni },
-            "tls_exclusion": {
-                "server": f.dest_ip.map(|i| format!("{i}:{}", f.dest_port)),
-                "sni": f.sni.clone().unwrap_or_default(),
-                "clients": self.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
-                "reason": self.reason.as_str(),
-                "ttl": self.ttl.as_secs(),
-                "evicted": self.evicted.as_ref().map(|e| json!({
-                    "server": e.server.to_string(),
-                    "sni": e.sni,
-                    "clients": e.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
-                    "reason": e.reason.as_str(),
-                })),
-            },
-        }))
+        let mut ours = f.ours();
+        ours["exclusion"] = json!({
+            "server": f.dest_ip.map(|i| format!("{i}:{}", f.dest_port)),
+            "sni": f.sni.clone().unwrap_or_default(),
+            "clients": self.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
+            "reason": self.reason.as_str(),
+            "ttl": self.ttl.as_secs(),
+            "evicted": self.evicted.as_ref().map(|e| json!({
+                "server": e.server.to_string(),
+                "sni": e.sni,
+                "clients": e.client.map_or_else(|| "all".to_string(), |c| c.to_string()),
+                "reason": e.reason.as_str(),
+            })),
+        });
+        let mut v = f.eve(SystemTime::now(), "tls_exclusion", json!({ "tls_inspect": ours }));
+        if let Some(sni) = &f.sni {
+            v["tls"] = json!({ "sni": sni });
+        }
+        v
     }
 }
 
@@ -363,12 +463,14 @@ impl Logger {
                             *c.entry((a.hit.sid, action)).or_default() += 1;
                         }
                     }
-                    let line = record.to_json().to_string();
-                    if let Some(f) = file.as_mut() {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    if stdout {
-                        println!("{line}");
+                    for value in record.to_json() {
+                        let line = value.to_string();
+                        if let Some(f) = file.as_mut() {
+                            let _ = writeln!(f, "{line}");
+                        }
+                        if stdout {
+                            println!("{line}");
+                        }
                     }
                 }
                 if let Some(f) = file.as_mut() {
@@ -383,5 +485,118 @@ impl Logger {
     pub fn stop(self) {
         drop(self.sender);
         let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    /// Suricata's schema, with the one object it does not know: ours.
+    pub(crate) fn eve_validator() -> jsonschema::Validator {
+        let mut schema: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/suricata-eve-schema.json")).unwrap();
+        schema["properties"]["tls_inspect"] = json!({ "type": "object" });
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    fn check(v: &serde_json::Value) {
+        let validator = eve_validator();
+        let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "{v}\n{errors:#?}");
+    }
+
+    fn flow() -> FlowLog {
+        FlowLog {
+            flow_id: 7,
+            src_ip: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            src_port: 40000,
+            dest_ip: Some(Ipv4Addr::new(198, 18, 0, 2)),
+            dest_port: 443,
+            policy_id: 1,
+            scope_id: 2,
+            start: Some(SystemTime::now() - Duration::from_secs(3)),
+            end: Some(SystemTime::now()),
+            bytes_toserver: 100,
+            bytes_toclient: 2000,
+            decision: Outcome::Inspected,
+            reason: Reason::EchOuter,
+            sni: Some("server.test".into()),
+            ja4: Some("t13d1516h2_8daaf6152771_02713d6af862".into()),
+            client_versions: vec!["TLS 1.3".into(), "TLS 1.2".into()],
+            client_alpn: vec!["h2".into()],
+            alpn: Some("h2".into()),
+            client_version: Some("TLS 1.3".into()),
+            client_cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+            upstream_version: Some("TLS 1.3".into()),
+            upstream_cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
+            client_kx_group: Some("X25519MLKEM768".into()),
+            upstream_kx_group: Some("X25519".into()),
+            server_cert: Some(crate::inspect::cert::CertSummary {
+                subject: "CN=server.test".into(),
+                issuer: "CN=Test Root".into(),
+                serial: "0A:1B".into(),
+                fingerprint: "aa:bb".into(),
+                not_before: "2026-01-01T00:00:00".into(),
+                not_after: "2027-01-01T00:00:00".into(),
+            }),
+            alerted: true,
+        }
+    }
+
+    #[test]
+    fn every_record_is_valid_under_suricatas_eve_schema() {
+        let f = flow();
+        let tls = f.to_json();
+        check(&tls);
+        assert_eq!(tls["tls"]["version"], "TLS 1.3");
+        assert_eq!(tls["tls"]["issuerdn"], "CN=Test Root");
+        assert_eq!(tls["flow"]["age"], 3);
+        assert_eq!(tls["tls_inspect"]["policy_id"], 1);
+        let flow_event = f.flow_event(true);
+        check(&flow_event);
+        assert_eq!((flow_event["event_type"].as_str(), flow_event["flow"]["alerted"].as_bool()), (Some("flow"), Some(true)));
+        let hit = crate::inspect::ips::Hit {
+            sid: 9000001,
+            rev: 1,
+            msg: "Log4Shell".into(),
+            classtype: Some("attempted-admin".into()),
+            category: Some("Attempted Administrator Privilege Gain".into()),
+            severity: 1,
+            action: crate::inspect::rules::Action::Reject,
+            blocked: true,
+            direction: crate::inspect::Direction::ToServer,
+            http: Some(crate::inspect::HttpInfo { method: "GET".into(), uri: "/?x".into(), host: "server.test".into(), user_agent: "curl".into(), h2_stream: None }),
+            metadata: vec![("confidence".into(), "high".into()), ("cve".into(), "2021-44228".into())],
+            dlp: None,
+        };
+        let alert = AlertLog { flow: f.clone(), hit: hit.clone() }.to_json();
+        check(&alert);
+        assert_eq!(alert["alert"]["metadata"]["cve"][0], "2021-44228");
+        let dlp = crate::inspect::dlp::Finding { detector: crate::inspect::dlp::Detector::PaymentCard, count: 1, sample: "4111********1111".into(), block: false };
+        check(&AlertLog { flow: f.clone(), hit: crate::inspect::ips::Hit { dlp: Some(dlp), ..hit } }.to_json());
+        let tx = crate::inspect::HttpTx {
+            hostname: "server.test".into(),
+            url: "/a?b".into(),
+            method: "GET".into(),
+            user_agent: Some("curl/8".into()),
+            referer: None,
+            content_type: Some("text/html".into()),
+            protocol: "HTTP/1.1".into(),
+            status: Some(200),
+            length: 12,
+        };
+        let http = HttpLog { flow: f.clone(), tx }.to_json();
+        check(&http);
+        assert_eq!((http["http"]["status"].as_u64(), http["http"]["url"].as_str()), (Some(200), Some("/a?b")));
+        let exclusion = ExclusionLog { flow: f, client: None, reason: crate::tls::policy::ExclusionReason::ClientAuthRequested, ttl: Duration::from_secs(60), evicted: None };
+        check(&exclusion.to_json());
+        // The validator is not a pushover: what Suricata would not write is refused.
+        let mut bad = tls.clone();
+        bad["policy_id"] = json!(1);
+        assert!(!eve_validator().is_valid(&bad), "an unknown root field");
+        let mut bad = tls;
+        bad["flow"]["age"] = json!(0.5);
+        assert!(!eve_validator().is_valid(&bad), "a float age");
     }
 }

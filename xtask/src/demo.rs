@@ -103,7 +103,7 @@ pub fn run(bin: &Path) -> Result<()> {
     );
     checks.expect(
         "EVE: a payment_card DLP finding, the number redacted",
-        records.iter().any(|r| r["event_type"] == "dlp" && r["dlp"]["detector"] == "payment_card" && r["dlp"]["sample"] == "4111********1111"),
+        records.iter().any(|r| r["event_type"] == "dlp" && r["tls_inspect"]["dlp"]["detector"] == "payment_card" && r["tls_inspect"]["dlp"]["sample"] == "4111********1111"),
     );
 
     step(9, "tls-inspect stats");

@@ -8,6 +8,7 @@
 //! - `settings`: the `[ips]` table.
 
 pub mod block;
+pub mod cert;
 pub mod classification;
 pub mod dlp;
 pub mod fields;
@@ -39,6 +40,25 @@ pub struct HttpInfo {
     pub h2_stream: Option<u32>,
 }
 
+
+/// One HTTP request and its response, as the EVE `http` record describes them (decrypted
+/// traffic: what path-level filtering is about).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpTx {
+    pub hostname: String,
+    /// The request-target as sent.
+    pub url: String,
+    pub method: String,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    /// The response's content type.
+    pub content_type: Option<String>,
+    pub protocol: String,
+    /// The response's status (none: no response before the flow ended).
+    pub status: Option<u16>,
+    /// Response body bytes.
+    pub length: u64,
+}
 
 /// Which way plaintext is going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +100,12 @@ pub trait Inspector {
     /// it and before the client is answered.
     fn server_certificates(&mut self, _chain: &[&[u8]]) -> Verdict {
         Verdict::Continue
+    }
+
+    /// HTTP transactions complete since the last call (all of them, complete or not, with
+    /// `flush` at the flow's end).
+    fn http_transactions(&mut self, _flush: bool) -> Vec<HttpTx> {
+        Vec::new()
     }
 
     /// Rules that fired since the last call (for the alert log).
@@ -180,6 +206,10 @@ impl Inspector for IpsInspector {
             Ok(mut s) => self.flow.scan_certificates(chain, &mut s),
             Err(_) => Verdict::Continue,
         }
+    }
+
+    fn http_transactions(&mut self, flush: bool) -> Vec<HttpTx> {
+        self.flow.take_transactions(flush)
     }
 
     fn alerts(&mut self) -> Vec<ips::Hit> {

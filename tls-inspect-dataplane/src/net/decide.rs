@@ -106,7 +106,7 @@ impl Context {
         };
         let hits: Vec<_> = state.hits.clone();
         flow.ips = Some(state);
-        self.log_alerts(&flow.log, hits);
+        self.log_alerts(&mut flow.log, hits);
         match decided {
             Decided::Block(r) => Decided::Block(r),
             _ if matches!(verdict, Verdict::Block(_)) => Decided::Block(Reason::IpsSni),

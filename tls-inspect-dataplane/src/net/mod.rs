@@ -136,8 +136,18 @@ struct Context {
 }
 
 impl Context {
+    /// Logs a flow's decrypted HTTP transactions.
+    fn log_http(&self, flow: &FlowLog, txs: Vec<crate::inspect::HttpTx>) {
+        if let Some(log) = &self.hooks.log {
+            for tx in txs {
+                let _ = log.try_send(Record::Http(Box::new(crate::log::HttpLog { flow: flow.clone(), tx })));
+            }
+        }
+    }
+
     /// Counts and logs the rules that fired on a flow.
-    fn log_alerts(&mut self, flow: &FlowLog, hits: Vec<Hit>) {
+    fn log_alerts(&mut self, flow: &mut FlowLog, hits: Vec<Hit>) {
+        flow.alerted |= hits.iter().any(|h| h.dlp.is_none());
         for hit in hits {
             self.stats.incr(Counter::IpsAlerts);
             if let Some(log) = &self.hooks.log {
@@ -536,6 +546,10 @@ impl Engine {
             self.index.remove(&flow.key);
             self.updates.push(MapUpdate::Remove(flow.key));
             self.free.push(id);
+            if let Some(icpt) = flow.tls.as_mut() {
+                let txs = icpt.take_http(true);
+                self.cx.log_http(&flow.log, txs);
+            }
             if let Some(log) = &self.cx.hooks.log {
                 if let Some(icpt) = &flow.tls {
                     let info = &icpt.info;
@@ -546,6 +560,7 @@ impl Engine {
                     flow.log.upstream_cipher = info.upstream_cipher.clone();
                     flow.log.client_kx_group = info.client_kx_group.clone();
                     flow.log.upstream_kx_group = info.upstream_kx_group.clone();
+                    flow.log.server_cert = info.server_cert.clone();
                 }
                 if flow.log.decision == Outcome::Pending {
                     flow.log.decision = Outcome::Closed;

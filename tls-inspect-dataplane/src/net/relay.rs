@@ -48,6 +48,7 @@ impl Context {
         };
         let relayed = relay_tls(&mut flow.server, client, icpt, &mut tls.forger, &mut self.scratch);
         let hits = icpt.take_alerts();
+        let txs = icpt.take_http(false);
         let failed = match relayed {
             Ok((up, down)) => {
                 flow.log.bytes_toserver += up;
@@ -66,7 +67,8 @@ impl Context {
             }
             Err(f) => Some(f),
         };
-        self.log_alerts(&flow.log, hits);
+        self.log_alerts(&mut flow.log, hits);
+        self.log_http(&flow.log, txs);
         if let Some(f) = failed {
             self.fail(flow, f);
         }

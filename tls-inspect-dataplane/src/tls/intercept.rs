@@ -65,6 +65,8 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// Why the upstream certificate did not validate, if it did not.
     pub upstream_invalid: Option<String>,
+    /// The real server's certificate, as the log describes it.
+    pub server_cert: Option<crate::inspect::cert::CertSummary>,
 }
 
 /// Appliance-wide TLS settings every interceptor uses.
@@ -398,6 +400,7 @@ impl Interceptor {
             .ok_or_else(|| Failure::Upstream("the server sent no certificate".into()))?;
         let invalid = self.verifier.verdict.lock().ok().and_then(|v| v.clone());
         self.info.upstream_invalid = invalid.clone();
+        self.info.server_cert = crate::inspect::cert::CertSummary::of(leaf);
         if self.client_auth.0.load(Ordering::Relaxed) {
             // The server asked for a client certificate and accepted none (optional client
             // authentication): inspecting would silently strip the client's certificate.
@@ -523,6 +526,11 @@ impl Interceptor {
     }
 
     /// Rules the inspector saw fire since the last call.
+    /// HTTP transactions the inspector completed (all of them with `flush`, at the flow's end).
+    pub fn take_http(&mut self, flush: bool) -> Vec<crate::inspect::HttpTx> {
+        self.inspector.http_transactions(flush)
+    }
+
     pub fn take_alerts(&mut self) -> Vec<crate::inspect::ips::Hit> {
         self.inspector.alerts()
     }

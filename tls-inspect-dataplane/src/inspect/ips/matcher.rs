@@ -20,7 +20,10 @@ use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
 use crate::inspect::rules::{Buffer, FlowDir, Rule, Track};
-use crate::inspect::{BlockCause, Direction, HttpInfo, Verdict};
+use crate::inspect::{BlockCause, Direction, HttpInfo, HttpTx, Verdict};
+
+/// HTTP transactions a flow keeps waiting for their responses, at most.
+const MAX_PENDING_TX: usize = 64;
 
 /// A Hyperscan stream closed when dropped (the crate's own drop leaks it).
 pub(super) struct OwnedStream(Option<Stream>);
@@ -78,6 +81,12 @@ pub struct FlowIps {
     passed: bool,
     /// The flow's flowbits, numbered by the rule set.
     bits: Vec<bool>,
+    /// HTTP transactions: requests waiting for their response (HTTP/1, in order; HTTP/2, by
+    /// stream), the response under way, and those complete.
+    tx_pending: std::collections::VecDeque<HttpTx>,
+    tx_h2: HashMap<u32, HttpTx>,
+    tx_response: Option<HttpTx>,
+    tx_done: Vec<HttpTx>,
     /// HTTP/2 followers (client side, server side), once the client preface was seen.
     h2: Option<[H2Dir; 2]>,
     /// Open body streams of HTTP/2 streams, per direction.
@@ -117,11 +126,63 @@ impl FlowIps {
             tuple,
             passed: false,
             bits: vec![false; nbits],
+            tx_pending: std::collections::VecDeque::new(),
+            tx_h2: HashMap::new(),
+            tx_response: None,
+            tx_done: Vec::new(),
             h2: None,
             h2_bodies: [HashMap::new(), HashMap::new()],
             dlp: DlpState::default(),
             touched: Vec::new(),
         }
+    }
+
+    /// The HTTP transactions complete since the last call; with `flush`, the unanswered ones
+    /// too (the flow ended).
+    pub fn take_transactions(&mut self, flush: bool) -> Vec<HttpTx> {
+        if flush {
+            let rest: Vec<HttpTx> = self.tx_response.take().into_iter().chain(self.tx_pending.drain(..)).chain(self.tx_h2.drain().map(|(_, t)| t)).collect();
+            self.tx_done.extend(rest);
+        }
+        std::mem::take(&mut self.tx_done)
+    }
+
+    /// A request head: its transaction waits for the response (a bounded number of them).
+    fn tx_request(&mut self, head: &Head<'_>, h2_stream: Option<u32>) {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let host = Some(head.authority).filter(|a| !a.is_empty()).map(text).or_else(|| head.header("host").map(|h| text(&h))).unwrap_or_default();
+        let url = text(head.uri);
+        let tx = HttpTx {
+            hostname: normalized_host(&url, &host),
+            url,
+            method: text(head.method),
+            user_agent: head.header("user-agent").map(|v| text(&v)),
+            referer: head.header("referer").map(|v| text(&v)),
+            content_type: None,
+            protocol: text(head.protocol),
+            status: None,
+            length: 0,
+        };
+        match h2_stream {
+            Some(s) if self.tx_h2.len() < MAX_PENDING_TX => {
+                self.tx_h2.insert(s, tx);
+            }
+            None if self.tx_pending.len() < MAX_PENDING_TX => self.tx_pending.push_back(tx),
+            // Too many unanswered: logged now, without their responses.
+            _ => self.tx_done.push(tx),
+        }
+    }
+
+    /// A response head: it answers the oldest request (HTTP/1) or its stream's (HTTP/2).
+    fn tx_response_head(&mut self, head: &Head<'_>, h2_stream: Option<u32>) -> Option<HttpTx> {
+        let mut tx = match h2_stream {
+            Some(s) => self.tx_h2.remove(&s),
+            None => self.tx_pending.pop_front(),
+        }
+        .unwrap_or_else(|| HttpTx { protocol: String::from_utf8_lossy(head.protocol).into_owned(), ..HttpTx::default() });
+        tx.status = std::str::from_utf8(head.status).ok().and_then(|s| s.trim().parse().ok());
+        tx.content_type = head.header("content-type").map(|v| String::from_utf8_lossy(&v).into_owned());
+        Some(tx)
     }
 
     /// The rule set this flow started with.
@@ -212,18 +273,11 @@ impl FlowIps {
         for der in chain {
             self.scan_field(d, Buffer::TlsCerts, der, scratch);
         }
-        if let Some(leaf) = chain.first() {
-            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
-                let serial: Vec<String> = cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02X}")).collect();
-                let fingerprint: Vec<String> = {
-                    use sha1::Digest;
-                    sha1::Sha1::digest(leaf).iter().map(|b| format!("{b:02x}")).collect()
-                };
-                self.scan_field(d, Buffer::TlsCertSubject, cert.subject().to_string().as_bytes(), scratch);
-                self.scan_field(d, Buffer::TlsCertIssuer, cert.issuer().to_string().as_bytes(), scratch);
-                self.scan_field(d, Buffer::TlsCertSerial, serial.join(":").as_bytes(), scratch);
-                self.scan_field(d, Buffer::TlsCertFingerprint, fingerprint.join(":").as_bytes(), scratch);
-            }
+        if let Some(c) = chain.first().and_then(|leaf| crate::inspect::cert::CertSummary::of(leaf)) {
+            self.scan_field(d, Buffer::TlsCertSubject, c.subject.as_bytes(), scratch);
+            self.scan_field(d, Buffer::TlsCertIssuer, c.issuer.as_bytes(), scratch);
+            self.scan_field(d, Buffer::TlsCertSerial, c.serial.as_bytes(), scratch);
+            self.scan_field(d, Buffer::TlsCertFingerprint, c.fingerprint.as_bytes(), scratch);
         }
         self.evaluate(Direction::ToClient)
     }
@@ -369,7 +423,9 @@ impl FlowIps {
         for event in events {
             match event {
                 H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
-                    self.scan_head(&Head::http2(&headers, direction), scratch);
+                    let head = Head::http2(&headers, direction);
+                    self.scan_head(&head, scratch);
+                    self.tx_request(&head, Some(stream));
                     let f = crate::inspect::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
                     let info = HttpInfo {
@@ -381,8 +437,27 @@ impl FlowIps {
                     };
                     self.last_http = Some(info);
                 }
-                H2Event::Headers(_, headers) => self.scan_head(&Head::http2(&headers, direction), scratch),
+                H2Event::Headers(stream, headers) => {
+                    let head = Head::http2(&headers, direction);
+                    self.scan_head(&head, scratch);
+                    // The response waits for its DATA (or the flow's end) under its stream.
+                    if let Some(tx) = self.tx_response_head(&head, Some(stream)) {
+                        if self.tx_h2.len() < MAX_PENDING_TX {
+                            self.tx_h2.insert(stream, tx);
+                        } else {
+                            self.tx_done.push(tx);
+                        }
+                    }
+                }
                 H2Event::Data(stream, bytes, end) => {
+                    if direction == Direction::ToClient {
+                        if let Some(tx) = self.tx_h2.get_mut(&stream) {
+                            tx.length += bytes.len() as u64;
+                        }
+                        if end {
+                            self.tx_done.extend(self.tx_h2.remove(&stream));
+                        }
+                    }
                     let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
                         self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
                     });
@@ -413,6 +488,15 @@ impl FlowIps {
             Http1Event::Head { info, raw } => {
                 if let Some(head) = Head::http1(raw, direction) {
                     self.scan_head(&head, scratch);
+                    match direction {
+                        Direction::ToServer => self.tx_request(&head, None),
+                        Direction::ToClient => {
+                            if let Some(done) = self.tx_response.take() {
+                                self.tx_done.push(done);
+                            }
+                            self.tx_response = self.tx_response_head(&head, None);
+                        }
+                    }
                 }
                 if let Some(info) = info {
                     self.last_http = Some(info);
@@ -420,8 +504,20 @@ impl FlowIps {
                 self.body_seen[d] = 0;
                 self.body[d] = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
             }
-            Http1Event::Body(bytes) => self.body_bytes(direction, bytes, scratch),
-            Http1Event::BodyEnd => self.body[d] = None,
+            Http1Event::Body(bytes) => {
+                if direction == Direction::ToClient {
+                    if let Some(tx) = self.tx_response.as_mut() {
+                        tx.length += bytes.len() as u64;
+                    }
+                }
+                self.body_bytes(direction, bytes, scratch)
+            }
+            Http1Event::BodyEnd => {
+                self.body[d] = None;
+                if direction == Direction::ToClient {
+                    self.tx_done.extend(self.tx_response.take());
+                }
+            }
         });
         self.http[d] = follower;
     }
