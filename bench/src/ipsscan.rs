@@ -8,13 +8,35 @@ use tls_inspect_dataplane::inspect::ips::{FlowIps, FlowTuple, IpsMode, Level, Op
 use tls_inspect_dataplane::inspect::rules::parse_rules;
 use tls_inspect_dataplane::inspect::{Direction, DEFAULT_RULES};
 
-/// Scan throughput (MB/s on this thread) of the bundled rules or of `generated` synthetic rules
-/// (half stream contents, half http.uri contents with modifiers), over `megabytes` of HTTP/1.1
-/// requests and responses fed in 16 KiB reads, in streaming mode.
-pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, String)> {
-    let text = match generated {
-        None => DEFAULT_RULES.to_string(),
-        Some(n) => (0..n)
+/// The public ruleset sample the benchmarks load (ET Open, BSD part; see its header).
+pub const ET_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tls-inspect-dataplane/tests/fixtures/et-open-sample.rules");
+
+/// What one `ips-scan` measured.
+pub struct Scan {
+    pub mb_per_s: f64,
+    pub label: String,
+    /// Seconds to compile the rules into Hyperscan databases.
+    pub compile_s: f64,
+    /// Resident memory the compiled rule set added, in MiB.
+    pub compiled_mib: f64,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Scan throughput (MB/s on this thread) of the bundled rules, of `generated` synthetic rules
+/// (half stream contents, half http.uri contents with modifiers), or of a rule file (what loads
+/// of it), over `megabytes` of HTTP/1.1 requests and responses fed in 16 KiB reads, in streaming
+/// mode; with the compile time and memory of the rule set.
+pub fn scan_rate(generated: Option<usize>, file: Option<&std::path::Path>, megabytes: usize) -> Result<Scan> {
+    let text = match (generated, file) {
+        (_, Some(path)) => std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?,
+        (None, None) => DEFAULT_RULES.to_string(),
+        (Some(n), None) => (0..n)
             .map(|i| {
                 if i % 2 == 0 {
                     format!("alert tcp any any -> any any (msg:\"gen {i}\"; content:\"zq{i:06}xv\"; sid:{};)\n", 100_000 + i)
@@ -25,11 +47,16 @@ pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, Str
             .collect(),
     };
     let (rules, errors) = parse_rules(&text);
-    if !errors.is_empty() {
+    if !errors.is_empty() && file.is_none() {
         return Err(anyhow!("{} generated rules refused: {}", errors.len(), errors[0]));
     }
-    let n = rules.len();
-    let (set, _) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, ..Options::default() })?;
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, ..Options::default() })?;
+    let compile_s = started.elapsed().as_secs_f64();
+    let compiled_mib = rss_kib().saturating_sub(before) as f64 / 1024.0;
+    let n = set.rules.len();
+    let _ = refused;
     let set = Arc::new(set);
     let mut scratch = set.scratch()?;
     // Realistic traffic: requests with headers and small bodies, responses with HTML.
@@ -58,9 +85,10 @@ pub fn scan_rate(generated: Option<usize>, megabytes: usize) -> Result<(f64, Str
         }
     }
     let mbps = scanned as f64 / 1e6 / start.elapsed().as_secs_f64();
-    let label = match generated {
-        None => format!("bundled ({n} rules)"),
-        Some(_) => format!("{n} generated rules"),
+    let label = match (generated, file) {
+        (_, Some(p)) => format!("{} ({n} rules load)", p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()),
+        (None, None) => format!("bundled ({n} rules)"),
+        (Some(_), None) => format!("{n} generated rules"),
     };
-    Ok((mbps, label))
+    Ok(Scan { mb_per_s: mbps, label, compile_s, compiled_mib })
 }

@@ -166,6 +166,9 @@ enum Cmd {
         /// Generated rules instead of the bundled set.
         #[arg(long)]
         generated: Option<usize>,
+        /// A rule file instead (its rules that load).
+        #[arg(long, conflicts_with = "generated")]
+        rules: Option<std::path::PathBuf>,
         /// Megabytes of synthetic HTTP traffic to scan.
         #[arg(long, default_value_t = 256)]
         megabytes: usize,
@@ -268,9 +271,10 @@ fn main() -> Result<()> {
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
         Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
-        Some(Cmd::IpsScan { generated, megabytes }) => {
-            let (mbps, label) = ipsscan::scan_rate(generated, megabytes)?;
-            println!("ips-scan {label}: {mbps:.1} MB/s");
+        Some(Cmd::IpsScan { generated, rules, megabytes }) => {
+            let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes)?;
+            println!("ips-scan {}: compile {:.2} s, {:.1} MiB", s.label, s.compile_s, s.compiled_mib);
+            println!("ips-scan rate: {:.1} MB/s", s.mb_per_s);
             Ok(())
         }
         Some(Cmd::XdpRedirect { a, b, generic }) => xdp::bench_redirect(&a, &b, xdp::mode(generic)),

@@ -314,10 +314,12 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     // requests and the bulk body match nothing, so everything is scanned and nothing stops),
     // alternated run by run so that the VM's drift hits both alike.
     let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
-    let (mut off, mut on) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    // And with a public ruleset on top (the ET Open sample: its rules alert, none blocks here).
+    let with_et_config = format!("{with_ips_config}rules = [\"{}\"]\n", crate::ipsscan::ET_SAMPLE);
+    let (mut off, mut on, mut et) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     let (mut forged, mut inspected_flows) = (0, 0);
     for _ in 0..runs {
-        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on)] {
+        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on), (with_et_config.clone(), &mut et)] {
             t.start_appliance(&config)?;
             into.0.push(tls_rps(&t, 9443, &ca_cert, secs)?);
             into.1.push(tls_bulk(&t, 9443, &ca_cert, big)?);
@@ -331,8 +333,10 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     }
     let inspected = (median(off.0), median(off.1));
     let with_ips = (median(on.0), median(on.1));
+    let with_et = (median(et.0), median(et.1));
     table.row("HTTPS tls-inspect inspected", &[("req/s", inspected.0), ("bulk Gbit/s", inspected.1)], "");
     table.row("HTTPS tls-inspect inspected + IPS (bundled, block)", &[("req/s", with_ips.0), ("bulk Gbit/s", with_ips.1)], "");
+    table.row("HTTPS tls-inspect inspected + IPS (bundled + ET Open sample)", &[("req/s", with_et.0), ("bulk Gbit/s", with_et.1)], "");
     table.note(&format!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)"));
 
     // The transparent proxies, on the appliance namespace turned router.
@@ -373,26 +377,39 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     let ceiling = repeat(runs, || rustls_ceiling(&server.cert, &server.key, &pki.root, secs))?;
     table.row("rustls in-memory handshake pairs (1 core)", &[("hs/s", ceiling)], "");
     let megabytes = if quick { "64" } else { "512" };
-    let scan = |generated: Option<&str>| -> Result<f64> {
+    // (MB/s, compile s, MiB) of one ips-scan run.
+    let scan = |generated: Option<&str>, rules: Option<&str>| -> Result<(f64, f64, f64)> {
         let mut c = Command::new(crate::own_bin()?);
         c.args(["ips-scan", "--megabytes", megabytes]);
         if let Some(n) = generated {
             c.args(["--generated", n]);
         }
+        if let Some(r) = rules {
+            c.args(["--rules", r]);
+        }
         let out = check(&mut c)?;
-        out.rsplit(':')
-            .next()
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("ips-scan printed {out}"))
+        let after = |prefix: &str| out.split(prefix).nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.trim_end_matches(',').parse::<f64>().ok());
+        match (after("rate: "), after("compile "), after(" s, ")) {
+            (Some(r), Some(c), Some(m)) => Ok((r, c, m)),
+            _ => Err(anyhow!("ips-scan printed {out}")),
+        }
+    };
+    let median3 = |v: Vec<(f64, f64, f64)>| (median(v.iter().map(|x| x.0).collect()), median(v.iter().map(|x| x.1).collect()), median(v.iter().map(|x| x.2).collect()));
+    let measure = |g: Option<&str>, r: Option<&str>| -> Result<(f64, f64, f64)> {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(scan(g, r)?);
+        }
+        Ok(median3(v))
     };
     let scans = [
-        ("bundled ruleset", repeat(runs, || scan(None))?),
-        ("1,000 generated rules", repeat(runs, || scan(Some("1000")))?),
-        ("10,000 generated rules", repeat(runs, || scan(Some("10000")))?),
+        ("bundled ruleset", measure(None, None)?),
+        ("1,000 generated rules", measure(Some("1000"), None)?),
+        ("10,000 generated rules", measure(Some("10000"), None)?),
+        ("ET Open sample", measure(None, Some(crate::ipsscan::ET_SAMPLE))?),
     ];
-    for (name, mbs) in &scans {
-        table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs)], "");
+    for (name, (mbs, compile, mib)) in &scans {
+        table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs), ("compile s", *compile), ("MiB", *mib)], "");
     }
 
     let other = |name: &str, i: usize| {
@@ -413,14 +430,18 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
     ratio(table, "ips_on_over_off_req", "IPS on / off, new conns", with_ips.0 / inspected.0, ">= 0.90");
     ratio(table, "ips_on_over_off_bulk", "IPS on / off, bulk", with_ips.1 / inspected.1, ">= 0.90");
+    ratio(table, "et_ips_on_over_off_req", "IPS with ET Open sample on / off, new conns", with_et.0 / inspected.0, ">= 0.80");
+    ratio(table, "et_ips_on_over_off_bulk", "IPS with ET Open sample on / off, bulk", with_et.1 / inspected.1, ">= 0.80");
     ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
     Ok(serde_json::json!({
-        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "rustls_ceiling": ceiling },
-        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1 },
+        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
         "others": others,
         "ratios": ratios,
         "targets": { "over_squid_req": 5.0, "over_mitmproxy_req": 50.0, "over_squid_bulk": 3.0, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9 },
-        "ips_scan_mb_s": { "bundled": scans[0].1, "generated_1000": scans[1].1, "generated_10000": scans[2].1 },
+        "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0 },
+        "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
+        "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },
         "flows_inspected": inspected_flows,
         "certificates_forged": forged,
         "ca": "RSA-2048 root, the same for tls-inspect, Squid and mitmproxy",

@@ -124,6 +124,10 @@ pub(super) struct PatternRef {
     /// Index among the rule's contents, or `pcre_base + i` for its pcres.
     pub(super) item: u16,
     pub(super) is_pcre: bool,
+    /// A literal's length: its match starts this far before its end (literals are compiled
+    /// without start-of-match tracking, which costs Hyperscan dearly in streaming mode). 0 for a
+    /// pcre: its start is tracked only when an `R` flag needs it.
+    pub(super) len: u32,
 }
 
 /// The rules and their Hyperscan databases: built once, shared by every worker and flow.
@@ -131,7 +135,8 @@ pub struct Compiled {
     pub rules: Vec<Rule>,
     pub(super) refs: Vec<PatternRef>,
     pub(super) stream: Option<StreamingDatabase>,
-    pub(super) bodies: Option<StreamingDatabase>,
+    /// Request bodies, response bodies (`file.data` included): each direction scans only its own.
+    pub(super) bodies: [Option<StreamingDatabase>; 2],
     pub(super) fields: HashMap<Buffer, BlockDatabase>,
     /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
     pub(super) fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
@@ -251,6 +256,11 @@ fn hex_literal(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
 }
 
+/// Which body database a body buffer's patterns go in: 0 requests, 1 responses.
+pub(super) fn body_dir(b: Buffer) -> usize {
+    usize::from(b != Buffer::HttpRequestBody)
+}
+
 pub(super) fn stream_kind(b: Buffer) -> u8 {
     match b {
         Buffer::Stream => 0,
@@ -287,7 +297,9 @@ impl Ruleset {
             let mut fallbacks = Vec::new();
             for p in &r.pcres {
                 let hs = pcre_pattern(p).and_then(|mut pat| {
-                    pat.flags |= CompileFlags::SOM_LEFTMOST;
+                    if p.relative {
+                        pat.flags |= CompileFlags::SOM_LEFTMOST;
+                    }
                     if stream_kind(p.buffer) == 2 {
                         Patterns(vec![pat]).build::<Block>().map(drop).map_err(|e| anyhow!("{e}"))
                     } else {
@@ -317,20 +329,19 @@ impl Ruleset {
         }
         let active = ok_rules.iter().map(|r| active_at(level, r)).collect();
         let mut refs = Vec::new();
+        // The stream, request bodies, response bodies.
         let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let group = |b: Buffer| if stream_kind(b) == 0 { 0 } else { 1 + body_dir(b) };
         let mut field_groups: HashMap<Buffer, Vec<Pattern>> = HashMap::new();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
-                let mut flags = CompileFlags::SOM_LEFTMOST;
-                if c.nocase {
-                    flags |= CompileFlags::CASELESS;
-                }
+                let flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
                 let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false });
+                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
                 match stream_kind(c.buffer) {
                     2 => field_groups.entry(c.buffer).or_default().push(pat),
-                    k => groups[k as usize].push(pat),
+                    _ => groups[group(c.buffer)].push(pat),
                 }
             }
             for (pi, p) in r.pcres.iter().enumerate() {
@@ -338,12 +349,14 @@ impl Ruleset {
                     continue;
                 }
                 let mut pat = pcre_pattern(p)?;
-                pat.flags |= CompileFlags::SOM_LEFTMOST;
+                if p.relative {
+                    pat.flags |= CompileFlags::SOM_LEFTMOST;
+                }
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true });
+                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len: 0 });
                 match stream_kind(p.buffer) {
                     2 => field_groups.entry(p.buffer).or_default().push(pat),
-                    k => groups[k as usize].push(pat),
+                    _ => groups[group(p.buffer)].push(pat),
                 }
             }
         }
@@ -353,9 +366,9 @@ impl Ruleset {
             }
             Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
         };
-        let [g0, g1, _] = groups;
+        let [g0, g1, g2] = groups;
         let stream = build_stream(g0)?;
-        let bodies = build_stream(g1)?;
+        let bodies = [build_stream(g1)?, build_stream(g2)?];
         let mut fields = HashMap::new();
         for (b, v) in field_groups {
             fields.insert(b, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
@@ -435,7 +448,7 @@ impl Ruleset {
         if let Some(db) = &self.stream {
             grow(db, &mut scratch)?;
         }
-        if let Some(db) = &self.bodies {
+        for db in self.bodies.iter().flatten() {
             grow(db, &mut scratch)?;
         }
         for db in self.fields.values() {

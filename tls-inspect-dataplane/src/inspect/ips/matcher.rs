@@ -1,7 +1,7 @@
 //! The IPS state of one flow: a Hyperscan stream per direction for the stream buffer, the
 //! HTTP followers' fields and bodies scanned as they come, what each rule has matched so far,
-//! and the rules that fired. Every pattern is compiled with SOM_LEFTMOST, so each match has a
-//! start and an end; a rule fires when its contents match in order and within their offset,
+//! and the rules that fired. Each match has a start and an end (a literal's start is its end
+//! less its length; a pcre's is tracked when an `R` flag needs it); a rule fires when its contents match in order and within their offset,
 //! depth, distance and within, its pcres match, and its negated contents (on sticky buffers) do
 //! not.
 
@@ -192,6 +192,8 @@ impl FlowIps {
 
     fn record(&mut self, d: usize, id: u32, from: u64, to: u64) {
         if let Some(r) = self.set.refs.get(id as usize) {
+            // A literal's start is its end less its length (no start-of-match tracking).
+            let from = if r.is_pcre { from } else { to.saturating_sub(u64::from(r.len)) };
             let v = self.matches[d].entry((r.rule, r.is_pcre, r.item)).or_default();
             if v.len() < MATCHES_PER_ITEM {
                 v.push((from, to));
@@ -459,7 +461,7 @@ impl FlowIps {
                         }
                     }
                     let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
-                        self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
+                        self.set.bodies[d].as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
                     });
                     if let Some((body, seen)) = entry.as_mut() {
                         let room = self.set.body_depth.saturating_sub(*seen);
@@ -502,7 +504,7 @@ impl FlowIps {
                     self.last_http = Some(info);
                 }
                 self.body_seen[d] = 0;
-                self.body[d] = self.set.bodies.as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
+                self.body[d] = self.set.bodies[d].as_ref().and_then(|db| db.open_stream().ok()).map(|s| OwnedStream(Some(s)));
             }
             Http1Event::Body(bytes) => {
                 if direction == Direction::ToClient {
