@@ -68,9 +68,12 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
     let config = format!(
         "[appliance]\nflow_table_size = 262144\n[dataplane]\nmax_flows = 200000\nidle_timeout = 3600\n\
          [[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\n\
-         dport = [\"12443/12446\"]\n[tls]\ninspect = true\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
+         dport = [\"12443/12446\"]\n[tls]\ninspect = true\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n\
+         [ips]\nenabled = true\nmode = \"monitor\"\nlevel = \"strict\"\nrules = [\"{}\"]\n",
         ca_dir.display(),
         pki.root.display(),
+        // Each connection holds its IPS state, with a public ruleset loaded.
+        crate::ipsscan::ET_SAMPLE,
     );
     t.start_appliance(&config)?;
     let pid = t.daemon().context("no daemon")?.child.id();
@@ -142,7 +145,7 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
             let inspected = t.worker_counter("tls_inspected")?;
             let per = (rss.saturating_sub(base)) as f64 / (total - warm).max(1) as f64;
             table.row(
-                &format!("memory: {} idle inspected connections", total - warm),
+                &format!("memory: {} idle inspected connections (IPS on, ET Open sample loaded)", total - warm),
                 &[("KiB/conn", per), ("MiB RSS", rss as f64 / 1024.0)],
                 &format!("(target <= 48 KiB; {failed} failed to open; workers hold {open_flows})"),
             );

@@ -81,6 +81,10 @@ pub struct FlowIps {
     passed: bool,
     /// The flow's flowbits, numbered by the rule set.
     bits: Vec<bool>,
+    /// A block from a message that ended inside the current read.
+    early: Option<Verdict>,
+    /// Per direction: the message under way ended in the current read.
+    message_done: [bool; 2],
     /// HTTP transactions: requests waiting for their response (HTTP/1, in order; HTTP/2, by
     /// stream), the response under way, and those complete.
     tx_pending: std::collections::VecDeque<HttpTx>,
@@ -126,6 +130,8 @@ impl FlowIps {
             tuple,
             passed: false,
             bits: vec![false; nbits],
+            early: None,
+            message_done: [false, false],
             tx_pending: std::collections::VecDeque::new(),
             tx_h2: HashMap::new(),
             tx_response: None,
@@ -314,6 +320,14 @@ impl FlowIps {
             self.follow_http(direction, data, scratch);
         }
         let mut verdict = self.evaluate(direction);
+        if let Some(early) = self.early.take() {
+            if verdict == Verdict::Continue {
+                verdict = early;
+            }
+        }
+        if std::mem::take(&mut self.message_done[d]) {
+            self.new_message(d);
+        }
         if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
             for finding in self.dlp.scan(data, &set.dlp) {
@@ -361,12 +375,26 @@ impl FlowIps {
             keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
         });
         self.field_len[d].retain(|b, _| keep(*b));
+        // An idle connection keeps no table sized for the busiest message it saw.
+        if self.matches[d].capacity() > 4 * self.matches[d].len().max(16) {
+            self.matches[d].shrink_to_fit();
+        }
+    }
+
+    /// The message under way in `direction` is over: its rules are evaluated (a block is kept
+    /// for `inspect` to return), then what it matched is forgotten.
+    fn end_message(&mut self, direction: Direction) {
+        let v = self.evaluate(direction);
+        if matches!(v, Verdict::Block(_)) && self.early.is_none() {
+            self.early = Some(v);
+        }
+        self.new_message(dir_index(direction));
     }
 
     /// Scans the field buffers of a message head (those the rule set has databases for).
     fn scan_head(&mut self, head: &Head<'_>, scratch: &mut Scratch) {
         let d = dir_index(head.direction);
-        self.new_message(d);
+        self.end_message(head.direction);
         let set = self.set.clone();
         let host_header = Some(std::borrow::Cow::Borrowed(head.authority)).filter(|a| !a.is_empty()).or_else(|| head.header("host"));
         let uri = String::from_utf8_lossy(head.uri);
@@ -519,6 +547,9 @@ impl FlowIps {
                 if direction == Direction::ToClient {
                     self.tx_done.extend(self.tx_response.take());
                 }
+                // The message is complete: once evaluated, what its fields and body matched goes
+                // (see `inspect`).
+                self.message_done[d] = true;
             }
         });
         self.http[d] = follower;

@@ -632,3 +632,26 @@ drop http any any -> any any (msg:"brute force"; http.uri; content:"/login"; det
     assert_eq!(blocks, [false, false, false, true, true], "detection_filter: from the fourth match on");
     assert!(!run("/login", "10.0.0.8").1, "another source starts from zero");
 }
+
+#[test]
+#[ignore = "a measurement: cargo test -p tls-inspect-dataplane --lib stream_state -- --ignored --nocapture"]
+fn stream_state_of_the_et_open_sample() {
+    let (rules, _) = parse_rules(include_str!("../../../tests/fixtures/et-open-sample.rules"));
+    let (set, _) = Ruleset::compile(rules, &Options::default()).unwrap();
+    let size = |db: &Option<hyperscan::StreamingDatabase>| db.as_ref().map_or(0, |d| d.stream_size().unwrap_or(0));
+    eprintln!("stream {} B, request bodies {} B, response bodies {} B", size(&set.stream), size(&set.bodies[0]), size(&set.bodies[1]));
+}
+
+#[test]
+fn each_pipelined_request_is_evaluated_before_the_next_one_starts() {
+    let text = r#"drop http any any -> any any (msg:"a"; http.uri; content:"/first"; sid:1;)
+alert http any any -> any any (msg:"b"; http.uri; content:"/second"; sid:2;)
+"#;
+    let set = compile_with(text, &Options { mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    // Both requests in one read: the first blocks though the second's head came after it.
+    let v = f.inspect(Direction::ToServer, b"GET /first HTTP/1.1\r\n\r\nGET /second HTTP/1.1\r\n\r\n", &mut scratch);
+    assert!(matches!(v, Verdict::Block(ref c) if c.to_string().contains("sid 1")), "{v:?}");
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1, 2]);
+}
