@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod log;
 pub mod net;
 pub mod phy;
+pub mod replay;
 pub mod runtime;
 pub mod sys;
 #[cfg(test)]
