@@ -4,7 +4,7 @@
 //! Folders are layers; each imports only from the layers below it (docs/architecture.md, and
 //! `tests/layers.rs` checks it):
 //!
-//! `cli` (and `fuzzing`) -> `runtime` (run, supervisor, workers, metrics) -> `control` (config,
+//! `cli` (and `fuzzing`, `replay`: the offline `ips replay` of a pcap) -> `runtime` (run, supervisor, workers, metrics) -> `control` (config,
 //! scopes, maps, state, XDP program, socket, live rules, intel) -> `net` (the relay: flows, legs,
 //! decision, splice and TLS relay) -> `log` (EVE records) -> `tls` (ClientHello, policy,
 //! interception, forging, CA) -> `inspect` (rules, IPS, HTTP followers, DLP, block page) -> `phy`
@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod log;
 pub mod net;
 pub mod phy;
+pub mod replay;
 pub mod runtime;
 pub mod sys;
 #[cfg(test)]

@@ -148,7 +148,7 @@ pub struct FlowLog {
     pub alerted: bool,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let dt = time::OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos() as i128).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Top to bottom. Entry points first; a file may import only from its own layer or below.
 const LAYERS: &[&[&str]] = &[
-    &["cli", "fuzzing"],
+    &["cli", "fuzzing", "replay"],
     &["runtime"],
     &["control"],
     &["net"],

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::control::config::XdpModeSetting;
 use crate::control::intel::IntelMode;
 use crate::control::xdp::OnExit;
+use crate::inspect::ips::Level;
 
 #[derive(Parser)]
 #[command(name = "tls-inspect", version, about = "Inline TLS inspection appliance")]
@@ -59,6 +60,11 @@ pub enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// The IPS offline: test rules on captured traffic.
+    Ips {
+        #[command(subcommand)]
+        command: IpsCommand,
     },
     /// The TLS exclusion cache: servers (with their SNI) passed untouched after mTLS or pinning.
     Bypass {
@@ -182,6 +188,38 @@ pub enum RulesCommand {
     Reset,
     /// Re-read the rule files and swap the databases without dropping flows.
     Reload,
+}
+
+#[derive(Subcommand)]
+pub enum IpsCommand {
+    /// Reassemble the TCP streams of a cleartext pcap, follow HTTP/1.1 and HTTP/2, run the IPS
+    /// and write EVE JSON, as `suricata -r` does (no root needed).
+    Replay {
+        /// A classic libpcap file (Ethernet, raw IPv4, Linux cooked or loopback).
+        #[arg(long)]
+        pcap: PathBuf,
+        /// Rule files (repeatable); default: the config's [ips] rules, else the bundled ones.
+        #[arg(long)]
+        rules: Vec<PathBuf>,
+        /// Configuration file whose [ips] table (rules, mode, level, vars, tuning) applies.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write EVE lines here instead of standard output.
+        #[arg(long)]
+        eve: Option<PathBuf>,
+        /// Which rules are active (loose, medium, strict), over the config's level.
+        #[arg(long, value_parser = level)]
+        level: Option<Level>,
+    },
+}
+
+fn level(s: &str) -> Result<Level, String> {
+    match s {
+        "loose" => Ok(Level::Loose),
+        "medium" => Ok(Level::Medium),
+        "strict" => Ok(Level::Strict),
+        other => Err(format!("'{other}': loose, medium or strict")),
+    }
 }
 
 #[derive(Subcommand)]

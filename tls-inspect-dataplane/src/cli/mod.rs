@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::control::maps::Paths;
 use crate::runtime::run::{run, RunOptions};
 use crate::sys::require_root;
-use args::{BypassCommand, Cli, Command, DebugCommand, IntelCommand, PolicyCommand, RulesCommand, ScopeCommand};
+use args::{BypassCommand, Cli, Command, DebugCommand, IntelCommand, IpsCommand, PolicyCommand, RulesCommand, ScopeCommand};
 
 /// Parses the command line, runs the command, and says what went wrong if it did.
 pub fn main() -> ExitCode {
@@ -106,6 +106,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 IntelCommand::List(f) => commands::intel_list(&paths, f.json),
                 IntelCommand::Clear => commands::intel_clear(&paths),
             }
+        }
+        Command::Ips { command: IpsCommand::Replay { pcap, rules, config, eve, level } } => {
+            let summary = crate::replay::run(&crate::replay::ReplayOptions { pcap, rules, config, eve, level })?;
+            eprintln!("tls-inspect: replay: {summary}");
+            Ok(())
         }
         Command::Bypass { command } => {
             require_root()?;
