@@ -85,6 +85,8 @@ pub struct FlowIps {
     early: Option<Verdict>,
     /// Per direction: the message under way ended in the current read.
     message_done: [bool; 2],
+    /// Per direction: a message head has been seen and its message not yet evaluated.
+    in_message: [bool; 2],
     /// HTTP transactions: requests waiting for their response (HTTP/1, in order; HTTP/2, by
     /// stream), the response under way, and those complete.
     tx_pending: std::collections::VecDeque<HttpTx>,
@@ -132,6 +134,7 @@ impl FlowIps {
             bits: vec![false; nbits],
             early: None,
             message_done: [false, false],
+            in_message: [false, false],
             tx_pending: std::collections::VecDeque::new(),
             tx_h2: HashMap::new(),
             tx_response: None,
@@ -327,6 +330,7 @@ impl FlowIps {
         }
         if std::mem::take(&mut self.message_done[d]) {
             self.new_message(d);
+            self.in_message[d] = false;
         }
         if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
@@ -394,7 +398,12 @@ impl FlowIps {
     /// Scans the field buffers of a message head (those the rule set has databases for).
     fn scan_head(&mut self, head: &Head<'_>, scratch: &mut Scratch) {
         let d = dir_index(head.direction);
-        self.end_message(head.direction);
+        // The previous message of this direction is evaluated first, if there is one.
+        if std::mem::replace(&mut self.in_message[d], true) {
+            self.end_message(head.direction);
+        } else {
+            self.new_message(d);
+        }
         let set = self.set.clone();
         let host_header = Some(std::borrow::Cow::Borrowed(head.authority)).filter(|a| !a.is_empty()).or_else(|| head.header("host"));
         let uri = String::from_utf8_lossy(head.uri);
