@@ -8,6 +8,8 @@ use super::*;
 use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::Verdict;
 
+mod bundled_samples;
+
 fn set(text: &str, mode: IpsMode, level: Level) -> Arc<Ruleset> {
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
@@ -152,19 +154,54 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
         (9000022, request("GET", "/", "Nuclei - Open-source project", ""), request("GET", "/", ua, "")),
         (9000023, request("GET", "/pixel.gif", ua, ""), request("GET", "/images/pixel.gif", ua, "")),
     ];
+    // The virtual-patching set (9000100-9000999), with header, cookie and body samples.
+    let mut cases = cases;
+    cases.extend(bundled_samples::vpatch_cases());
     let mut covered: Vec<u32> = cases.iter().map(|c| c.0).collect();
     covered.sort_unstable();
     let mut all: Vec<u32> = set.rules.iter().map(|r| r.sid).collect();
     all.sort_unstable();
     assert_eq!(covered, all, "every bundled rule has a sample");
+    assert!(all.len() >= 150, "{} bundled rules", all.len());
+    let mut failures = Vec::new();
     for (sid, positive, negative) in cases {
         let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
         f.inspect(Direction::ToServer, &positive, &mut scratch);
-        assert!(f.hits.iter().any(|h| h.sid == sid), "sid {sid} missed {}", String::from_utf8_lossy(&positive));
+        if !f.hits.iter().any(|h| h.sid == sid) {
+            failures.push(format!("sid {sid} missed {:?}", String::from_utf8_lossy(&positive)));
+        }
         let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
         f.inspect(Direction::ToServer, &negative, &mut scratch);
-        assert!(!f.hits.iter().any(|h| h.sid == sid), "sid {sid} fired on {}", String::from_utf8_lossy(&negative));
+        if f.hits.iter().any(|h| h.sid == sid) {
+            failures.push(format!("sid {sid} fired on its near miss {:?}", String::from_utf8_lossy(&negative)));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn no_bundled_rule_fires_on_ordinary_traffic() {
+    let (rules, errors) = parse_rules(crate::inspect::DEFAULT_RULES);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, body_depth: 1 << 20, ..Options::default() }).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let set = Arc::new(set);
+    let mut scratch = set.scratch().unwrap();
+    let corpus = bundled_samples::benign_corpus();
+    assert!(corpus.len() >= 30);
+    let mut hits = Vec::new();
+    for request in &corpus {
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, request, &mut scratch);
+        hits.extend(f.hits.iter().map(|h| format!("sid {} ({}) on {:?}", h.sid, h.msg, String::from_utf8_lossy(request))));
+    }
+    // The whole corpus in one keep-alive flow too (messages combine only with themselves).
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    for request in &corpus {
+        f.inspect(Direction::ToServer, request, &mut scratch);
+    }
+    hits.extend(f.hits.iter().map(|h| format!("sid {} ({}) in the keep-alive flow", h.sid, h.msg)));
+    assert!(hits.is_empty(), "{hits:#?}");
 }
 
 #[test]
