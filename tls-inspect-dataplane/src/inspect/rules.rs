@@ -44,7 +44,12 @@ impl Action {
 pub enum Proto {
     Tcp,
     Tls,
+    /// HTTP/1 and HTTP/2.
     Http,
+    /// HTTP/1.x only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -563,7 +568,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         "tcp" => Proto::Tcp,
         "tls" => Proto::Tls,
         "http" => Proto::Http,
-        other => return Err(err(line, other, "unsupported protocol (tcp, tls, http)")),
+        "http1" => Proto::Http1,
+        "http2" => Proto::Http2,
+        other => return Err(err(line, other, "unsupported protocol (tcp, tls, http, http1, http2)")),
     };
     let bidirectional = match header[4] {
         "->" => false,
@@ -861,9 +868,6 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     if rule.sid == 0 {
         return Err(err(line, "sid", "every rule needs a sid"));
     }
-    if rule.msg.is_empty() {
-        return Err(err(line, "msg", "every rule needs a msg"));
-    }
     if rule.contents.iter().any(|c| c.buffer == Buffer::HttpHost && c.nocase) {
         return Err(err(
             line,
@@ -947,7 +951,8 @@ alert tcp any any -> any any (msg:\"x\"; flow:sideways; content:\"a\"; sid:15;)
 alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
 ";
         let (rules, errors) = parse_rules(text);
-        assert_eq!(rules.iter().map(|r| r.sid).collect::<Vec<_>>(), vec![1, 16]);
+        // A rule without msg loads, as in Suricata.
+        assert_eq!(rules.iter().map(|r| r.sid).collect::<Vec<_>>(), vec![1, 13, 16]);
         let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.keyword.as_str())).collect();
         assert_eq!(
             got,
@@ -963,7 +968,6 @@ alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
                 (10, "sid"),
                 (11, "header"),
                 (12, "options"),
-                (13, "msg"),
                 (14, "content"),
                 (15, "flow"),
             ]
@@ -1013,7 +1017,7 @@ alert tcp any any -> any any (msg:"f"; content:"|0d0|"; sid:6;)
             let s: String = rng.bytes(80).iter().map(|b| alphabet[usize::from(*b) % alphabet.len()] as char).collect();
             let (rules, errors) = parse_rules(&s);
             let lines = s.lines().count().max(1);
-            assert!(rules.iter().all(|r| r.sid != 0 && !r.msg.is_empty() && (1..=lines).contains(&r.line)), "{s:?}");
+            assert!(rules.iter().all(|r| r.sid != 0 && (1..=lines).contains(&r.line)), "{s:?}");
             assert!(errors.iter().all(|e| (1..=lines).contains(&e.line) && !e.keyword.is_empty()), "{s:?}: {errors:?}");
         }
     }

@@ -608,7 +608,13 @@ impl FlowIps {
                     Some(FlowDir::ToClient) => direction == Direction::ToClient,
                     None => true,
                 };
-                if !dir_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
+                // `http1` and `http2` rules see only their version's flows.
+            let proto_ok = match rule.proto {
+                crate::inspect::rules::Proto::Http1 => self.h2.is_none(),
+                crate::inspect::rules::Proto::Http2 => self.h2.is_some(),
+                _ => true,
+            };
+            if !dir_ok || !proto_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
                     continue;
                 }
                 holding.push(i);

@@ -692,3 +692,20 @@ alert http any any -> any any (msg:"b"; http.uri; content:"/second"; sid:2;)
     assert!(matches!(v, Verdict::Block(ref c) if c.to_string().contains("sid 1")), "{v:?}");
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1, 2]);
 }
+
+#[test]
+fn http1_and_http2_rules_see_only_their_version() {
+    use crate::inspect::h2::PREFACE;
+    let text = r#"alert http1 any any -> any any (msg:"one"; http.uri; content:"/v"; sid:1;)
+alert http2 any any -> any any (msg:"two"; http.uri; content:"/v"; sid:2;)
+alert http any any -> any any (msg:"both"; http.uri; content:"/v"; sid:3;)
+"#;
+    let set = compile_with(text, &Options::default());
+    assert_eq!(sids_of(&set, Direction::ToServer, &[b"GET /v HTTP/1.1\r\n\r\n"]), [1, 3]);
+    let mut enc = loona_hpack::Encoder::new();
+    let block = enc.encode(vec![(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/v"[..]), (&b":authority"[..], &b"x"[..])]);
+    let mut wire = PREFACE.to_vec();
+    wire.extend_from_slice(&[(block.len() >> 16) as u8, (block.len() >> 8) as u8, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
+    wire.extend_from_slice(&block);
+    assert_eq!(sids_of(&set, Direction::ToServer, &[&wire]), [2, 3]);
+}
