@@ -18,6 +18,7 @@ use crate::tls::clienthello::{sniff, Sniff};
 pub fn clienthello(data: &[u8]) {
     if let Sniff::Hello(hello) = sniff(data) {
         let _ = hello.ja4();
+        let _ = crate::tls::clienthello::ClientHello::ja3_hash(&hello.ja3_string());
         let _ = hello.max_version();
         assert!(hello.record_len <= data.len());
         assert_eq!(sniff(&data[..hello.record_len]), Sniff::Hello(hello));

@@ -133,6 +133,10 @@ pub struct FlowLog {
     pub reason: Reason,
     pub sni: Option<String>,
     pub ja4: Option<String>,
+    /// The ClientHello's JA3 fingerprint: (MD5 hex, string).
+    pub ja3: Option<(String, String)>,
+    /// The ClientHello's own version field (what `tls.version` tests in data to the server).
+    pub hello_version: Option<u16>,
     pub client_versions: Vec<String>,
     pub client_alpn: Vec<String>,
     pub alpn: Option<String>,
@@ -174,6 +178,7 @@ impl FlowLog {
             "sni": self.sni,
             "version": self.client_version,
             "ja4": self.ja4,
+            "ja3": self.ja3.as_ref().map(|(hash, string)| json!({"hash": hash, "string": string})),
             "client_alpns": self.client_alpn,
         });
         if let (Some(c), Some(t)) = (&self.server_cert, tls.as_object_mut()) {
@@ -559,6 +564,8 @@ mod tests {
             reason: Reason::EchOuter,
             sni: Some("server.test".into()),
             ja4: Some("t13d1516h2_8daaf6152771_02713d6af862".into()),
+            ja3: Some(("0e870cb29dd59424064948532781a7f6".into(), "771,4866-255,0-11-10-35-13-22-23-43-45-40,29-23-25-24,0-1-2".into())),
+            hello_version: Some(0x0303),
             client_versions: vec!["TLS 1.3".into(), "TLS 1.2".into()],
             client_alpn: vec!["h2".into()],
             alpn: Some("h2".into()),

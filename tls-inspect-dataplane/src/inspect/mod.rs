@@ -41,6 +41,17 @@ pub struct HttpInfo {
 }
 
 
+/// What the IPS sees of a ClientHello: `tls.sni`, `ja3.hash`, `ja3.string`, `ja4.hash`, and
+/// the hello's version (`tls.version` in data to the server).
+#[derive(Clone, Copy, Debug)]
+pub struct HelloFields<'a> {
+    pub sni: Option<&'a str>,
+    pub version: u16,
+    pub ja3_string: &'a str,
+    pub ja3_hash: &'a str,
+    pub ja4: &'a str,
+}
+
 /// One HTTP request and its response, as the EVE `http` record describes them (decrypted
 /// traffic: what path-level filtering is about).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -96,9 +107,9 @@ pub trait Inspector {
     /// The next plaintext bytes of one direction (each direction in order).
     fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict;
 
-    /// The real server's certificate chain (DER, leaf first), once the upstream handshake has
-    /// it and before the client is answered.
-    fn server_certificates(&mut self, _chain: &[&[u8]]) -> Verdict {
+    /// The real server's certificate chain (DER, leaf first) and the version it chose, once
+    /// the upstream handshake has them and before the client is answered.
+    fn server_certificates(&mut self, _chain: &[&[u8]], _version: Option<u16>) -> Verdict {
         Verdict::Continue
     }
 
@@ -162,10 +173,10 @@ impl WorkerIps {
         ips::FlowIps::new(self.current(), tuple)
     }
 
-    /// Scans a ClientHello's SNI into a flow's state (`tls.sni` rules).
-    pub fn scan_sni(&self, flow: &mut ips::FlowIps, sni: &str) -> Verdict {
+    /// Scans a ClientHello into a flow's state (`tls.sni`, `ja3.*`, `ja4.hash` rules).
+    pub fn scan_client_hello(&self, flow: &mut ips::FlowIps, hello: &HelloFields<'_>) -> Verdict {
         match self.scratch.try_borrow_mut() {
-            Ok(mut scratch) => flow.scan_sni(sni, &mut scratch),
+            Ok(mut scratch) => flow.scan_client_hello(hello, &mut scratch),
             // Never reached: one worker thread, no re-entrant scans.
             Err(_) => Verdict::Continue,
         }
@@ -201,9 +212,9 @@ impl Inspector for IpsInspector {
         }
     }
 
-    fn server_certificates(&mut self, chain: &[&[u8]]) -> Verdict {
+    fn server_certificates(&mut self, chain: &[&[u8]], version: Option<u16>) -> Verdict {
         match self.scratch.try_borrow_mut() {
-            Ok(mut s) => self.flow.scan_certificates(chain, &mut s),
+            Ok(mut s) => self.flow.scan_certificates(chain, version, &mut s),
             Err(_) => Verdict::Continue,
         }
     }

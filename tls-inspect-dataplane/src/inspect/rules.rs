@@ -110,9 +110,31 @@ pub enum Buffer {
     TlsCertFingerprint,
     /// `http.host; dotprefix;`.
     HttpHostDot,
+    /// The ClientHello's JA3 fingerprint (MD5, hex), its JA3 string and its JA4 fingerprint.
+    Ja3Hash,
+    Ja3String,
+    Ja4Hash,
 }
 
 impl Buffer {
+    /// A buffer of the TLS handshake (the ClientHello or the server's certificate): it keeps
+    /// its value for the whole flow, while HTTP buffers change per message.
+    pub fn of_handshake(self) -> bool {
+        matches!(
+            self,
+            Self::TlsSni
+                | Self::TlsSniDot
+                | Self::TlsCerts
+                | Self::TlsCertSubject
+                | Self::TlsCertIssuer
+                | Self::TlsCertSerial
+                | Self::TlsCertFingerprint
+                | Self::Ja3Hash
+                | Self::Ja3String
+                | Self::Ja4Hash
+        )
+    }
+
     /// A sticky buffer keyword: the contents after it are in this buffer. (`tls_sni` and
     /// `file_data` are Suricata's older names of the same sticky buffers.)
     fn sticky(keyword: &str) -> Option<Self> {
@@ -151,6 +173,9 @@ impl Buffer {
             "tls.cert_issuer" | "tls_cert_issuer" => Self::TlsCertIssuer,
             "tls.cert_serial" | "tls_cert_serial" => Self::TlsCertSerial,
             "tls.cert_fingerprint" | "tls_cert_fingerprint" => Self::TlsCertFingerprint,
+            "ja3.hash" | "ja3_hash" => Self::Ja3Hash,
+            "ja3.string" | "ja3_string" => Self::Ja3String,
+            "ja4.hash" => Self::Ja4Hash,
             "file.data" | "file_data" => Self::FileData,
             _ => return None,
         })
@@ -385,6 +410,9 @@ pub struct Rule {
     pub severity: Option<Severity>,
     /// Every `metadata` key and value, in order.
     pub metadata: Vec<(String, String)>,
+    /// `tls.version`: the version the client's hello names (data to the server) or the one the
+    /// server chose (data to the client).
+    pub tls_version: Option<u16>,
 }
 
 /// A rule that could not be loaded.
@@ -601,6 +629,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         confidence: Confidence::Medium,
         severity: None,
         metadata: Vec::new(),
+        tls_version: None,
     };
     let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
     let mut buffer = Buffer::Stream;
@@ -828,6 +857,20 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 }
                 rule.sizes.push((buffer, SizeCheck::parse(&need(&value)?).map_err(|m| err(line, "bsize", m))?));
             }
+            "tls.version" => {
+                let v = need(&value)?;
+                let v = v.trim().trim_matches('"');
+                rule.tls_version = Some(match v {
+                    "1.0" => 0x0301,
+                    "1.1" => 0x0302,
+                    "1.2" => 0x0303,
+                    "1.3" => 0x0304,
+                    hex if hex.len() == 6 && hex.starts_with("0x") => {
+                        u16::from_str_radix(&hex[2..], 16).map_err(|_| err(line, "tls.version", format!("'{hex}' is not a version")))?
+                    }
+                    other => return Err(err(line, "tls.version", format!("'{other}' (1.0, 1.1, 1.2, 1.3 or 0xNNNN)"))),
+                });
+            }
             "urilen" => {
                 let v = need(&value)?;
                 let (size, which) = v.split_once(',').map_or((v.as_str(), "norm"), |(a, b)| (a, b.trim()));
@@ -885,6 +928,11 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 String::from_utf8_lossy(&c.pattern)
             ),
         ));
+    }
+    if rule.proto == Proto::Tls && (rule.contents.iter().any(|c| c.buffer == Buffer::Stream) || rule.pcres.iter().any(|p| p.buffer == Buffer::Stream)) {
+        // In Suricata such a content matches the TLS records as sent; here the stream buffer is
+        // the decrypted data, so the rule would not mean what it says.
+        return Err(err(line, "content", "a tls rule's content outside a sticky buffer matches the raw TLS records in Suricata; the appliance inspects the decrypted stream"));
     }
     if rule.contents.iter().all(|c| c.negated) && rule.pcres.iter().all(|p| p.negated) {
         return Err(err(line, "content", "a rule needs at least one content or pcre that must match"));

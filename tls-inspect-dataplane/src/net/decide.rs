@@ -9,7 +9,7 @@ use super::counters::Counter;
 use super::flow::{finished_receiving, Flow, Phase};
 use super::relay::ALERT_ACCESS_DENIED;
 use super::{Context, TlsWorker};
-use crate::inspect::{Inspector, PassAll, Verdict};
+use crate::inspect::{HelloFields, Inspector, PassAll, Verdict};
 use crate::log::{FlowLog, Outcome, Reason};
 use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
 use crate::tls::intercept::Interceptor;
@@ -92,7 +92,7 @@ impl Context {
             return decided;
         };
         // Nothing to scan and nothing to inspect: no state (its streams cost an allocation).
-        if flow.log.sni.is_none() && !matches!(decided, Decided::Inspect(_)) {
+        if !matches!(decided, Decided::Inspect(_)) && !hook.current().scans_hello() {
             return decided;
         }
         let tuple = crate::inspect::ips::FlowTuple {
@@ -100,9 +100,13 @@ impl Context {
             server: (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port)),
         };
         let mut state = hook.start_flow(tuple);
-        let verdict = match &flow.log.sni {
-            Some(sni) => hook.scan_sni(&mut state, sni),
-            None => Verdict::Continue,
+        let verdict = match (&flow.log.ja3, &flow.log.ja4, flow.log.hello_version) {
+            (Some((ja3_hash, ja3_string)), Some(ja4), Some(version)) => {
+                let fields = HelloFields { sni: flow.log.sni.as_deref(), version, ja3_string, ja3_hash, ja4 };
+                hook.scan_client_hello(&mut state, &fields)
+            }
+            // Not a ClientHello (not TLS): nothing of a hello to scan.
+            _ => Verdict::Continue,
         };
         let hits: Vec<_> = state.hits.clone();
         flow.ips = Some(state);
@@ -166,6 +170,9 @@ fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bo
     };
     log.sni = hello.sni.clone();
     log.ja4 = Some(hello.ja4());
+    let ja3 = hello.ja3_string();
+    log.ja3 = Some((ClientHello::ja3_hash(&ja3), ja3));
+    log.hello_version = Some(hello.legacy_version);
     log.client_versions = hello.versions.iter().map(|v| version_name(*v).to_string()).collect();
     log.client_alpn = hello.alpn.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let Some(tls) = tls else {

@@ -33,9 +33,9 @@ use crate::control::rules::RulesControl;
 use crate::inspect::h2::PREFACE;
 use crate::inspect::ips::{FlowIps, FlowTuple, Level, Ruleset};
 use crate::inspect::settings::IpsSettings;
-use crate::inspect::{Direction, Verdict};
+use crate::inspect::{Direction, HelloFields, Verdict};
 use crate::log::{self, AlertLog, FlowLog, HttpLog, Outcome, Reason};
-use crate::tls::clienthello::{sniff, Sniff};
+use crate::tls::clienthello::{sniff, ClientHello, Sniff};
 use decode::{Segment, Skip, SYN};
 use pcap::PcapReader;
 use reassembly::{Budget, Connection};
@@ -174,6 +174,8 @@ struct Flow {
     first: Vec<u8>,
     app_proto: Option<&'static str>,
     sni: Option<String>,
+    ja3: Option<(String, String)>,
+    ja4: Option<String>,
     /// What stopped the flow (a blocking rule in block mode).
     blocked: Option<crate::inspect::BlockCause>,
 }
@@ -246,7 +248,7 @@ impl Replay<'_> {
     fn start(&mut self, k: Key, seg: &Segment<'_>, time: SystemTime) {
         let conn = Connection::new(seg);
         let ips = (!self.set.whitelisted(conn.client.0, conn.server.0)).then(|| FlowIps::new(self.set.clone(), FlowTuple { client: conn.client, server: conn.server }));
-        self.flows.insert(k, Flow { id: self.next_id, conn, ips, reported: 0, start: time, last: time, first: Vec::new(), app_proto: None, sni: None, blocked: None });
+        self.flows.insert(k, Flow { id: self.next_id, conn, ips, reported: 0, start: time, last: time, first: Vec::new(), app_proto: None, sni: None, ja3: None, ja4: None, blocked: None });
         self.next_id += 1;
         self.summary.flows += 1;
     }
@@ -319,7 +321,12 @@ impl Replay<'_> {
         };
         self.summary.gaps += flow.conn.gaps();
         let alerted = flow.ips.as_ref().is_some_and(|i| i.hits.iter().any(|h| h.dlp.is_none()));
-        let v = flow_log(&flow, time).flow_event(alerted);
+        let record = flow_log(&flow, time);
+        // A flow that began with a ClientHello has its `tls` record (SNI, JA3, JA4).
+        if flow.ja4.is_some() {
+            write_eve(self.out, record.to_json(), time, flow.app_proto)?;
+        }
+        let v = record.flow_event(alerted);
         write_eve(self.out, v, time, flow.app_proto)
     }
 
@@ -348,11 +355,17 @@ fn detect(flow: &mut Flow, scratch: &mut Scratch) {
     match sniff(first) {
         Sniff::Hello(hello) => {
             flow.app_proto = Some("tls");
-            if let (Some(sni), Some(ips)) = (hello.sni.as_deref(), flow.ips.as_mut()) {
-                if let Verdict::Block(cause) = ips.scan_sni(sni, scratch) {
+            let ja3_string = hello.ja3_string();
+            let ja3_hash = ClientHello::ja3_hash(&ja3_string);
+            let ja4 = hello.ja4();
+            if let Some(ips) = flow.ips.as_mut() {
+                let fields = HelloFields { sni: hello.sni.as_deref(), version: hello.legacy_version, ja3_string: &ja3_string, ja3_hash: &ja3_hash, ja4: &ja4 };
+                if let Verdict::Block(cause) = ips.scan_client_hello(&fields, scratch) {
                     flow.blocked = Some(cause);
                 }
             }
+            flow.ja3 = Some((ja3_hash, ja3_string));
+            flow.ja4 = Some(ja4);
             flow.sni = hello.sni;
         }
         Sniff::NeedMore(_) if first.len() < MAX_HELLO => {}
@@ -380,6 +393,8 @@ fn flow_log(flow: &Flow, end: SystemTime) -> FlowLog {
         decision: if flow.blocked.is_some() { Outcome::Blocked } else { Outcome::Inspected },
         reason: flow.blocked.clone().map_or(Reason::None, Reason::Inspector),
         sni: flow.sni.clone(),
+        ja3: flow.ja3.clone(),
+        ja4: flow.ja4.clone(),
         alerted: flow.ips.as_ref().is_some_and(|i| !i.hits.is_empty()),
         ..FlowLog::default()
     }

@@ -3,7 +3,7 @@
 //! and the handshake message may be split over several records and TCP segments.
 //!
 //! It extracts what the decision needs (versions offered, SNI, ALPN, Encrypted Client Hello) and
-//! computes the JA4 fingerprint of the hello for the logs.
+//! computes the JA3 and JA4 fingerprints of the hello for the logs and the IPS.
 
 use sha2::{Digest, Sha256};
 
@@ -14,9 +14,11 @@ const EXT_SUPPORTED_GROUPS: u16 = 0x000a;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_ECH: u16 = 0xfe0d;
+const EXT_EC_POINT_FORMATS: u16 = 0x000b;
 
 /// What the first bytes of a flow are.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant, reason = "made once per flow's first flight and moved into its decision")]
 pub enum Sniff {
     /// Not enough bytes yet to tell: nothing can change before the first flight holds at least
     /// this many bytes (the end of the record being received), so a caller need not look again
@@ -44,6 +46,10 @@ pub struct ClientHello {
     pub signature_algorithms: Vec<u16>,
     /// Key exchange groups offered (supported_groups), in the client's order, GREASE removed.
     pub groups: Vec<u16>,
+    /// Key exchange groups as sent (GREASE included), for JA3.
+    pub groups_sent: Vec<u16>,
+    /// ec_point_formats, for JA3.
+    pub ec_point_formats: Vec<u8>,
     /// An Encrypted Client Hello extension is present (the real SNI is hidden).
     pub ech: bool,
     /// Bytes of the records that carried the hello (what to replay to a rustls server).
@@ -297,6 +303,7 @@ fn parse_hello(msg: &[u8]) -> Result<ClientHello, &'static str> {
                 let mut list = data.vec(2).need("bad supported_groups")?;
                 while !list.is_empty() {
                     let g = list.u16().need("bad supported_groups")?;
+                    hello.groups_sent.push(g);
                     if !is_grease(g) {
                         hello.groups.push(g);
                     }
@@ -307,6 +314,10 @@ fn parse_hello(msg: &[u8]) -> Result<ClientHello, &'static str> {
                 while !list.is_empty() {
                     hello.signature_algorithms.push(list.u16().need("bad signature_algorithms")?);
                 }
+            }
+            EXT_EC_POINT_FORMATS => {
+                let list = data.vec(1).need("bad ec_point_formats")?;
+                hello.ec_point_formats.extend_from_slice(list.buf);
             }
             EXT_ECH => hello.ech = true,
             _ => {}
@@ -323,6 +334,25 @@ impl ClientHello {
 
     pub fn offers(&self, version: u16) -> bool {
         self.versions.contains(&version)
+    }
+
+    /// The JA3 string (Salesforce's JA3, as Suricata computes it): the hello's version, cipher
+    /// suites, extensions, groups and point formats, in decimal, GREASE left out.
+    pub fn ja3_string(&self) -> String {
+        let list = |v: &mut dyn Iterator<Item = u16>| v.map(|x| x.to_string()).collect::<Vec<_>>().join("-");
+        format!(
+            "{},{},{},{},{}",
+            self.legacy_version,
+            list(&mut self.cipher_suites.iter().copied().filter(|c| !is_grease(*c))),
+            list(&mut self.extensions.iter().copied().filter(|e| !is_grease(*e))),
+            list(&mut self.groups_sent.iter().copied().filter(|g| !is_grease(*g))),
+            list(&mut self.ec_point_formats.iter().map(|p| u16::from(*p))),
+        )
+    }
+
+    /// The JA3 hash: the MD5 of [`Self::ja3_string`], in hex.
+    pub fn ja3_hash(string: &str) -> String {
+        md5::Md5::digest(string.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The JA4 fingerprint (FoxIO's JA4, TCP): e.g. `t13d1516h2_8daaf6152771_e5627efa2ab1`.

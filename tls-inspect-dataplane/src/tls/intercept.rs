@@ -411,7 +411,8 @@ impl Interceptor {
         }
         // The IPS sees the real server's certificates before the client is answered.
         let chain: Vec<&[u8]> = self.upstream.peer_certificates().map(|c| c.iter().map(|d| d.as_ref()).collect()).unwrap_or_default();
-        if let Verdict::Block(cause) = self.inspector.server_certificates(&chain) {
+        let version = self.upstream.protocol_version().map(u16::from);
+        if let Verdict::Block(cause) = self.inspector.server_certificates(&chain, version) {
             return Err(Failure::Blocked(cause));
         }
         let ck = forger

@@ -457,6 +457,12 @@ impl Ruleset {
         scratch.ok_or_else(|| anyhow!("the rule set is empty"))
     }
 
+    /// Some rule tests the ClientHello (`tls.sni`, `ja3.*`, `ja4.hash`): a passed flow's hello
+    /// is scanned too.
+    pub fn scans_hello(&self) -> bool {
+        self.fields.keys().any(|b| matches!(b, Buffer::TlsSni | Buffer::TlsSniDot | Buffer::Ja3Hash | Buffer::Ja3String | Buffer::Ja4Hash))
+    }
+
     /// A flow between these addresses skips the IPS (protection whitelist).
     pub fn whitelisted(&self, client: std::net::Ipv4Addr, server: std::net::Ipv4Addr) -> bool {
         crate::addr::in_any(&self.whitelist, client) || crate::addr::in_any(&self.whitelist, server)

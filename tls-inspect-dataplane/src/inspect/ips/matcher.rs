@@ -20,7 +20,7 @@ use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
 use crate::inspect::rules::{Buffer, FlowDir, Rule, Track};
-use crate::inspect::{BlockCause, Direction, HttpInfo, HttpTx, Verdict};
+use crate::inspect::{BlockCause, Direction, HelloFields, HttpInfo, HttpTx, Verdict};
 
 /// HTTP transactions a flow keeps waiting for their responses, at most.
 const MAX_PENDING_TX: usize = 64;
@@ -79,6 +79,8 @@ pub struct FlowIps {
     tuple: FlowTuple,
     /// A `pass` rule matched: nothing more is matched on this flow.
     passed: bool,
+    /// `tls.version` per direction: the hello's version, the version the server chose.
+    tls_version: [Option<u16>; 2],
     /// The flow's flowbits, numbered by the rule set.
     bits: Vec<bool>,
     /// A block from a message that ended inside the current read.
@@ -131,6 +133,7 @@ impl FlowIps {
             last_http: None,
             tuple,
             passed: false,
+            tls_version: [None, None],
             bits: vec![false; nbits],
             early: None,
             message_done: [false, false],
@@ -276,10 +279,11 @@ impl FlowIps {
     /// The real server's certificates (leaf first): `tls.certs` on each, the leaf's subject,
     /// issuer, serial and fingerprint, formatted as Suricata formats them; matched as data from
     /// the server.
-    pub fn scan_certificates(&mut self, chain: &[&[u8]], scratch: &mut Scratch) -> Verdict {
+    pub fn scan_certificates(&mut self, chain: &[&[u8]], version: Option<u16>, scratch: &mut Scratch) -> Verdict {
         if self.passed {
             return Verdict::Continue;
         }
+        self.tls_version[1] = version;
         let d = dir_index(Direction::ToClient);
         for der in chain {
             self.scan_field(d, Buffer::TlsCerts, der, scratch);
@@ -293,15 +297,22 @@ impl FlowIps {
         self.evaluate(Direction::ToClient)
     }
 
-    /// The SNI of the ClientHello (before any decryption).
-    pub fn scan_sni(&mut self, sni: &str, scratch: &mut Scratch) -> Verdict {
+    /// The ClientHello (before any decryption): `tls.sni`, `ja3.hash`, `ja3.string`,
+    /// `ja4.hash` and the version `tls.version` tests in data to the server.
+    pub fn scan_client_hello(&mut self, hello: &HelloFields<'_>, scratch: &mut Scratch) -> Verdict {
         if self.passed {
             return Verdict::Continue;
         }
-        self.scan_field(0, Buffer::TlsSni, sni.as_bytes(), scratch);
-        if self.set.fields.contains_key(&Buffer::TlsSniDot) {
-            self.scan_field(0, Buffer::TlsSniDot, format!(".{sni}").as_bytes(), scratch);
+        self.tls_version[0] = Some(hello.version);
+        if let Some(sni) = hello.sni {
+            self.scan_field(0, Buffer::TlsSni, sni.as_bytes(), scratch);
+            if self.set.fields.contains_key(&Buffer::TlsSniDot) {
+                self.scan_field(0, Buffer::TlsSniDot, format!(".{sni}").as_bytes(), scratch);
+            }
         }
+        self.scan_field(0, Buffer::Ja3Hash, hello.ja3_hash.as_bytes(), scratch);
+        self.scan_field(0, Buffer::Ja3String, hello.ja3_string.as_bytes(), scratch);
+        self.scan_field(0, Buffer::Ja4Hash, hello.ja4.as_bytes(), scratch);
         self.evaluate(Direction::ToServer)
     }
 
@@ -368,12 +379,7 @@ impl FlowIps {
     /// in Suricata's per-transaction inspection); the stream and the ClientHello's SNI stay.
     fn new_message(&mut self, d: usize) {
         let set = self.set.clone();
-        let keep = |b: Buffer| {
-            matches!(
-                b,
-                Buffer::Stream | Buffer::TlsSni | Buffer::TlsSniDot | Buffer::TlsCerts | Buffer::TlsCertSubject | Buffer::TlsCertIssuer | Buffer::TlsCertSerial | Buffer::TlsCertFingerprint
-            )
-        };
+        let keep = |b: Buffer| b == Buffer::Stream || b.of_handshake();
         self.matches[d].retain(|&(rule, is_pcre, item), _| {
             let r = &set.rules[rule as usize];
             keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
@@ -410,7 +416,7 @@ impl FlowIps {
         let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or(b""));
         for &buffer in set.fields.keys() {
             let value: Option<std::borrow::Cow<'_, [u8]>> = match buffer {
-                Buffer::TlsSni | Buffer::TlsSniDot | Buffer::TlsCerts | Buffer::TlsCertSubject | Buffer::TlsCertIssuer | Buffer::TlsCertSerial | Buffer::TlsCertFingerprint => None,
+                b if b.of_handshake() => None,
                 // Suricata's http.uri: the normalised URI (path and query; percent-decoded).
                 Buffer::HttpUri if head.direction == Direction::ToServer && !head.uri.is_empty() => {
                     Some(percent_decode(origin_form(head.uri)).into())
@@ -614,7 +620,8 @@ impl FlowIps {
                 crate::inspect::rules::Proto::Http2 => self.h2.is_some(),
                 _ => true,
             };
-            if !dir_ok || !proto_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
+            let version_ok = rule.tls_version.is_none() || rule.tls_version == self.tls_version[d];
+            if !dir_ok || !proto_ok || !version_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
                     continue;
                 }
                 holding.push(i);

@@ -546,7 +546,7 @@ alert http any any -> any any (msg:"host domain"; http.host; dotprefix; content:
     let mut scratch = set.scratch().unwrap();
     for (sni, fires) in [("evil.example", true), ("www.evil.example", true), ("notevil.example", false), ("evil.example.net", false)] {
         let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
-        f.scan_sni(sni, &mut scratch);
+        f.scan_client_hello(&hello(Some(sni)), &mut scratch);
         assert_eq!(f.hits.iter().any(|h| h.sid == 6), fires, "{sni}");
     }
     assert_eq!(sids_of(&set, Direction::ToServer, &[b"GET / HTTP/1.1\r\nHost: cdn.evil.example\r\n\r\n"]), [7]);
@@ -708,4 +708,57 @@ alert http any any -> any any (msg:"both"; http.uri; content:"/v"; sid:3;)
     wire.extend_from_slice(&[(block.len() >> 16) as u8, (block.len() >> 8) as u8, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
     wire.extend_from_slice(&block);
     assert_eq!(sids_of(&set, Direction::ToServer, &[&wire]), [2, 3]);
+}
+
+/// A ClientHello's fields as the IPS sees them: the SNI given, and JA3/JA4 of a real hello
+/// (suricata-verify's tls13-draft19 case: Suricata logs this JA3 for it).
+fn hello(sni: Option<&str>) -> crate::inspect::HelloFields<'_> {
+    crate::inspect::HelloFields {
+        sni,
+        version: 0x0303,
+        ja3_string: "771,4866-255,0-11-10-35-13-22-23-43-45-40,29-23-25-24,0-1-2",
+        ja3_hash: "0e870cb29dd59424064948532781a7f6",
+        ja4: "t13d1516h2_8daaf6152771_e5627efa2ab1",
+    }
+}
+
+#[test]
+fn ja3_ja4_and_tls_version_match_the_client_hello() {
+    let text = r#"
+alert tls any any -> any any (msg:"ja3"; ja3.hash; content:"0e870cb29dd59424064948532781a7f6"; sid:1;)
+alert tls any any -> any any (msg:"ja3 old name"; ja3_hash; content:"0e870cb29dd59424064948532781a7f6"; sid:2;)
+alert tls any any -> any any (msg:"ja3 other"; ja3.hash; content:"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; sid:3;)
+alert tls any any -> any any (msg:"ja3 string"; ja3.string; content:"771,4866-255,"; startswith; sid:4;)
+alert tls any any -> any any (msg:"ja4"; ja4.hash; content:"t13d1516h2_8daaf6152771_e5627efa2ab1"; sid:5;)
+alert tls any any -> any any (msg:"ja4 X"; ja4.hash; content:"t13d1516h2_8daaf6152771_e5627efa2ab1X"; sid:6;)
+alert tls any any -> any any (msg:"version 1.2 + sni"; tls.version:1.2; tls.sni; content:"a.test"; sid:7;)
+alert tls any any -> any any (msg:"version 1.0 + sni"; tls.version:1.0; tls.sni; content:"a.test"; sid:8;)
+alert tls any any -> any any (msg:"server chose 1.3"; flow:to_client; tls.version:1.3; tls.cert_subject; content:"CN="; sid:9;)
+alert tls any any -> any any (msg:"server chose 1.2"; flow:to_client; tls.version:1.2; tls.cert_subject; content:"CN="; sid:10;)
+"#;
+    let (rules, errors) = parse_rules(text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (set, _) = Ruleset::compile(rules, &Options { level: Level::Strict, ..Options::default() }).unwrap();
+    let set = Arc::new(set);
+    assert!(set.scans_hello());
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    f.scan_client_hello(&hello(Some("a.test")), &mut scratch);
+    let (ca, key) = crate::testutil::pki::ca("Test CA");
+    let (chain, _) = crate::testutil::pki::leaf(&ca, key, &["a.test"]);
+    f.scan_certificates(&[chain[0].as_ref()], Some(0x0304), &mut scratch);
+    let mut sids: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+    sids.sort_unstable();
+    assert_eq!(sids, [1, 2, 4, 5, 7, 9]);
+}
+
+#[test]
+fn tls_rules_refuse_raw_record_contents_and_bad_versions() {
+    let (_, errors) = parse_rules(
+        "alert tls any any -> any any (msg:\"raw\"; content:\"|16 03 01|\"; sid:1;)\n\
+         alert tls any any -> any any (msg:\"bad\"; tls.version:2.0; tls.sni; content:\"x\"; sid:2;)\n",
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].to_string().contains("raw TLS records"), "{}", errors[0]);
+    assert!(errors[1].to_string().contains("tls.version"), "{}", errors[1]);
 }

@@ -510,6 +510,6 @@ drop tls any any -> any any (msg:"untrusted issuer"; tls.cert_issuer; content:"C
     let set = Arc::new(set);
     let mut scratch = set.scratch().unwrap();
     let mut f = crate::inspect::ips::FlowIps::new(set, crate::inspect::ips::FlowTuple::to_port(443));
-    f.scan_certificates(&[chain[0].as_ref()], &mut scratch);
+    f.scan_certificates(&[chain[0].as_ref()], Some(0x0304), &mut scratch);
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1]);
 }
