@@ -38,13 +38,17 @@ fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result
     // A clean request on the same appliance still works.
     let o = b.curl(&["--http1.1", "--cacert", &ca, "https://server.test/"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello from nginx"));
-    // The alert names the rule, the action, the URL and the flow's policy and scope.
-    let records = b.wait_records(3)?;
+    // The alert names the rule, the action, the URL and the flow's policy and scope (two alerts
+    // and the tls records of both flows).
+    let records = b.wait_records(4)?;
     let a = records.iter().find(|r| r["event_type"] == "alert").expect("an alert record");
     assert_eq!(a["alert"]["signature_id"], 9000001);
     assert_eq!(a["alert"]["action"], "blocked");
     assert_eq!(a["http"]["url"], LOG4SHELL_RAW);
     assert_eq!(a["tls_inspect"]["policy_id"], 3);
+    // The second rule that fired names its CVEs as Suricata's EVE does (reference.config).
+    let b2 = records.iter().find(|r| r["event_type"] == "alert" && r["alert"]["signature_id"] == 9000100).expect("an alert of 9000100");
+    assert_eq!(b2["alert"]["references"][0], "https://cve.mitre.org/cgi-bin/cvename.cgi?name=2021-44228", "{b2}");
     // nginx's access log never saw the blocked request.
     let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
     assert!(!access.contains("jndi"), "the server received the blocked request: {access}");

@@ -361,6 +361,9 @@ impl AlertLog {
                 "tls_inspect": f.ours(),
             })),
         };
+        if !h.references.is_empty() && h.dlp.is_none() {
+            v["alert"]["references"] = json!(h.references);
+        }
         if let Some(sni) = &f.sni {
             v["tls"] = json!({ "sni": sni });
         }
@@ -622,11 +625,13 @@ mod tests {
             direction: crate::inspect::Direction::ToServer,
             http: Some(crate::inspect::HttpInfo { method: "GET".into(), uri: "/?x".into(), host: "server.test".into(), user_agent: "curl".into(), h2_stream: None }),
             metadata: vec![("confidence".into(), "high".into()), ("cve".into(), "2021-44228".into())],
+            references: vec!["https://cve.mitre.org/cgi-bin/cvename.cgi?name=2021-44228".into()],
             dlp: None,
         };
         let alert = AlertLog { flow: f.clone(), hit: hit.clone() }.to_json();
         check(&alert);
         assert_eq!(alert["alert"]["metadata"]["cve"][0], "2021-44228");
+        assert_eq!(alert["alert"]["references"][0], "https://cve.mitre.org/cgi-bin/cvename.cgi?name=2021-44228");
         let dlp = crate::inspect::dlp::Finding { detector: crate::inspect::dlp::Detector::PaymentCard, count: 1, sample: "4111********1111".into(), block: false };
         check(&AlertLog { flow: f.clone(), hit: crate::inspect::ips::Hit { dlp: Some(dlp), ..hit } }.to_json());
         let tx = crate::inspect::HttpTx {

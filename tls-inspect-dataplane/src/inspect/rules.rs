@@ -410,6 +410,8 @@ pub struct Rule {
     pub severity: Option<Severity>,
     /// Every `metadata` key and value, in order.
     pub metadata: Vec<(String, String)>,
+    /// `reference:system,id` pairs, in order.
+    pub references: Vec<(String, String)>,
     /// `tls.version`: the version the client's hello names (data to the server) or the one the
     /// server chose (data to the client).
     pub tls_version: Option<u16>,
@@ -630,6 +632,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         severity: None,
         metadata: Vec::new(),
         tls_version: None,
+        references: Vec::new(),
     };
     let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
     let mut buffer = Buffer::Stream;
@@ -893,7 +896,18 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 // here, so it changes nothing (`only` and `chop` included).
                 last(&mut rule)?;
             }
-            "reference" | "target" => {}
+            "reference" => {
+                // Suricata's form: `system,id` (quotes around the id allowed).
+                let v = need(&value)?;
+                let parsed = v.split_once(',').map(|(s, id)| (s.trim(), id.trim().trim_matches('"').trim()));
+                match parsed {
+                    Some((system, id)) if !system.is_empty() && system.chars().all(|c| c.is_ascii_alphanumeric()) && !id.is_empty() && !id.contains('"') => {
+                        rule.references.push((system.to_string(), id.to_string()));
+                    }
+                    _ => return Err(err(line, "reference", format!("'{v}' (system,id)"))),
+                }
+            }
+            "target" => {}
             other => match (Buffer::sticky(other), Buffer::modifier(other)) {
                 (Some(b), _) => buffer = b,
                 (None, Some(b)) => {

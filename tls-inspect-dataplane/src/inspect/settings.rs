@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::classification::Classifications;
+use super::reference::References;
 use super::header::Vars;
 use super::ips::Options;
 
@@ -28,6 +29,8 @@ pub struct IpsSettings {
     pub vars: BTreeMap<String, String>,
     /// A `classification.config` of the operator's, instead of the bundled one.
     pub classification: Option<String>,
+    /// A `reference.config` of the operator's, instead of the bundled one.
+    pub reference: Option<String>,
     /// suricata-update's tuning files (control::update), applied to the rule files in this
     /// order at start and at every reload.
     pub disable_conf: Option<String>,
@@ -48,12 +51,20 @@ impl IpsSettings {
                 Classifications::parse(&text).map_err(|e| anyhow::anyhow!("ips.classification: {path}: {e}"))?
             }
         };
+        let references = match &self.reference {
+            None => References::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("ips.reference: reading {path}: {e}"))?;
+                References::parse(&text).map_err(|e| anyhow::anyhow!("ips.reference: {path}: {e}"))?
+            }
+        };
         Ok(Options {
             mode: self.mode,
             level: self.level,
             body_depth: self.body_depth,
             vars: Vars::with(&self.vars).map_err(|e| anyhow::anyhow!("{e}"))?,
             classifications,
+            references,
         })
     }
 }
@@ -116,6 +127,7 @@ impl Default for IpsSettings {
             whitelist: Vec::new(),
             vars: BTreeMap::new(),
             classification: None,
+            reference: None,
             disable_conf: None,
             enable_conf: None,
             drop_conf: None,

@@ -13,6 +13,7 @@ use hyperscan::{Block, CompileFlags, Scratch, Streaming};
 use super::{IpsMode, Level};
 use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
 use crate::inspect::header::{AddrSet, PortSet, Vars};
+use crate::inspect::reference::References;
 use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Threshold, ThresholdKind};
 
 /// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
@@ -38,6 +39,8 @@ pub struct Options {
     pub vars: Vars,
     /// Classtypes: category and severity of alerts.
     pub classifications: Classifications,
+    /// Reference systems: the URLs of alerts' references.
+    pub references: References,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             body_depth: 1 << 20,
             vars: Vars::default(),
             classifications: Classifications::default(),
+            references: References::default(),
         }
     }
 }
@@ -92,6 +96,8 @@ impl Header {
 pub(super) struct Meta {
     pub category: Option<String>,
     pub severity: u8,
+    /// The rule's references, resolved by `reference.config`.
+    pub references: Vec<String>,
 }
 
 /// A rule is active at a level when its metadata says so (docs/ips.md has the table): `strict`
@@ -279,7 +285,7 @@ impl Ruleset {
         for r in rules {
             let checked = check_supported(&r)
                 .and_then(|()| Header::resolve(&r, &opts.vars))
-                .and_then(|h| meta(&r, &opts.classifications).map(|m| (h, m)));
+                .and_then(|h| meta(&r, &opts.classifications, &opts.references).map(|m| (h, m)));
             match checked {
                 Ok((h, m)) => kept.push((r, h, m)),
                 Err(why) => refused.push((r.sid, why)),
@@ -518,7 +524,7 @@ impl Ruleset {
     }
 }
 
-fn meta(r: &Rule, classes: &Classifications) -> Result<Meta, String> {
+fn meta(r: &Rule, classes: &Classifications, references: &References) -> Result<Meta, String> {
     let class = match &r.classtype {
         Some(name) => Some(classes.get(name).ok_or_else(|| format!("classtype '{name}' is not in classification.config"))?),
         None => None,
@@ -526,6 +532,7 @@ fn meta(r: &Rule, classes: &Classifications) -> Result<Meta, String> {
     Ok(Meta {
         category: class.map(|c| c.description.clone()),
         severity: r.priority.or(class.map(|c| c.priority)).unwrap_or(DEFAULT_SEVERITY),
+        references: r.references.iter().map(|(system, id)| references.resolve(system, id)).collect(),
     })
 }
 

@@ -361,6 +361,7 @@ impl FlowIps {
                     direction,
                     http: self.last_http.clone(),
                     metadata: Vec::new(),
+                    references: Vec::new(),
                     dlp: Some(finding),
                 });
             }
@@ -673,6 +674,7 @@ impl FlowIps {
                         direction,
                         http: self.last_http.clone(),
                         metadata: rule.metadata.clone(),
+                        references: set.meta[i].references.clone(),
                         dlp: None,
                     });
                 }

@@ -55,6 +55,8 @@ pub struct Hit {
     pub http: Option<HttpInfo>,
     /// The rule's `metadata` pairs.
     pub metadata: Vec<(String, String)>,
+    /// The rule's references as URLs (`reference.config`).
+    pub references: Vec<String>,
     /// A data leak detector's finding (sid 0), rather than a rule.
     pub dlp: Option<crate::inspect::dlp::Finding>,
 }

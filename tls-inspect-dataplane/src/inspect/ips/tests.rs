@@ -453,6 +453,35 @@ alert http any any -> any any (msg:"c"; http.uri; content:"/a"; sid:3;)
 }
 
 #[test]
+fn alerts_carry_references_resolved_by_reference_config() {
+    let text = r#"alert http any any -> any any (msg:"a"; http.uri; content:"/a"; reference:cve,2021-44228; reference:url,"www.example.com/advisory"; reference:url,http://x.example/y; reference:nosuch,7; sid:1;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET /a HTTP/1.1\r\n\r\n", &mut scratch);
+    assert_eq!(
+        f.hits[0].references,
+        [
+            "https://cve.mitre.org/cgi-bin/cvename.cgi?name=2021-44228",
+            "https://www.example.com/advisory",
+            "http://x.example/y",
+            "undefined7"
+        ]
+    );
+    // An operator's file replaces the bundled one.
+    let own = crate::inspect::reference::References::parse("config reference: cve https://nvd.example/vuln/").unwrap();
+    let set = compile_with(text, &Options { references: own, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET /a HTTP/1.1\r\n\r\n", &mut scratch);
+    assert_eq!(f.hits[0].references[0], "https://nvd.example/vuln/2021-44228");
+    assert_eq!(f.hits[0].references[1], "undefinedwww.example.com/advisory");
+    let (_, errors) = parse_rules("alert tcp any any -> any any (msg:\"x\"; content:\"a\"; reference:cve; sid:2;)\n");
+    assert!(errors[0].to_string().contains("reference"), "{errors:?}");
+}
+
+#[test]
 fn levels_select_rules_by_their_metadata() {
     let text = r#"alert tcp any any -> any any (msg:"none"; content:"a"; sid:1;)
 alert tcp any any -> any any (msg:"low"; content:"a"; sid:2; metadata: confidence Low;)
