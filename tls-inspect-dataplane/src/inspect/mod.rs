@@ -193,14 +193,12 @@ impl WorkerIps {
 pub struct IpsInspector {
     flow: ips::FlowIps,
     scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>,
-    reported: usize,
 }
 
 impl IpsInspector {
     /// The inspector of a flow whose IPS state exists already (it saw the ClientHello's SNI).
     fn new(flow: ips::FlowIps, scratch: std::rc::Rc<std::cell::RefCell<hyperscan::Scratch>>) -> Self {
-        let reported = flow.hits.len();
-        Self { flow, scratch, reported }
+        Self { flow, scratch }
     }
 }
 
@@ -225,13 +223,11 @@ impl Inspector for IpsInspector {
     }
 
     fn alerts(&mut self) -> Vec<ips::Hit> {
-        let new = self.flow.hits[self.reported..].to_vec();
-        self.reported = self.flow.hits.len();
-        new
+        self.flow.take_hits()
     }
 
     fn block_response(&self) -> Option<Vec<u8>> {
-        let hit = self.flow.hits.iter().find(|h| h.blocked)?;
+        let hit = self.flow.block_hit()?;
         // `drop` ends the connection without a word; `reject` answers with the page.
         if hit.action != rules::Action::Reject {
             return None;

@@ -417,6 +417,15 @@ pub struct Rule {
     pub tls_version: Option<u16>,
 }
 
+impl Rule {
+    /// Every content and pcre of the rule is in a buffer of one HTTP message: the rule is
+    /// matched per transaction, as in Suricata, and can fire again on the next message.
+    pub fn per_message(&self) -> bool {
+        let of_message = |b: Buffer| b != Buffer::Stream && !b.of_handshake();
+        self.contents.iter().all(|c| of_message(c.buffer)) && self.pcres.iter().all(|p| of_message(p.buffer))
+    }
+}
+
 /// A rule that could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleError {

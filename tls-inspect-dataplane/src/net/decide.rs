@@ -108,7 +108,7 @@ impl Context {
             // Not a ClientHello (not TLS): nothing of a hello to scan.
             _ => Verdict::Continue,
         };
-        let hits: Vec<_> = state.hits.clone();
+        let hits = state.take_hits();
         flow.ips = Some(state);
         self.log_alerts(&mut flow.log, hits);
         match decided {

@@ -166,8 +166,6 @@ struct Flow {
     conn: Connection,
     /// None: the rule set's whitelist exempts it.
     ips: Option<FlowIps>,
-    /// Hits already written.
-    reported: usize,
     start: SystemTime,
     last: SystemTime,
     /// The client's first bytes until the protocol is known.
@@ -248,7 +246,7 @@ impl Replay<'_> {
     fn start(&mut self, k: Key, seg: &Segment<'_>, time: SystemTime) {
         let conn = Connection::new(seg);
         let ips = (!self.set.whitelisted(conn.client.0, conn.server.0)).then(|| FlowIps::new(self.set.clone(), FlowTuple { client: conn.client, server: conn.server }));
-        self.flows.insert(k, Flow { id: self.next_id, conn, ips, reported: 0, start: time, last: time, first: Vec::new(), app_proto: None, sni: None, ja3: None, ja4: None, blocked: None });
+        self.flows.insert(k, Flow { id: self.next_id, conn, ips, start: time, last: time, first: Vec::new(), app_proto: None, sni: None, ja3: None, ja4: None, blocked: None });
         self.next_id += 1;
         self.summary.flows += 1;
     }
@@ -282,8 +280,7 @@ impl Replay<'_> {
         let Some(ips) = flow.ips.as_mut() else {
             return Ok(());
         };
-        let hits = ips.hits.get(flow.reported..).unwrap_or(&[]).to_vec();
-        flow.reported = ips.hits.len();
+        let hits = ips.take_hits();
         let txs = ips.take_transactions(flush);
         if txs.iter().any(|t| t.protocol.starts_with("HTTP/1") || t.protocol.is_empty()) && flow.app_proto.is_none() {
             flow.app_proto = Some("http");
@@ -320,7 +317,7 @@ impl Replay<'_> {
             return Ok(());
         };
         self.summary.gaps += flow.conn.gaps();
-        let alerted = flow.ips.as_ref().is_some_and(|i| i.hits.iter().any(|h| h.dlp.is_none()));
+        let alerted = flow.ips.as_ref().is_some_and(|i| i.alerted());
         let record = flow_log(&flow, time);
         // A flow that began with a ClientHello has its `tls` record (SNI, JA3, JA4).
         if flow.ja4.is_some() {
@@ -395,7 +392,7 @@ fn flow_log(flow: &Flow, end: SystemTime) -> FlowLog {
         sni: flow.sni.clone(),
         ja3: flow.ja3.clone(),
         ja4: flow.ja4.clone(),
-        alerted: flow.ips.as_ref().is_some_and(|i| !i.hits.is_empty()),
+        alerted: flow.ips.as_ref().is_some_and(|i| i.alerted()),
         ..FlowLog::default()
     }
 }

@@ -74,7 +74,14 @@ pub struct FlowIps {
     /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
     field_len: [HashMap<Buffer, u64>; 2],
     fired: Vec<bool>,
+    /// Per direction: the per-message rules that fired on the current message (they may fire
+    /// again on the next one).
+    fired_in_message: [Vec<u32>; 2],
+    /// Alerts not yet taken (`take_hits`); the first blocking one, and whether any alert fired,
+    /// are kept for the flow's life.
     pub hits: Vec<Hit>,
+    block_hit: Option<Hit>,
+    alerted: bool,
     pub last_http: Option<HttpInfo>,
     tuple: FlowTuple,
     /// A `pass` rule matched: nothing more is matched on this flow.
@@ -129,7 +136,10 @@ impl FlowIps {
             matches: [HashMap::new(), HashMap::new()],
             field_len: [HashMap::new(), HashMap::new()],
             fired: vec![false; n],
+            fired_in_message: [Vec::new(), Vec::new()],
             hits: Vec::new(),
+            block_hit: None,
+            alerted: false,
             last_http: None,
             tuple,
             passed: false,
@@ -271,6 +281,27 @@ impl FlowIps {
         }
     }
 
+    /// The alerts since the last call (the caller logs them): a flow keeps no list of every
+    /// alert it raised, whatever a peer sends.
+    pub fn take_hits(&mut self) -> Vec<Hit> {
+        let hits = std::mem::take(&mut self.hits);
+        self.alerted |= hits.iter().any(|h| h.dlp.is_none());
+        if self.block_hit.is_none() {
+            self.block_hit = hits.iter().find(|h| h.blocked).cloned();
+        }
+        hits
+    }
+
+    /// The alert that blocked the flow, if one did (taken or not).
+    pub fn block_hit(&self) -> Option<&Hit> {
+        self.block_hit.as_ref().or_else(|| self.hits.iter().find(|h| h.blocked))
+    }
+
+    /// A rule alerted on this flow (taken or not; DLP findings aside).
+    pub fn alerted(&self) -> bool {
+        self.alerted || self.hits.iter().any(|h| h.dlp.is_none())
+    }
+
     /// A `pass` rule matched this flow: it is no longer scanned.
     pub fn passed(&self) -> bool {
         self.passed
@@ -386,6 +417,12 @@ impl FlowIps {
             keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
         });
         self.field_len[d].retain(|b, _| keep(*b));
+        // A rule of HTTP buffers fires once per message (Suricata's per-transaction alerts).
+        for i in self.fired_in_message[d].drain(..) {
+            if let Some(f) = self.fired.get_mut(i as usize) {
+                *f = false;
+            }
+        }
         // An idle connection keeps no table sized for the busiest message it saw.
         if self.matches[d].capacity() > 4 * self.matches[d].len().max(16) {
             self.matches[d].shrink_to_fit();
@@ -658,6 +695,9 @@ impl FlowIps {
                     continue;
                 }
                 self.fired[i] = true;
+                if rule.per_message() {
+                    self.fired_in_message[d].push(i as u32);
+                }
                 changed.extend(self.apply_bits(&set.bits[i]));
                 let blocked = set.blocks(i);
                 // A block is always logged; otherwise noalert and thresholds decide.

@@ -791,3 +791,45 @@ fn tls_rules_refuse_raw_record_contents_and_bad_versions() {
     assert!(errors[0].to_string().contains("raw TLS records"), "{}", errors[0]);
     assert!(errors[1].to_string().contains("tls.version"), "{}", errors[1]);
 }
+
+#[test]
+fn rules_of_http_buffers_fire_per_request_and_stream_rules_once_per_flow() {
+    let text = r#"alert http any any -> any any (msg:"uri"; flow:to_server; http.uri; content:"/evil"; sid:1;)
+alert tcp any any -> any any (msg:"stream"; flow:to_server; content:"/evil"; sid:2;)
+alert http any any -> any any (msg:"uri and stream"; flow:to_server; content:"Host"; http.uri; content:"/evil"; sid:3;)
+"#;
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        f.inspect(Direction::ToServer, b"GET /evil HTTP/1.1\r\nHost: a\r\n\r\n", &mut scratch);
+        f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &mut scratch);
+        sids.extend(f.take_hits().iter().map(|h| h.sid));
+        assert!(f.hits.is_empty(), "taken hits are not kept");
+    }
+    f.inspect(Direction::ToServer, b"GET /fine HTTP/1.1\r\nHost: a\r\n\r\n", &mut scratch);
+    sids.extend(f.take_hits().iter().map(|h| h.sid));
+    sids.sort_unstable();
+    // sid 3 mixes the URI with a stream content: once per flow, like the stream rule.
+    assert_eq!(sids, [1, 1, 1, 2, 3]);
+    assert!(f.alerted());
+}
+
+#[test]
+fn a_flow_keeps_its_blocking_alert_but_not_every_alert() {
+    let text = "alert http any any -> any any (msg:\"a\"; flow:to_server; http.uri; content:\"/a\"; sid:1;)\nreject http any any -> any any (msg:\"b\"; flow:to_server; http.uri; content:\"/b\"; sid:2;)\n";
+    let set = compile_with(text, &Options { level: Level::Strict, mode: IpsMode::Block, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    for _ in 0..1000 {
+        f.inspect(Direction::ToServer, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", &mut scratch);
+        f.inspect(Direction::ToClient, b"HTTP/1.1 204 No Content\r\n\r\n", &mut scratch);
+        assert_eq!(f.take_hits().len(), 1);
+    }
+    assert!(f.block_hit().is_none());
+    let v = f.inspect(Direction::ToServer, b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n", &mut scratch);
+    assert!(matches!(v, Verdict::Block(_)), "{v:?}");
+    assert_eq!(f.take_hits().iter().map(|h| h.sid).collect::<Vec<_>>(), [2]);
+    assert_eq!(f.block_hit().map(|h| h.sid), Some(2), "kept after it was taken: the block page names it");
+}
