@@ -16,6 +16,26 @@ use serde_json::json;
 use crate::inspect::BlockCause;
 use crate::tls::policy::PolicyReason;
 
+/// How a flow ended, as Suricata's `flow` record says it (`state`, `reason`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowEnd {
+    /// Both sides closed, or one reset it (`closed`, `shutdown`).
+    #[default]
+    Closed,
+    /// Idle past the timeout: the appliance reset both sides (`established`, `timeout`).
+    Timeout,
+}
+
+impl FlowEnd {
+    /// Suricata's `flow.state` and `flow.reason`.
+    pub fn state_and_reason(self) -> (&'static str, &'static str) {
+        match self {
+            FlowEnd::Closed => ("closed", "shutdown"),
+            FlowEnd::Timeout => ("established", "timeout"),
+        }
+    }
+}
+
 /// What the appliance did with a flow, as the log says it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Outcome {
@@ -131,6 +151,8 @@ pub struct FlowLog {
     pub bytes_toclient: u64,
     pub decision: Outcome,
     pub reason: Reason,
+    /// How it ended.
+    pub end_reason: FlowEnd,
     pub sni: Option<String>,
     pub ja4: Option<String>,
     /// The ClientHello's JA3 fingerprint: (MD5 hex, string).
@@ -229,8 +251,8 @@ impl FlowLog {
                 "start": rfc3339(start),
                 "end": rfc3339(end),
                 "age": age.as_secs(),
-                "state": "closed",
-                "reason": "shutdown",
+                "state": self.end_reason.state_and_reason().0,
+                "reason": self.end_reason.state_and_reason().1,
                 "alerted": alerted,
             },
             "tls_inspect": self.ours(),
@@ -565,6 +587,7 @@ mod tests {
             bytes_toclient: 2000,
             decision: Outcome::Inspected,
             reason: Reason::EchOuter,
+            end_reason: FlowEnd::Timeout,
             sni: Some("server.test".into()),
             ja4: Some("t13d1516h2_8daaf6152771_02713d6af862".into()),
             ja3: Some(("0e870cb29dd59424064948532781a7f6".into(), "771,4866-255,0-11-10-35-13-22-23-43-45-40,29-23-25-24,0-1-2".into())),

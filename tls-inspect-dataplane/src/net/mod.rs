@@ -509,6 +509,7 @@ impl Engine {
         }
         if !done && now - flow.last_activity >= cx.config.idle_timeout {
             cx.stats.incr(Counter::IdleTimeouts);
+            flow.log.end_reason = crate::log::FlowEnd::Timeout;
             flow.server.socket().abort();
             flow.server.poll(now, &[], tx);
             if let Some(c) = flow.client.as_mut() {

@@ -259,6 +259,22 @@ fn an_idle_flow_is_reset_on_both_sides() {
 }
 
 #[test]
+fn an_idle_flow_is_logged_as_timed_out_and_a_closed_one_as_shut_down() {
+    let (sender, log) = crossbeam_channel::unbounded();
+    let config = EngineConfig { idle_timeout: Duration::from_secs(3), ..EngineConfig::default() };
+    let mut net = Net::with_hooks(config, Hooks { log: Some(sender), ..Hooks::default() });
+    net.server.socket().listen(443).unwrap();
+    net.connect(443);
+    assert!(net.run_until(2000, |n| n.client.socket().state() == tcp::State::Established));
+    assert!(net.run_until(5000, |n| n.engine.is_empty()));
+    let flows: Vec<FlowLog> = log.try_iter().filter_map(|r| if let Record::Flow(f) = r { Some(*f) } else { None }).collect();
+    assert_eq!(flows.len(), 1);
+    let v = flows[0].flow_event(false);
+    assert_eq!((v["flow"]["state"].as_str(), v["flow"]["reason"].as_str()), (Some("established"), Some("timeout")), "{v}");
+    assert_eq!(FlowLog::default().flow_event(false)["flow"]["reason"], "shutdown");
+}
+
+#[test]
 fn a_quiet_connection_outlives_the_connect_timeout() {
     // Regression: the connect timeout stayed on the server leg's socket, so a connection whose
     // server had been silent for that long was reset (idle keep-alive connections died at 75 s).
