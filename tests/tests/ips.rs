@@ -567,10 +567,23 @@ fn suricata_update_tuning_files_enable_and_drop_rules_and_reload_picks_them_up()
 #[test]
 fn decrypted_requests_are_logged_as_http_records_and_flows_as_flow_records() -> Result<()> {
     let (b, ca) = ips_bed("mode = \"monitor\"")?;
+    http_and_flow_records(&b, &ca)
+}
+
+/// Without the IPS, inspected traffic has the same `http` records.
+#[test]
+fn http_records_without_the_ips() -> Result<()> {
+    let mut b = Bed::new("")?;
+    b.nginx()?;
+    let ca = b.ca.to_str().unwrap().to_string();
+    http_and_flow_records(&b, &ca)
+}
+
+fn http_and_flow_records(b: &Bed, ca: &str) -> Result<()> {
     // Two requests on one HTTP/1.1 connection, one over HTTP/2.
-    let o = b.curl(&["--http1.1", "--cacert", &ca, "-A", "agent/1", "https://server.test/?first", "https://server.test/missing"]);
+    let o = b.curl(&["--http1.1", "--cacert", ca, "-A", "agent/1", "https://server.test/?first", "https://server.test/missing"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = b.curl(&["--http2", "--cacert", &ca, "-e", "https://ref.example/", "https://server.test/?h2"]);
+    let o = b.curl(&["--http2", "--cacert", ca, "-e", "https://ref.example/", "https://server.test/?h2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     b.wait_records(2)?;
     let all = b.eve_all();

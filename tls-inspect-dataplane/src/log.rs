@@ -126,13 +126,28 @@ impl std::fmt::Display for Reason {
 }
 
 /// `[log]`: where flow records go.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// EVE-style JSON lines, one per flow, appended to this file.
     pub eve: Option<String>,
     /// The same lines on standard output.
     pub stdout: bool,
+    /// An `http` record per decrypted HTTP request (with or without the IPS).
+    pub http: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { eve: None, stdout: false, http: true }
+    }
+}
+
+impl LogSettings {
+    /// Records are written somewhere.
+    pub fn any(&self) -> bool {
+        self.eve.is_some() || self.stdout
+    }
 }
 
 /// What the log says about one flow.
@@ -489,6 +504,8 @@ impl ExclusionLog {
 pub struct LogTargets {
     pub file: Option<PathBuf>,
     pub stdout: bool,
+    /// `http` records are written (else dropped).
+    pub http: bool,
 }
 
 /// Alerts counted by rule and action (for the metrics endpoint): (sid, action) -> count.
@@ -517,12 +534,15 @@ impl Logger {
             None => None,
         };
         let (sender, receiver): (Sender<Record>, Receiver<Record>) = crossbeam_channel::bounded(65_536);
-        let stdout = targets.stdout;
+        let (stdout, http) = (targets.stdout, targets.http);
         let alert_counts: AlertCounts = Default::default();
         let counts = alert_counts.clone();
         let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || {
             while let Ok(first) = receiver.recv() {
                 for record in std::iter::once(first).chain(receiver.try_iter()) {
+                    if matches!(record, Record::Http(_)) && !http {
+                        continue;
+                    }
                     if let Record::Alert(a) = &record {
                         let action = if a.hit.blocked { "blocked" } else { "allowed" };
                         if let Ok(mut c) = counts.lock() {
@@ -570,6 +590,23 @@ mod tests {
         let validator = eve_validator();
         let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path)).collect();
         assert!(errors.is_empty(), "{v}\n{errors:#?}");
+    }
+
+    #[test]
+    fn http_records_are_dropped_when_the_http_log_is_off() {
+        let dir = std::env::temp_dir().join(format!("tls-inspect-log-test-{}", std::process::id()));
+        for http in [true, false] {
+            let path = dir.join(format!("eve-{http}.json"));
+            let logger = Logger::start(LogTargets { file: Some(path.clone()), stdout: false, http }).unwrap();
+            let tx = crate::inspect::HttpTx { url: "/x".into(), ..crate::inspect::HttpTx::default() };
+            logger.sender.send(Record::Http(Box::new(HttpLog { flow: flow(), tx }))).unwrap();
+            logger.sender.send(Record::Flow(Box::new(flow()))).unwrap();
+            logger.stop();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.contains("\"event_type\":\"http\""), http, "{text}");
+            assert!(text.contains("\"event_type\":\"flow\""), "{text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn flow() -> FlowLog {

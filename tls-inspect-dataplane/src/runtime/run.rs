@@ -120,10 +120,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
         policies = set.policies.len(), scopes = set.scopes.len(),
         "attached; bridging, and steering matching TCP flows"
     );
-    let logger = if file.log.eve.is_some() || file.log.stdout {
+    let logger = if file.log.any() {
         Some(crate::log::Logger::start(crate::log::LogTargets {
             file: file.log.eve.as_ref().map(PathBuf::from),
             stdout: file.log.stdout,
+            http: file.log.http,
         })?)
     } else {
         None
@@ -140,7 +141,10 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 engine: file.dataplane.engine(),
                 metrics: opts.metrics,
                 tls: tls.clone(),
-                ips: ips.as_ref().map(|r| r.shared.clone()),
+                ips: match &ips {
+                    Some(r) => Some(r.shared.clone()),
+                    None => http_log_only(&file)?,
+                },
                 log: logger.as_ref().map(|l| l.sender.clone()),
                 alert_counts: logger.as_ref().map(|l| l.alert_counts.clone()),
             },
@@ -172,6 +176,16 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Without the IPS, inspected flows still have their `http` records: the workers follow HTTP
+/// with a rule set of no rules (when TLS inspection is on and `[log] http` is logged).
+fn http_log_only(file: &ConfigFile) -> Result<Option<crate::inspect::SharedRules>> {
+    if !file.tls.inspect || !file.log.http || !file.log.any() {
+        return Ok(None);
+    }
+    let (set, _) = crate::inspect::ips::Ruleset::compile(Vec::new(), &crate::inspect::ips::Options::default())?;
+    Ok(Some(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(set))))
 }
 
 /// Compiles the IPS rules when `[ips] enabled` is on.

@@ -460,7 +460,13 @@ impl Ruleset {
         for db in self.fields.values() {
             grow(db, &mut scratch)?;
         }
-        scratch.ok_or_else(|| anyhow!("the rule set is empty"))
+        if scratch.is_none() {
+            // No rules (the HTTP log without the IPS, or every rule disabled): Hyperscan makes no
+            // scratch without a database, so one is made for a database that is never scanned.
+            let placeholder: BlockDatabase = Patterns(vec![Pattern::new("placeholder")?]).build::<Block>().map_err(|e| anyhow!("{e}"))?;
+            grow(&placeholder, &mut scratch)?;
+        }
+        scratch.ok_or_else(|| anyhow!("no scratch space"))
     }
 
     /// Some rule tests the ClientHello (`tls.sni`, `ja3.*`, `ja4.hash`): a passed flow's hello
