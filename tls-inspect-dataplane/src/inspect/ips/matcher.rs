@@ -73,7 +73,7 @@ pub struct FlowIps {
     matches: [Matches; 2],
     /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
     field_len: [HashMap<Buffer, u64>; 2],
-    fired: Vec<bool>,
+    fired: Fired,
     /// Per direction: the per-message rules that fired on the current message (they may fire
     /// again on the next one).
     fired_in_message: [Vec<u32>; 2],
@@ -114,6 +114,27 @@ pub struct FlowIps {
 
 const MATCHES_PER_ITEM: usize = 16;
 
+/// The rules that fired on a flow: a sorted list, since a flow fires a few rules of thousands
+/// (a flag per rule would cost every flow a byte per rule of the set).
+#[derive(Default)]
+struct Fired(Vec<u32>);
+
+impl Fired {
+    fn contains(&self, rule: u32) -> bool {
+        self.0.binary_search(&rule).is_ok()
+    }
+    fn insert(&mut self, rule: u32) {
+        if let Err(at) = self.0.binary_search(&rule) {
+            self.0.insert(at, rule);
+        }
+    }
+    fn remove(&mut self, rule: u32) {
+        if let Ok(at) = self.0.binary_search(&rule) {
+            self.0.remove(at);
+        }
+    }
+}
+
 fn dir_index(d: Direction) -> usize {
     match d {
         Direction::ToServer => 0,
@@ -125,7 +146,6 @@ impl FlowIps {
     pub fn new(set: Arc<Ruleset>, tuple: FlowTuple) -> Self {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
         let stream = [open(&set.stream), open(&set.stream)];
-        let n = set.rules.len();
         let nbits = set.testers.len();
         Self {
             set,
@@ -135,7 +155,7 @@ impl FlowIps {
             body_seen: [0, 0],
             matches: [HashMap::new(), HashMap::new()],
             field_len: [HashMap::new(), HashMap::new()],
-            fired: vec![false; n],
+            fired: Fired::default(),
             fired_in_message: [Vec::new(), Vec::new()],
             hits: Vec::new(),
             block_hit: None,
@@ -419,9 +439,7 @@ impl FlowIps {
         self.field_len[d].retain(|b, _| keep(*b));
         // A rule of HTTP buffers fires once per message (Suricata's per-transaction alerts).
         for i in self.fired_in_message[d].drain(..) {
-            if let Some(f) = self.fired.get_mut(i as usize) {
-                *f = false;
-            }
+            self.fired.remove(i);
         }
         // An idle connection keeps no table sized for the busiest message it saw.
         if self.matches[d].capacity() > 4 * self.matches[d].len().max(16) {
@@ -644,7 +662,7 @@ impl FlowIps {
                 let Some(rule) = set.rules.get(i) else {
                     continue;
                 };
-                if self.fired[i] || !set.active[i] {
+                if self.fired.contains(i as u32) || !set.active[i] {
                     continue;
                 }
                 let dir_ok = match rule.flow {
@@ -694,7 +712,7 @@ impl FlowIps {
                 if !matches {
                     continue;
                 }
-                self.fired[i] = true;
+                self.fired.insert(i as u32);
                 if rule.per_message() {
                     self.fired_in_message[d].push(i as u32);
                 }
@@ -727,7 +745,7 @@ impl FlowIps {
             }
             touched.clear();
             for bit in changed {
-                touched.extend(set.testers[bit].iter().copied().filter(|&r| !self.fired[r as usize]));
+                touched.extend(set.testers[bit].iter().copied().filter(|&r| !self.fired.contains(r)));
             }
             touched.sort_unstable();
             touched.dedup();
