@@ -612,6 +612,7 @@ fn http_and_flow_records(b: &Bed, ca: &str) -> Result<()> {
     let flows: Vec<&serde_json::Value> = all.iter().filter(|r| r["event_type"] == "flow").collect();
     assert_eq!(flows.len(), 2, "{all:?}");
     assert!(flows.iter().all(|f| f["flow"]["age"].is_u64() && f["flow"]["alerted"] == false && f["tls_inspect"]["decision"] == "inspected"));
+    assert!(flows.iter().all(|f| f["flow"]["pkts_toserver"].as_u64() > Some(3) && f["flow"]["pkts_toclient"].as_u64() > Some(3)), "{flows:?}");
     tls_inspect_tests::tlsbed::check_eve_schema(&all)?;
     Ok(())
 }

@@ -164,6 +164,9 @@ pub struct FlowLog {
     pub end: Option<SystemTime>,
     pub bytes_toserver: u64,
     pub bytes_toclient: u64,
+    /// Packets the appliance received from each side.
+    pub pkts_toserver: u64,
+    pub pkts_toclient: u64,
     pub decision: Outcome,
     pub reason: Reason,
     /// How it ended.
@@ -243,6 +246,8 @@ impl FlowLog {
         self.eve(end, "tls", json!({
             "tls": tls,
             "flow": {
+                "pkts_toserver": self.pkts_toserver,
+                "pkts_toclient": self.pkts_toclient,
                 "bytes_toserver": self.bytes_toserver,
                 "bytes_toclient": self.bytes_toclient,
                 "start": rfc3339(start),
@@ -261,6 +266,8 @@ impl FlowLog {
         let age = end.duration_since(start).unwrap_or(Duration::ZERO);
         self.eve(end, "flow", json!({
             "flow": {
+                "pkts_toserver": self.pkts_toserver,
+                "pkts_toclient": self.pkts_toclient,
                 "bytes_toserver": self.bytes_toserver,
                 "bytes_toclient": self.bytes_toclient,
                 "start": rfc3339(start),
@@ -622,6 +629,8 @@ mod tests {
             end: Some(SystemTime::now()),
             bytes_toserver: 100,
             bytes_toclient: 2000,
+            pkts_toserver: 5,
+            pkts_toclient: 6,
             decision: Outcome::Inspected,
             reason: Reason::EchOuter,
             end_reason: FlowEnd::Timeout,

@@ -381,6 +381,8 @@ impl Engine {
             policy_id,
             scope_id,
             start: Some(SystemTime::now()),
+            // The SYN.
+            pkts_toserver: 1,
             ..FlowLog::default()
         };
         let flow = Flow {
@@ -425,6 +427,10 @@ impl Engine {
             return;
         };
         flow.last_activity = now;
+        match side {
+            Side::Inside => flow.log.pkts_toserver += ips.len() as u64,
+            Side::Outside => flow.log.pkts_toclient += ips.len() as u64,
+        }
         match side {
             Side::Outside => {
                 if flow.phase == Phase::Connecting {

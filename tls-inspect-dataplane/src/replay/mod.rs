@@ -387,6 +387,8 @@ fn flow_log(flow: &Flow, end: SystemTime) -> FlowLog {
         end: Some(end),
         bytes_toserver: c.streams[0].wire_bytes,
         bytes_toclient: c.streams[1].wire_bytes,
+        pkts_toserver: c.streams[0].packets,
+        pkts_toclient: c.streams[1].packets,
         decision: if flow.blocked.is_some() { Outcome::Blocked } else { Outcome::Inspected },
         reason: flow.blocked.clone().map_or(Reason::None, Reason::Inspector),
         sni: flow.sni.clone(),

@@ -52,6 +52,8 @@ pub struct Stream {
     /// Payload bytes of this direction's segments, retransmissions included (the flow record's
     /// `bytes_toserver`/`bytes_toclient` count what crossed the wire).
     pub wire_bytes: u64,
+    /// Segments of this direction.
+    pub packets: u64,
 }
 
 impl Stream {
@@ -218,6 +220,7 @@ impl Connection {
             stream.syn(s.seq);
         }
         stream.wire_bytes += s.payload.len() as u64;
+        stream.packets += 1;
         let mut bytes = Vec::new();
         // A SYN's payload (TCP Fast Open) starts after the SYN's own sequence number.
         let seq = if s.flags & SYN != 0 { s.seq.wrapping_add(1) } else { s.seq };

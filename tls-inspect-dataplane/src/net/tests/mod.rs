@@ -271,6 +271,9 @@ fn an_idle_flow_is_logged_as_timed_out_and_a_closed_one_as_shut_down() {
     assert_eq!(flows.len(), 1);
     let v = flows[0].flow_event(false);
     assert_eq!((v["flow"]["state"].as_str(), v["flow"]["reason"].as_str()), (Some("established"), Some("timeout")), "{v}");
+    // The SYN and the handshake's ACK from the client, the SYN-ACK from the server.
+    assert!(flows[0].pkts_toserver >= 2 && flows[0].pkts_toclient >= 1, "{v}");
+    assert_eq!(v["flow"]["pkts_toserver"], flows[0].pkts_toserver);
     assert_eq!(FlowLog::default().flow_event(false)["flow"]["reason"], "shutdown");
 }
 
