@@ -19,6 +19,7 @@ pub mod ips;
 pub mod reference;
 pub mod rules;
 pub mod settings;
+pub mod transform;
 
 use std::sync::Arc;
 

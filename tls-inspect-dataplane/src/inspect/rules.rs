@@ -11,6 +11,9 @@
 
 use std::fmt;
 
+pub use crate::inspect::transform::Transforms;
+use crate::inspect::transform::Transform;
+
 /// A rule's action, with Suricata's meaning: `alert` only alerts; `drop` ends the connection
 /// (in block mode; an alert in monitor mode); `reject` ends it with the block page (HTTP) or a
 /// reset; `pass` stops matching for the flow, and wins over the others when both match.
@@ -235,6 +238,9 @@ pub struct Content {
     pub startswith: bool,
     /// The match ends the buffer.
     pub endswith: bool,
+    /// The buffer's transforms (`url_decode`, `to_lowercase`, ...): the content matches their
+    /// output.
+    pub transforms: Transforms,
 }
 
 /// A `flowbits` condition or action.
@@ -376,6 +382,8 @@ pub struct Pcre {
     pub anchored: bool,
     /// The index of the last content written before this pcre, if any.
     pub after: Option<usize>,
+    /// The buffer's transforms.
+    pub transforms: Transforms,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -645,6 +653,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     };
     let options = split_options(&text[open + 1..text.len() - 1]).map_err(|m| err(line, "options", m))?;
     let mut buffer = Buffer::Stream;
+    // The current sticky buffer's transforms, and whether a content or pcre used it already
+    // (transforms come right after their buffer, as in Suricata).
+    let mut transforms = Transforms::default();
+    let mut buffer_used = false;
     for opt in options {
         let (key, value) = match opt.split_once(':') {
             Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
@@ -688,8 +700,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 };
                 let s = unquote(&v).ok_or_else(|| err(line, "content", "expects a quoted string"))?;
                 let pattern = content_bytes(&s).map_err(|m| err(line, "content", m))?;
+                buffer_used = true;
                 rule.contents.push(Content {
                     buffer,
+                    transforms,
                     pattern,
                     negated,
                     nocase: false,
@@ -777,7 +791,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 if pattern.is_empty() {
                     return Err(err(line, "pcre", "empty pattern"));
                 }
+                buffer_used |= pcre_buffer == buffer;
                 rule.pcres.push(Pcre {
+                    transforms: if pcre_buffer == buffer { transforms } else { Transforms::default() },
                     buffer: pcre_buffer,
                     pattern: pattern.to_string(),
                     flags: perl,
@@ -867,6 +883,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 if buffer == Buffer::Stream {
                     return Err(err(line, "bsize", "needs a sticky buffer before it"));
                 }
+                if !transforms.is_empty() {
+                    return Err(err(line, "bsize", "after a transform: not supported (the size is the buffer's as received)"));
+                }
                 rule.sizes.push((buffer, SizeCheck::parse(&need(&value)?).map_err(|m| err(line, "bsize", m))?));
             }
             "tls.version" => {
@@ -917,8 +936,22 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 }
             }
             "target" => {}
+            other if Transform::keyword(other).is_some() => {
+                let t = Transform::keyword(other).ok_or_else(|| err(line, other, "not a transform"))?;
+                if matches!(buffer, Buffer::Stream | Buffer::HttpRequestBody | Buffer::HttpResponseBody | Buffer::FileData) {
+                    return Err(err(line, other, "transforms are supported on sticky field buffers (http.uri, http.header, tls.sni, ...), not on the stream or bodies"));
+                }
+                if buffer_used {
+                    return Err(err(line, other, "a transform must come right after its sticky buffer, before the buffer's contents"));
+                }
+                transforms.push(t).map_err(|m| err(line, other, m))?;
+            }
             other => match (Buffer::sticky(other), Buffer::modifier(other)) {
-                (Some(b), _) => buffer = b,
+                (Some(b), _) => {
+                    buffer = b;
+                    transforms = Transforms::default();
+                    buffer_used = false;
+                }
                 (None, Some(b)) => {
                     // Suricata's old style: the modifier names the buffer of the content before it.
                     let i = last(&mut rule)?;
@@ -941,7 +974,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
             "http.host keyword specified along with \"nocase\". The hostname buffer is normalized to lowercase, specifying nocase is redundant.",
         ));
     }
-    if let Some(c) = rule.contents.iter().find(|c| c.buffer == Buffer::HttpHost && c.pattern.iter().any(u8::is_ascii_uppercase)) {
+    if let Some(c) = rule.contents.iter().find(|c| c.buffer == Buffer::HttpHost && c.transforms.is_empty() && c.pattern.iter().any(u8::is_ascii_uppercase)) {
         // Suricata's own error: the buffer is lowercase, so such a content could never match.
         return Err(err(
             line,
@@ -956,6 +989,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         // In Suricata such a content matches the TLS records as sent; here the stream buffer is
         // the decrypted data, so the rule would not mean what it says.
         return Err(err(line, "content", "a tls rule's content outside a sticky buffer matches the raw TLS records in Suricata; the appliance inspects the decrypted stream"));
+    }
+    for c in &rule.contents {
+        c.transforms.check_content(&c.pattern, c.nocase).map_err(|m| err(line, "content", format!("'{}': {m}", String::from_utf8_lossy(&c.pattern))))?;
     }
     if rule.contents.iter().all(|c| c.negated) && rule.pcres.iter().all(|p| p.negated) {
         return Err(err(line, "content", "a rule needs at least one content or pcre that must match"));

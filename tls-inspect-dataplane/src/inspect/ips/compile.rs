@@ -14,7 +14,7 @@ use super::{IpsMode, Level};
 use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
 use crate::inspect::header::{AddrSet, PortSet, Vars};
 use crate::inspect::reference::References;
-use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Threshold, ThresholdKind};
+use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Threshold, ThresholdKind, Transforms};
 
 /// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,6 +123,9 @@ fn grow<T>(db: &hyperscan::Database<T>, scratch: &mut Option<Scratch>) -> Result
     }
 }
 
+/// A field buffer as one of its databases sees it: the buffer and its transforms.
+pub(super) type FieldKey = (Buffer, Transforms);
+
 /// What a pattern id stands for.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct PatternRef {
@@ -143,7 +146,9 @@ pub struct Compiled {
     pub(super) stream: Option<StreamingDatabase>,
     /// Request bodies, response bodies (`file.data` included): each direction scans only its own.
     pub(super) bodies: [Option<StreamingDatabase>; 2],
-    pub(super) fields: HashMap<Buffer, BlockDatabase>,
+    pub(super) fields: HashMap<FieldKey, BlockDatabase>,
+    /// Per field buffer: the transform chains its databases are for (none first, if any).
+    pub(super) field_transforms: HashMap<Buffer, Vec<Transforms>>,
     /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
     pub(super) fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
     /// Per rule: its resolved header and what its alerts say.
@@ -338,7 +343,7 @@ impl Ruleset {
         // The stream, request bodies, response bodies.
         let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let group = |b: Buffer| if stream_kind(b) == 0 { 0 } else { 1 + body_dir(b) };
-        let mut field_groups: HashMap<Buffer, Vec<Pattern>> = HashMap::new();
+        let mut field_groups: HashMap<FieldKey, Vec<Pattern>> = HashMap::new();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
                 let flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
@@ -346,7 +351,7 @@ impl Ruleset {
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
                 match stream_kind(c.buffer) {
-                    2 => field_groups.entry(c.buffer).or_default().push(pat),
+                    2 => field_groups.entry((c.buffer, c.transforms)).or_default().push(pat),
                     _ => groups[group(c.buffer)].push(pat),
                 }
             }
@@ -361,7 +366,7 @@ impl Ruleset {
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len: 0 });
                 match stream_kind(p.buffer) {
-                    2 => field_groups.entry(p.buffer).or_default().push(pat),
+                    2 => field_groups.entry((p.buffer, p.transforms)).or_default().push(pat),
                     _ => groups[group(p.buffer)].push(pat),
                 }
             }
@@ -376,8 +381,13 @@ impl Ruleset {
         let stream = build_stream(g0)?;
         let bodies = [build_stream(g1)?, build_stream(g2)?];
         let mut fields = HashMap::new();
-        for (b, v) in field_groups {
-            fields.insert(b, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
+        let mut field_transforms: HashMap<Buffer, Vec<Transforms>> = HashMap::new();
+        for (key, v) in field_groups {
+            fields.insert(key, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
+            field_transforms.entry(key.0).or_default().push(key.1);
+        }
+        for chains in field_transforms.values_mut() {
+            chains.sort_unstable();
         }
         let n = ok_rules.len();
         // Flowbit names, numbered in order of appearance.
@@ -423,6 +433,7 @@ impl Ruleset {
                     stream,
                     bodies,
                     fields,
+                    field_transforms,
                     fallbacks: fallback_of,
                     headers,
                     meta: metas,
@@ -472,7 +483,7 @@ impl Ruleset {
     /// Some rule tests the ClientHello (`tls.sni`, `ja3.*`, `ja4.hash`): a passed flow's hello
     /// is scanned too.
     pub fn scans_hello(&self) -> bool {
-        self.fields.keys().any(|b| matches!(b, Buffer::TlsSni | Buffer::TlsSniDot | Buffer::Ja3Hash | Buffer::Ja3String | Buffer::Ja4Hash))
+        self.field_transforms.keys().any(|b| matches!(b, Buffer::TlsSni | Buffer::TlsSniDot | Buffer::Ja3Hash | Buffer::Ja3String | Buffer::Ja4Hash))
     }
 
     /// A flow between these addresses skips the IPS (protection whitelist).

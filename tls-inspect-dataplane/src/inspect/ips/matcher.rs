@@ -12,14 +12,14 @@ use foreign_types::ForeignType;
 use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
-use super::compile::{BitOp, ThresholdKey};
+use super::compile::{BitOp, FieldKey, ThresholdKey};
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
 use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
-use crate::inspect::rules::{Buffer, FlowDir, Rule, Track};
+use crate::inspect::rules::{Buffer, FlowDir, Rule, Track, Transforms};
 use crate::inspect::{BlockCause, Direction, HelloFields, HttpInfo, HttpTx, Verdict};
 
 /// HTTP transactions a flow keeps waiting for their responses, at most.
@@ -72,7 +72,7 @@ pub struct FlowIps {
     /// Suricata, where a request and its response are inspected apart.
     matches: [Matches; 2],
     /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
-    field_len: [HashMap<Buffer, u64>; 2],
+    field_len: [HashMap<FieldKey, u64>; 2],
     fired: Fired,
     /// Per direction: the per-message rules that fired on the current message (they may fire
     /// again on the next one).
@@ -257,11 +257,25 @@ impl FlowIps {
         }
     }
 
+    /// Scans a field buffer's value into each of its databases (the value itself, and what
+    /// each transform chain rules name makes of it).
     fn scan_field(&mut self, d: usize, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
-        let Some(db) = self.set.fields.get(&buffer) else {
+        let set = self.set.clone();
+        let Some(chains) = set.field_transforms.get(&buffer) else {
             return;
         };
-        self.field_len[d].insert(buffer, value.len() as u64);
+        for &xf in chains {
+            let v = xf.apply(value);
+            self.scan_field_as(d, (buffer, xf), &v, scratch);
+        }
+    }
+
+    fn scan_field_as(&mut self, d: usize, key: FieldKey, value: &[u8], scratch: &mut Scratch) {
+        let (buffer, xf) = key;
+        let Some(db) = self.set.fields.get(&key) else {
+            return;
+        };
+        self.field_len[d].insert(key, value.len() as u64);
         let mut found: Vec<(u32, u64, u64)> = Vec::new();
         let _ = db.scan(value, scratch, |id, from, to, _| {
             found.push((id, from, to));
@@ -286,7 +300,8 @@ impl FlowIps {
         for ri in prefiltered {
             for (pi, re) in set.fallbacks[ri as usize].iter().enumerate() {
                 let Some(re) = re else { continue };
-                if set.rules[ri as usize].pcres[pi].buffer != buffer {
+                let p = &set.rules[ri as usize].pcres[pi];
+                if p.buffer != buffer || p.transforms != xf {
                     continue;
                 }
                 // A regex that runs out of its backtrack budget does not match.
@@ -357,7 +372,7 @@ impl FlowIps {
         self.tls_version[0] = Some(hello.version);
         if let Some(sni) = hello.sni {
             self.scan_field(0, Buffer::TlsSni, sni.as_bytes(), scratch);
-            if self.set.fields.contains_key(&Buffer::TlsSniDot) {
+            if self.set.field_transforms.contains_key(&Buffer::TlsSniDot) {
                 self.scan_field(0, Buffer::TlsSniDot, format!(".{sni}").as_bytes(), scratch);
             }
         }
@@ -436,7 +451,7 @@ impl FlowIps {
             let r = &set.rules[rule as usize];
             keep(if is_pcre { r.pcres[item as usize].buffer } else { r.contents[item as usize].buffer })
         });
-        self.field_len[d].retain(|b, _| keep(*b));
+        self.field_len[d].retain(|(b, _), _| keep(*b));
         // A rule of HTTP buffers fires once per message (Suricata's per-transaction alerts).
         for i in self.fired_in_message[d].drain(..) {
             self.fired.remove(i);
@@ -470,7 +485,7 @@ impl FlowIps {
         let host_header = Some(std::borrow::Cow::Borrowed(head.authority)).filter(|a| !a.is_empty()).or_else(|| head.header("host"));
         let uri = String::from_utf8_lossy(head.uri);
         let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or(b""));
-        for &buffer in set.fields.keys() {
+        for &buffer in set.field_transforms.keys() {
             let value: Option<std::borrow::Cow<'_, [u8]>> = match buffer {
                 b if b.of_handshake() => None,
                 // Suricata's http.uri: the normalised URI (path and query; percent-decoded).
@@ -791,7 +806,8 @@ impl FlowIps {
     }
 
     fn satisfied(&self, ri: u32, rule: &Rule, d: usize) -> bool {
-        let len = |b: Buffer| self.field_len[d].get(&b).copied();
+        let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
+        let len_of = |c: &crate::inspect::rules::Content| self.field_len[d].get(&(c.buffer, c.transforms)).copied();
         if !rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) {
             return false;
         }
@@ -811,7 +827,7 @@ impl FlowIps {
                 if c.startswith && *from != 0 {
                     return false;
                 }
-                if c.endswith && Some(*to) != len(c.buffer) {
+                if c.endswith && Some(*to) != len_of(c) {
                     return false;
                 }
                 if let Some(off) = c.offset {

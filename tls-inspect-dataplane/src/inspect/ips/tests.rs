@@ -833,3 +833,46 @@ fn a_flow_keeps_its_blocking_alert_but_not_every_alert() {
     assert_eq!(f.take_hits().iter().map(|h| h.sid).collect::<Vec<_>>(), [2]);
     assert_eq!(f.block_hit().map(|h| h.sid), Some(2), "kept after it was taken: the block page names it");
 }
+
+#[test]
+fn transforms_change_the_buffer_its_contents_match() {
+    let text = r#"alert http any any -> any any (msg:"decoded"; http.uri.raw; url_decode; content:"/admin/../etc"; sid:1;)
+alert http any any -> any any (msg:"raw"; http.uri.raw; content:"/admin/../etc"; sid:2;)
+alert http any any -> any any (msg:"lower"; http.user_agent; to_lowercase; content:"sqlmap"; sid:3;)
+alert http any any -> any any (msg:"stripped"; http.header; strip_whitespace; content:"X-Cmd:id;uname"; sid:4;)
+alert http any any -> any any (msg:"compressed"; http.header; compress_whitespace; content:"X-Cmd: id; uname"; sid:5;)
+alert http any any -> any any (msg:"names lowercase"; http.header; header_lowercase; content:"x-cmd:"; sid:6;)
+alert http any any -> any any (msg:"sha256 of the host"; http.host; to_sha256; content:"|b8 e7 45 33 71 a0 24 da ae 06 f3 16 44 92 c0 af cd e1 34 c7 74 7c 15 5b 3d 83 c2 0d e3 41 e8 55|"; sid:7;)
+alert http any any -> any any (msg:"chain"; http.uri.raw; url_decode; to_lowercase; content:"/admin"; endswith; sid:8;)
+alert http any any -> any any (msg:"pcre after a transform"; http.user_agent; to_lowercase; content:"sql"; pcre:"/^sqlmap\/\d/"; sid:9;)
+"#;
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    let sids = |req: &[u8]| {
+        let mut scratch = set.scratch().unwrap();
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, req, &mut scratch);
+        let mut s: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+        s.sort_unstable();
+        s
+    };
+    let req = b"GET /admin/%2e%2e/etc HTTP/1.1\r\nHost: a.example\r\nUser-Agent: SQLMap/1.7\r\nX-Cmd:  id;   uname\r\n\r\n";
+    assert_eq!(sids(req), [1, 3, 4, 5, 6, 7, 9]);
+    // Without the encoding the raw rule fires too; the chain's endswith sees the decoded,
+    // lowercased URI.
+    assert_eq!(sids(b"GET /admin/../etc HTTP/1.1\r\nHost: b.example\r\n\r\n"), [1, 2]);
+    assert_eq!(sids(b"GET /%41DMIN HTTP/1.1\r\nHost: b.example\r\n\r\n"), [8]);
+    assert_eq!(sids(b"GET /x HTTP/1.1\r\nHost: b.example\r\nUser-Agent: Mozilla/5.0\r\n\r\n"), Vec::<u32>::new());
+    // What Suricata refuses: a content the transform cannot produce, a transform after the
+    // buffer's contents, on the stream or a body, bsize after a transform.
+    for bad in [
+        r#"alert http any any -> any any (msg:"x"; http.uri; to_lowercase; content:"/Admin"; sid:20;)"#,
+        r#"alert http any any -> any any (msg:"x"; http.uri; content:"/a"; url_decode; sid:21;)"#,
+        r#"alert tcp any any -> any any (msg:"x"; url_decode; content:"/a"; sid:22;)"#,
+        r#"alert http any any -> any any (msg:"x"; http.request_body; url_decode; content:"a"; sid:23;)"#,
+        r#"alert http any any -> any any (msg:"x"; http.header; strip_whitespace; content:"a b"; sid:24;)"#,
+        r#"alert http any any -> any any (msg:"x"; http.uri; url_decode; bsize:>3; content:"a"; sid:25;)"#,
+    ] {
+        let (rules, errors) = parse_rules(bad);
+        assert!(rules.is_empty() && errors.len() == 1, "{bad}: {errors:?}");
+    }
+}
