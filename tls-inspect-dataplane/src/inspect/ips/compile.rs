@@ -352,6 +352,11 @@ impl Ruleset {
                 refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
                 match stream_kind(c.buffer) {
                     2 => field_groups.entry((c.buffer, c.transforms)).or_default().push(pat),
+                    // file.data is either body (Suricata 7 and later): in both databases.
+                    _ if c.buffer == Buffer::FileData => {
+                        groups[1].push(pat.clone());
+                        groups[2].push(pat);
+                    }
                     _ => groups[group(c.buffer)].push(pat),
                 }
             }
@@ -367,6 +372,10 @@ impl Ruleset {
                 refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len: 0 });
                 match stream_kind(p.buffer) {
                     2 => field_groups.entry((p.buffer, p.transforms)).or_default().push(pat),
+                    _ if p.buffer == Buffer::FileData => {
+                        groups[1].push(pat.clone());
+                        groups[2].push(pat);
+                    }
                     _ => groups[group(p.buffer)].push(pat),
                 }
             }

@@ -523,7 +523,7 @@ impl FlowIps {
             if let Some(r) = self.set.refs.get(id as usize) {
                 let rule = &self.set.rules[r.rule as usize];
                 let b = if r.is_pcre { rule.pcres[r.item as usize].buffer } else { rule.contents[r.item as usize].buffer };
-                if b == body || (b == Buffer::FileData && direction == Direction::ToClient) {
+                if b == body || b == Buffer::FileData {
                     self.record(dir_index(direction), id, from, to);
                 }
             }

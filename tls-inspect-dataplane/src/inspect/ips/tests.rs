@@ -876,3 +876,16 @@ alert http any any -> any any (msg:"pcre after a transform"; http.user_agent; to
         assert!(rules.is_empty() && errors.len() == 1, "{bad}: {errors:?}");
     }
 }
+
+#[test]
+fn file_data_is_either_body_as_in_suricata_7() {
+    let text = "alert http any any -> any any (msg:\"w\"; file_data; content:\"World\"; sid:1;)\nalert http any any -> any any (msg:\"p\"; file_data; content:\"People\"; sid:2;)\nalert http any any -> any any (msg:\"q\"; flow:to_server; file_data; content:\"Hello\"; sid:3;)\n";
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set, FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\nHello People", &mut scratch);
+    f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello World", &mut scratch);
+    let mut sids: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+    sids.sort_unstable();
+    assert_eq!(sids, [1, 2, 3]);
+}
