@@ -104,6 +104,21 @@ fn python_tls_exchange(b: &Bed, before_connect: &str, send: &str) -> Result<Stri
     check(b.t.client.cmd("python3").args(["-c", &py]))
 }
 
+/// Empty lines before a pipelined request (which nginx skips) do not hide it from the rules.
+#[test]
+fn a_request_behind_empty_lines_is_still_inspected() -> Result<()> {
+    let (b, _) = ips_bed("mode = \"block\"")?;
+    let out = python_tls_exchange(
+        &b,
+        "",
+        "s.sendall(b'GET / HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n\\r\\n\\r\\n\\nGET /?q=${jndi:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n",
+    )?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(!access.contains("jndi"), "the server received the blocked request: {access}");
+    Ok(())
+}
+
 #[test]
 fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> {
     let (b, _) = ips_bed("mode = \"block\"")?;

@@ -85,6 +85,16 @@ impl Http1Dir {
                 }
                 continue;
             }
+            // Empty lines before a request or status line are skipped, as nginx, libhtp and
+            // RFC 9112 2.2 do: a head behind a stray CRLF (after a body, between pipelined
+            // requests) is still followed, so it cannot slip past the rules.
+            if self.head.is_empty() {
+                let blank = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                data = &data[blank..];
+                if data.is_empty() {
+                    continue;
+                }
+            }
             // Accumulate a head, up to its end when it ends in this read: the bytes after it
             // (a body, pipelined requests) stay in `data`, copied never and followed in this loop.
             let old = self.head.len();
@@ -273,6 +283,24 @@ mod tests {
             })
         });
         seen
+    }
+
+    #[test]
+    fn empty_lines_before_a_head_are_skipped_as_servers_skip_them() {
+        // A stray CRLF after a body, and several before a pipelined request: nginx reads the
+        // requests behind them, so must the follower.
+        let wire = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nx\r\n\r\n\nGET /evil HTTP/1.1\r\nHost: x\r\n\r\n";
+        let whole = follow(&mut Http1Dir::default(), Direction::ToServer, wire);
+        assert_eq!(whole, ["head POST /a", "body x", "end", "head GET /evil", "end"]);
+        let mut dir = Http1Dir::default();
+        let mut events = Vec::new();
+        for b in wire.chunks(1) {
+            events.extend(follow(&mut dir, Direction::ToServer, b));
+        }
+        assert!(events.contains(&"head GET /evil".to_string()), "{events:?}");
+        let resp = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na\nHTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb";
+        let events = follow(&mut Http1Dir::default(), Direction::ToClient, resp);
+        assert_eq!(events.iter().filter(|e| e.starts_with("head")).count(), 2, "{events:?}");
     }
 
     #[test]
