@@ -28,3 +28,34 @@ fn at_least_nine_in_ten_et_open_rules_load_and_keep_their_meaning() {
     assert!(errors.iter().all(|e| !e.keyword.is_empty() && !e.message.is_empty()));
     assert!(refused.iter().all(|(_, why)| !why.is_empty()));
 }
+
+/// The whole release, where the operator has it: `ET_RULES=/path/emerging-all.rules cargo test
+/// -p tls-inspect-dataplane --test et_open -- --ignored --nocapture` prints the load rate and the
+/// most frequent refusals (the rate in docs/ips.md comes from here).
+#[test]
+#[ignore = "needs ET_RULES, a file of Emerging Threats rules"]
+fn the_whole_et_open_release_load_rate() {
+    let Ok(path) = std::env::var("ET_RULES") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let total = text.lines().filter(|l| l.starts_with("alert ") || l.starts_with("drop ")).count();
+    let (rules, errors) = parse_rules(&text);
+    let parsed = rules.len();
+    let (_, refused) = Ruleset::compile(rules, &IpsSettings::default().options().unwrap()).unwrap();
+    let loaded = parsed - refused.len();
+    eprintln!("{path}: {loaded} of {total} load ({:.1}%)", loaded as f64 * 100.0 / total as f64);
+    let mut why: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for e in &errors {
+        *why.entry(format!("parse: {}", e.keyword)).or_default() += 1;
+    }
+    for (_, w) in &refused {
+        let short: String = w.split([':', '/']).next().unwrap_or("").chars().take(60).collect();
+        *why.entry(format!("engine: {short}")).or_default() += 1;
+    }
+    let mut why: Vec<(String, usize)> = why.into_iter().collect();
+    why.sort_by(|a, b| b.1.cmp(&a.1));
+    for (w, n) in why.iter().take(25) {
+        eprintln!("{n:6} {w}");
+    }
+}
