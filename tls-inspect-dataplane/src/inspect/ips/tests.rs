@@ -9,6 +9,7 @@ use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::Verdict;
 
 mod bundled_samples;
+mod payload_keywords;
 
 fn set(text: &str, mode: IpsMode, level: Level) -> Arc<Ruleset> {
     let (rules, errors) = parse_rules(text);
