@@ -134,15 +134,22 @@ pub fn rule_number(s: &str, octal: bool) -> Option<i64> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16).ok()?
-    } else if octal && digits.len() > 1 && digits.starts_with('0') {
-        u64::from_str_radix(&digits[1..], 8).ok()?
-    } else {
-        digits.parse::<u64>().ok()?
-    };
-    let v = i64::try_from(v).ok()?;
+    let v = i64::try_from(rule_unsigned(digits, octal)?).ok()?;
     Some(if neg { -v } else { v })
+}
+
+/// An unsigned 64-bit number in a rule: decimal, `0x` hex, or (with `octal`) leading-zero octal.
+fn rule_unsigned(digits: &str, octal: bool) -> Option<u64> {
+    let digits = digits.trim();
+    if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else if octal && digits.len() > 1 && digits.starts_with('0') {
+        u64::from_str_radix(&digits[1..], 8).ok()
+    } else if digits.starts_with('+') {
+        None
+    } else {
+        digits.parse::<u64>().ok()
+    }
 }
 
 /// A keyword's names and numbers: a number, or a variable the rule defined before.
@@ -283,8 +290,11 @@ pub fn parse_byte_test(v: &str, vars: &[String]) -> Result<Check, String> {
         "^" => ByteOp::Xor,
         other => return Err(format!("operator '{other}' (<, >, =, <=, >=, &, ^, each with an optional !)")),
     };
-    // The test value is a u64 in Suricata; written values past i64 are refused here.
-    let value = num(parts[2], vars, "value", 0, i64::MAX, true)?;
+    // The test value is a u64, kept as its bit pattern.
+    let value = match rule_unsigned(parts[2], true) {
+        Some(v) => Num::Lit(v as i64),
+        None => num(parts[2], vars, "value", 0, i64::MAX, true)?,
+    };
     let offset = num(parts[3], vars, "offset", i64::from(i32::MIN), i64::from(i32::MAX), false)?;
     Ok(Check::ByteTest { read: read_of(nbytes, offset, &flags)?, op, negated, value })
 }

@@ -230,6 +230,10 @@ fn hostile_numbers_never_panic_and_never_match_by_accident() {
     assert_eq!(fired(&s, &[b"H\xff\xff\xff\xffQ"]), [] as [u32; 0]);
     assert_eq!(fired(&s, &[b"H99999999999999999999999"]), [] as [u32; 0], "past 64 bits is no value");
     assert_eq!(fired(&s, &[b"H-1"]), [] as [u32; 0], "fewer bytes than asked for");
+    // The test value is 64 bits wide.
+    let max = set(&rule(9, "content:\"M\"; byte_test:8,=,0xffffffffffffffff,0,relative;"));
+    assert_eq!(fired(&max, &[b"M\xff\xff\xff\xff\xff\xff\xff\xff"]), [9]);
+    assert_eq!(fired(&max, &[b"M\xff\xff\xff\xff\xff\xff\xff\xfe"]), [] as [u32; 0]);
     let mut rng = crate::testutil::Prng::new(5);
     for _ in 0..300 {
         let mut data = b"H".to_vec();
