@@ -912,13 +912,15 @@ impl FlowIps {
         let mut ends: Vec<Option<u64>> = vec![None; rule.contents.len()];
         for (ci, c) in rule.contents.iter().enumerate() {
             let found = self.matches[d].get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
             if c.negated {
-                if !found.is_empty() {
+                // Only a match where the content's modifiers put it counts (a negated `endswith`
+                // fails only on a match that ends the buffer), as in Suricata.
+                if found.iter().any(|m| content_fits(c, *m, relative_to.unwrap_or(0), &[0; MAX_VARS], len(c.buffer))) {
                     return false;
                 }
                 continue;
             }
-            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
             let ok = found.iter().find(|(from, to)| {
                 if c.startswith && *from != 0 {
                     return false;

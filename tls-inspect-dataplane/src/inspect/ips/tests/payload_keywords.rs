@@ -241,3 +241,15 @@ fn hostile_numbers_never_panic_and_never_match_by_accident() {
         let _ = fired(&s, &[&data, &data[..6]]);
     }
 }
+
+#[test]
+fn a_negated_content_counts_only_where_its_modifiers_put_it() {
+    // suricata-verify detect-content-ends-with-negated-01.
+    let s = set("alert http any any -> any any (msg:\"exe not from google\"; http.uri; content:\".exe\"; endswith; http.host; content:!\".google.com\"; endswith; sid:1;)\n\
+alert http any any -> any any (msg:\"no admin at the start\"; http.uri; content:\"/x\"; content:!\"/admin\"; depth:6; sid:2;)\n");
+    let get = |host: &str, uri: &str| format!("GET {uri} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+    assert_eq!(fired(&s, &[&get("dl.google.com.evil.example", "/a.exe")]), [1]);
+    assert_eq!(fired(&s, &[&get("dl.google.com", "/a.exe")]), [] as [u32; 0]);
+    assert_eq!(fired(&s, &[&get("h", "/x/admin")]), [2], "/admin past the depth");
+    assert_eq!(fired(&s, &[&get("h", "/admin/x")]), [] as [u32; 0]);
+}
