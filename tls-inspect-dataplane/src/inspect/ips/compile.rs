@@ -139,15 +139,19 @@ pub(super) enum Eval {
     /// With payload keywords (or variables) on field buffers: the keywords in the order written,
     /// with backtracking over the matches of each content, on the field's bytes.
     Payload,
-    /// With payload keywords or `dsize` on the stream: as `Payload`, and the stream part is
-    /// evaluated on each data unit alone (a TCP segment's payload, a decrypted read), positions
-    /// counting from its start, as Suricata inspects a packet's payload.
+    /// With payload keywords, `dsize`, `endswith` or a negated content or pcre on the stream:
+    /// as `Payload`, and the stream part is evaluated on each data unit alone (a TCP segment's
+    /// payload, a decrypted read), positions counting from its start, as Suricata inspects a
+    /// packet's payload (a unit has an end and a size; the stream has neither).
     DataUnit,
 }
 
 impl Eval {
     fn of(r: &Rule) -> Self {
-        let on_stream = r.dsize.is_some() || r.checks.iter().any(|c| c.buffer == Buffer::Stream);
+        let on_stream = r.dsize.is_some()
+            || r.checks.iter().any(|c| c.buffer == Buffer::Stream)
+            || r.contents.iter().any(|c| c.buffer == Buffer::Stream && (c.endswith || c.negated))
+            || r.pcres.iter().any(|p| p.buffer == Buffer::Stream && p.negated);
         if on_stream {
             Eval::DataUnit
         } else if !r.checks.is_empty() || r.contents.iter().any(|c| c.vars.any()) {
@@ -617,13 +621,10 @@ fn check_supported(r: &Rule) -> Result<(), String> {
     let unit = Eval::of(r) == Eval::DataUnit;
     let bounded = |b: Buffer| stream_kind(b) == 2 || (unit && b == Buffer::Stream);
     if let Some(c) = r.contents.iter().find(|c| c.endswith && !bounded(c.buffer)) {
-        return Err(format!("endswith on {:?}: supported on sticky field buffers (a stream or body has no end to match)", c.buffer));
+        return Err(format!("endswith on {:?}: supported on field buffers and on the stream's data units (a body has no end to match here)", c.buffer));
     }
     if let Some((b, _)) = r.sizes.iter().find(|(b, _)| stream_kind(*b) != 2) {
         return Err(format!("bsize on {b:?}: supported on sticky field buffers"));
-    }
-    if !unit && (r.contents.iter().any(|c| c.negated && c.buffer == Buffer::Stream) || r.pcres.iter().any(|p| p.negated && p.buffer == Buffer::Stream)) {
-        return Err("a negated content needs a sticky buffer (a stream never ends)".into());
     }
     if r.contents.iter().any(|c| c.negated && stream_kind(c.buffer) == 1) {
         return Err("negated contents on bodies are not supported".into());

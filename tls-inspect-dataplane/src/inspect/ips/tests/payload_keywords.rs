@@ -253,3 +253,17 @@ alert http any any -> any any (msg:\"no admin at the start\"; http.uri; content:
     assert_eq!(fired(&s, &[&get("h", "/x/admin")]), [2], "/admin past the depth");
     assert_eq!(fired(&s, &[&get("h", "/admin/x")]), [] as [u32; 0]);
 }
+
+#[test]
+fn endswith_and_negated_contents_on_the_stream_hold_per_data_unit() {
+    // suricata-verify bug-docs-5030-01's rule.
+    let s = set(&(rule(1, "content:\"yYYY\"; distance:9; within:29; endswith;") + &rule(2, "content:\"HELLO\"; content:!\"BYE\";")));
+    // distance with nothing before it counts from the unit's start: at 9 or later.
+    assert_eq!(fired(&s, &[b"..........yYYY"]), [1]);
+    assert_eq!(fired(&s, &[b"..yYYY"]), [] as [u32; 0], "before 9");
+    assert_eq!(fired(&s, &[b"..........yYYY.", b"x"]), [] as [u32; 0], "not at the end of its unit");
+    assert_eq!(fired(&s, &[b"HELLO BYE"]), [] as [u32; 0]);
+    assert_eq!(fired(&s, &[b"BYE", b"HELLO"]), [2]);
+    // Per unit, a content split across two reads does not count.
+    assert_eq!(fired(&s, &[b"HEL", b"LO"]), [] as [u32; 0]);
+}
