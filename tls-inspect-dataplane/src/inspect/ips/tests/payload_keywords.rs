@@ -267,3 +267,52 @@ fn endswith_and_negated_contents_on_the_stream_hold_per_data_unit() {
     // Per unit, a content split across two reads does not count.
     assert_eq!(fired(&s, &[b"HEL", b"LO"]), [] as [u32; 0]);
 }
+
+#[test]
+fn random_payload_rules_and_traffic_never_panic() {
+    let mut rng = crate::testutil::Prng::new(23);
+    let nums = ["0", "1", "2", "4", "8", "9", "23", "-1", "-65535", "65535", "2147483647", "-2147483648", "99999999999999999999", "0x10", "0xffffffffffffffff", "v", "w", "x1", ""];
+    let ops = ["<", ">", "=", "!=", "<=", ">=", "&", "^", "!", "~", ""];
+    let flags = ["relative", "big", "little", "string", "hex", "dec", "oct", "bitmask 0x0f", "bitmask 0", "align", "align 4", "from_end", "from_beginning", "multiplier 3", "post_offset -7", "dce", "rawbytes", "bogus"];
+    let pick = |rng: &mut crate::testutil::Prng, from: &[&'static str]| from[(rng.next_u64() % from.len() as u64) as usize];
+    let mut text = String::new();
+    for sid in 1..=400u32 {
+        let mut opts = String::from("content:\"A\"; ");
+        for _ in 0..(rng.next_u64() % 4) {
+            let mut kw = match rng.next_u64() % 6 {
+                0 => format!("byte_test:{},{},{},{}", pick(&mut rng, &nums), pick(&mut rng, &ops), pick(&mut rng, &nums), pick(&mut rng, &nums)),
+                1 => format!("byte_jump:{},{}", pick(&mut rng, &nums), pick(&mut rng, &nums)),
+                2 => format!("byte_extract:{},{},{}", pick(&mut rng, &nums), pick(&mut rng, &nums), pick(&mut rng, &["v", "w", "1x"])),
+                3 => format!("isdataat:{}{}", pick(&mut rng, &["", "!"]), pick(&mut rng, &nums)),
+                4 => format!("content:\"B\"; distance:{}; within:{}", pick(&mut rng, &nums), pick(&mut rng, &nums)),
+                _ => format!("dsize:{}{}", pick(&mut rng, &["", "<", ">", "!", "<=", "5<>"]), pick(&mut rng, &nums)),
+            };
+            for _ in 0..(rng.next_u64() % 3) {
+                kw.push(',');
+                kw.push_str(pick(&mut rng, &flags));
+            }
+            opts.push_str(&kw);
+            opts.push_str("; ");
+        }
+        text.push_str(&rule(sid, &opts));
+    }
+    let (rules, errors) = parse_rules(&text);
+    assert_eq!(rules.len() + errors.len(), 400);
+    assert!(rules.iter().any(|r| !r.checks.is_empty()), "some load");
+    let (s, _) = Ruleset::compile(rules, &Options::default()).unwrap();
+    let s = Arc::new(s);
+    let mut scratch = s.scratch().unwrap();
+    for _ in 0..200 {
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        for _ in 0..3 {
+            let n = (rng.next_u64() % 40) as usize;
+            let mut data = rng.bytes(n);
+            for b in data.iter_mut() {
+                // Mostly the rules' own bytes, digits and small numbers.
+                const ALPHABET: &[u8] = b"AB0123456789 x\x00\x01\x02\x04\xff";
+                *b = ALPHABET[usize::from(*b) % ALPHABET.len()];
+            }
+            let _ = f.inspect(Direction::ToServer, &data, &mut scratch);
+        }
+    }
+}
