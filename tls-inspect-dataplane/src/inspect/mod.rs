@@ -16,6 +16,7 @@ pub mod h2;
 pub mod header;
 pub mod http1;
 pub mod ips;
+pub mod payload;
 pub mod reference;
 pub mod rules;
 pub mod settings;

@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use crate::inspect::payload::{self, Check, VarId};
 pub use crate::inspect::transform::Transforms;
 use crate::inspect::transform::Transform;
 
@@ -241,6 +242,40 @@ pub struct Content {
     /// The buffer's transforms (`url_decode`, `to_lowercase`, ...): the content matches their
     /// output.
     pub transforms: Transforms,
+    /// `offset`, `depth`, `distance`, `within` given as byte_extract variables.
+    pub vars: ContentVars,
+}
+
+/// A content's modifiers that name a byte_extract variable instead of a number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContentVars {
+    pub offset: Option<VarId>,
+    pub depth: Option<VarId>,
+    pub distance: Option<VarId>,
+    pub within: Option<VarId>,
+}
+
+impl ContentVars {
+    pub fn any(&self) -> bool {
+        self.offset.is_some() || self.depth.is_some() || self.distance.is_some() || self.within.is_some()
+    }
+}
+
+/// A payload keyword (`isdataat`, `byte_test`, `byte_jump`, `byte_extract`) and the buffer it
+/// reads, as Suricata places it: the sticky buffer, else (with `relative`) the buffer of the
+/// keyword before it, else the stream.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PayloadCheck {
+    pub buffer: Buffer,
+    pub check: Check,
+}
+
+/// A rule's buffer keywords in the order written: what `relative` and `distance` follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Step {
+    Content(u16),
+    Pcre(u16),
+    Check(u16),
 }
 
 /// A `flowbits` condition or action.
@@ -331,6 +366,8 @@ pub enum SizeCheck {
     Ge(u64),
     /// `a<>b`: strictly between.
     Between(u64, u64),
+    /// `!N`.
+    Ne(u64),
 }
 
 impl SizeCheck {
@@ -342,18 +379,29 @@ impl SizeCheck {
             SizeCheck::Gt(n) => len > n,
             SizeCheck::Ge(n) => len >= n,
             SizeCheck::Between(a, b) => a < len && len < b,
+            SizeCheck::Ne(n) => len != n,
+        }
+    }
+
+    /// The largest number written.
+    fn max_bound(self) -> u64 {
+        match self {
+            SizeCheck::Eq(n) | SizeCheck::Lt(n) | SizeCheck::Le(n) | SizeCheck::Gt(n) | SizeCheck::Ge(n) | SizeCheck::Ne(n) => n,
+            SizeCheck::Between(_, b) => b,
         }
     }
 
     fn parse(v: &str) -> Result<Self, String> {
         let v = v.trim();
-        let n = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("'{v}' is not a size (N, <N, <=N, >N, >=N, A<>B)"));
+        let n = |s: &str| s.trim().parse::<u64>().map_err(|_| format!("'{v}' is not a size (N, !N, <N, <=N, >N, >=N, A<>B)"));
         Ok(if let Some((a, b)) = v.split_once("<>") {
             let (a, b) = (n(a)?, n(b)?);
             if a >= b {
                 return Err(format!("'{v}': the range is empty"));
             }
             SizeCheck::Between(a, b)
+        } else if let Some(r) = v.strip_prefix("!=").or_else(|| v.strip_prefix('!')) {
+            SizeCheck::Ne(n(r)?)
         } else if let Some(r) = v.strip_prefix("<=") {
             SizeCheck::Le(n(r)?)
         } else if let Some(r) = v.strip_prefix(">=") {
@@ -403,6 +451,14 @@ pub struct Rule {
     pub pcres: Vec<Pcre>,
     /// Length tests on buffers (`bsize` on a sticky buffer, `urilen` on the URI).
     pub sizes: Vec<(Buffer, SizeCheck)>,
+    /// Payload keywords, and the order of contents, pcres and payload keywords.
+    pub checks: Vec<PayloadCheck>,
+    pub order: Vec<Step>,
+    /// byte_extract variables, by name, numbered in order.
+    pub vars: Vec<String>,
+    /// `dsize`: the size of the data unit inspected (a TCP segment's payload in replay, a
+    /// decrypted read through the appliance).
+    pub dsize: Option<SizeCheck>,
     pub flowbits: Vec<Flowbit>,
     /// `flowbits:noalert` (or `noalert`): the rule sets its bits but raises no alert.
     pub noalert: bool,
@@ -595,6 +651,41 @@ fn number<T: std::str::FromStr>(line: usize, keyword: &str, v: &str) -> Result<T
     v.trim().parse().map_err(|_| err(line, keyword, format!("'{}' is not a valid number", v.trim())))
 }
 
+/// A content modifier's value that names a byte_extract variable (a name, not a number).
+fn variable(line: usize, keyword: &str, rule: &Rule, v: &str) -> Result<Option<VarId>, RuleError> {
+    let v = v.trim();
+    if !v.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+        return Ok(None);
+    }
+    match rule.vars.iter().position(|n| n == v) {
+        Some(i) => Ok(Some(VarId(i as u8))),
+        None => Err(err(line, keyword, format!("'{v}' is not a byte_extract variable defined before it"))),
+    }
+}
+
+/// The buffer a payload keyword reads, as Suricata's setup functions place it: the sticky
+/// buffer; else, with `relative`, the buffer of the keyword written before it; else the stream.
+fn check_buffer(rule: &Rule, sticky: Buffer, relative: bool) -> Buffer {
+    if sticky != Buffer::Stream || !relative {
+        return sticky;
+    }
+    match rule.order.last() {
+        Some(Step::Content(i)) => rule.contents[usize::from(*i)].buffer,
+        Some(Step::Pcre(i)) => rule.pcres[usize::from(*i)].buffer,
+        Some(Step::Check(i)) => rule.checks[usize::from(*i)].buffer,
+        None => Buffer::Stream,
+    }
+}
+
+/// The buffer of a step.
+pub fn step_buffer(rule: &Rule, step: Step) -> Buffer {
+    match step {
+        Step::Content(i) => rule.contents[usize::from(i)].buffer,
+        Step::Pcre(i) => rule.pcres[usize::from(i)].buffer,
+        Step::Check(i) => rule.checks[usize::from(i)].buffer,
+    }
+}
+
 fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
     let open = text.find('(').ok_or_else(|| err(line, "(", "no options in parentheses"))?;
     if !text.ends_with(')') {
@@ -638,6 +729,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
         contents: Vec::new(),
         pcres: Vec::new(),
         sizes: Vec::new(),
+        checks: Vec::new(),
+        order: Vec::new(),
+        vars: Vec::new(),
+        dsize: None,
         flowbits: Vec::new(),
         noalert: false,
         threshold: None,
@@ -713,27 +808,58 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                     within: None,
                     startswith: false,
                     endswith: false,
+                    vars: ContentVars::default(),
                 });
+                rule.order.push(Step::Content((rule.contents.len() - 1) as u16));
             }
             "nocase" => {
                 let i = last(&mut rule)?;
                 rule.contents[i].nocase = true;
             }
-            "depth" => {
+            "depth" | "offset" | "distance" | "within" => {
                 let i = last(&mut rule)?;
-                rule.contents[i].depth = Some(number(line, "depth", &need(&value)?)?);
+                let v = need(&value)?;
+                let var = variable(line, &key, &rule, &v)?;
+                let c = &mut rule.contents[i];
+                match (key.as_str(), var) {
+                    ("depth", Some(var)) => c.vars.depth = Some(var),
+                    ("offset", Some(var)) => c.vars.offset = Some(var),
+                    ("distance", Some(var)) => c.vars.distance = Some(var),
+                    ("within", Some(var)) => c.vars.within = Some(var),
+                    ("depth", None) => c.depth = Some(number(line, "depth", &v)?),
+                    ("offset", None) => c.offset = Some(number(line, "offset", &v)?),
+                    ("distance", None) => c.distance = Some(number(line, "distance", &v)?),
+                    _ => c.within = Some(number(line, "within", &v)?),
+                }
             }
-            "offset" => {
-                let i = last(&mut rule)?;
-                rule.contents[i].offset = Some(number(line, "offset", &need(&value)?)?);
+            "isdataat" | "byte_test" | "byte_jump" | "byte_extract" => {
+                let v = need(&value)?;
+                let (check, name) = match key.as_str() {
+                    "isdataat" => (payload::parse_isdataat(&v, &rule.vars), None),
+                    "byte_test" => (payload::parse_byte_test(&v, &rule.vars), None),
+                    "byte_jump" => (payload::parse_byte_jump(&v, &rule.vars), None),
+                    _ => match payload::parse_byte_extract(&v, &rule.vars) {
+                        Ok((c, n)) => (Ok(c), Some(n)),
+                        Err(e) => (Err(e), None),
+                    },
+                };
+                let check = check.map_err(|m| err(line, &key, m))?;
+                let check_buffer = check_buffer(&rule, buffer, check.relative());
+                if let Some(name) = name {
+                    rule.vars.push(name);
+                }
+                rule.checks.push(PayloadCheck { buffer: check_buffer, check });
+                rule.order.push(Step::Check((rule.checks.len() - 1) as u16));
             }
-            "distance" => {
-                let i = last(&mut rule)?;
-                rule.contents[i].distance = Some(number(line, "distance", &need(&value)?)?);
-            }
-            "within" => {
-                let i = last(&mut rule)?;
-                rule.contents[i].within = Some(number(line, "within", &need(&value)?)?);
+            "dsize" => {
+                if rule.dsize.is_some() {
+                    return Err(err(line, "dsize", "a rule has one dsize"));
+                }
+                let check = SizeCheck::parse(&need(&value)?).map_err(|m| err(line, "dsize", m))?;
+                if check.max_bound() > u64::from(u16::MAX) {
+                    return Err(err(line, "dsize", "an unsigned 16-bit integer (0 to 65535)"));
+                }
+                rule.dsize = Some(check);
             }
             "pcre" => {
                 let v = need(&value)?;
@@ -802,6 +928,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                     anchored,
                     after: rule.contents.len().checked_sub(1),
                 });
+                rule.order.push(Step::Pcre((rule.pcres.len() - 1) as u16));
             }
             "metadata" => {
                 for pair in need(&value)?.split(',') {
@@ -924,6 +1051,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 // here, so it changes nothing (`only` and `chop` included).
                 last(&mut rule)?;
             }
+            "rawbytes" => {
+                // Snort's "not normalised": the bytes here are the raw ones already.
+                last(&mut rule)?;
+            }
             "reference" => {
                 // Suricata's form: `system,id` (quotes around the id allowed).
                 let v = need(&value)?;
@@ -1043,7 +1174,7 @@ alert tls any any -> any any (msg:"sni"; tls.sni; content:"evil.example"; pcre:"
 alert tcp any any -> any any (msg:\"ok\"; content:\"a\"; sid:1;)
 alert udp any any -> any any (msg:\"x\"; content:\"a\"; sid:2;)
 rejectx tcp any any -> any any (msg:\"x\"; content:\"a\"; sid:3;)
-alert tcp any any -> any any (msg:\"x\"; content:\"a\"; byte_test:4,>,1,0; sid:4;)
+alert tcp any any -> any any (msg:\"x\"; content:\"a\"; xbits:set,a,track ip_src; sid:4;)
 alert tcp any any -> any any (msg:\"x\"; nocase; sid:5;)
 alert tcp any any -> any any (msg:\"x\"; content:\"a|4\"; sid:6;)
 alert tcp any any -> any any (msg:\"x\"; content:\"a\"; depth:abc; sid:7;)
@@ -1066,7 +1197,7 @@ alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
             vec![
                 (2, "udp"),
                 (3, "rejectx"),
-                (4, "byte_test"),
+                (4, "xbits"),
                 (5, "nocase"),
                 (6, "content"),
                 (7, "depth"),
@@ -1079,7 +1210,7 @@ alert tcp any any -> any any (msg:\"ok too\"; content:\"b\"; sid:16;)
                 (15, "flow"),
             ]
         );
-        assert!(errors[2].to_string().starts_with("line 4: byte_test: keyword not supported"));
+        assert!(errors[2].to_string().starts_with("line 4: xbits: keyword not supported"));
     }
 
     #[test]

@@ -13,8 +13,9 @@ use hyperscan::{Block, CompileFlags, Scratch, Streaming};
 use super::{IpsMode, Level};
 use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
 use crate::inspect::header::{AddrSet, PortSet, Vars};
+use crate::inspect::payload::Check;
 use crate::inspect::reference::References;
-use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Threshold, ThresholdKind, Transforms};
+use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Step, Threshold, ThresholdKind, Transforms};
 
 /// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,6 +140,37 @@ pub(super) struct PatternRef {
     pub(super) len: u32,
 }
 
+/// How a rule is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Eval {
+    /// Contents and pcres only: positions anywhere in their buffers, the stream's from its start.
+    Plain,
+    /// With payload keywords (or variables) on field buffers: the keywords in the order written,
+    /// with backtracking over the matches of each content, on the field's bytes.
+    Payload,
+    /// With payload keywords, `dsize`, `endswith` or a negated content or pcre on the stream:
+    /// as `Payload`, and the stream part is evaluated on each data unit alone (a TCP segment's
+    /// payload, a decrypted read), positions counting from its start, as Suricata inspects a
+    /// packet's payload (a unit has an end and a size; the stream has neither).
+    DataUnit,
+}
+
+impl Eval {
+    fn of(r: &Rule) -> Self {
+        let on_stream = r.dsize.is_some()
+            || r.checks.iter().any(|c| c.buffer == Buffer::Stream)
+            || r.contents.iter().any(|c| c.buffer == Buffer::Stream && (c.endswith || c.negated))
+            || r.pcres.iter().any(|p| p.buffer == Buffer::Stream && p.negated);
+        if on_stream {
+            Eval::DataUnit
+        } else if !r.checks.is_empty() || r.contents.iter().any(|c| c.vars.any()) {
+            Eval::Payload
+        } else {
+            Eval::Plain
+        }
+    }
+}
+
 /// The rules and their Hyperscan databases: built once, shared by every worker and flow.
 pub struct Compiled {
     pub rules: Vec<Rule>,
@@ -159,6 +191,12 @@ pub struct Compiled {
     pub(super) testers: Vec<Vec<u32>>,
     /// Counts of thresholded rules, shared by every flow and worker.
     pub(super) thresholds: ThresholdTable,
+    /// Per rule: how it is evaluated.
+    pub(super) eval: Vec<Eval>,
+    /// Field buffers whose bytes a flow keeps for the current message (payload keywords read
+    /// them), and every field buffer a message head is read for.
+    pub(super) kept: Vec<Buffer>,
+    pub(super) field_buffers: Vec<Buffer>,
 }
 
 /// A flowbit operation on numbered bits.
@@ -308,7 +346,7 @@ impl Ruleset {
             let mut fallbacks = Vec::new();
             for p in &r.pcres {
                 let hs = pcre_pattern(p).and_then(|mut pat| {
-                    if p.relative {
+                    if needs_som(&r, p) {
                         pat.flags |= CompileFlags::SOM_LEFTMOST;
                     }
                     if stream_kind(p.buffer) == 2 {
@@ -365,7 +403,7 @@ impl Ruleset {
                     continue;
                 }
                 let mut pat = pcre_pattern(p)?;
-                if p.relative {
+                if needs_som(r, p) {
                     pat.flags |= CompileFlags::SOM_LEFTMOST;
                 }
                 pat.id = Some(refs.len());
@@ -399,6 +437,13 @@ impl Ruleset {
             chains.sort_unstable();
         }
         let n = ok_rules.len();
+        let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
+        let mut kept: Vec<Buffer> = ok_rules.iter().flat_map(|r| r.checks.iter().map(|c| c.buffer)).filter(|b| *b != Buffer::Stream).collect();
+        kept.sort_unstable();
+        kept.dedup();
+        let mut field_buffers: Vec<Buffer> = fields.keys().map(|k| k.0).chain(kept.iter().copied()).collect();
+        field_buffers.sort_unstable();
+        field_buffers.dedup();
         // Flowbit names, numbered in order of appearance.
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut number = |list: &[String]| -> Vec<usize> {
@@ -449,6 +494,9 @@ impl Ruleset {
                     bits,
                     testers,
                     thresholds: ThresholdTable::default(),
+                    eval,
+                    kept,
+                    field_buffers,
                 }),
                 active,
                 overrides: vec![Override::Own; n],
@@ -562,15 +610,64 @@ fn meta(r: &Rule, classes: &Classifications, references: &References) -> Result<
     })
 }
 
+/// A pcre's match start is tracked: `R` needs it, and so does a pcre on the stream of a rule
+/// evaluated per data unit (its match must start inside the unit).
+fn needs_som(r: &Rule, p: &crate::inspect::rules::Pcre) -> bool {
+    p.relative || (p.buffer == Buffer::Stream && Eval::of(r) == Eval::DataUnit)
+}
+
+/// Payload keywords this engine cannot evaluate soundly.
+fn check_payload(r: &Rule) -> Result<(), String> {
+    for c in &r.checks {
+        let kw = c.check.keyword();
+        if stream_kind(c.buffer) == 1 {
+            return Err(format!("{kw} on {:?}: bodies are scanned as streams and their bytes are not kept", c.buffer));
+        }
+        if c.buffer == Buffer::TlsCerts {
+            return Err(format!("{kw} on tls.certs: each certificate is a buffer of its own, and their bytes are not kept"));
+        }
+    }
+    // A variable is read in the buffer it was extracted from (Suricata looks it up in the same list).
+    let defined_in = |v: crate::inspect::payload::VarId| {
+        r.checks.iter().find_map(|c| match c.check {
+            Check::ByteExtract { var, .. } if var == v => Some(c.buffer),
+            _ => None,
+        })
+    };
+    for c in &r.checks {
+        if let Some(v) = c.check.uses().into_iter().find(|v| defined_in(*v) != Some(c.buffer)) {
+            return Err(format!("{}: variable '{}' was extracted from another buffer", c.check.keyword(), r.vars.get(usize::from(v.0)).map_or("?", String::as_str)));
+        }
+    }
+    for c in &r.contents {
+        let used = [c.vars.offset, c.vars.depth, c.vars.distance, c.vars.within];
+        if let Some(v) = used.into_iter().flatten().find(|v| defined_in(*v) != Some(c.buffer)) {
+            return Err(format!("content: variable '{}' was extracted from another buffer", r.vars.get(usize::from(v.0)).map_or("?", String::as_str)));
+        }
+    }
+    if r.dsize.is_some() && r.order.iter().any(|s| crate::inspect::rules::step_buffer(r, *s) != Buffer::Stream) {
+        return Err("dsize is the size of a data unit of the stream; it cannot be combined with HTTP or TLS buffers (Suricata: not with app-layer keywords)".into());
+    }
+    if r.order.iter().any(|s| matches!(s, Step::Check(_))) && r.order.len() > 64 {
+        return Err("more than 64 contents, pcres and payload keywords in a rule with payload keywords".into());
+    }
+    Ok(())
+}
+
 fn check_supported(r: &Rule) -> Result<(), String> {
-    if let Some(c) = r.contents.iter().find(|c| c.endswith && stream_kind(c.buffer) != 2) {
-        return Err(format!("endswith on {:?}: supported on sticky field buffers (a stream or body has no end to match)", c.buffer));
+    check_payload(r)?;
+    let transformed = r.contents.iter().any(|c| !c.transforms.is_empty()) || r.pcres.iter().any(|p| !p.transforms.is_empty());
+    if transformed && Eval::of(r) != Eval::Plain {
+        return Err("a transform together with payload keywords, dsize or per-data-unit stream checks is not supported".into());
+    }
+    // Per data unit, the stream has an end and a size, as a field buffer has.
+    let unit = Eval::of(r) == Eval::DataUnit;
+    let bounded = |b: Buffer| stream_kind(b) == 2 || (unit && b == Buffer::Stream);
+    if let Some(c) = r.contents.iter().find(|c| c.endswith && !bounded(c.buffer)) {
+        return Err(format!("endswith on {:?}: supported on field buffers and on the stream's data units (a body has no end to match here)", c.buffer));
     }
     if let Some((b, _)) = r.sizes.iter().find(|(b, _)| stream_kind(*b) != 2) {
         return Err(format!("bsize on {b:?}: supported on sticky field buffers"));
-    }
-    if r.contents.iter().any(|c| c.negated && c.buffer == Buffer::Stream) || r.pcres.iter().any(|p| p.negated && p.buffer == Buffer::Stream) {
-        return Err("a negated content needs a sticky buffer (a stream never ends)".into());
     }
     if r.contents.iter().any(|c| c.negated && stream_kind(c.buffer) == 1) {
         return Err("negated contents on bodies are not supported".into());

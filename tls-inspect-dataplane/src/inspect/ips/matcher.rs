@@ -12,14 +12,15 @@ use foreign_types::ForeignType;
 use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
-use super::compile::{BitOp, FieldKey, ThresholdKey};
+use super::compile::{BitOp, Eval, FieldKey, ThresholdKey};
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
 use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
 use crate::inspect::http1::{Http1Dir, Http1Event};
-use crate::inspect::rules::{Buffer, FlowDir, Rule, Track, Transforms};
+use crate::inspect::payload::{self, Outcome, MAX_VARS};
+use crate::inspect::rules::{step_buffer, Buffer, Content, FlowDir, Rule, Step, Track, Transforms};
 use crate::inspect::{BlockCause, Direction, HelloFields, HttpInfo, HttpTx, Verdict};
 
 /// HTTP transactions a flow keeps waiting for their responses, at most.
@@ -72,7 +73,17 @@ pub struct FlowIps {
     /// Suricata, where a request and its response are inspected apart.
     matches: [Matches; 2],
     /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
+    /// Per direction: the length of each field buffer's current value, as each transform
+    /// chain makes it (`endswith`, `bsize`).
     field_len: [HashMap<FieldKey, u64>; 2],
+    /// Per direction: the bytes of the field buffers payload keywords read (the current
+    /// message's, when `field_len` has the buffer; each buffer reused from message to message).
+    field_bytes: [HashMap<Buffer, Vec<u8>>; 2],
+    /// Per direction: the stream offset where the current data unit starts, and the stream
+    /// matches of rules evaluated per data unit (forgotten once the unit is evaluated).
+    unit_start: [u64; 2],
+    stream_seen: [u64; 2],
+    unit_keys: [Vec<(u32, bool, u16)>; 2],
     fired: Fired,
     /// Per direction: the per-message rules that fired on the current message (they may fire
     /// again on the next one).
@@ -155,6 +166,10 @@ impl FlowIps {
             body_seen: [0, 0],
             matches: [HashMap::new(), HashMap::new()],
             field_len: [HashMap::new(), HashMap::new()],
+            field_bytes: [HashMap::new(), HashMap::new()],
+            unit_start: [0, 0],
+            stream_seen: [0, 0],
+            unit_keys: [Vec::new(), Vec::new()],
             fired: Fired::default(),
             fired_in_message: [Vec::new(), Vec::new()],
             hits: Vec::new(),
@@ -236,15 +251,38 @@ impl FlowIps {
         if let Some(r) = self.set.refs.get(id as usize) {
             // A literal's start is its end less its length (no start-of-match tracking).
             let from = if r.is_pcre { from } else { to.saturating_sub(u64::from(r.len)) };
-            let v = self.matches[d].entry((r.rule, r.is_pcre, r.item)).or_default();
+            let key = (r.rule, r.is_pcre, r.item);
+            let v = self.matches[d].entry(key).or_default();
             if v.len() < MATCHES_PER_ITEM {
                 v.push((from, to));
                 self.touched.push(r.rule);
+                if self.set.eval.get(r.rule as usize) == Some(&Eval::DataUnit) {
+                    if let Some(rule) = self.set.rules.get(r.rule as usize) {
+                        let step = if r.is_pcre { Step::Pcre(r.item) } else { Step::Content(r.item) };
+                        if step_buffer(rule, step) == Buffer::Stream {
+                            self.unit_keys[d].push(key);
+                        }
+                    }
+                }
             }
         }
     }
 
+    /// The data unit of direction `d` is evaluated: the stream matches of rules evaluated per
+    /// unit go.
+    fn end_unit(&mut self, d: usize) {
+        let mut keys = std::mem::take(&mut self.unit_keys[d]);
+        for k in keys.drain(..) {
+            self.matches[d].remove(&k);
+        }
+        self.unit_keys[d] = keys;
+    }
+
     fn scan_stream(&mut self, which: usize, data: &[u8], scratch: &mut Scratch) {
+        if let (Some(start), Some(seen)) = (self.unit_start.get_mut(which), self.stream_seen.get_mut(which)) {
+            *start = *seen;
+            *seen = seen.saturating_add(data.len() as u64);
+        }
         let mut found: Vec<(u32, u64, u64)> = Vec::new();
         if let Some(Some(s)) = self.stream.get(which).map(|s| s.as_ref().and_then(|o| o.0.as_ref())) {
             let _ = s.scan(data, scratch, |id, from, to, _| {
@@ -261,6 +299,16 @@ impl FlowIps {
     /// each transform chain rules name makes of it).
     fn scan_field(&mut self, d: usize, buffer: Buffer, value: &[u8], scratch: &mut Scratch) {
         let set = self.set.clone();
+        if !set.field_buffers.contains(&buffer) {
+            return;
+        }
+        self.field_len[d].insert((buffer, Transforms::default()), value.len() as u64);
+        if set.kept.contains(&buffer) {
+            // Bounded by what the followers hold (a head is at most MAX_HEAD).
+            let kept = self.field_bytes[d].entry(buffer).or_default();
+            kept.clear();
+            kept.extend_from_slice(value);
+        }
         let Some(chains) = set.field_transforms.get(&buffer) else {
             return;
         };
@@ -360,7 +408,7 @@ impl FlowIps {
             self.scan_field(d, Buffer::TlsCertSerial, c.serial.as_bytes(), scratch);
             self.scan_field(d, Buffer::TlsCertFingerprint, c.fingerprint.as_bytes(), scratch);
         }
-        self.evaluate(Direction::ToClient)
+        self.evaluate(Direction::ToClient, None)
     }
 
     /// The ClientHello (before any decryption): `tls.sni`, `ja3.hash`, `ja3.string`,
@@ -372,14 +420,14 @@ impl FlowIps {
         self.tls_version[0] = Some(hello.version);
         if let Some(sni) = hello.sni {
             self.scan_field(0, Buffer::TlsSni, sni.as_bytes(), scratch);
-            if self.set.field_transforms.contains_key(&Buffer::TlsSniDot) {
+            if self.set.field_buffers.contains(&Buffer::TlsSniDot) {
                 self.scan_field(0, Buffer::TlsSniDot, format!(".{sni}").as_bytes(), scratch);
             }
         }
         self.scan_field(0, Buffer::Ja3Hash, hello.ja3_hash.as_bytes(), scratch);
         self.scan_field(0, Buffer::Ja3String, hello.ja3_string.as_bytes(), scratch);
         self.scan_field(0, Buffer::Ja4Hash, hello.ja4.as_bytes(), scratch);
-        self.evaluate(Direction::ToServer)
+        self.evaluate(Direction::ToServer, None)
     }
 
     /// The next plaintext bytes of one direction.
@@ -399,7 +447,8 @@ impl FlowIps {
         } else {
             self.follow_http(direction, data, scratch);
         }
-        let mut verdict = self.evaluate(direction);
+        let mut verdict = self.evaluate(direction, Some(data));
+        self.end_unit(d);
         if let Some(early) = self.early.take() {
             if verdict == Verdict::Continue {
                 verdict = early;
@@ -464,8 +513,8 @@ impl FlowIps {
 
     /// The message under way in `direction` is over: its rules are evaluated (a block is kept
     /// for `inspect` to return), then what it matched is forgotten.
-    fn end_message(&mut self, direction: Direction) {
-        let v = self.evaluate(direction);
+    fn end_message(&mut self, direction: Direction, unit: &[u8]) {
+        let v = self.evaluate(direction, Some(unit));
         if matches!(v, Verdict::Block(_)) && self.early.is_none() {
             self.early = Some(v);
         }
@@ -473,11 +522,11 @@ impl FlowIps {
     }
 
     /// Scans the field buffers of a message head (those the rule set has databases for).
-    fn scan_head(&mut self, head: &Head<'_>, scratch: &mut Scratch) {
+    fn scan_head(&mut self, head: &Head<'_>, unit: &[u8], scratch: &mut Scratch) {
         let d = dir_index(head.direction);
         // The previous message of this direction is evaluated first, if there is one.
         if std::mem::replace(&mut self.in_message[d], true) {
-            self.end_message(head.direction);
+            self.end_message(head.direction, unit);
         } else {
             self.new_message(d);
         }
@@ -485,7 +534,7 @@ impl FlowIps {
         let host_header = Some(std::borrow::Cow::Borrowed(head.authority)).filter(|a| !a.is_empty()).or_else(|| head.header("host"));
         let uri = String::from_utf8_lossy(head.uri);
         let host = String::from_utf8_lossy(host_header.as_deref().unwrap_or(b""));
-        for &buffer in set.field_transforms.keys() {
+        for &buffer in &set.field_buffers {
             let value: Option<std::borrow::Cow<'_, [u8]>> = match buffer {
                 b if b.of_handshake() => None,
                 // Suricata's http.uri: the normalised URI (path and query; percent-decoded).
@@ -540,7 +589,7 @@ impl FlowIps {
             match event {
                 H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
                     let head = Head::http2(&headers, direction);
-                    self.scan_head(&head, scratch);
+                    self.scan_head(&head, data, scratch);
                     self.tx_request(&head, Some(stream));
                     let f = crate::inspect::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
@@ -555,7 +604,7 @@ impl FlowIps {
                 }
                 H2Event::Headers(stream, headers) => {
                     let head = Head::http2(&headers, direction);
-                    self.scan_head(&head, scratch);
+                    self.scan_head(&head, data, scratch);
                     // The response waits for its DATA (or the flow's end) under its stream.
                     if let Some(tx) = self.tx_response_head(&head, Some(stream)) {
                         if self.tx_h2.len() < MAX_PENDING_TX {
@@ -603,7 +652,7 @@ impl FlowIps {
         follower.feed(direction, data, &mut |event| match event {
             Http1Event::Head { info, raw } => {
                 if let Some(head) = Head::http1(raw, direction) {
-                    self.scan_head(&head, scratch);
+                    self.scan_head(&head, data, scratch);
                     match direction {
                         Direction::ToServer => self.tx_request(&head, None),
                         Direction::ToClient => {
@@ -659,7 +708,7 @@ impl FlowIps {
     /// Suricata's action order, a `pass` rule that holds wins: the others do not fire, and the
     /// flow is matched no more. Rules that set flowbits go before rules that test them, and a
     /// bit that changes brings the rules that test it back for another round.
-    fn evaluate(&mut self, direction: Direction) -> Verdict {
+    fn evaluate(&mut self, direction: Direction, unit: Option<&[u8]>) -> Verdict {
         let set = self.set.clone();
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
@@ -692,7 +741,7 @@ impl FlowIps {
                 _ => true,
             };
             let version_ok = rule.tls_version.is_none() || rule.tls_version == self.tls_version[d];
-            if !dir_ok || !proto_ok || !version_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.satisfied(ri, rule, d) {
+            if !dir_ok || !proto_ok || !version_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.holds(ri, rule, d, unit) {
                     continue;
                 }
                 holding.push(i);
@@ -805,6 +854,139 @@ impl FlowIps {
         changed
     }
 
+    /// The rule's contents, pcres, sizes and payload keywords hold for direction `d` (`unit`: the
+    /// data unit being inspected, if any).
+    fn holds(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>) -> bool {
+        match self.set.eval.get(ri as usize) {
+            Some(Eval::Plain) | None => self.satisfied(ri, rule, d),
+            Some(Eval::Payload) => self.satisfied_in_order(ri, rule, d, None),
+            Some(Eval::DataUnit) => match unit {
+                Some(u) if rule.dsize.is_none_or(|s| s.holds(u.len() as u64)) => self.satisfied_in_order(ri, rule, d, Some(u)),
+                _ => false,
+            },
+        }
+    }
+
+    /// Suricata's content inspection: per buffer, its contents, pcres and payload keywords in
+    /// the order written, each from the detection pointer the one before it left, trying every
+    /// match of a content or pcre until the rest holds (at most `INSPECTION_BUDGET` steps, as
+    /// Suricata's recursion limit). `unit`: the stream's bytes are this data unit, and stream
+    /// positions count from its start.
+    fn satisfied_in_order(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>) -> bool {
+        let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
+        if !rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) {
+            return false;
+        }
+        let mut vars = [0u64; MAX_VARS];
+        let mut budget = INSPECTION_BUDGET;
+        let mut done: Vec<Buffer> = Vec::new();
+        for &first in &rule.order {
+            let buffer = step_buffer(rule, first);
+            if done.contains(&buffer) {
+                continue;
+            }
+            done.push(buffer);
+            let steps: Vec<Step> = rule.order.iter().copied().filter(|s| step_buffer(rule, *s) == buffer).collect();
+            let view = match (buffer, unit) {
+                (Buffer::Stream, Some(u)) => View { bytes: Some(u), len: Some(u.len() as u64), start: self.unit_start[d] },
+                (Buffer::Stream, None) => View { bytes: None, len: None, start: 0 },
+                (b, _) => {
+                    let l = len(b);
+                    View { bytes: l.and_then(|_| self.field_bytes[d].get(&b)).map(Vec::as_slice), len: l, start: 0 }
+                }
+            };
+            let walk = Walk { ri, rule, d, view, unit: buffer == Buffer::Stream && unit.is_some() };
+            if !self.walk(&walk, &steps, 0, &mut vars, &mut budget) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The matches of a content or pcre in the walk's buffer, as positions in it.
+    fn found<'a>(&'a self, w: &'a Walk<'_>, is_pcre: bool, item: u16) -> impl Iterator<Item = (u64, u64)> + 'a {
+        let all = self.matches[w.d].get(&(w.ri, is_pcre, item)).map(Vec::as_slice).unwrap_or(&[]);
+        let (start, end) = (w.view.start, w.view.start.saturating_add(w.view.len.unwrap_or(0)));
+        all.iter().filter_map(move |&(from, to)| {
+            if !w.unit {
+                Some((from, to))
+            } else if from >= start && to <= end {
+                Some((from - start, to - start))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn walk(&self, w: &Walk<'_>, steps: &[Step], ptr: u64, vars: &mut [u64; MAX_VARS], budget: &mut u32) -> bool {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let Some((&step, rest)) = steps.split_first() else {
+            return true;
+        };
+        match step {
+            Step::Content(ci) => {
+                let Some(c) = w.rule.contents.get(usize::from(ci)) else {
+                    return false;
+                };
+                if c.negated {
+                    if self.found(w, false, ci).any(|m| content_fits(c, m, ptr, vars, w.view.len)) {
+                        return false;
+                    }
+                    return self.walk(w, rest, ptr, vars, budget);
+                }
+                let saved = *vars;
+                for m in self.found(w, false, ci) {
+                    if content_fits(c, m, ptr, vars, w.view.len) {
+                        if self.walk(w, rest, m.1, vars, budget) {
+                            return true;
+                        }
+                        *vars = saved;
+                    }
+                }
+                false
+            }
+            Step::Pcre(pi) => {
+                let Some(p) = w.rule.pcres.get(usize::from(pi)) else {
+                    return false;
+                };
+                let fits = |(from, _): (u64, u64)| !p.relative || if p.anchored { from == ptr } else { from >= ptr };
+                if p.negated {
+                    if self.found(w, true, pi).any(fits) {
+                        return false;
+                    }
+                    return self.walk(w, rest, ptr, vars, budget);
+                }
+                let saved = *vars;
+                for m in self.found(w, true, pi).filter(|m| fits(*m)) {
+                    if self.walk(w, rest, m.1, vars, budget) {
+                        return true;
+                    }
+                    *vars = saved;
+                }
+                false
+            }
+            Step::Check(k) => {
+                let (Some(check), Some(bytes)) = (w.rule.checks.get(usize::from(k)), w.view.bytes) else {
+                    return false;
+                };
+                let saved = *vars;
+                match payload::eval(&check.check, bytes, ptr, vars) {
+                    Outcome::Holds { ptr } => {
+                        if self.walk(w, rest, ptr, vars, budget) {
+                            return true;
+                        }
+                        *vars = saved;
+                        false
+                    }
+                    Outcome::Fails => false,
+                }
+            }
+        }
+    }
+
     fn satisfied(&self, ri: u32, rule: &Rule, d: usize) -> bool {
         let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
         let len_of = |c: &crate::inspect::rules::Content| self.field_len[d].get(&(c.buffer, c.transforms)).copied();
@@ -816,13 +998,15 @@ impl FlowIps {
         let mut ends: Vec<Option<u64>> = vec![None; rule.contents.len()];
         for (ci, c) in rule.contents.iter().enumerate() {
             let found = self.matches[d].get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
+            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
             if c.negated {
-                if !found.is_empty() {
+                // Only a match where the content's modifiers put it counts (a negated `endswith`
+                // fails only on a match that ends the buffer), as in Suricata.
+                if found.iter().any(|m| content_fits(c, *m, relative_to.unwrap_or(0), &[0; MAX_VARS], len_of(c))) {
                     return false;
                 }
                 continue;
             }
-            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
             let ok = found.iter().find(|(from, to)| {
                 if c.startswith && *from != 0 {
                     return false;
@@ -875,6 +1059,62 @@ impl FlowIps {
             hit != p.negated
         })
     }
+}
+
+/// Steps of content inspection a rule may take per evaluation (Suricata's default recursion
+/// limit): past it, the rule does not match.
+const INSPECTION_BUDGET: u32 = 3000;
+
+/// The buffer a walk inspects: its bytes and length, if known, and (for a data unit) the stream
+/// offset where it starts.
+struct View<'a> {
+    bytes: Option<&'a [u8]>,
+    len: Option<u64>,
+    start: u64,
+}
+
+/// One buffer of one rule being inspected.
+struct Walk<'a> {
+    ri: u32,
+    rule: &'a Rule,
+    d: usize,
+    view: View<'a>,
+    /// Positions are the data unit's (matches outside it do not count).
+    unit: bool,
+}
+
+/// A content's match `(from, to)` fits its modifiers with the detection pointer at `ptr`:
+/// `offset` and `depth` from the buffer's start, `distance` and `within` from the pointer (the
+/// buffer's start when nothing came before it); variables from byte_extract, cast as Suricata
+/// casts them.
+fn content_fits(c: &Content, (from, to): (u64, u64), ptr: u64, vars: &[u64; MAX_VARS], len: Option<u64>) -> bool {
+    let var = |v: Option<payload::VarId>| v.and_then(|v| vars.get(usize::from(v.0)).copied());
+    let offset = var(c.vars.offset).map(|v| u64::from(v as u32)).or(c.offset.map(u64::from));
+    let depth = var(c.vars.depth).map(|v| u64::from(v as u32)).or(c.depth.map(u64::from));
+    let distance = var(c.vars.distance).map(|v| i64::from(v as u32 as i32)).or(c.distance.map(i64::from));
+    let within = var(c.vars.within).map(|v| u64::from(v as u32)).or(c.within.map(u64::from));
+    if c.startswith && from != 0 {
+        return false;
+    }
+    if c.endswith && Some(to) != len {
+        return false;
+    }
+    if offset.is_some_and(|o| from < o) {
+        return false;
+    }
+    if depth.is_some_and(|dp| to > offset.unwrap_or(0).saturating_add(dp)) {
+        return false;
+    }
+    if distance.is_some() || within.is_some() {
+        let start = u64::try_from((i128::from(ptr) + i128::from(distance.unwrap_or(0))).max(0)).unwrap_or(u64::MAX);
+        if from < start {
+            return false;
+        }
+        if within.is_some_and(|w| to > start.saturating_add(w)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The path and query of a request-target: an absolute-form URI loses its scheme and authority,
