@@ -11,18 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use tls_inspect_tests::tlsbed::Bed;
+use tls_inspect_tests::tlsbed::{bundled_samples, Bed};
 use tls_inspect_tests::{check, wait_until, CLIENT_IP, SERVER_IP};
 
 /// Near misses share keep-alive connections, this many to a connection.
 const NEAR_MISSES_PER_CONNECTION: usize = 20;
 /// The client's source ports count up from here, one per TCP connection.
 const FIRST_PORT: u16 = 20000;
-
-fn samples() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls-inspect-dataplane/tests/fixtures/bundled-samples.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
 
 /// The start of a sample, for messages.
 fn start(sample: &Value) -> String {
@@ -32,7 +27,7 @@ fn start(sample: &Value) -> String {
 #[test]
 fn every_bundled_rule_blocks_its_positive_and_lets_its_near_miss_through_the_appliance() -> Result<()> {
     let began = Instant::now();
-    let samples = samples();
+    let samples = bundled_samples()?;
     let cases = samples["cases"].as_array().unwrap();
     let benign = samples["benign"].as_array().unwrap();
     assert!(cases.len() >= 281, "{} cases", cases.len());
