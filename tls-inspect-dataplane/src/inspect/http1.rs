@@ -197,12 +197,23 @@ impl Http1Dir {
 
 fn looks_like_http(head: &[u8], direction: Direction) -> bool {
     match direction {
+        // A method is any token, as httparse (and Suricata's libhtp) take it, so that WebDAV's
+        // PROPFIND or MKCOL are followed whether their head comes in one read or in pieces.
         Direction::ToServer => {
-            let methods: [&[u8]; 9] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
-            methods.iter().any(|m| head.starts_with(m) || m.starts_with(head))
+            let method = head.iter().position(|&c| c == b' ').unwrap_or(head.len());
+            method > 0 && method <= MAX_METHOD && head[..method].iter().all(|&c| is_tchar(c))
         }
         Direction::ToClient => head.starts_with(b"HTTP/") || b"HTTP/".starts_with(head),
     }
+}
+
+/// The longest request method an unfinished head may start with (the registered ones are at
+/// most 17 bytes: UPDATEREDIRECTREF).
+const MAX_METHOD: usize = 32;
+
+/// A token character (RFC 9110 section 5.6.2).
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 /// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
@@ -293,10 +304,31 @@ mod tests {
     }
 
     #[test]
+    fn any_method_is_followed_whole_or_in_pieces() {
+        let wire = b"PROPFIND /d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabMKCOL /e HTTP/1.1\r\nHost: x\r\n\r\n";
+        let whole = follow(&mut Http1Dir::default(), Direction::ToServer, wire);
+        assert_eq!(whole, ["head PROPFIND /d", "body ab", "end", "head MKCOL /e", "end"]);
+        // Byte by byte: the heads start as "P", "PR", ... (the old follower took only nine
+        // methods and turned off at "PROPFI" unless the whole head came in one read).
+        let mut dir = Http1Dir::default();
+        let mut heads = Vec::new();
+        for b in wire.chunks(1) {
+            heads.extend(follow(&mut dir, Direction::ToServer, b).into_iter().filter(|e| e.starts_with("head")));
+        }
+        assert_eq!(heads, ["head PROPFIND /d", "head MKCOL /e"]);
+    }
+
+    #[test]
     fn what_is_not_http_or_too_large_turns_the_follower_off() {
         let mut dir = Http1Dir::default();
         assert!(follow(&mut dir, Direction::ToServer, b"\x16\x03\x01binary").is_empty());
         assert!(dir.is_off());
+        // Not a method: no token before the first space, or a token longer than any method.
+        for start in [&b" GET / HTTP/1.1"[..], b"GE(T / HTTP/1.1", b"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ"] {
+            let mut dir = Http1Dir::default();
+            assert!(follow(&mut dir, Direction::ToServer, start).is_empty());
+            assert!(dir.is_off(), "{:?}", String::from_utf8_lossy(start));
+        }
         let mut dir = Http1Dir::default();
         let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
         head.resize(MAX_HEAD + 10, b'a');

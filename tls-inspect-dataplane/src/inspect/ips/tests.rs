@@ -138,18 +138,26 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     assert_eq!(covered, all, "every bundled rule has a sample");
     assert!(all.len() >= 150, "{} bundled rules", all.len());
     let mut failures = Vec::new();
+    // Each sample in one read, and in reads of 7 bytes (the appliance hands the IPS what each
+    // read decrypted: a request can come in pieces).
     for (sid, positive, negative) in cases {
-        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
-        f.inspect(Direction::ToServer, &positive, &mut scratch);
-        if !f.hits.iter().any(|h| h.sid == sid) {
-            failures.push(format!("sid {sid} missed {:?}", String::from_utf8_lossy(&positive)));
-        }
-        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
-        f.inspect(Direction::ToServer, &negative, &mut scratch);
-        // A near miss fires no bundled rule at all: through the appliance, any of them would
-        // block it.
-        for h in &f.hits {
-            failures.push(format!("sid {} fired on the near miss of sid {sid} {:?}", h.sid, String::from_utf8_lossy(&negative)));
+        for read in [usize::MAX, 7] {
+            let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+            for piece in positive.chunks(read.min(positive.len())) {
+                f.inspect(Direction::ToServer, piece, &mut scratch);
+            }
+            if !f.hits.iter().any(|h| h.sid == sid) {
+                failures.push(format!("sid {sid} missed (reads of {read} bytes) {:?}", String::from_utf8_lossy(&positive)));
+            }
+            let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+            for piece in negative.chunks(read.min(negative.len())) {
+                f.inspect(Direction::ToServer, piece, &mut scratch);
+            }
+            // A near miss fires no bundled rule at all: through the appliance, any of them would
+            // block it.
+            for h in &f.hits {
+                failures.push(format!("sid {} fired on the near miss of sid {sid} (reads of {read} bytes) {:?}", h.sid, String::from_utf8_lossy(&negative)));
+            }
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
