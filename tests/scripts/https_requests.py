@@ -7,13 +7,14 @@ PLAN is a JSON file:
 
     {"host": "198.18.0.2", "port": 443, "sni": "server.test", "cafile": "ca.crt",
      "bind": "198.18.0.1", "first_port": 20000, "parallel": 4,
-     "connections": [{"one_shot": false, "requests": [{"id": "...", "bytes": "..."}, ...]}, ...]}
+     "connections": [{"one_shot": false, "split": 0, "requests": [{"id": "...", "bytes": "..."}, ...]}, ...]}
 
 A request's bytes are a string with one character per byte (U+0000-U+00FF), sent as they are,
 with no normalisation. The requests of a connection go one after the other on one keep-alive TLS
 connection (the next is sent once the previous response is complete); when the peer closes it,
 the rest go on a new one. After each response of a `one_shot` connection the client waits up to
-2 s for the peer to close it (a blocked flow is closed). Every TCP connection has a source port of its own, counted up from
+2 s for the peer to close it (a blocked flow is closed). With `split` N, a request goes in TLS
+records of N bytes (each its own write, Nagle off), so that it reaches the peer in pieces. Every TCP connection has a source port of its own, counted up from
 `first_port`, so that the caller can find its flow in the appliance's log. Connections run
 `parallel` at a time.
 
@@ -39,6 +40,7 @@ class Conn:
     def __init__(self, plan, ctx, port):
         raw = socket.socket()
         raw.settimeout(TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.bind((plan["bind"], port))
         raw.connect((plan["host"], plan["port"]))
         self.s = ctx.wrap_socket(raw, server_hostname=plan["sni"])
@@ -139,9 +141,12 @@ def main():
         with lock:
             print(json.dumps(record), flush=True)
 
-    def exchange(conn, req, record):
+    def exchange(conn, req, record, split):
         record["port"] = conn.port
-        conn.s.sendall(req["bytes"].encode("latin-1"))
+        data = req["bytes"].encode("latin-1")
+        step = split or len(data) or 1
+        for at in range(0, len(data), step):
+            conn.s.sendall(data[at:at + step])
         status, headers, body = conn.response()
         record.update(status=status, headers=headers, body=body[:200].decode("latin-1"))
 
@@ -153,7 +158,7 @@ def main():
                 if conn is None:
                     conn, used = Conn(plan, ctx, port()), False
                 try:
-                    exchange(conn, req, record)
+                    exchange(conn, req, record, connection.get("split", 0))
                 except Closed:
                     if not used or conn.buf:
                         raise
@@ -161,7 +166,7 @@ def main():
                     # on a new one.
                     conn.close()
                     conn, used = Conn(plan, ctx, port()), False
-                    exchange(conn, req, record)
+                    exchange(conn, req, record, connection.get("split", 0))
                 used = True
                 if connection.get("one_shot"):
                     record["closed"] = conn.closed()
