@@ -20,6 +20,7 @@ records of N bytes (each its own write, Nagle off), so that it reaches the peer 
 
 Each line: {"id", "port", "status" (null when no response came), "headers" (lower-case names),
 "body" (the first 200 bytes), "closed" (the peer closed the connection after this request),
+"after" (one_shot only: the first 200 bytes the peer sent after the response, before closing),
 "error" (null, or what went wrong: the connection reset, a timeout, a TLS error)}.
 """
 import json
@@ -104,17 +105,15 @@ class Conn:
             return status, headers, body
 
     def closed(self):
-        """Whether the peer closes the connection now (waiting up to 2 s for it)."""
-        if self.buf:
-            return False
+        """(Whether the peer closes the connection within 2 s, what it sent before closing)."""
         self.s.settimeout(2)
         try:
-            self.more()
-            return False
+            while True:
+                self.more()
         except Closed:
-            return True
+            return True, self.buf
         except (socket.timeout, TimeoutError):
-            return False
+            return False, self.buf
         finally:
             self.s.settimeout(TIMEOUT)
 
@@ -169,7 +168,8 @@ def main():
                     exchange(conn, req, record, connection.get("split", 0))
                 used = True
                 if connection.get("one_shot"):
-                    record["closed"] = conn.closed()
+                    record["closed"], after = conn.closed()
+                    record["after"] = after[:200].decode("latin-1")
                 else:
                     record["closed"] = record["headers"].get("connection", "").lower() == "close"
             except Closed as e:

@@ -130,9 +130,11 @@ fn every_bundled_rule_blocks_its_positive_and_lets_its_near_miss_through_the_app
         };
 
         // Positives: an alert with the rule's sid on the flow, blocked, and the connection
-        // closed after the block page (or a reset). In pieces: the flow blocked by a bundled
-        // rule and closed.
+        // closed after the block page, with nothing after it (or a reset). In pieces: the flow
+        // blocked by a bundled rule and closed.
         let (mut own_sid, mut page_or_reset) = (0, 0);
+        // In pieces: answered by nginx before the block; blocked by another rule first.
+        let (mut answered_first, mut preempted) = (Vec::new(), Vec::new());
         for c in cases {
             let sid = c["sid"].as_u64().unwrap();
             let r = &results[&format!("{p}positive {sid}")];
@@ -142,8 +144,15 @@ fn every_bundled_rule_blocks_its_positive_and_lets_its_near_miss_through_the_app
             let on_flow = r["port"].as_u64().and_then(|port| alerts.get(&port)).cloned().unwrap_or_default();
             let blocked_by = |s: Option<u64>| on_flow.iter().any(|a| s.is_none_or(|s| a["alert"]["signature_id"] == s) && a["alert"]["action"] == "blocked");
             own_sid += usize::from(blocked_by(Some(sid)));
+            if answered_by_nginx(r) {
+                answered_first.push(sid);
+            }
+            if !blocked_by(Some(sid)) && blocked_by(None) {
+                let by: Vec<String> = on_flow.iter().map(|a| a["alert"]["signature_id"].to_string()).collect();
+                preempted.push(format!("{sid} by {}", by.join("+")));
+            }
             let whole = round.split == 0;
-            if r["closed"] != true || (whole && !(page || reset)) {
+            if r["closed"] != true || (whole && (!(page || reset) || r["after"] != "")) {
                 fail(format!("{p}{sid}"), format!("positive {:?} not blocked: {r}", start(&c["positive"])));
             }
             if !blocked_by(if whole { Some(sid) } else { None }) {
@@ -176,7 +185,7 @@ fn every_bundled_rule_blocks_its_positive_and_lets_its_near_miss_through_the_app
             fail(format!("{p}nginx"), format!("{logged} requests in its access log, {answered} answered by it"));
         }
         summary.push(format!(
-            "{}: {} requests on {} connections in {:.1} s; positives: {own_sid} blocked by their own sid, {page_or_reset} got the block page or a reset; nginx logged {logged} requests, answered {answered}",
+            "{}: {} requests on {} connections in {:.1} s; positives: {own_sid} blocked by their own sid (others first: {preempted:?}), {page_or_reset} got the block page or a reset (nginx's answer first: {answered_first:?}); nginx logged {logged} requests, answered {answered}",
             if round.split == 0 { "whole".to_string() } else { format!("in {}-byte records", round.split) },
             results.len(),
             ports.len(),
