@@ -107,6 +107,16 @@ fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> 
     )?;
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
 
+    // An empty line in a record of its own before the request (servers ignore it, and so does
+    // the HTTP follower: it used to stop following the connection there).
+    let out = python_tls_exchange(
+        &b,
+        "",
+        "s.sendall(b'\\r\\n')\n\
+         s.sendall(b'GET /?q=${jndi:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n",
+    )?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+
     // One TLS record cut into TCP segments of 88 bytes (TCP_MAXSEG), the pattern past the
     // first segment: the userspace stack reassembles it before TLS and the IPS see it.
     let out = python_tls_exchange(

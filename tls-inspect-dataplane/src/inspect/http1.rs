@@ -85,6 +85,15 @@ impl Http1Dir {
                 }
                 continue;
             }
+            // Empty lines before a message are ignored (RFC 9112 section 2.2), as httparse
+            // ignores them in a head that comes whole: also when they come in a read of their own.
+            if self.head.is_empty() {
+                let empty = data.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+                data = &data[empty..];
+                if data.is_empty() {
+                    break;
+                }
+            }
             // Accumulate a head, up to its end when it ends in this read: the bytes after it
             // (a body, pipelined requests) stay in `data`, copied never and followed in this loop.
             let old = self.head.len();
@@ -316,6 +325,25 @@ mod tests {
             heads.extend(follow(&mut dir, Direction::ToServer, b).into_iter().filter(|e| e.starts_with("head")));
         }
         assert_eq!(heads, ["head PROPFIND /d", "head MKCOL /e"]);
+    }
+
+    #[test]
+    fn empty_lines_before_a_message_are_skipped_whole_or_in_pieces() {
+        // A CRLF before a request, and one after a body (which some clients send): in one read,
+        // in reads of 3 bytes, and in a read of its own (an evasion once: the follower turned
+        // off at a read of "\r\n" and followed nothing more on the connection).
+        let wire = b"\r\nPOST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\na\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let heads = |reads: &[&[u8]]| {
+            let mut dir = Http1Dir::default();
+            let seen: Vec<String> = reads.iter().flat_map(|r| follow(&mut dir, Direction::ToServer, r)).filter(|e| e.starts_with("head")).collect();
+            (seen, dir.is_off())
+        };
+        let expected = (vec!["head POST /a".to_string(), "head GET /b".to_string()], false);
+        assert_eq!(heads(&[wire]), expected);
+        assert_eq!(heads(&wire.chunks(3).collect::<Vec<_>>()), expected);
+        let (first, rest) = wire.split_at(42);
+        assert_eq!(&rest[..2], b"\r\n");
+        assert_eq!(heads(&[&wire[..2], &first[2..], &rest[..2], &rest[2..]]), expected);
     }
 
     #[test]
