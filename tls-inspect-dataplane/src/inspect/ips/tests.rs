@@ -138,10 +138,10 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     assert_eq!(covered, all, "every bundled rule has a sample");
     assert!(all.len() >= 150, "{} bundled rules", all.len());
     let mut failures = Vec::new();
-    // Each sample in one read, and in reads of 7 bytes (the appliance hands the IPS what each
-    // read decrypted: a request can come in pieces).
+    // Each sample in one read, and in reads of 1 and 7 bytes (the appliance hands the IPS what
+    // each read decrypted: a request can come in pieces).
     for (sid, positive, negative) in cases {
-        for read in [usize::MAX, 7] {
+        for read in [usize::MAX, 1, 7] {
             let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
             for piece in positive.chunks(read.min(positive.len())) {
                 f.inspect(Direction::ToServer, piece, &mut scratch);
