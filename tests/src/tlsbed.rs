@@ -162,6 +162,15 @@ pub fn nginx(t: &mut Topology, server: &Pair) -> Result<()> {
     t.start_nginx(&d, &conf, &[443, DIRECT_PORT]).map(drop)
 }
 
+/// The bundled rules' samples, `tls-inspect-dataplane/tests/fixtures/bundled-samples.json` (the
+/// dataplane's in-process test reads the same file): `cases`, each `{sid, positive, near_miss}`,
+/// and `benign`; each sample an exact HTTP/1.1 request, one character per byte.
+pub fn bundled_samples() -> Result<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls-inspect-dataplane/tests/fixtures/bundled-samples.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Checks records against Suricata's `etc/schema.json` (the copy in the dataplane's test
 /// fixtures), with one addition: the appliance's own `tls_inspect` object.
 pub fn check_eve_schema(records: &[Value]) -> Result<()> {

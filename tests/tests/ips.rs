@@ -1,6 +1,6 @@
 //! The IPS on decrypted traffic through the appliance: a Log4Shell request is blocked with a
 //! block page naming the rule (and never reaches the server), passes with an alert in monitor
-//! mode, and is caught when split across TLS records or TCP segments; every bundled rule on TLS
+//! mode, and is caught when split across TLS records or TCP segments; the basic bundled rules on TLS
 //! 1.2/1.3 and HTTP/1.1/2; levels; rule commands and reload under traffic; a blocked non-HTTP
 //! flow; DLP; the whitelist.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
@@ -128,6 +128,16 @@ fn a_pattern_split_across_tls_records_or_tcp_segments_is_caught() -> Result<()> 
         "",
         "s.sendall(b'GET /?q=${jn')\n\
          s.sendall(b'di:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n",
+    )?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
+
+    // An empty line in a record of its own before the request (servers ignore it, and so does
+    // the HTTP follower: it used to stop following the connection there).
+    let out = python_tls_exchange(
+        &b,
+        "",
+        "s.sendall(b'\\r\\n')\n\
+         s.sendall(b'GET /?q=${jndi:ldap://x} HTTP/1.1\\r\\nHost: server.test\\r\\n\\r\\n')\n",
     )?;
     assert!(out.contains("403 Forbidden") && out.contains("sid 9000001"), "{out}");
 
@@ -262,37 +272,32 @@ fn rules_are_changed_and_reloaded_under_traffic() -> Result<()> {
     Ok(())
 }
 
-/// One request of the bundled-rule matrix: (method, path, user agent, body).
-type Sample = (&'static str, &'static str, &'static str, &'static str);
+/// A sample of the bundled rules' (an exact HTTP/1.1 request) as curl sends it: (method,
+/// target, user agent, body).
+fn curl_form(sample: &str) -> (&str, &str, &str, &str) {
+    let (head, body) = sample.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or("").split(' ');
+    let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
+    let ua = lines.find_map(|l| l.strip_prefix("User-Agent: ")).unwrap_or("");
+    (method, target, ua, body)
+}
 
-/// Every bundled rule's positive sample and a near miss, as curl sends them (the same as the
-/// in-process test in the dataplane's ips tests).
-const BUNDLED: [(u32, Sample, Sample); 17] = {
-    const UA: &str = "Mozilla/5.0";
-    [
-        (9000001, ("GET", "/?x=${jndi:ldap://a/b}", UA, ""), ("GET", "/?x=jndi", UA, "")),
-        (9000002, ("GET", "/", "${jndi:ldap://a/b}", ""), ("GET", "/", UA, "")),
-        (9000003, ("POST", "/post/api", UA, "{\"q\":\"${jndi:rmi://a/b}\"}"), ("POST", "/post/api", UA, "{\"q\":\"hello\"}")),
-        (9000004, ("POST", "/post/", UA, "class.module.classLoader.resources.context=x"), ("POST", "/post/", UA, "class=module")),
-        (9000005, ("GET", "/?class.module.classLoader.URLs[0]=0", UA, ""), ("GET", "/?class=1", UA, "")),
-        (9000006, ("GET", "/cgi-bin/x", "() { :; }; /bin/bash -c id", ""), ("GET", "/cgi-bin/x", "curl/8.0", "")),
-        (9000010, ("GET", "/a/../../etc/x", UA, ""), ("GET", "/a/b/../c", UA, "")),
-        (9000011, ("GET", "/%252e%252e%252fetc", UA, ""), ("GET", "/%2e/etc", UA, "")),
-        (9000012, ("GET", "/view?f=/etc/passwd", UA, ""), ("GET", "/view?f=/etc/hosts", UA, "")),
-        (9000013, ("GET", "/p?id=1%20UNION%20ALL%20SELECT%201", UA, ""), ("GET", "/p?id=union", UA, "")),
-        (9000014, ("GET", "/p?u=%27%20or%201%3d1", UA, ""), ("GET", "/p?u=oregon", UA, "")),
-        (9000015, ("POST", "/post/up.php", UA, "<?php eval(base64_decode('aWQ='));"), ("POST", "/post/up.php", UA, "evaluate(now)")),
-        (9000016, ("POST", "/post/x.jsp", UA, "Runtime.getRuntime().exec(\"id\")"), ("POST", "/post/x.jsp", UA, "Runtime stats")),
-        (9000020, ("GET", "/", "sqlmap/1.7.2#stable", ""), ("GET", "/", UA, "")),
-        (9000021, ("GET", "/", "Mozilla/5.00 (Nikto/2.1.6)", ""), ("GET", "/", UA, "")),
-        (9000022, ("GET", "/", "Nuclei - Open-source project", ""), ("GET", "/", UA, "")),
-        (9000023, ("GET", "/pixel.gif", UA, ""), ("GET", "/images/pixel.gif", UA, "")),
-    ]
-};
-
+/// The basic set of the bundled rules (9000001-9000023) on TLS 1.2 and 1.3, HTTP/1.1 and h2,
+/// with curl: each positive sample fires its rule, each near miss does not (every bundled rule
+/// over HTTP/1.1 in block mode is `vpatch.rs`).
 #[test]
-fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Result<()> {
+fn the_basic_bundled_rules_fire_through_the_appliance_on_tls12_tls13_h1_h2() -> Result<()> {
     let (b, ca) = ips_bed("mode = \"monitor\"\nlevel = \"strict\"")?;
+    let samples = tls_inspect_tests::tlsbed::bundled_samples()?;
+    let basic: Vec<(u32, &str, &str)> = samples["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["sid"].as_u64().unwrap() as u32, c["positive"].as_str().unwrap(), c["near_miss"].as_str().unwrap()))
+        .filter(|c| c.0 < 9000100)
+        .collect();
+    assert_eq!(basic.len(), 17);
     let combos: [(&str, &str, &str, &str, &str); 4] = [
         ("--tlsv1.2", "--tls-max", "1.2", "--http1.1", "TLS 1.2/http/1.1"),
         ("--tlsv1.2", "--tls-max", "1.2", "--http2", "TLS 1.2/h2"),
@@ -302,8 +307,8 @@ fn every_bundled_rule_fires_through_the_appliance_on_tls12_tls13_h1_h2() -> Resu
     // (local port, sid, positive?, combo)
     let mut sent: Vec<(u64, u32, bool, &str)> = Vec::new();
     for &(min, maxflag, max, http, name) in &combos {
-        for (sid, pos, neg) in BUNDLED {
-            for (positive, (method, path, ua, body)) in [(true, pos), (false, neg)] {
+        for &(sid, pos, neg) in &basic {
+            for (positive, (method, path, ua, body)) in [(true, curl_form(pos)), (false, curl_form(neg))] {
                 let url = format!("https://server.test{path}");
                 let mut args = vec![min, maxflag, max, http, "-g", "--path-as-is", "--cacert", &ca, "-o", "/dev/null", "-w", "%{local_port}", "-A", ua, "-X", method];
                 if !body.is_empty() {

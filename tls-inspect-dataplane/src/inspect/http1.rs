@@ -207,12 +207,23 @@ impl Http1Dir {
 
 fn looks_like_http(head: &[u8], direction: Direction) -> bool {
     match direction {
+        // A method is any token, as httparse (and Suricata's libhtp) take it, so that WebDAV's
+        // PROPFIND or MKCOL are followed whether their head comes in one read or in pieces.
         Direction::ToServer => {
-            let methods: [&[u8]; 9] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
-            methods.iter().any(|m| head.starts_with(m) || m.starts_with(head))
+            let method = head.iter().position(|&c| c == b' ').unwrap_or(head.len());
+            method > 0 && method <= MAX_METHOD && head[..method].iter().all(|&c| is_tchar(c))
         }
         Direction::ToClient => head.starts_with(b"HTTP/") || b"HTTP/".starts_with(head),
     }
+}
+
+/// The longest request method an unfinished head may start with (the registered ones are at
+/// most 17 bytes: UPDATEREDIRECTREF).
+const MAX_METHOD: usize = 32;
+
+/// A token character (RFC 9110 section 5.6.2).
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 /// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
@@ -321,10 +332,50 @@ mod tests {
     }
 
     #[test]
+    fn any_method_is_followed_whole_or_in_pieces() {
+        let wire = b"PROPFIND /d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabMKCOL /e HTTP/1.1\r\nHost: x\r\n\r\n";
+        let whole = follow(&mut Http1Dir::default(), Direction::ToServer, wire);
+        assert_eq!(whole, ["head PROPFIND /d", "body ab", "end", "head MKCOL /e", "end"]);
+        // Byte by byte: the heads start as "P", "PR", ... (the old follower took only nine
+        // methods and turned off at "PROPFI" unless the whole head came in one read).
+        let mut dir = Http1Dir::default();
+        let mut heads = Vec::new();
+        for b in wire.chunks(1) {
+            heads.extend(follow(&mut dir, Direction::ToServer, b).into_iter().filter(|e| e.starts_with("head")));
+        }
+        assert_eq!(heads, ["head PROPFIND /d", "head MKCOL /e"]);
+    }
+
+    #[test]
+    fn empty_lines_before_a_message_are_skipped_whole_or_in_pieces() {
+        // A CRLF before a request, and one after a body (which some clients send): in one read,
+        // in reads of 3 bytes, and in a read of its own (an evasion once: the follower turned
+        // off at a read of "\r\n" and followed nothing more on the connection).
+        let wire = b"\r\nPOST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\na\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let heads = |reads: &[&[u8]]| {
+            let mut dir = Http1Dir::default();
+            let seen: Vec<String> = reads.iter().flat_map(|r| follow(&mut dir, Direction::ToServer, r)).filter(|e| e.starts_with("head")).collect();
+            (seen, dir.is_off())
+        };
+        let expected = (vec!["head POST /a".to_string(), "head GET /b".to_string()], false);
+        assert_eq!(heads(&[wire]), expected);
+        assert_eq!(heads(&wire.chunks(3).collect::<Vec<_>>()), expected);
+        let (first, rest) = wire.split_at(42);
+        assert_eq!(&rest[..2], b"\r\n");
+        assert_eq!(heads(&[&wire[..2], &first[2..], &rest[..2], &rest[2..]]), expected);
+    }
+
+    #[test]
     fn what_is_not_http_or_too_large_turns_the_follower_off() {
         let mut dir = Http1Dir::default();
         assert!(follow(&mut dir, Direction::ToServer, b"\x16\x03\x01binary").is_empty());
         assert!(dir.is_off());
+        // Not a method: no token before the first space, or a token longer than any method.
+        for start in [&b" GET / HTTP/1.1"[..], b"GE(T / HTTP/1.1", b"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ"] {
+            let mut dir = Http1Dir::default();
+            assert!(follow(&mut dir, Direction::ToServer, start).is_empty());
+            assert!(dir.is_off(), "{:?}", String::from_utf8_lossy(start));
+        }
         let mut dir = Http1Dir::default();
         let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
         head.resize(MAX_HEAD + 10, b'a');

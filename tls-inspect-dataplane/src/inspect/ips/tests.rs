@@ -123,10 +123,6 @@ fn uris_are_percent_decoded_once() {
     assert!(matches!(v, Verdict::Block(_)), "an encoded Log4Shell URI is caught: {v:?}");
 }
 
-fn request(method: &str, uri: &str, ua: &str, body: &str) -> Vec<u8> {
-    format!("{method} {uri} HTTP/1.1\r\nHost: app.example\r\nUser-Agent: {ua}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
-}
-
 #[test]
 fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     let (rules, errors) = parse_rules(crate::inspect::DEFAULT_RULES);
@@ -135,29 +131,7 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     assert!(refused.is_empty(), "{refused:?}");
     let set = Arc::new(set);
     let mut scratch = set.scratch().unwrap();
-    let ua = "Mozilla/5.0";
-    let cases: Vec<(u32, Vec<u8>, Vec<u8>)> = vec![
-        (9000001, request("GET", "/?x=${jndi:ldap://a/b}", ua, ""), request("GET", "/?x=jndi", ua, "")),
-        (9000002, request("GET", "/", "${jndi:ldap://a/b}", ""), request("GET", "/", ua, "")),
-        (9000003, request("POST", "/api", ua, "{\"q\":\"${jndi:rmi://a/b}\"}"), request("POST", "/api", ua, "{\"q\":\"hello\"}")),
-        (9000004, request("POST", "/", ua, "class.module.classLoader.resources.context=x"), request("POST", "/", ua, "class=module")),
-        (9000005, request("GET", "/?class.module.classLoader.URLs[0]=0", ua, ""), request("GET", "/?class=1", ua, "")),
-        (9000006, request("GET", "/cgi-bin/x", "() { :; }; /bin/bash -c id", ""), request("GET", "/cgi-bin/x", "curl/8.0", "")),
-        (9000010, request("GET", "/a/../../etc/x", ua, ""), request("GET", "/a/b/../c", ua, "")),
-        (9000011, request("GET", "/%252e%252e%252fetc", ua, ""), request("GET", "/%2e/etc", ua, "")),
-        (9000012, request("GET", "/view?f=/etc/passwd", ua, ""), request("GET", "/view?f=/etc/hosts", ua, "")),
-        (9000013, request("GET", "/p?id=1%20UNION%20ALL%20SELECT%201", ua, ""), request("GET", "/p?id=union", ua, "")),
-        (9000014, request("GET", "/p?u=%27%20or%201%3d1", ua, ""), request("GET", "/p?u=oregon", ua, "")),
-        (9000015, request("POST", "/up.php", ua, "<?php eval(base64_decode('aWQ='));"), request("POST", "/up.php", ua, "evaluate(now)")),
-        (9000016, request("POST", "/x.jsp", ua, "Runtime.getRuntime().exec(\"id\")"), request("POST", "/x.jsp", ua, "Runtime stats")),
-        (9000020, request("GET", "/", "sqlmap/1.7.2#stable", ""), request("GET", "/", ua, "")),
-        (9000021, request("GET", "/", "Mozilla/5.00 (Nikto/2.1.6)", ""), request("GET", "/", ua, "")),
-        (9000022, request("GET", "/", "Nuclei - Open-source project", ""), request("GET", "/", ua, "")),
-        (9000023, request("GET", "/pixel.gif", ua, ""), request("GET", "/images/pixel.gif", ua, "")),
-    ];
-    // The virtual-patching set (9000100-9000999), with header, cookie and body samples.
-    let mut cases = cases;
-    cases.extend(bundled_samples::vpatch_cases());
+    let cases = bundled_samples::cases();
     let mut covered: Vec<u32> = cases.iter().map(|c| c.0).collect();
     covered.sort_unstable();
     let mut all: Vec<u32> = set.rules.iter().map(|r| r.sid).collect();
@@ -165,16 +139,49 @@ fn every_bundled_rule_fires_on_its_sample_and_not_on_a_near_miss() {
     assert_eq!(covered, all, "every bundled rule has a sample");
     assert!(all.len() >= 150, "{} bundled rules", all.len());
     let mut failures = Vec::new();
+    // Each sample in one read, and in reads of 1 and 7 bytes (the appliance hands the IPS what
+    // each read decrypted: a request can come in pieces).
     for (sid, positive, negative) in cases {
-        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
-        f.inspect(Direction::ToServer, &positive, &mut scratch);
-        if !f.hits.iter().any(|h| h.sid == sid) {
-            failures.push(format!("sid {sid} missed {:?}", String::from_utf8_lossy(&positive)));
+        for read in [usize::MAX, 1, 7] {
+            let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+            for piece in positive.chunks(read.min(positive.len())) {
+                f.inspect(Direction::ToServer, piece, &mut scratch);
+            }
+            if !f.hits.iter().any(|h| h.sid == sid) {
+                failures.push(format!("sid {sid} missed (reads of {read} bytes) {:?}", String::from_utf8_lossy(&positive)));
+            }
+            let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+            for piece in negative.chunks(read.min(negative.len())) {
+                f.inspect(Direction::ToServer, piece, &mut scratch);
+            }
+            // A near miss fires no bundled rule at all: through the appliance, any of them would
+            // block it.
+            for h in &f.hits {
+                failures.push(format!("sid {} fired on the near miss of sid {sid} (reads of {read} bytes) {:?}", h.sid, String::from_utf8_lossy(&negative)));
+            }
         }
-        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
-        f.inspect(Direction::ToServer, &negative, &mut scratch);
-        if f.hits.iter().any(|h| h.sid == sid) {
-            failures.push(format!("sid {sid} fired on its near miss {:?}", String::from_utf8_lossy(&negative)));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn every_bundled_sample_is_one_complete_request() {
+    // The namespace test sends the near misses on keep-alive connections: a sample framed
+    // wrongly would run into the next one or leave the server waiting.
+    // A positive may declare more body than it sends (an oversized Content-Length is the
+    // exploit): it goes on a connection of its own, which the appliance closes.
+    let mut samples: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    for (sid, positive, near_miss) in bundled_samples::cases() {
+        samples.push((format!("positive {sid}"), positive, true));
+        samples.push((format!("near miss {sid}"), near_miss, false));
+    }
+    samples.extend(bundled_samples::benign_corpus().into_iter().enumerate().map(|(i, b)| (format!("benign {i}"), b, false)));
+    let mut failures = Vec::new();
+    for (name, sample, may_be_cut) in &samples {
+        match bundled_samples::request_len(sample) {
+            Ok(n) if n == sample.len() || (*may_be_cut && n > sample.len()) => {}
+            Ok(n) => failures.push(format!("{name}: the request ends at byte {n} of {}", sample.len())),
+            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
