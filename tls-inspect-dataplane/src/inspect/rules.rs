@@ -787,7 +787,9 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                     }
                 }
             }
-            "content" => {
+            // `uricontent` is Snort's and Suricata's old `content` + `http_uri`.
+            "content" | "uricontent" => {
+                let uri = key.as_str() == "uricontent";
                 let v = need(&value)?;
                 let (negated, v) = match v.strip_prefix('!') {
                     Some(rest) => (true, rest.trim().to_string()),
@@ -795,10 +797,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 };
                 let s = unquote(&v).ok_or_else(|| err(line, "content", "expects a quoted string"))?;
                 let pattern = content_bytes(&s).map_err(|m| err(line, "content", m))?;
-                buffer_used = true;
+                buffer_used |= !uri;
                 rule.contents.push(Content {
-                    buffer,
-                    transforms,
+                    buffer: if uri { Buffer::HttpUri } else { buffer },
+                    transforms: if uri { Transforms::default() } else { transforms },
                     pattern,
                     negated,
                     nocase: false,

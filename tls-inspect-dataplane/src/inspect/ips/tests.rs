@@ -898,3 +898,17 @@ fn file_data_is_either_body_as_in_suricata_7() {
     sids.sort_unstable();
     assert_eq!(sids, [1, 2, 3]);
 }
+
+#[test]
+fn uricontent_is_a_content_on_the_uri() {
+    let set = compile_with("alert http any any -> any any (msg:\"u\"; uricontent:\"/cgi-bin/\"; nocase; content:\"Host\"; sid:1;)\n", &Options { level: Level::Strict, ..Options::default() });
+    let r = &set.rules[0];
+    assert_eq!((r.contents[0].buffer, r.contents[1].buffer), (crate::inspect::rules::Buffer::HttpUri, crate::inspect::rules::Buffer::Stream));
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(80));
+    f.inspect(Direction::ToServer, b"GET /CGI-BIN/x HTTP/1.1\r\nHost: a\r\n\r\n", &mut scratch);
+    assert_eq!(f.hits.len(), 1);
+    let mut f = FlowIps::new(set, FlowTuple::to_port(80));
+    f.inspect(Direction::ToServer, b"GET /x HTTP/1.1\r\nHost: a\r\nX: /cgi-bin/\r\n\r\n", &mut scratch);
+    assert!(f.hits.is_empty());
+}
