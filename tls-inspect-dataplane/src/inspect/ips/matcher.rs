@@ -247,8 +247,34 @@ impl FlowIps {
         &self.set
     }
 
+    /// A rule can fire on data of direction `d` of this flow, whatever the data: it is active,
+    /// its `flow` direction is `d`'s and its header takes the flow's addresses and ports that
+    /// way. A match of any other rule is not kept (the flow would hold it for nothing).
+    fn can_fire(&self, rule: u32, d: usize) -> bool {
+        let i = rule as usize;
+        let (Some(r), Some(header)) = (self.set.rules.get(i), self.set.headers.get(i)) else {
+            return false;
+        };
+        let dir_ok = match r.flow {
+            Some(FlowDir::ToServer) => d == 0,
+            Some(FlowDir::ToClient) => d == 1,
+            None => true,
+        };
+        let (from, to) = if d == 0 { (self.tuple.client, self.tuple.server) } else { (self.tuple.server, self.tuple.client) };
+        dir_ok && self.set.active.get(i).copied().unwrap_or(false) && header.matches(from, to)
+    }
+
+    /// Matches the flow holds, both directions (tests).
+    #[cfg(test)]
+    pub(super) fn kept_matches(&self) -> usize {
+        self.matches.iter().map(|m| m.values().map(Vec::len).sum::<usize>()).sum()
+    }
+
     fn record(&mut self, d: usize, id: u32, from: u64, to: u64) {
         if let Some(r) = self.set.refs.get(id as usize) {
+            if !self.can_fire(r.rule, d) {
+                return;
+            }
             // A literal's start is its end less its length (no start-of-match tracking).
             let from = if r.is_pcre { from } else { to.saturating_sub(u64::from(r.len)) };
             let key = (r.rule, r.is_pcre, r.item);

@@ -912,3 +912,21 @@ fn uricontent_is_a_content_on_the_uri() {
     f.inspect(Direction::ToServer, b"GET /x HTTP/1.1\r\nHost: a\r\nX: /cgi-bin/\r\n\r\n", &mut scratch);
     assert!(f.hits.is_empty());
 }
+
+#[test]
+fn a_flow_keeps_no_match_of_a_rule_that_cannot_fire_on_it() {
+    // Neither rule can hold yet (the second content is missing); only the one whose header and
+    // direction take this flow keeps its first match.
+    let text = "alert tcp $HOME_NET any -> any any (msg:\"home\"; content:\"GET\"; content:\"never\"; sid:1;)\n\
+                alert tcp any any -> any any (msg:\"to client\"; flow:to_client; content:\"GET\"; content:\"never\"; sid:2;)\n\
+                alert tcp any any -> any 80 (msg:\"port 80\"; content:\"GET\"; content:\"never\"; sid:3;)\n\
+                alert tcp any any -> any any (msg:\"any\"; content:\"GET\"; content:\"never\"; sid:4;)\n";
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    let mut scratch = set.scratch().unwrap();
+    // 198.18.0.1 is outside HOME_NET (RFC 1918); the server's port is 443.
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET / HTTP/1.1\r\n\r\n", &mut scratch);
+    assert_eq!(f.kept_matches(), 1);
+    f.inspect(Direction::ToServer, b"never", &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [4]);
+}
