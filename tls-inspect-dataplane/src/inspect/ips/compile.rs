@@ -183,6 +183,10 @@ pub struct Compiled {
     pub(super) field_transforms: HashMap<Buffer, Vec<Transforms>>,
     /// Per rule and pcre: the regex that confirms a pcre Hyperscan cannot compile.
     pub(super) fallbacks: Vec<Vec<Option<Arc<fancy_regex::Regex>>>>,
+    /// Per rule and pcre: an anchored `R` pcre on the stream of a rule evaluated per data unit,
+    /// run at the detection pointer on the unit's bytes instead of searched by Hyperscan (a
+    /// class like `^(\x75|\x2d|...)` would otherwise report at nearly every byte).
+    pub(super) at_pointer: Vec<Vec<Option<Arc<regex::bytes::Regex>>>>,
     /// Per rule: its resolved header and what its alerts say.
     pub(super) headers: Vec<Header>,
     pub(super) meta: Vec<Meta>,
@@ -341,10 +345,16 @@ impl Ruleset {
         // rule's literal contents matched (field buffers), or the rule is refused.
         let mut ok_rules = Vec::new();
         let mut fallback_of: Vec<Vec<Option<Arc<fancy_regex::Regex>>>> = Vec::new();
+        let mut at_pointer_of: Vec<Vec<Option<Arc<regex::bytes::Regex>>>> = Vec::new();
         for (r, header, m) in kept {
             let mut bad = None;
             let mut fallbacks = Vec::new();
-            for p in &r.pcres {
+            let at_pointer: Vec<Option<Arc<regex::bytes::Regex>>> = r.pcres.iter().map(|p| at_pointer_regex(&r, p).map(Arc::new)).collect();
+            for (pi, p) in r.pcres.iter().enumerate() {
+                if at_pointer[pi].is_some() {
+                    fallbacks.push(None);
+                    continue;
+                }
                 let hs = pcre_pattern(p).and_then(|mut pat| {
                     if needs_som(&r, p) {
                         pat.flags |= CompileFlags::SOM_LEFTMOST;
@@ -371,6 +381,7 @@ impl Ruleset {
                 None => {
                     ok_rules.push(r);
                     fallback_of.push(fallbacks);
+                    at_pointer_of.push(at_pointer);
                     headers.push(header);
                     metas.push(m);
                 }
@@ -382,9 +393,13 @@ impl Ruleset {
         let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let group = |b: Buffer| if stream_kind(b) == 0 { 0 } else { 1 + body_dir(b) };
         let mut field_groups: HashMap<FieldKey, Vec<Pattern>> = HashMap::new();
+        let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
-                let flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
+                let mut flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
+                if position_free(r, eval[ri], false, ci) {
+                    flags |= CompileFlags::SINGLEMATCH;
+                }
                 let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
@@ -399,12 +414,14 @@ impl Ruleset {
                 }
             }
             for (pi, p) in r.pcres.iter().enumerate() {
-                if fallback_of[ri][pi].is_some() {
+                if fallback_of[ri][pi].is_some() || at_pointer_of[ri][pi].is_some() {
                     continue;
                 }
                 let mut pat = pcre_pattern(p)?;
                 if needs_som(r, p) {
                     pat.flags |= CompileFlags::SOM_LEFTMOST;
+                } else if position_free(r, eval[ri], true, pi) {
+                    pat.flags |= CompileFlags::SINGLEMATCH;
                 }
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len: 0 });
@@ -437,7 +454,6 @@ impl Ruleset {
             chains.sort_unstable();
         }
         let n = ok_rules.len();
-        let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
         let mut kept: Vec<Buffer> = ok_rules.iter().flat_map(|r| r.checks.iter().map(|c| c.buffer)).filter(|b| *b != Buffer::Stream).collect();
         kept.sort_unstable();
         kept.dedup();
@@ -489,6 +505,7 @@ impl Ruleset {
                     fields,
                     field_transforms,
                     fallbacks: fallback_of,
+                    at_pointer: at_pointer_of,
                     headers,
                     meta: metas,
                     bits,
@@ -673,6 +690,46 @@ fn check_supported(r: &Rule) -> Result<(), String> {
         return Err("negated contents on bodies are not supported".into());
     }
     Ok(())
+}
+
+/// Only whether an item of the stream or a body matched counts, never where (and so its first
+/// match is all the matcher needs): a rule evaluated plainly, the item without position
+/// modifiers, and no item placed relative to it. Hyperscan then reports it once per stream
+/// (`SINGLEMATCH`) instead of at every occurrence: a short content such as `|0d 0a|` in a bulk
+/// body otherwise costs a callback per line.
+fn position_free(r: &Rule, eval: Eval, is_pcre: bool, i: usize) -> bool {
+    if eval != Eval::Plain {
+        return false;
+    }
+    if is_pcre {
+        let Some(p) = r.pcres.get(i) else { return false };
+        return !p.relative && !p.anchored && !p.negated && stream_kind(p.buffer) != 2;
+    }
+    let Some(c) = r.contents.get(i) else { return false };
+    let placed = c.offset.is_some() || c.depth.is_some() || c.distance.is_some() || c.within.is_some() || c.startswith || c.endswith || c.negated || c.vars.any();
+    // The next content of the same buffer is placed after this one's end, or a pcre with `R`.
+    let next_relative = r.contents.iter().skip(i + 1).find(|n| n.buffer == c.buffer).is_some_and(|n| n.distance.is_some() || n.within.is_some());
+    let pcre_after = r.pcres.iter().any(|p| p.relative && p.after == Some(i));
+    !placed && !next_relative && !pcre_after && stream_kind(c.buffer) != 2
+}
+
+/// The regex of an anchored `R` pcre on the stream of a rule evaluated per data unit (whose
+/// bytes the matcher has): it is tried at the detection pointer, as Suricata runs a relative
+/// anchored pcre. None when the regex crate does not take the pattern (Hyperscan then searches
+/// it as any pcre).
+fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::bytes::Regex> {
+    if !(p.relative && p.anchored && p.buffer == Buffer::Stream && Eval::of(r) == Eval::DataUnit) {
+        return None;
+    }
+    regex::bytes::RegexBuilder::new(&format!("^(?:{})", p.pattern))
+        .unicode(false)
+        .case_insensitive(p.flags.contains('i'))
+        .dot_matches_new_line(p.flags.contains('s'))
+        .multi_line(p.flags.contains('m'))
+        .ignore_whitespace(p.flags.contains('x'))
+        .size_limit(1 << 20)
+        .build()
+        .ok()
 }
 
 fn pcre_pattern(p: &crate::inspect::rules::Pcre) -> Result<Pattern> {

@@ -978,6 +978,18 @@ impl FlowIps {
                 let Some(p) = w.rule.pcres.get(usize::from(pi)) else {
                     return false;
                 };
+                if let Some(re) = self.set.at_pointer.get(w.ri as usize).and_then(|v| v.get(usize::from(pi))).and_then(Option::as_ref) {
+                    // Anchored at the detection pointer, on the unit's bytes.
+                    let at = w.view.bytes.and_then(|b| usize::try_from(ptr).ok().and_then(|p| b.get(p..)));
+                    // (`^` of a multi-line pcre also matches after a newline: only a match at the pointer counts.)
+                    let end = at.and_then(|rest| re.find(rest)).filter(|m| m.start() == 0).map(|m| ptr.saturating_add(m.end() as u64));
+                    return match (end, p.negated) {
+                        (Some(_), true) => false,
+                        (None, true) => self.walk(w, rest, ptr, vars, budget),
+                        (Some(e), false) => self.walk(w, rest, e, vars, budget),
+                        (None, false) => false,
+                    };
+                }
                 let fits = |(from, _): (u64, u64)| !p.relative || if p.anchored { from == ptr } else { from >= ptr };
                 if p.negated {
                     if self.found(w, true, pi).any(fits) {

@@ -930,3 +930,26 @@ fn a_flow_keeps_no_match_of_a_rule_that_cannot_fire_on_it() {
     f.inspect(Direction::ToServer, b"never", &mut scratch);
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [4]);
 }
+
+#[test]
+fn an_anchored_relative_pcre_runs_at_the_detection_pointer_of_a_data_unit() {
+    let text = r#"alert tcp any any -> any any (msg:"smb"; content:"SMB"; pcre:"/^(\x75|\x2d)/R"; byte_test:1,=,0x41,0,relative; sid:1;)
+alert tcp any any -> any any (msg:"not u"; content:"SMB"; pcre:!"/^\x75/R"; byte_test:1,=,0x7a,0,relative; sid:2;)
+"#;
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    assert!(set.at_pointer[0][0].is_some() && set.at_pointer[1][0].is_some(), "not searched by Hyperscan");
+    let fire = |data: &[u8]| {
+        let mut scratch = set.scratch().unwrap();
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(445));
+        f.inspect(Direction::ToServer, data, &mut scratch);
+        let mut s: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(fire(b"xxSMBuA"), [1]);
+    assert_eq!(fire(b"xxSMB-Azz"), [1]);
+    assert_eq!(fire(b"xxSMBxuA"), Vec::<u32>::new(), "the class must be right at the pointer");
+    assert_eq!(fire(b"xxSMBuB"), Vec::<u32>::new(), "byte_test after the pcre's end");
+    assert_eq!(fire(b"SMBz"), [2]);
+    assert_eq!(fire(b"SMBu"), Vec::<u32>::new());
+}
