@@ -172,6 +172,9 @@ enum Cmd {
         /// Megabytes of synthetic HTTP traffic to scan.
         #[arg(long, default_value_t = 256)]
         megabytes: usize,
+        /// One download of random bytes (the bulk benchmark's body) instead of HTML pages.
+        #[arg(long)]
+        bulk: bool,
     },
     /// Baseline bridge: attach a bare devmap redirect between two interfaces until stopped.
     XdpRedirect {
@@ -271,8 +274,8 @@ fn main() -> Result<()> {
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
         Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
-        Some(Cmd::IpsScan { generated, rules, megabytes }) => {
-            let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes)?;
+        Some(Cmd::IpsScan { generated, rules, megabytes, bulk }) => {
+            let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes, bulk)?;
             println!("ips-scan {}: compile {:.2} s, {:.1} MiB", s.label, s.compile_s, s.compiled_mib);
             println!("ips-scan rate: {:.1} MB/s", s.mb_per_s);
             Ok(())

@@ -378,9 +378,12 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     table.row("rustls in-memory handshake pairs (1 core)", &[("hs/s", ceiling)], "");
     let megabytes = if quick { "64" } else { "512" };
     // (MB/s, compile s, MiB) of one ips-scan run.
-    let scan = |generated: Option<&str>, rules: Option<&str>| -> Result<(f64, f64, f64)> {
+    let scan = |generated: Option<&str>, rules: Option<&str>, bulk: bool| -> Result<(f64, f64, f64)> {
         let mut c = Command::new(crate::own_bin()?);
         c.args(["ips-scan", "--megabytes", megabytes]);
+        if bulk {
+            c.arg("--bulk");
+        }
         if let Some(n) = generated {
             c.args(["--generated", n]);
         }
@@ -395,18 +398,19 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         }
     };
     let median3 = |v: Vec<(f64, f64, f64)>| (median(v.iter().map(|x| x.0).collect()), median(v.iter().map(|x| x.1).collect()), median(v.iter().map(|x| x.2).collect()));
-    let measure = |g: Option<&str>, r: Option<&str>| -> Result<(f64, f64, f64)> {
+    let measure = |g: Option<&str>, r: Option<&str>, bulk: bool| -> Result<(f64, f64, f64)> {
         let mut v = Vec::new();
         for _ in 0..runs {
-            v.push(scan(g, r)?);
+            v.push(scan(g, r, bulk)?);
         }
         Ok(median3(v))
     };
     let scans = [
-        ("bundled ruleset", measure(None, None)?),
-        ("1,000 generated rules", measure(Some("1000"), None)?),
-        ("10,000 generated rules", measure(Some("10000"), None)?),
-        ("ET Open sample", measure(None, Some(crate::ipsscan::ET_SAMPLE))?),
+        ("bundled ruleset", measure(None, None, false)?),
+        ("1,000 generated rules", measure(Some("1000"), None, false)?),
+        ("10,000 generated rules", measure(Some("10000"), None, false)?),
+        ("ET Open sample", measure(None, Some(crate::ipsscan::ET_SAMPLE), false)?),
+        ("ET Open sample, one random download", measure(None, Some(crate::ipsscan::ET_SAMPLE), true)?),
     ];
     for (name, (mbs, compile, mib)) in &scans {
         table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs), ("compile s", *compile), ("MiB", *mib)], "");
@@ -439,7 +443,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         "others": others,
         "ratios": ratios,
         "targets": { "over_squid_req": 5.0, "over_mitmproxy_req": 50.0, "over_squid_bulk": 3.0, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9 },
-        "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0 },
+        "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0, "et_open_sample_bulk": scans[4].1.0 },
         "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
         "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },
         "flows_inspected": inspected_flows,

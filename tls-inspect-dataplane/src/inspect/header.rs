@@ -115,8 +115,19 @@ impl<T> Set<T> {
             Set::Item(t) => f(t),
             Set::Not(inner) => !inner.matches(f),
             Set::Group(members) => {
-                let (neg, pos): (Vec<&Set<T>>, Vec<&Set<T>>) = members.iter().partition(|m| matches!(m, Set::Not(_)));
-                (pos.is_empty() || pos.iter().any(|m| m.matches(f))) && neg.iter().all(|m| m.matches(f))
+                // (Without allocating: it runs for every pattern match a flow records.)
+                let (mut has_pos, mut pos_hit) = (false, false);
+                for m in members {
+                    if matches!(m, Set::Not(_)) {
+                        if !m.matches(f) {
+                            return false;
+                        }
+                    } else {
+                        has_pos = true;
+                        pos_hit = pos_hit || m.matches(f);
+                    }
+                }
+                !has_pos || pos_hit
             }
         }
     }

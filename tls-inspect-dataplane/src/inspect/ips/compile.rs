@@ -15,7 +15,7 @@ use crate::inspect::classification::{Classifications, DEFAULT_SEVERITY};
 use crate::inspect::header::{AddrSet, PortSet, Vars};
 use crate::inspect::payload::Check;
 use crate::inspect::reference::References;
-use crate::inspect::rules::{Action, Buffer, Confidence, Flowbit, Rule, Severity, Step, Threshold, ThresholdKind, Transforms};
+use crate::inspect::rules::{Action, Buffer, Confidence, FlowDir, Flowbit, Rule, Severity, Step, Threshold, ThresholdKind, Transforms};
 
 /// What the operator set for one rule (`rules action SID ...`, `drop.conf`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,7 +175,9 @@ impl Eval {
 pub struct Compiled {
     pub rules: Vec<Rule>,
     pub(super) refs: Vec<PatternRef>,
-    pub(super) stream: Option<StreamingDatabase>,
+    /// The stream to the server, the stream to the client: each holds the patterns of the rules
+    /// that can match in its direction (a rule with `flow:to_server` costs the downloads nothing).
+    pub(super) stream: [Option<StreamingDatabase>; 2],
     /// Request bodies, response bodies (`file.data` included): each direction scans only its own.
     pub(super) bodies: [Option<StreamingDatabase>; 2],
     pub(super) fields: HashMap<FieldKey, BlockDatabase>,
@@ -392,6 +394,8 @@ impl Ruleset {
         // The stream, request bodies, response bodies.
         let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let group = |b: Buffer| if stream_kind(b) == 0 { 0 } else { 1 + body_dir(b) };
+        // Stream patterns of rules with a direction go to that direction's database only.
+        let mut to_client_stream: Vec<Pattern> = Vec::new();
         let mut field_groups: HashMap<FieldKey, Vec<Pattern>> = HashMap::new();
         let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
@@ -410,6 +414,7 @@ impl Ruleset {
                         groups[1].push(pat.clone());
                         groups[2].push(pat);
                     }
+                    0 => push_stream(r.flow, pat, &mut groups[0], &mut to_client_stream),
                     _ => groups[group(c.buffer)].push(pat),
                 }
             }
@@ -431,6 +436,7 @@ impl Ruleset {
                         groups[1].push(pat.clone());
                         groups[2].push(pat);
                     }
+                    0 => push_stream(r.flow, pat, &mut groups[0], &mut to_client_stream),
                     _ => groups[group(p.buffer)].push(pat),
                 }
             }
@@ -442,7 +448,7 @@ impl Ruleset {
             Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
         };
         let [g0, g1, g2] = groups;
-        let stream = build_stream(g0)?;
+        let stream = [build_stream(g0)?, build_stream(to_client_stream)?];
         let bodies = [build_stream(g1)?, build_stream(g2)?];
         let mut fields = HashMap::new();
         let mut field_transforms: HashMap<Buffer, Vec<Transforms>> = HashMap::new();
@@ -536,10 +542,7 @@ impl Ruleset {
     /// still on the old databases keep working with it).
     pub fn grow_scratch(&self, existing: Option<Scratch>) -> Result<Scratch> {
         let mut scratch: Option<Scratch> = existing;
-        if let Some(db) = &self.stream {
-            grow(db, &mut scratch)?;
-        }
-        for db in self.bodies.iter().flatten() {
+        for db in self.stream.iter().chain(&self.bodies).flatten() {
             grow(db, &mut scratch)?;
         }
         for db in self.fields.values() {
@@ -730,6 +733,18 @@ fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::
         .size_limit(1 << 20)
         .build()
         .ok()
+}
+
+/// A stream pattern into the to-server database (`to_server`), the to-client one, or both.
+fn push_stream(flow: Option<FlowDir>, pat: Pattern, to_server: &mut Vec<Pattern>, to_client: &mut Vec<Pattern>) {
+    match flow {
+        Some(FlowDir::ToServer) => to_server.push(pat),
+        Some(FlowDir::ToClient) => to_client.push(pat),
+        None => {
+            to_server.push(pat.clone());
+            to_client.push(pat);
+        }
+    }
 }
 
 fn pcre_pattern(p: &crate::inspect::rules::Pcre) -> Result<Pattern> {

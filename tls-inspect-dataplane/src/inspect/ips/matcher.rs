@@ -156,7 +156,7 @@ fn dir_index(d: Direction) -> usize {
 impl FlowIps {
     pub fn new(set: Arc<Ruleset>, tuple: FlowTuple) -> Self {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
-        let stream = [open(&set.stream), open(&set.stream)];
+        let stream = [open(&set.stream[0]), open(&set.stream[1])];
         let nbits = set.testers.len();
         Self {
             set,

@@ -714,7 +714,7 @@ fn stream_state_of_the_et_open_sample() {
     let (rules, _) = parse_rules(include_str!("../../../tests/fixtures/et-open-sample.rules"));
     let (set, _) = Ruleset::compile(rules, &Options::default()).unwrap();
     let size = |db: &Option<hyperscan::StreamingDatabase>| db.as_ref().map_or(0, |d| d.stream_size().unwrap_or(0));
-    eprintln!("stream {} B, request bodies {} B, response bodies {} B", size(&set.stream), size(&set.bodies[0]), size(&set.bodies[1]));
+    eprintln!("stream {} + {} B, request bodies {} B, response bodies {} B", size(&set.stream[0]), size(&set.stream[1]), size(&set.bodies[0]), size(&set.bodies[1]));
 }
 
 #[test]
