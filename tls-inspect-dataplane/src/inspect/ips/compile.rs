@@ -58,7 +58,7 @@ impl Default for Options {
 }
 
 /// A rule's header, resolved: the addresses and ports of the direction its data goes in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Header {
     pub src: AddrSet,
     pub sport: PortSet,
@@ -190,7 +190,10 @@ pub struct Compiled {
     /// class like `^(\x75|\x2d|...)` would otherwise report at nearly every byte).
     pub(super) at_pointer: Vec<Vec<Option<Arc<regex::bytes::Regex>>>>,
     /// Per rule: its resolved header and what its alerts say.
-    pub(super) headers: Vec<Header>,
+    /// Per rule: its header's index in `header_classes` (rules share a few distinct headers,
+    /// which a flow tests once when it starts, not at every match).
+    pub(super) header_of: Vec<u32>,
+    pub(super) header_classes: Vec<Header>,
     pub(super) meta: Vec<Meta>,
     /// Per rule: its flowbits with the names numbered; and per bit, the rules that test it.
     pub(super) bits: Vec<Vec<BitOp>>,
@@ -460,6 +463,17 @@ impl Ruleset {
             chains.sort_unstable();
         }
         let n = ok_rules.len();
+        let mut header_classes: Vec<Header> = Vec::new();
+        let header_of: Vec<u32> = headers
+            .into_iter()
+            .map(|h| match header_classes.iter().position(|c| *c == h) {
+                Some(i) => i as u32,
+                None => {
+                    header_classes.push(h);
+                    (header_classes.len() - 1) as u32
+                }
+            })
+            .collect();
         let mut kept: Vec<Buffer> = ok_rules.iter().flat_map(|r| r.checks.iter().map(|c| c.buffer)).filter(|b| *b != Buffer::Stream).collect();
         kept.sort_unstable();
         kept.dedup();
@@ -512,7 +526,8 @@ impl Ruleset {
                     field_transforms,
                     fallbacks: fallback_of,
                     at_pointer: at_pointer_of,
-                    headers,
+                    header_of,
+                    header_classes,
                     meta: metas,
                     bits,
                     testers,

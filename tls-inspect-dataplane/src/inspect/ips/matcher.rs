@@ -95,6 +95,8 @@ pub struct FlowIps {
     alerted: bool,
     pub last_http: Option<HttpInfo>,
     tuple: FlowTuple,
+    /// Per direction, per header class of the set: the flow's data that way matches it.
+    header_ok: [Vec<bool>; 2],
     /// A `pass` rule matched: nothing more is matched on this flow.
     passed: bool,
     /// `tls.version` per direction: the hello's version, the version the server chose.
@@ -158,6 +160,7 @@ impl FlowIps {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
         let stream = [open(&set.stream[0]), open(&set.stream[1])];
         let nbits = set.testers.len();
+        let header_ok = [(tuple.client, tuple.server), (tuple.server, tuple.client)].map(|(from, to)| set.header_classes.iter().map(|h| h.matches(from, to)).collect());
         Self {
             set,
             stream,
@@ -177,6 +180,7 @@ impl FlowIps {
             alerted: false,
             last_http: None,
             tuple,
+            header_ok,
             passed: false,
             tls_version: [None, None],
             bits: vec![false; nbits],
@@ -252,7 +256,7 @@ impl FlowIps {
     /// way. A match of any other rule is not kept (the flow would hold it for nothing).
     fn can_fire(&self, rule: u32, d: usize) -> bool {
         let i = rule as usize;
-        let (Some(r), Some(header)) = (self.set.rules.get(i), self.set.headers.get(i)) else {
+        let Some(r) = self.set.rules.get(i) else {
             return false;
         };
         let dir_ok = match r.flow {
@@ -260,8 +264,13 @@ impl FlowIps {
             Some(FlowDir::ToClient) => d == 1,
             None => true,
         };
-        let (from, to) = if d == 0 { (self.tuple.client, self.tuple.server) } else { (self.tuple.server, self.tuple.client) };
-        dir_ok && self.set.active.get(i).copied().unwrap_or(false) && header.matches(from, to)
+        dir_ok && self.set.active.get(i).copied().unwrap_or(false) && self.header_matches(i, d)
+    }
+
+    /// The flow's data in direction `d` matches rule `i`'s header.
+    fn header_matches(&self, i: usize, d: usize) -> bool {
+        let class = self.set.header_of.get(i).map(|c| *c as usize);
+        class.and_then(|c| self.header_ok.get(d).and_then(|v| v.get(c))).copied().unwrap_or(false)
     }
 
     /// Matches the flow holds, both directions (tests).
@@ -767,7 +776,7 @@ impl FlowIps {
                 _ => true,
             };
             let version_ok = rule.tls_version.is_none() || rule.tls_version == self.tls_version[d];
-            if !dir_ok || !proto_ok || !version_ok || !set.headers[i].matches(from, to) || !self.bits_hold(&set.bits[i]) || !self.holds(ri, rule, d, unit) {
+            if !dir_ok || !proto_ok || !version_ok || !self.header_matches(i, d) || !self.bits_hold(&set.bits[i]) || !self.holds(ri, rule, d, unit) {
                     continue;
                 }
                 holding.push(i);

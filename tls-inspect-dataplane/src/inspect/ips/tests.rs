@@ -953,3 +953,25 @@ alert tcp any any -> any any (msg:"not u"; content:"SMB"; pcre:!"/^\x75/R"; byte
     assert_eq!(fire(b"SMBz"), [2]);
     assert_eq!(fire(b"SMBu"), Vec::<u32>::new());
 }
+
+
+#[test]
+fn rules_with_the_same_header_share_its_class_and_each_flow_tests_it_once() {
+    let text = "alert tcp any any -> any 445 (msg:\"a\"; content:\"one\"; sid:1;)\n\
+                alert tcp any any -> any 445 (msg:\"b\"; content:\"two\"; sid:2;)\n\
+                alert tcp any any -> any 139 (msg:\"c\"; content:\"one\"; sid:3;)\n";
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    assert_eq!(set.header_classes.len(), 2);
+    assert_eq!(set.header_of, [0, 0, 1]);
+    let fire = |port: u16| {
+        let mut scratch = set.scratch().unwrap();
+        let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(port));
+        f.inspect(Direction::ToServer, b"one two", &mut scratch);
+        let mut s: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(fire(445), [1, 2]);
+    assert_eq!(fire(139), [3]);
+    assert_eq!(fire(80), Vec::<u32>::new());
+}
