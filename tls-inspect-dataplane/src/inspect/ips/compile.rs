@@ -394,12 +394,7 @@ impl Ruleset {
         }
         let active = ok_rules.iter().map(|r| active_at(level, r)).collect();
         let mut refs = Vec::new();
-        // The stream, request bodies, response bodies.
-        let mut groups: [Vec<Pattern>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        let group = |b: Buffer| if stream_kind(b) == 0 { 0 } else { 1 + body_dir(b) };
-        // Stream patterns of rules with a direction go to that direction's database only.
-        let mut to_client_stream: Vec<Pattern> = Vec::new();
-        let mut field_groups: HashMap<FieldKey, Vec<Pattern>> = HashMap::new();
+        let mut db = Databases::default();
         let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
@@ -410,16 +405,7 @@ impl Ruleset {
                 let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
-                match stream_kind(c.buffer) {
-                    2 => field_groups.entry((c.buffer, c.transforms)).or_default().push(pat),
-                    // file.data is either body (Suricata 7 and later): in both databases.
-                    _ if c.buffer == Buffer::FileData => {
-                        groups[1].push(pat.clone());
-                        groups[2].push(pat);
-                    }
-                    0 => push_stream(r.flow, pat, &mut groups[0], &mut to_client_stream),
-                    _ => groups[group(c.buffer)].push(pat),
-                }
+                db.add(c.buffer, c.transforms, r.flow, pat);
             }
             for (pi, p) in r.pcres.iter().enumerate() {
                 if fallback_of[ri][pi].is_some() || at_pointer_of[ri][pi].is_some() {
@@ -433,15 +419,7 @@ impl Ruleset {
                 }
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len: 0 });
-                match stream_kind(p.buffer) {
-                    2 => field_groups.entry((p.buffer, p.transforms)).or_default().push(pat),
-                    _ if p.buffer == Buffer::FileData => {
-                        groups[1].push(pat.clone());
-                        groups[2].push(pat);
-                    }
-                    0 => push_stream(r.flow, pat, &mut groups[0], &mut to_client_stream),
-                    _ => groups[group(p.buffer)].push(pat),
-                }
+                db.add(p.buffer, p.transforms, r.flow, pat);
             }
         }
         let build_stream = |v: Vec<Pattern>| -> Result<Option<StreamingDatabase>> {
@@ -450,9 +428,11 @@ impl Ruleset {
             }
             Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
         };
-        let [g0, g1, g2] = groups;
-        let stream = [build_stream(g0)?, build_stream(to_client_stream)?];
-        let bodies = [build_stream(g1)?, build_stream(g2)?];
+        let Databases { stream, bodies, fields: field_groups } = db;
+        let [to_server, to_client] = stream;
+        let stream = [build_stream(to_server)?, build_stream(to_client)?];
+        let [requests, responses] = bodies;
+        let bodies = [build_stream(requests)?, build_stream(responses)?];
         let mut fields = HashMap::new();
         let mut field_transforms: HashMap<Buffer, Vec<Transforms>> = HashMap::new();
         for (key, v) in field_groups {
@@ -750,14 +730,36 @@ fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::
         .ok()
 }
 
-/// A stream pattern into the to-server database (`to_server`), the to-client one, or both.
-fn push_stream(flow: Option<FlowDir>, pat: Pattern, to_server: &mut Vec<Pattern>, to_client: &mut Vec<Pattern>) {
-    match flow {
-        Some(FlowDir::ToServer) => to_server.push(pat),
-        Some(FlowDir::ToClient) => to_client.push(pat),
-        None => {
-            to_server.push(pat.clone());
-            to_client.push(pat);
+/// The patterns of each database, while a set compiles.
+#[derive(Default)]
+struct Databases {
+    /// To the server, to the client: stream patterns of a rule with a direction go to that
+    /// direction's database only.
+    stream: [Vec<Pattern>; 2],
+    /// Request bodies, response bodies.
+    bodies: [Vec<Pattern>; 2],
+    fields: HashMap<FieldKey, Vec<Pattern>>,
+}
+
+impl Databases {
+    /// Puts the pattern of an item on `buffer` of a rule with direction `flow` where it is scanned.
+    fn add(&mut self, buffer: Buffer, transforms: Transforms, flow: Option<FlowDir>, pat: Pattern) {
+        match stream_kind(buffer) {
+            0 => match flow {
+                Some(FlowDir::ToServer) => self.stream[0].push(pat),
+                Some(FlowDir::ToClient) => self.stream[1].push(pat),
+                None => {
+                    self.stream[0].push(pat.clone());
+                    self.stream[1].push(pat);
+                }
+            },
+            // file.data is either body (Suricata 7 and later): in both databases.
+            1 if buffer == Buffer::FileData => {
+                self.bodies[0].push(pat.clone());
+                self.bodies[1].push(pat);
+            }
+            1 => self.bodies[body_dir(buffer)].push(pat),
+            _ => self.fields.entry((buffer, transforms)).or_default().push(pat),
         }
     }
 }
