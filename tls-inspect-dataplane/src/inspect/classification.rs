@@ -33,22 +33,18 @@ impl Classifications {
     /// blank lines skipped); an error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut map = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
+        for (n, t) in super::config_lines(text) {
             let rest = t
                 .strip_prefix("config classification:")
-                .ok_or_else(|| format!("line {}: expected 'config classification: name,description,priority'", i + 1))?;
+                .ok_or_else(|| format!("line {n}: expected 'config classification: name,description,priority'"))?;
             // The description may hold commas: the first comma ends the name, the last one
             // starts the priority.
-            let (name, rest) = rest.split_once(',').ok_or_else(|| format!("line {}: expected three comma-separated fields", i + 1))?;
-            let (description, priority) = rest.rsplit_once(',').ok_or_else(|| format!("line {}: expected three comma-separated fields", i + 1))?;
+            let (name, rest) = rest.split_once(',').ok_or_else(|| format!("line {n}: expected three comma-separated fields"))?;
+            let (description, priority) = rest.rsplit_once(',').ok_or_else(|| format!("line {n}: expected three comma-separated fields"))?;
             let (name, description, priority) = (name.trim().to_ascii_lowercase(), description.trim(), priority.trim());
-            let priority: u8 = priority.parse().ok().filter(|p| *p >= 1).ok_or_else(|| format!("line {}: priority '{priority}' is not 1 to 255", i + 1))?;
+            let priority: u8 = priority.parse().ok().filter(|p| *p >= 1).ok_or_else(|| format!("line {n}: priority '{priority}' is not 1 to 255"))?;
             if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(format!("line {}: '{name}' is not a classtype name", i + 1));
+                return Err(format!("line {n}: '{name}' is not a classtype name"));
             }
             // As in Suricata, the first definition of a name wins.
             if map.contains_key(&name) {

@@ -26,6 +26,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+/// The lines of a Suricata `config NAME: ...` file that say something, trimmed, with their
+/// numbers (from 1): blank lines and `#` comments skipped.
+fn config_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
+}
+
 /// The bundled rules.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.rules");
 

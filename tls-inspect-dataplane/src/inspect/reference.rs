@@ -27,19 +27,15 @@ impl References {
     /// error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut map = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
+        for (n, t) in super::config_lines(text) {
             let rest = t.strip_prefix("config").map(str::trim_start).and_then(|r| r.strip_prefix("reference")).map(str::trim_start).and_then(|r| r.strip_prefix(':'));
             let Some(rest) = rest else {
-                return Err(format!("line {}: expected 'config reference: system url'", i + 1));
+                return Err(format!("line {n}: expected 'config reference: system url'"));
             };
-            let (system, url) = rest.trim().split_once(char::is_whitespace).ok_or_else(|| format!("line {}: expected a system and a url", i + 1))?;
+            let (system, url) = rest.trim().split_once(char::is_whitespace).ok_or_else(|| format!("line {n}: expected a system and a url"))?;
             let valid = system.starts_with(|c: char| c.is_ascii_alphabetic()) && system.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
-                return Err(format!("line {}: '{system}' is not a reference system name", i + 1));
+                return Err(format!("line {n}: '{system}' is not a reference system name"));
             }
             map.entry(system.to_ascii_lowercase()).or_insert_with(|| url.trim().to_string());
         }
