@@ -296,6 +296,11 @@ mod tests {
         seen
     }
 
+    /// `data` to the server one byte per read.
+    fn follow_bytewise(dir: &mut Http1Dir, data: &[u8]) -> Vec<String> {
+        data.chunks(1).flat_map(|b| follow(dir, Direction::ToServer, b)).collect()
+    }
+
     #[test]
     fn empty_lines_before_a_head_are_skipped_as_servers_skip_them() {
         // A stray CRLF after a body, and several before a pipelined request: nginx reads the
@@ -303,11 +308,7 @@ mod tests {
         let wire = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nx\r\n\r\n\nGET /evil HTTP/1.1\r\nHost: x\r\n\r\n";
         let whole = follow(&mut Http1Dir::default(), Direction::ToServer, wire);
         assert_eq!(whole, ["head POST /a", "body x", "end", "head GET /evil", "end"]);
-        let mut dir = Http1Dir::default();
-        let mut events = Vec::new();
-        for b in wire.chunks(1) {
-            events.extend(follow(&mut dir, Direction::ToServer, b));
-        }
+        let events = follow_bytewise(&mut Http1Dir::default(), wire);
         assert!(events.contains(&"head GET /evil".to_string()), "{events:?}");
         let resp = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na\nHTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb";
         let events = follow(&mut Http1Dir::default(), Direction::ToClient, resp);
@@ -321,10 +322,7 @@ mod tests {
         assert_eq!(whole, ["head POST /a", "body abc", "end", "head GET /b", "end", "head PUT /c", "body hi", "end"]);
         // Byte by byte: the same messages, bodies in pieces.
         let mut dir = Http1Dir::default();
-        let mut events = Vec::new();
-        for b in wire.chunks(1) {
-            events.extend(follow(&mut dir, Direction::ToServer, b));
-        }
+        let events = follow_bytewise(&mut dir, wire);
         let joined: Vec<String> = events.into_iter().filter(|e| e != "body ").collect();
         assert!(joined.iter().filter(|e| e.starts_with("head")).count() == 3, "{joined:?}");
         assert_eq!(joined.iter().filter(|e| *e == "end").count(), 3, "{joined:?}");
@@ -338,11 +336,7 @@ mod tests {
         assert_eq!(whole, ["head PROPFIND /d", "body ab", "end", "head MKCOL /e", "end"]);
         // Byte by byte: the heads start as "P", "PR", ... (the old follower took only nine
         // methods and turned off at "PROPFI" unless the whole head came in one read).
-        let mut dir = Http1Dir::default();
-        let mut heads = Vec::new();
-        for b in wire.chunks(1) {
-            heads.extend(follow(&mut dir, Direction::ToServer, b).into_iter().filter(|e| e.starts_with("head")));
-        }
+        let heads: Vec<String> = follow_bytewise(&mut Http1Dir::default(), wire).into_iter().filter(|e| e.starts_with("head")).collect();
         assert_eq!(heads, ["head PROPFIND /d", "head MKCOL /e"]);
     }
 
