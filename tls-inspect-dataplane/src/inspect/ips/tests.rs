@@ -952,6 +952,13 @@ alert tcp any any -> any any (msg:"not u"; content:"SMB"; pcre:!"/^\x75/R"; byte
     assert_eq!(fire(b"xxSMBuB"), Vec::<u32>::new(), "byte_test after the pcre's end");
     assert_eq!(fire(b"SMBz"), [2]);
     assert_eq!(fire(b"SMBu"), Vec::<u32>::new());
+    // In a later data unit (the stream past its start), positions are the unit's.
+    let mut scratch = set.scratch().unwrap();
+    let mut f = FlowIps::new(set.clone(), FlowTuple::to_port(445));
+    f.inspect(Direction::ToServer, b"first read, nothing here", &mut scratch);
+    assert!(f.hits.is_empty());
+    f.inspect(Direction::ToServer, b"yySMBuA", &mut scratch);
+    assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1]);
 }
 
 
