@@ -67,6 +67,47 @@ impl Http1Dir {
         !self.off && self.head.is_empty()
     }
 
+    /// The bytes at the end of what was fed that belong to a head not yet complete, when the
+    /// relay should hold them back until the head is whole and judged (0: nothing to hold).
+    /// A head is held once its first line is an HTTP/1.x request line (`token SP target SP
+    /// HTTP/1.`) or status line (`HTTP/1.x SP`), and while that line is still coming if it
+    /// starts as a registered method and a space do (or `HTTP/1.`): real clients and servers
+    /// send a whole head without waiting for an answer, so holding it delays nothing, and the
+    /// peer never sees part of a head whose rule has not had its chance. Anything else, a line
+    /// protocol or a client that sends a word and waits among them, is released at once. At
+    /// most [`MAX_HEAD`] bytes.
+    pub fn unfinished_head(&self, direction: Direction) -> usize {
+        if self.off || self.head.is_empty() || self.chunked.is_some() || self.body_left > 0 {
+            return 0;
+        }
+        let Some(eol) = self.head.iter().position(|&c| c == b'\n') else {
+            let h = &self.head[..];
+            let begins = |start: &[u8]| start.starts_with(h) || h.starts_with(start);
+            let held = match direction {
+                Direction::ToServer => METHODS.iter().any(|m| begins(m)),
+                Direction::ToClient => begins(b"HTTP/1."),
+            };
+            return if held { h.len() } else { 0 };
+        };
+        let line = self.head[..eol].strip_suffix(b"\r").unwrap_or(&self.head[..eol]);
+        let is_http = match direction {
+            Direction::ToServer => {
+                let mut parts = line.split(|&c| c == b' ');
+                let (method, target, version) = (parts.next(), parts.next(), parts.next());
+                method.is_some_and(|m| !m.is_empty() && m.iter().all(|&c| is_tchar(c)))
+                    && target.is_some_and(|t| !t.is_empty())
+                    && version.is_some_and(|v| v.starts_with(b"HTTP/1."))
+                    && parts.next().is_none()
+            }
+            Direction::ToClient => line.starts_with(b"HTTP/1.") && line.get(8) == Some(&b' '),
+        };
+        if is_http {
+            self.head.len()
+        } else {
+            0
+        }
+    }
+
     /// Follows the next bytes of this direction, reporting what they hold to `on`.
     pub fn feed(&mut self, direction: Direction, mut data: &[u8], on: &mut impl for<'e> FnMut(Http1Event<'e>)) {
         while !data.is_empty() && !self.off {
@@ -217,6 +258,13 @@ fn looks_like_http(head: &[u8], direction: Direction) -> bool {
     }
 }
 
+/// The methods (and the space after them) that a request line still coming is held for: RFC
+/// 9110's, PATCH and WebDAV's. A complete request line with any other method is held too.
+const METHODS: [&[u8]; 19] = [
+    b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"CONNECT ", b"OPTIONS ", b"TRACE ", b"PATCH ", b"PROPFIND ", b"PROPPATCH ",
+    b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ", b"REPORT ", b"SEARCH ", b"MKCALENDAR ",
+];
+
 /// The longest request method an unfinished head may start with (the registered ones are at
 /// most 17 bytes: UPDATEREDIRECTREF).
 const MAX_METHOD: usize = 32;
@@ -357,6 +405,43 @@ mod tests {
         let (first, rest) = wire.split_at(42);
         assert_eq!(&rest[..2], b"\r\n");
         assert_eq!(heads(&[&wire[..2], &first[2..], &rest[..2], &rest[2..]]), expected);
+    }
+
+    #[test]
+    fn an_unfinished_http_head_is_held_and_a_line_protocol_is_not() {
+        // Byte by byte, a request with a body, then a pipelined request: what is held is the
+        // head so far, until it is complete; never a body.
+        let wire = b"POST /a?x=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /b HTTP/1.1\r\n\r\n";
+        let mut dir = Http1Dir::default();
+        let mut held = Vec::new();
+        for b in wire.chunks(1) {
+            follow(&mut dir, Direction::ToServer, b);
+            held.push(dir.unfinished_head(Direction::ToServer));
+        }
+        let first_head = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(held[..first_head - 1], (1..first_head).collect::<Vec<_>>()[..]);
+        assert_eq!(held[first_head - 1..first_head + 2], [0, 0, 0], "the head is released, the body not held");
+        assert_eq!(held[first_head + 2], 1, "the next head is held from its first byte");
+        assert_eq!(*held.last().unwrap(), 0);
+        // Responses the same; a line that is not an HTTP/1 request or status line is not held.
+        let mut dir = Http1Dir::default();
+        let partial = b"HTTP/1.1 200 OK\r\nServer: x\r\n";
+        follow(&mut dir, Direction::ToClient, partial);
+        assert_eq!(dir.unfinished_head(Direction::ToClient), partial.len());
+        // A word a client sends and then waits for an answer to (tests/tests/evasion.rs sends
+        // "ping"), a line protocol, HTTP/0.9 and what is not HTTP/1.
+        for line in [&b"ping"[..], b"HELLO world", b"EHLO example.test\r\n", b"GET /\r\n", b"GET / SPDY/3\r\n", b"A B HTTP/1.1 C\r\n"] {
+            let mut dir = Http1Dir::default();
+            follow(&mut dir, Direction::ToServer, line);
+            assert_eq!(dir.unfinished_head(Direction::ToServer), 0, "{:?}", String::from_utf8_lossy(line));
+        }
+        // Any method once its request line is complete.
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"BREW /pot HTTP/1.1\r\n");
+        assert_eq!(dir.unfinished_head(Direction::ToServer), 20);
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"\x16\x03\x01");
+        assert_eq!(dir.unfinished_head(Direction::ToServer), 0, "not HTTP");
     }
 
     #[test]

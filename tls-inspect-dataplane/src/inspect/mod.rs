@@ -116,6 +116,13 @@ pub trait Inspector {
     /// The next plaintext bytes of one direction (each direction in order).
     fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict;
 
+    /// How many bytes at the end of what `direction` fed so far the relay holds back: an
+    /// HTTP/1 head not yet complete, so the peer never sees part of a head that its rules
+    /// have not judged (bounded by the follower's largest head).
+    fn unfinished_head(&self, _direction: Direction) -> usize {
+        0
+    }
+
     /// The real server's certificate chain (DER, leaf first) and the version it chose, once
     /// the upstream handshake has them and before the client is answered.
     fn server_certificates(&mut self, _chain: &[&[u8]], _version: Option<u16>) -> Verdict {
@@ -219,6 +226,10 @@ impl Inspector for IpsInspector {
         }
     }
 
+    fn unfinished_head(&self, direction: Direction) -> usize {
+        self.flow.unfinished_head(direction)
+    }
+
     fn server_certificates(&mut self, chain: &[&[u8]], version: Option<u16>) -> Verdict {
         match self.scratch.try_borrow_mut() {
             Ok(mut s) => self.flow.scan_certificates(chain, version, &mut s),
@@ -240,7 +251,12 @@ impl Inspector for IpsInspector {
         if hit.action != rules::Action::Reject {
             return None;
         }
-        match hit.http.as_ref()?.h2_stream {
+        // A rule on the stream can fire inside an HTTP/1 request head still coming (held, so
+        // the server has none of it): that client gets the page too.
+        let Some(http) = hit.http.as_ref() else {
+            return (self.flow.unfinished_head(Direction::ToServer) > 0).then(|| block::http1_page(hit.sid, &hit.msg));
+        };
+        match http.h2_stream {
             None => Some(block::http1_page(hit.sid, &hit.msg)),
             // Over HTTP/2: a 403 on the request's stream and a GOAWAY, if our frames can follow
             // the server's (otherwise the connection just ends).

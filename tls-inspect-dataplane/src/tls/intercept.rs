@@ -203,6 +203,29 @@ pub const PENDING_LIMIT: usize = 256 * 1024;
 /// the largest size the parser accepts in the smallest records, and no more.
 pub const MAX_HELD: usize = 2 * crate::tls::clienthello::MAX_HELLO;
 
+/// Forwards what of `held` + `chunk` is not among its last `hold` bytes, in one write (one TLS
+/// record on the other leg), and keeps those: a chunk goes straight through (no copy) unless
+/// part of it is held. An emptied hold buffer is freed (a split head is rare).
+fn release(held: &mut Vec<u8>, chunk: &[u8], hold: usize, mut write: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    let out = (held.len() + chunk.len()).saturating_sub(hold);
+    if held.is_empty() {
+        if out > 0 {
+            write(&chunk[..out])?;
+        }
+        held.extend_from_slice(&chunk[out..]);
+        return Ok(());
+    }
+    held.extend_from_slice(chunk);
+    if out > 0 {
+        write(&held[..out])?;
+        held.drain(..out);
+    }
+    if held.is_empty() {
+        *held = Vec::new();
+    }
+    Ok(())
+}
+
 pub struct Interceptor {
     upstream: ClientConnection,
     downstream: Option<ServerConnection>,
@@ -220,6 +243,9 @@ pub struct Interceptor {
     pub info: TlsInfo,
     client_closed: bool,
     server_closed: bool,
+    /// Plaintext held back per direction (to the server, to the client): the start of an HTTP/1
+    /// head that its rules have not judged yet ([`Inspector::unfinished_head`]).
+    held: [Vec<u8>; 2],
 }
 
 impl Interceptor {
@@ -271,6 +297,7 @@ impl Interceptor {
             info: TlsInfo::default(),
             client_closed: false,
             server_closed: false,
+            held: [Vec::new(), Vec::new()],
         };
         me.flush_upstream();
         Ok(me)
@@ -465,6 +492,9 @@ impl Interceptor {
                 Ok([]) => {
                     if !self.client_closed {
                         self.client_closed = true;
+                        // The client ended inside a head: the server gets it as the client sent it.
+                        let rest = std::mem::take(&mut self.held[0]);
+                        self.upstream.writer().write_all(&rest).map_err(|e| Failure::Upstream(e.to_string()))?;
                         self.upstream.send_close_notify();
                     }
                     break;
@@ -489,7 +519,8 @@ impl Interceptor {
                 }
                 return Err(Failure::Blocked(why));
             }
-            self.upstream.writer().write_all(chunk).map_err(|e| Failure::Upstream(e.to_string()))?;
+            let hold = self.inspector.unfinished_head(Direction::ToServer);
+            release(&mut self.held[0], chunk, hold, |b| self.upstream.writer().write_all(b)).map_err(|e| Failure::Upstream(e.to_string()))?;
             reader.consume(n);
         }
         // Server -> client.
@@ -499,6 +530,8 @@ impl Interceptor {
                 Ok([]) => {
                     if !self.server_closed {
                         self.server_closed = true;
+                        let rest = std::mem::take(&mut self.held[1]);
+                        down.writer().write_all(&rest).map_err(|e| Failure::Client(e.to_string()))?;
                         down.send_close_notify();
                     }
                     break;
@@ -516,7 +549,8 @@ impl Interceptor {
                         }
                         return Err(Failure::Blocked(why));
                     }
-                    down.writer().write_all(chunk).map_err(|e| Failure::Client(e.to_string()))?;
+                    let hold = self.inspector.unfinished_head(Direction::ToClient);
+                    release(&mut self.held[1], chunk, hold, |b| down.writer().write_all(b)).map_err(|e| Failure::Client(e.to_string()))?;
                     reader.consume(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -519,6 +519,15 @@ impl FlowIps {
         verdict
     }
 
+    /// The bytes at the end of what `direction` fed that are an HTTP/1 head not yet complete,
+    /// which the relay holds back until the head is judged ([`Http1Dir::unfinished_head`]).
+    pub fn unfinished_head(&self, direction: Direction) -> usize {
+        if self.passed || self.h2.is_some() {
+            return 0;
+        }
+        self.http[dir_index(direction)].unfinished_head(direction)
+    }
+
     /// HTTP/2 only: everything the server sent so far ended on a frame boundary, so frames of
     /// our own can follow it.
     pub fn h2_server_at_frame_boundary(&self) -> bool {

@@ -268,6 +268,57 @@ fn the_inspector_sees_plaintext_and_can_block() {
     assert_eq!(read_all(&mut s), b"", "the server never received the blocked request");
 }
 
+/// Follows requests as the IPS does and blocks a head that contains "evil" once it is complete.
+#[derive(Default)]
+struct BlockEvilHeads(crate::inspect::http1::Http1Dir);
+
+impl crate::inspect::Inspector for BlockEvilHeads {
+    fn inspect(&mut self, d: crate::inspect::Direction, data: &[u8]) -> crate::inspect::Verdict {
+        let mut evil = false;
+        self.0.feed(d, data, &mut |e| {
+            if let crate::inspect::http1::Http1Event::Head { raw, .. } = e {
+                evil |= raw.windows(4).any(|w| w == b"evil");
+            }
+        });
+        if evil {
+            crate::inspect::Verdict::Block(crate::inspect::BlockCause::Rule { sid: 8, msg: "evil".into() })
+        } else {
+            crate::inspect::Verdict::Continue
+        }
+    }
+
+    fn unfinished_head(&self, d: crate::inspect::Direction) -> usize {
+        self.0.unfinished_head(d)
+    }
+}
+
+#[test]
+fn a_head_in_pieces_reaches_the_server_only_once_complete_and_judged() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let mut c = client(&w.operator, "server.test", &[], false);
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    // Each write is a TLS record of its own: a request whose head ends in its third record,
+    // then a request whose rule matches only on its whole head.
+    for piece in ["GET /a HT", "TP/1.1\r\nHost: x\r", "\n\r\nGET /ev", "il HTTP/1.1\r\nHost", ": x\r\n"] {
+        c.writer().write_all(piece.as_bytes()).unwrap();
+    }
+    let (icpt, failure) = run_with(&mut w, &mut c, &mut s, Box::<BlockEvilHeads>::default());
+    assert_eq!(failure, None, "the second head is not complete yet");
+    assert_eq!(read_all(&mut s), b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", "the first head, and nothing of the second");
+    let mut icpt = icpt.unwrap();
+    c.writer().write_all(b"\r\n").unwrap();
+    let mut out = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut out).unwrap();
+    }
+    let failure = icpt.take_from_client(&out, &mut w.forger).err();
+    assert_eq!(failure, Some(Failure::Blocked(crate::inspect::BlockCause::Rule { sid: 8, msg: "evil".into() })));
+    let data = std::mem::take(&mut icpt.to_server);
+    let _ = s.read_tls(&mut &data[..]);
+    let _ = s.process_new_packets();
+    assert_eq!(read_all(&mut s), b"", "nothing of the blocked head reached the server");
+}
+
 /// An ECHConfigList (draft-ietf-tls-esni, version 0xfe0d) for `public_name`: an X25519 key
 /// (any 32 bytes: the client only encapsulates to it), HKDF-SHA256 with AES-128-GCM.
 fn ech_config_list(public_name: &str) -> Vec<u8> {
