@@ -18,7 +18,7 @@ use aya::EbpfLoader;
 
 use tls_inspect_dataplane::control::maps::Paths;
 use tls_inspect_dataplane::control::xdp::PROGRAM_PIN;
-use tls_inspect_dataplane::sys::{ifindex, TerminationSignals};
+use tls_inspect_dataplane::sys::{ifindex, Signals};
 
 /// The benchmark programs, built by build.rs.
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls-inspect-bench-xdp"));
@@ -52,7 +52,7 @@ fn load_bare(a: u32, b: u32) -> Result<aya::Ebpf> {
 
 /// Attaches the bare redirect between `a` and `b` until SIGINT/SIGTERM.
 pub fn bench_redirect(a: &str, b: &str, mode: XdpMode) -> Result<()> {
-    let set = TerminationSignals::block()?;
+    let set = Signals::block()?;
     let (ia, ib) = (ifindex("a", a)?, ifindex("b", b)?);
     let mut ebpf = load_bare(ia, ib)?;
     let program: &mut Xdp = ebpf.program_mut(BARE).context("program bench_redirect")?.try_into()?;
@@ -60,19 +60,19 @@ pub fn bench_redirect(a: &str, b: &str, mode: XdpMode) -> Result<()> {
         program.attach(name, mode).with_context(|| format!("attaching bench_redirect to {name}"))?;
     }
     println!("xdp-redirect: attached to {a} and {b}");
-    set.wait()?;
+    set.wait_stop()?;
     Ok(())
 }
 
 /// Attaches the counting sink to `dev` until SIGINT/SIGTERM; prints the frames it dropped.
 pub fn bench_sink(dev: &str, mode: XdpMode) -> Result<u64> {
-    let set = TerminationSignals::block()?;
+    let set = Signals::block()?;
     let mut ebpf = load_object()?;
     let program: &mut Xdp = ebpf.program_mut(SINK).context("program bench_sink")?.try_into()?;
     program.load().context("loading bench_sink (verifier)")?;
     program.attach(dev, mode).with_context(|| format!("attaching bench_sink to {dev}"))?;
     println!("xdp-sink: attached to {dev}");
-    set.wait()?;
+    set.wait_stop()?;
     let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("BENCH_SINK").context("map BENCH_SINK")?)?;
     let total = counts.get(&0, 0)?.iter().sum();
     Ok(total)

@@ -22,6 +22,8 @@ pub struct Bed {
     pub ca: PathBuf,
     pub eve: PathBuf,
     pub server: Pair,
+    /// More lines for the `[log]` table.
+    log_extra: String,
 }
 
 impl Bed {
@@ -37,13 +39,22 @@ impl Bed {
 
     /// As [`Bed::new_with`], with more lines for the `[[policy]]` table (`quic = "pass"`, ...).
     pub fn with_policy(policy_extra: &str, tls_extra: &str, run_args: &[&str]) -> Result<Self> {
+        Self::build(policy_extra, tls_extra, "", run_args)
+    }
+
+    /// As [`Bed::new`], with more lines for the `[log]` table (`keylog = ...`).
+    pub fn with_log(tls_extra: &str, log_extra: &str) -> Result<Self> {
+        Self::build("", tls_extra, log_extra, &[])
+    }
+
+    fn build(policy_extra: &str, tls_extra: &str, log_extra: &str, run_args: &[&str]) -> Result<Self> {
         let t = Topology::new()?;
         let pki = TestPki::new(&t.dir)?;
         let server = pki.server("server", &["server.test", "passthrough.test", SERVER_IP], "root", None)?;
         let ca_dir = t.dir.join("ca");
         check(Command::new(appliance_bin()).args(["ca", "--dir"]).arg(&ca_dir).arg("trial"))?;
         let eve = t.dir.join("eve.json");
-        let mut bed = Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server };
+        let mut bed = Self { t, pki, ca: ca_dir.join("ca.crt"), eve, server, log_extra: log_extra.to_string() };
         let config = bed.config(policy_extra, tls_extra);
         bed.t.start_appliance_with(&config, run_args)?;
         Ok(bed)
@@ -69,10 +80,12 @@ extra_roots = ["{}"]
 {tls_extra}
 [log]
 eve = "{}"
+{}
 "#,
             self.ca.parent().unwrap_or(&self.t.dir).display(),
             self.pki.root.display(),
-            self.eve.display()
+            self.eve.display(),
+            self.log_extra
         )
     }
 

@@ -135,11 +135,13 @@ pub struct LogSettings {
     pub stdout: bool,
     /// An `http` record per decrypted HTTP request (with or without the IPS).
     pub http: bool,
+    /// Both legs' TLS secrets, in the NSS key log format, for Wireshark (opt-in).
+    pub keylog: Option<String>,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { eve: None, stdout: false, http: true }
+        Self { eve: None, stdout: false, http: true, keylog: None }
     }
 }
 
@@ -521,62 +523,90 @@ pub type AlertCounts = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMa
 pub struct Logger {
     pub sender: Sender<Record>,
     pub alert_counts: AlertCounts,
+    /// Asks the thread to reopen the EVE file (SIGHUP, after logrotate moved it).
+    reopen: Sender<()>,
     thread: JoinHandle<()>,
+}
+
+/// Opens (creating it, and its directory, if need be) the EVE file for appending.
+fn open_eve(path: &std::path::Path) -> Result<BufWriter<std::fs::File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening the flow log {}", path.display()))?;
+    Ok(BufWriter::new(f))
 }
 
 impl Logger {
     pub fn start(targets: LogTargets) -> Result<Self> {
-        let mut file = match &targets.file {
-            Some(path) => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening the flow log {}", path.display()))?;
-                Some(BufWriter::new(f))
-            }
-            None => None,
-        };
+        let mut file = targets.file.as_deref().map(open_eve).transpose()?;
         let (sender, receiver): (Sender<Record>, Receiver<Record>) = crossbeam_channel::bounded(65_536);
+        let (reopen, reopen_rx) = crossbeam_channel::bounded::<()>(1);
         let (stdout, http) = (targets.stdout, targets.http);
         let alert_counts: AlertCounts = Default::default();
         let counts = alert_counts.clone();
-        let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || {
-            while let Ok(first) = receiver.recv() {
-                for record in std::iter::once(first).chain(receiver.try_iter()) {
-                    if matches!(record, Record::Http(_)) && !http {
+        let path = targets.file.clone();
+        let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || loop {
+            let first = crossbeam_channel::select! {
+                recv(receiver) -> r => match r {
+                    Ok(record) => record,
+                    Err(_) => break,
+                },
+                recv(reopen_rx) -> r => {
+                    if r.is_err() {
                         continue;
                     }
-                    if let Record::Alert(a) = &record {
-                        let action = if a.hit.blocked { "blocked" } else { "allowed" };
-                        if let Ok(mut c) = counts.lock() {
-                            *c.entry((a.hit.sid, action)).or_default() += 1;
+                    // What was written goes to the old file; the new one gets what follows.
+                    if let (Some(f), Some(path)) = (file.as_mut(), path.as_deref()) {
+                        let _ = f.flush();
+                        match open_eve(path) {
+                            Ok(fresh) => {
+                                file = Some(fresh);
+                                tracing::info!(path = %path.display(), "reopened the flow log");
+                            }
+                            Err(e) => tracing::error!(error = %format!("{e:#}"), "reopening the flow log failed; writing on to the old file"),
                         }
                     }
-                    for value in record.to_json() {
-                        let line = value.to_string();
-                        if let Some(f) = file.as_mut() {
-                            let _ = writeln!(f, "{line}");
-                        }
-                        if stdout {
-                            println!("{line}");
-                        }
+                    continue;
+                }
+            };
+            for record in std::iter::once(first).chain(receiver.try_iter()) {
+                if matches!(record, Record::Http(_)) && !http {
+                    continue;
+                }
+                if let Record::Alert(a) = &record {
+                    let action = if a.hit.blocked { "blocked" } else { "allowed" };
+                    if let Ok(mut c) = counts.lock() {
+                        *c.entry((a.hit.sid, action)).or_default() += 1;
                     }
                 }
-                if let Some(f) = file.as_mut() {
-                    let _ = f.flush();
+                for value in record.to_json() {
+                    let line = value.to_string();
+                    if let Some(f) = file.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if stdout {
+                        println!("{line}");
+                    }
                 }
             }
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
+            }
         })?;
-        Ok(Self { sender, alert_counts, thread })
+        Ok(Self { sender, alert_counts, reopen, thread })
+    }
+
+    /// Reopens the EVE file by its name (records already sent go to the old one).
+    pub fn reopen(&self) {
+        // One request pending is enough.
+        let _ = self.reopen.try_send(());
     }
 
     /// Flushes what was sent and stops (once every sender is gone).
     pub fn stop(self) {
         drop(self.sender);
+        drop(self.reopen);
         let _ = self.thread.join();
     }
 }
@@ -613,6 +643,30 @@ mod tests {
             assert_eq!(text.contains("\"event_type\":\"http\""), http, "{text}");
             assert!(text.contains("\"event_type\":\"flow\""), "{text}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopen_moves_later_records_to_a_new_file_of_the_same_name() {
+        let dir = std::env::temp_dir().join(format!("tls-inspect-log-reopen-{}", std::process::id()));
+        let path = dir.join("eve.json");
+        let logger = Logger::start(LogTargets { file: Some(path.clone()), stdout: false, http: true }).unwrap();
+        let lines = |p: &std::path::Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+        logger.sender.send(Record::Flow(Box::new(flow()))).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lines(&path) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // As logrotate does: the file is renamed, then the logger is told.
+        let rotated = dir.join("eve.json.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        logger.reopen();
+        while !path.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        logger.sender.send(Record::Flow(Box::new(flow()))).unwrap();
+        logger.stop();
+        assert_eq!((lines(&rotated), lines(&path)), (2, 2), "a tls and a flow record in each");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

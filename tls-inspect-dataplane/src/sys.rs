@@ -48,18 +48,28 @@ pub fn ifindex(field: &str, name: &str) -> Result<u32> {
     Ok(index)
 }
 
-/// SIGINT and SIGTERM, blocked for the calling thread (and the threads it starts later), to be
-/// waited for with [`TerminationSignals::wait`].
-pub struct TerminationSignals(libc::sigset_t);
+/// What `run` waits for: SIGINT, SIGTERM (stop) and SIGHUP (reopen the log files), blocked for
+/// the calling thread (and the threads it starts later), to be taken with [`Signals::wait`].
+pub struct Signals(libc::sigset_t);
 
-impl TerminationSignals {
+/// A signal [`Signals`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM (its number).
+    Stop(i32),
+    /// SIGHUP: logrotate moved the log files away.
+    Reopen,
+}
+
+impl Signals {
     pub fn block() -> Result<Self> {
         // SAFETY: plain signal-set manipulation on a zeroed sigset_t.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, sig);
+            }
             if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
                 bail!("blocking signals failed");
             }
@@ -67,14 +77,31 @@ impl TerminationSignals {
         }
     }
 
-    /// Waits for one of the blocked signals; returns its number.
-    pub fn wait(&self) -> Result<i32> {
-        let mut sig = 0;
-        // SAFETY: the set was initialised by `block`.
-        if unsafe { libc::sigwait(&self.0, &mut sig) } != 0 {
-            bail!("sigwait failed");
+    /// Waits up to `timeout` for one of the blocked signals; `None` when none came.
+    pub fn wait(&self, timeout: std::time::Duration) -> Result<Option<Signal>> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: the set was initialised by `block`; a null siginfo is allowed.
+        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        if sig < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(err).context("sigtimedwait"),
+            };
         }
-        Ok(sig)
+        Ok(Some(if sig == libc::SIGHUP { Signal::Reopen } else { Signal::Stop(sig) }))
+    }
+
+    /// Waits for SIGINT or SIGTERM (a SIGHUP is taken and ignored); returns its number.
+    pub fn wait_stop(&self) -> Result<i32> {
+        loop {
+            if let Some(Signal::Stop(sig)) = self.wait(std::time::Duration::from_secs(3600))? {
+                return Ok(sig);
+            }
+        }
     }
 }
 

@@ -37,6 +37,10 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "firefox-esr",
     "libnss3-tools",
+    // what operators drive it with: logrotate with the shipped recipe, tshark reading a
+    // capture with the key log
+    "logrotate",
+    "tshark",
     // the benchmarks: their plots, the comparison systems (Squid with ssl-bump, mitmproxy in a
     // virtualenv, see MITMPROXY) and the nftables redirect that puts both in the path
     "fonts-dejavu-core",

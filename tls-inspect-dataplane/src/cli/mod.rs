@@ -15,19 +15,70 @@ use args::{BypassCommand, Cli, Command, DebugCommand, IntelCommand, IpsCommand, 
 
 /// Parses the command line, runs the command, and says what went wrong if it did.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TLS_INSPECT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let journald = journald::stderr_is_the_journal();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TLS_INSPECT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if journald {
+        // journald stamps the time and reads the priority from each line's `<N>` prefix.
+        let format = tracing_subscriber::fmt::format().without_time().with_ansi(false);
+        fmt.with_ansi(false).event_format(journald::Priority(format)).init();
+    } else {
+        fmt.init();
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tls-inspect: error: {e:#}");
+            eprintln!("{}tls-inspect: error: {e:#}", if journald { "<3>" } else { "" });
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Log lines with journald's priorities when standard error is the journal.
+mod journald {
+    use std::os::unix::fs::MetadataExt;
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// systemd sets `JOURNAL_STREAM` to the device and inode of the stream it connected to
+    /// standard error (systemd.exec(5)); a process whose stderr was redirected elsewhere keeps
+    /// the variable but not the stream, so both are compared.
+    pub fn stderr_is_the_journal() -> bool {
+        let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+            return false;
+        };
+        value.split_once(':').and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))) == Some((meta.dev(), meta.ino()))
+    }
+
+    /// The syslog priority journald reads from a `<N>` line prefix (sd-daemon(3)).
+    pub fn priority(level: &Level) -> u8 {
+        match *level {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        }
+    }
+
+    /// A format that puts the event's priority before each line of another.
+    pub struct Priority<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for Priority<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+            write!(writer, "<{}>", priority(event.metadata().level()))?;
+            self.0.format_event(ctx, writer, event)
         }
     }
 }

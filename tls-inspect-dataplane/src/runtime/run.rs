@@ -1,13 +1,15 @@
 //! `tls-inspect run`, the composition root: checks the configuration, loads and attaches the
 //! XDP program (or adopts the one left attached), loads the scopes, starts the logger, the
-//! workers and the control socket, and holds them until SIGINT or SIGTERM.
+//! workers and the control socket, and holds them until SIGINT or SIGTERM; SIGHUP reopens the
+//! log files; systemd hears when it is ready and, while the workers are well, its watchdog.
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::supervisor::{Plan, Supervisor};
 use super::worker::TlsPlan;
@@ -17,7 +19,8 @@ use crate::control::rules::RulesControl;
 use crate::control::scopes::{QuicMode, ScopeSet};
 use crate::control::state::{self, Lock};
 use crate::control::xdp::{self, OnExit};
-use crate::sys::TerminationSignals;
+use super::service::{self, PidFile};
+use crate::sys::{Signal, Signals};
 
 pub struct RunOptions {
     pub paths: Paths,
@@ -34,8 +37,9 @@ pub struct RunOptions {
 
 pub fn run(opts: RunOptions) -> Result<()> {
     crate::sys::require_root()?;
-    // From here on SIGINT/SIGTERM wait for `sigwait`, so every exit path cleans up.
-    let signals = TerminationSignals::block()?;
+    // From here on SIGINT/SIGTERM (and SIGHUP) wait for `Signals::wait`, so every exit path
+    // cleans up, and a SIGHUP from logrotate never ends the process.
+    let signals = Signals::block()?;
     // Everything the operator wrote is checked before the kernel is touched.
     let file = match &opts.config {
         Some(path) => ConfigFile::read(path)?,
@@ -64,6 +68,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     crate::sys::ensure_bpffs(Paths::BPFFS)?;
     let paths = opts.paths;
     let daemon_lock = Lock::daemon(&paths)?;
+    let pid_file = PidFile::write(&paths)?;
 
     // A program left attached by an earlier run (crashed, or stopped with --on-exit bridge) is
     // adopted: traffic has kept flowing through it, and its tables stay as they are.
@@ -129,7 +134,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     } else {
         None
     };
-    let supervisor = if opts.no_workers {
+    let mut supervisor = if opts.no_workers {
         None
     } else {
         Some(Supervisor::start(
@@ -155,8 +160,33 @@ pub fn run(opts: RunOptions) -> Result<()> {
     pins.disarm();
     // A line a supervisor or test can wait for.
     println!("tls-inspect: running (instance {})", paths.instance);
+    service::ready(&format!("running: instance {}", paths.instance));
 
-    let signal = signals.wait()?;
+    // The watchdog is fed while every worker is well; a sick appliance is restarted by systemd
+    // (its XDP program bridges meanwhile and the new process adopts it).
+    let watchdog = service::watchdog_period();
+    let signal = loop {
+        match signals.wait(watchdog.unwrap_or(Duration::from_secs(3600)))? {
+            Some(Signal::Stop(sig)) => break sig,
+            Some(Signal::Reopen) => {
+                info!("SIGHUP: reopening the log files");
+                if let Some(l) = &logger {
+                    l.reopen();
+                }
+            }
+            None => {}
+        }
+        if watchdog.is_some() {
+            match supervisor.as_mut().map_or(Ok(()), Supervisor::check) {
+                Ok(()) => service::alive(),
+                Err(why) => {
+                    error!(%why, "not feeding the watchdog");
+                    service::unwell(&why);
+                }
+            }
+        }
+    };
+    service::stopping();
     info!(signal, "stopping the workers");
     if let Some(s) = supervisor {
         s.stop();
@@ -165,6 +195,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         l.stop();
     }
     control.stop();
+    drop(pid_file);
     drop(daemon_lock);
     match opts.on_exit {
         OnExit::Bridge => info!(
@@ -203,6 +234,9 @@ fn ips_plan(file: &ConfigFile) -> Result<Option<RulesControl>> {
 fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
     let settings = &file.tls;
     if !settings.inspect {
+        if file.log.keylog.is_some() {
+            bail!("log.keylog: there are session secrets only where TLS is inspected: it needs [tls] inspect = true");
+        }
         return Ok(None);
     }
     let dir = PathBuf::from(&settings.ca_dir);
@@ -245,10 +279,20 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
             bail!("tls.crls: {path}: no X509 CRL block");
         }
     }
-    let config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
+    let mut config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
         // webpki checks the CRLs when the verifier is built: a bad one names its file set.
         anyhow!("tls.crls: {e}")
     })?;
+    if let Some(path) = &file.log.keylog {
+        let k = crate::tls::keylog::KeyLogFile::open(std::path::Path::new(path))?;
+        let w = format!(
+            "log.keylog: the secrets of every inspected session (both legs) are written to {}: whoever reads it can decrypt captures of this traffic; turn it off when done",
+            k.path().display()
+        );
+        warn!("{w}");
+        eprintln!("tls-inspect: warning: {w}");
+        config = config.with_key_log(Arc::new(k));
+    }
     info!(system_roots = added, extra = settings.extra_roots.len(), crl_files = settings.crls.len(), "TLS inspection on");
     Ok(Some(TlsPlan {
         config: Arc::new(config),

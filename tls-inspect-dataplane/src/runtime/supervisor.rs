@@ -22,6 +22,24 @@ pub struct Supervisor {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<Result<()>>>,
     helpers: Vec<JoinHandle<()>>,
+    stats: Arc<Vec<Arc<WorkerStats>>>,
+    /// Each worker's loop count when [`Supervisor::check`] last looked.
+    last_beats: Vec<u64>,
+}
+
+/// Which workers are not well, from their threads' ends and their loop counts now and at the
+/// last look: a worker whose thread ended, or whose loop did not go round (an idle loop wakes
+/// every 20 ms, so between two watchdog checks it always does).
+fn unwell(finished: &[bool], beats: &[u64], last: &[u64]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, &done) in finished.iter().enumerate() {
+        if done {
+            out.push(format!("worker {id} stopped"));
+        } else if beats.get(id) == last.get(id) {
+            out.push(format!("worker {id} is stuck"));
+        }
+    }
+    out
 }
 
 pub struct Plan {
@@ -142,7 +160,22 @@ impl Supervisor {
             helpers.push(std::thread::spawn(move || super::metrics::serve(listener, &stop, &stats, &paths, alerts.as_ref())));
             info!(%addr, "metrics endpoint");
         }
-        Ok(Self { stop, workers, helpers })
+        let last_beats = stats.iter().map(|s| s.beats()).collect();
+        Ok(Self { stop, workers, helpers, stats, last_beats })
+    }
+
+    /// Every worker runs and made progress since the last call; otherwise what is wrong (the
+    /// systemd watchdog is fed only while this holds, so systemd restarts a sick appliance).
+    pub fn check(&mut self) -> std::result::Result<(), String> {
+        let finished: Vec<bool> = self.workers.iter().map(JoinHandle::is_finished).collect();
+        let beats: Vec<u64> = self.stats.iter().map(|s| s.beats()).collect();
+        let problems = unwell(&finished, &beats, &self.last_beats);
+        self.last_beats = beats;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join(", "))
+        }
     }
 
     /// Stops every worker (each unregisters its sockets) and waits for them.
@@ -178,3 +211,15 @@ fn write_workers_file(path: &std::path::Path, stats: &[Arc<WorkerStats>]) -> Res
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::unwell;
+
+    #[test]
+    fn a_worker_that_ended_or_made_no_progress_is_unwell() {
+        assert!(unwell(&[false, false], &[10, 7], &[3, 2]).is_empty());
+        assert_eq!(unwell(&[false, true], &[10, 7], &[3, 2]), ["worker 1 stopped"]);
+        assert_eq!(unwell(&[false, false], &[10, 2], &[3, 2]), ["worker 1 is stuck"]);
+    }
+}

@@ -56,11 +56,13 @@ pub struct WorkerConfig {
 #[derive(Debug)]
 pub struct WorkerStats {
     values: Vec<AtomicU64>,
+    /// Turns of the worker's loop (the watchdog's sign of life).
+    beats: AtomicU64,
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
-        Self { values: COUNTERS.iter().map(|_| AtomicU64::new(0)).collect() }
+        Self { values: COUNTERS.iter().map(|_| AtomicU64::new(0)).collect(), beats: AtomicU64::new(0) }
     }
 }
 
@@ -74,6 +76,12 @@ impl WorkerStats {
         for (slot, v) in self.values.iter().zip(values.values()) {
             slot.store(*v, Ordering::Relaxed);
         }
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often the worker's loop has gone round.
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Ordering::Relaxed)
     }
 }
 

@@ -75,6 +75,8 @@ pub struct TlsConfig {
     /// CRLs; built once and shared by every flow.
     pub verifier: Arc<WebPkiServerVerifier>,
     pub untrusted_upstream: UntrustedUpstream,
+    /// `[log] keylog`: both legs' session secrets go here (NSS key log format).
+    pub key_log: Option<Arc<dyn rustls::KeyLog>>,
 }
 
 impl TlsConfig {
@@ -87,7 +89,13 @@ impl TlsConfig {
             builder = builder.with_crls(crls).allow_unknown_revocation_status();
         }
         let verifier = builder.build().map_err(|e| e.to_string())?;
-        Ok(Self { verifier, untrusted_upstream })
+        Ok(Self { verifier, untrusted_upstream, key_log: None })
+    }
+
+    /// Writes both legs' secrets of every session to `key_log`.
+    pub fn with_key_log(mut self, key_log: Arc<dyn rustls::KeyLog>) -> Self {
+        self.key_log = Some(key_log);
+        self
     }
 }
 
@@ -243,6 +251,8 @@ pub struct Interceptor {
     pub info: TlsInfo,
     client_closed: bool,
     server_closed: bool,
+    /// Where the client leg's secrets go too (the upstream leg's are in its config).
+    key_log: Option<Arc<dyn rustls::KeyLog>>,
     /// Plaintext held back per direction (to the server, to the client): the start of an HTTP/1
     /// head that its rules have not judged yet ([`Inspector::unfinished_head`]).
     held: [Vec<u8>; 2],
@@ -275,6 +285,9 @@ impl Interceptor {
             .with_client_cert_resolver(client_auth.clone());
         cc.alpn_protocols = hello.alpn.clone();
         cc.enable_sni = hello.sni.is_some();
+        if let Some(k) = &config.key_log {
+            cc.key_log = k.clone();
+        }
         // One config per flow: its session cache (256 entries by default) would never be hit.
         cc.resumption = rustls::client::Resumption::disabled();
         let name = match &hello.sni {
@@ -297,6 +310,7 @@ impl Interceptor {
             info: TlsInfo::default(),
             client_closed: false,
             server_closed: false,
+            key_log: config.key_log.clone(),
             held: [Vec::new(), Vec::new()],
         };
         me.flush_upstream();
@@ -454,6 +468,9 @@ impl Interceptor {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Forged(ck)));
         sc.alpn_protocols = alpn.into_iter().collect();
+        if let Some(k) = &self.key_log {
+            sc.key_log = k.clone();
+        }
         // A config lives for one flow, so a session cache in it would never be hit; the default
         // one reserves room for 256 sessions in every flow.
         sc.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

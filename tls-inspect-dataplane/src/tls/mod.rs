@@ -5,4 +5,5 @@ pub mod ca;
 pub mod clienthello;
 pub mod forge;
 pub mod intercept;
+pub mod keylog;
 pub mod policy;
