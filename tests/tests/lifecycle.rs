@@ -47,6 +47,78 @@ fn a_bad_config_is_rejected_before_anything_is_attached() -> Result<()> {
     Ok(())
 }
 
+/// `config check FILE` in the appliance's namespace: its output and whether it passed.
+fn config_check(t: &Topology, config: &str, json: bool) -> Result<(bool, String)> {
+    let path = t.dir.join("checked.toml");
+    std::fs::write(&path, config)?;
+    let mut c = t.appliance.cmd(tls_inspect_tests::appliance_bin().to_str().unwrap_or_default());
+    c.env("TLS_INSPECT_INSTANCE", &t.instance).args(["config", "check", "--inside", INSIDE, "--outside", OUTSIDE]).arg(&path);
+    if json {
+        c.arg("--json");
+    }
+    let out = run(c)?;
+    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+}
+
+#[test]
+fn config_check_refuses_what_run_refuses_and_touches_nothing() -> Result<()> {
+    let t = Topology::new()?;
+    check(Command::new(tls_inspect_tests::appliance_bin()).args(["ca", "--dir"]).arg(t.dir.join("ca")).arg("trial"))?;
+    let rules = t.dir.join("local.rules");
+    std::fs::write(&rules, "alert http any any -> any any (msg:\"x\"; http.uri; content:\"/x\"; sid:1; rev:1;)\n")?;
+    let intel = t.dir.join("intel.txt");
+    std::fs::write(&intel, "203.0.113.0/24\n198.51.100.7\n")?;
+    let good = format!(
+        "[[policy]]\nid = 1\n[[policy.scope]]\nid = 10\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\ndport = [\"443/443\"]\n\
+         [tls]\ninspect = true\nca_dir = \"{}\"\n[ips]\nenabled = true\ndefault_rules = false\nrules = [\"{}\"]\n[intel]\nfile = \"{}\"\n",
+        t.dir.join("ca").display(),
+        rules.display(),
+        intel.display()
+    );
+    let bad_rules = t.dir.join("bad.rules");
+    std::fs::write(&bad_rules, "alert http any any -> any any (msg:\"x\"; nosuchkeyword; sid:2;)\n")?;
+    let (ok, out) = config_check(&t, &good, true)?;
+    assert!(ok, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').map_or(0, |i| i + 1)])?;
+    assert_eq!((summary["policies"].as_u64(), summary["scopes"].as_u64(), summary["ips_rules"].as_u64(), summary["intel_entries"].as_u64()), (Some(1), Some(1), Some(1), Some(2)), "{out}");
+    assert_eq!(summary["tls_inspect"], true);
+
+    // A rule that does not load is a warning, as in `run` (the others load; `rules check`
+    // lists every refusal).
+    let (ok, out) = config_check(&t, &good.replace(&rules.display().to_string(), &bad_rules.display().to_string()), false)?;
+    assert!(ok && out.contains("line 1: nosuchkeyword") && out.contains("IPS 0 rules"), "{out}");
+
+    // Each a mistake `run` refuses: `config check` names the same field, and neither attaches.
+    let cases = [
+        (good.replace("443/443", "443/4430000"), "443/4430000"),
+        (good.replace(&rules.display().to_string(), "/nonexistent/local.rules"), "/nonexistent/local.rules"),
+        // (the list is rewritten with a bad address below)
+        (good.clone(), "intel.file"),
+        (good.replace(&t.dir.join("ca").display().to_string(), "/nonexistent/ca"), "tls.ca_dir"),
+        (good.replace("inspect = true", "inspect = false") + "[log]\nkeylog = \"/tmp/k.log\"\n", "log.keylog"),
+        (good.replace("inspect = true", "inspect = false"), "ips.enabled"),
+    ];
+    for (config, needle) in &cases {
+        if needle == &"intel.file" {
+            std::fs::write(&intel, "203.0.113.0/24\n198.51.100.300\n")?;
+        } else {
+            std::fs::write(&intel, "203.0.113.0/24\n198.51.100.7\n")?;
+        }
+        let (ok, out) = config_check(&t, config, false)?;
+        assert!(!ok && out.contains(needle), "config check of a config with {needle}: {out}");
+        let err = t.start_appliance_expecting_failure(config)?;
+        assert!(err.contains(needle), "run of a config with {needle}: {err}");
+        assert!(!xdp_attached(&t, INSIDE)? && !xdp_attached(&t, OUTSIDE)?, "{needle}: attached");
+    }
+    // An interface that is not there.
+    let path = t.dir.join("checked.toml");
+    std::fs::write(&path, &good)?;
+    let out = run(t.appliance.cmd(tls_inspect_tests::appliance_bin().to_str().unwrap_or_default()).args(["config", "check", "--inside", "nosuch0", "--outside", OUTSIDE]).arg(&path))?;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuch0"));
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/{}", t.instance)).exists(), "config check pinned nothing");
+    Ok(())
+}
+
 #[test]
 fn one_run_per_instance_graceful_stop_bridges_and_detach_cleans_up() -> Result<()> {
     let mut t = Topology::new()?;

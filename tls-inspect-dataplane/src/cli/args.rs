@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "bridge")]
         on_exit: OnExit,
     },
+    /// The configuration file, offline.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The threat-intelligence list: addresses whose traffic XDP drops (or counts).
     Intel {
         #[command(subcommand)]
@@ -165,6 +168,24 @@ pub enum IntelCommand {
     List(JsonFlag),
     /// Stop using the list.
     Clear,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Everything `run` would refuse in FILE (as Suricata's -T), without running: interfaces,
+    /// policies and scopes, CA, trust store and CRLs, key log, IPS rules, threat intelligence.
+    Check {
+        file: PathBuf,
+        /// Interface towards the hosts, if not in the file.
+        #[arg(long)]
+        inside: Option<String>,
+        /// Interface towards the internet, if not in the file.
+        #[arg(long)]
+        outside: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -479,3 +479,38 @@ fn describe(frame: &[u8]) -> String {
         Err(e) => format!("unparsed ({e:?}) len={}", frame.len()),
     }
 }
+
+/// `config check FILE`: what `run` checks before it touches the kernel, and nothing more; a
+/// summary of what would run.
+pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>, as_json: bool) -> Result<()> {
+    let config = ConfigFile::read(file)?;
+    let p = crate::runtime::run::prepare(&config, inside, outside).with_context(|| format!("{}", file.display()))?;
+    let rules = p.ips.as_ref().map(|r| r.shared.load().rules.len());
+    let summary = json!({
+        "config": file.display().to_string(),
+        "inside": p.inside,
+        "outside": p.outside,
+        "policies": p.set.policies.len(),
+        "scopes": p.set.scopes.len(),
+        "tls_inspect": p.tls.is_some(),
+        "ips_rules": rules,
+        "intel_entries": p.intel.as_ref().map(|i| i.entries.len()),
+        "keylog": config.log.keylog,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{}: OK: inside {}, outside {}; {} policies, {} scopes; TLS inspection {}; IPS {}; threat intelligence {}",
+            file.display(),
+            p.inside,
+            p.outside,
+            p.set.policies.len(),
+            p.set.scopes.len(),
+            if p.tls.is_some() { "on" } else { "off" },
+            rules.map_or_else(|| "off".to_string(), |n| format!("{n} rules")),
+            p.intel.as_ref().map_or_else(|| "off".to_string(), |i| format!("{} entries", i.entries.len())),
+        );
+    }
+    Ok(())
+}

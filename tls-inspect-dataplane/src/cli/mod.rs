@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::control::maps::Paths;
 use crate::runtime::run::{run, RunOptions};
 use crate::sys::require_root;
-use args::{BypassCommand, Cli, Command, DebugCommand, IntelCommand, IpsCommand, PolicyCommand, RulesCommand, ScopeCommand};
+use args::{BypassCommand, Cli, Command, ConfigCommand, DebugCommand, IntelCommand, IpsCommand, PolicyCommand, RulesCommand, ScopeCommand};
 
 /// Parses the command line, runs the command, and says what went wrong if it did.
 pub fn main() -> ExitCode {
@@ -145,6 +145,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::flows(&paths, f.json)
         }
         Command::Ca { dir, command } => commands::ca(&dir, command),
+        Command::Config(ConfigCommand::Check { file, inside, outside, json }) => commands::config_check(&file, inside, outside, json),
         Command::Rules { command: RulesCommand::Check { file, json } } => commands::rules_check(&file, json),
         Command::Rules { command } => {
             require_root()?;

@@ -45,24 +45,10 @@ pub fn run(opts: RunOptions) -> Result<()> {
         Some(path) => ConfigFile::read(path)?,
         None => ConfigFile::default(),
     };
-    let inside = opts.inside.or(file.appliance.inside.clone()).context(
-        "inside: no inside interface (give --inside or appliance.inside in the config)",
-    )?;
-    let outside = opts.outside.or(file.appliance.outside.clone()).context(
-        "outside: no outside interface (give --outside or appliance.outside in the config)",
-    )?;
-    if inside == outside {
-        bail!("inside and outside: both are '{inside}'; the appliance needs two interfaces");
+    let Prepared { inside, outside, inside_ifindex, outside_ifindex, set, mut tls, ips, intel } = prepare(&file, opts.inside, opts.outside)?;
+    if let Some(t) = tls.as_mut() {
+        open_key_log(&file, t)?;
     }
-    let inside_ifindex = crate::sys::ifindex("inside", &inside)?;
-    let outside_ifindex = crate::sys::ifindex("outside", &outside)?;
-    let (policies, scopes) = file.scope_set(file.limits)?;
-    let mut set = ScopeSet::new(file.limits);
-    // QUIC is blocked by default where TLS is inspected: browsers then use TCP, which is.
-    set.quic_default = if file.tls.inspect { QuicMode::Block } else { QuicMode::Pass };
-    set.replace_with(policies, scopes)?;
-    let tls = tls_plan(&file)?;
-    let ips = ips_plan(&file)?;
     let mode = xdp::mode(opts.xdp_mode.unwrap_or(file.appliance.xdp_mode));
 
     crate::sys::ensure_bpffs(Paths::BPFFS)?;
@@ -114,10 +100,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
         Some(xdp::attach(&paths, &file, &set, (&inside, inside_ifindex), (&outside, outside_ifindex), mode)?)
     };
-    if let Some(path) = &file.intel.file {
-        let mode = file.intel.mode.unwrap_or(crate::control::intel::IntelMode::Block);
-        let n = crate::control::intel::load_file(&paths, std::path::Path::new(path), mode)?;
-        info!(entries = n, ?mode, "threat intelligence loaded");
+    if let Some(list) = &intel {
+        crate::control::intel::load(&paths, &list.entries, list.mode, &list.source)?;
+        info!(entries = list.entries.len(), mode = ?list.mode, "threat intelligence loaded");
     }
     let set = state::read(&paths)?;
     info!(
@@ -209,6 +194,59 @@ pub fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// The threat-intelligence list of the config, read and parsed.
+pub struct IntelList {
+    pub source: String,
+    pub mode: crate::control::intel::IntelMode,
+    pub entries: Vec<crate::addr::Ipv4Cidr>,
+}
+
+/// Everything `run` needs from the configuration, checked, before it touches the kernel.
+pub struct Prepared {
+    pub inside: String,
+    pub outside: String,
+    pub inside_ifindex: u32,
+    pub outside_ifindex: u32,
+    pub set: ScopeSet,
+    pub tls: Option<TlsPlan>,
+    pub ips: Option<RulesControl>,
+    pub intel: Option<IntelList>,
+}
+
+/// Checks and prepares what `run` would refuse: the interfaces (given or configured, distinct,
+/// present in this network namespace), the policies and scopes within their limits, the CA,
+/// trust store, CRLs and key log, the IPS rules (compiled), the threat-intelligence list. No
+/// side effect: `config check` runs exactly this.
+pub fn prepare(file: &ConfigFile, inside: Option<String>, outside: Option<String>) -> Result<Prepared> {
+    let inside = inside.or(file.appliance.inside.clone()).context(
+        "inside: no inside interface (give --inside or appliance.inside in the config)",
+    )?;
+    let outside = outside.or(file.appliance.outside.clone()).context(
+        "outside: no outside interface (give --outside or appliance.outside in the config)",
+    )?;
+    if inside == outside {
+        bail!("inside and outside: both are '{inside}'; the appliance needs two interfaces");
+    }
+    let inside_ifindex = crate::sys::ifindex("inside", &inside)?;
+    let outside_ifindex = crate::sys::ifindex("outside", &outside)?;
+    let (policies, scopes) = file.scope_set(file.limits)?;
+    let mut set = ScopeSet::new(file.limits);
+    // QUIC is blocked by default where TLS is inspected: browsers then use TCP, which is.
+    set.quic_default = if file.tls.inspect { QuicMode::Block } else { QuicMode::Pass };
+    set.replace_with(policies, scopes)?;
+    let tls = tls_plan(file)?;
+    let ips = ips_plan(file)?;
+    let intel = match &file.intel.file {
+        Some(path) => {
+            let text = fs::read_to_string(path).with_context(|| format!("intel.file: reading {path}"))?;
+            let entries = crate::control::intel::parse(&text).with_context(|| format!("intel.file: {path}"))?;
+            Some(IntelList { source: path.clone(), mode: file.intel.mode.unwrap_or(crate::control::intel::IntelMode::Block), entries })
+        }
+        None => None,
+    };
+    Ok(Prepared { inside, outside, inside_ifindex, outside_ifindex, set, tls, ips, intel })
+}
+
 /// Without the IPS, inspected flows still have their `http` records: the workers follow HTTP
 /// with a rule set of no rules (when TLS inspection is on and `[log] http` is logged).
 fn http_log_only(file: &ConfigFile) -> Result<Option<crate::inspect::SharedRules>> {
@@ -279,19 +317,14 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
             bail!("tls.crls: {path}: no X509 CRL block");
         }
     }
-    let mut config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
+    let config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
         // webpki checks the CRLs when the verifier is built: a bad one names its file set.
         anyhow!("tls.crls: {e}")
     })?;
     if let Some(path) = &file.log.keylog {
-        let k = crate::tls::keylog::KeyLogFile::open(std::path::Path::new(path))?;
-        let w = format!(
-            "log.keylog: the secrets of every inspected session (both legs) are written to {}: whoever reads it can decrypt captures of this traffic; turn it off when done",
-            k.path().display()
-        );
-        warn!("{w}");
-        eprintln!("tls-inspect: warning: {w}");
-        config = config.with_key_log(Arc::new(k));
+        if std::path::Path::new(path).is_dir() {
+            bail!("log.keylog: {path} is a directory");
+        }
     }
     info!(system_roots = added, extra = settings.extra_roots.len(), crl_files = settings.crls.len(), "TLS inspection on");
     Ok(Some(TlsPlan {
@@ -300,4 +333,20 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
         ca: Arc::new(ca),
         cert_cache: settings.cert_cache,
     }))
+}
+
+/// Opens `[log] keylog` (0600) and gives its writer to the TLS configuration, with a warning.
+fn open_key_log(file: &ConfigFile, tls: &mut TlsPlan) -> Result<()> {
+    if let Some(path) = &file.log.keylog {
+        let k = crate::tls::keylog::KeyLogFile::open(std::path::Path::new(path))?;
+        let w = format!(
+            "log.keylog: the secrets of every inspected session (both legs) are written to {}: whoever reads it can decrypt captures of this traffic; turn it off when done",
+            k.path().display()
+        );
+        warn!("{w}");
+        eprintln!("tls-inspect: warning: {w}");
+        let config = crate::tls::intercept::TlsConfig::clone(&tls.config).with_key_log(Arc::new(k));
+        tls.config = Arc::new(config);
+    }
+    Ok(())
 }

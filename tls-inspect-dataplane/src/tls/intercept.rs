@@ -70,6 +70,7 @@ pub struct TlsInfo {
 }
 
 /// Appliance-wide TLS settings every interceptor uses.
+#[derive(Clone)]
 pub struct TlsConfig {
     /// Validates upstream certificates like a browser (webpki), with the trust store and any
     /// CRLs; built once and shared by every flow.
