@@ -23,7 +23,7 @@ id = 1
 #[test]
 fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
     let mut t = Topology::new()?;
-    t.start_appliance_with(SCOPE, &["--metrics", "127.0.0.1:9100"])?;
+    t.start_appliance_with(SCOPE, &["--metrics", "127.0.0.1:10095"])?;
     let www = t.dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("hello.txt"), "hello through the splice\n")?;
@@ -46,8 +46,21 @@ fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
     wait_until("the workers to count both flows", Duration::from_secs(5), || Ok(t.worker_counter("flows_total")? >= 2))?;
     assert_eq!(t.counter("failopen_frames")?, 0);
     // The same counters on the Prometheus endpoint (in the appliance's namespace).
-    let metrics = check(t.appliance.cmd("curl").args(["-sS", "--max-time", "5", "http://127.0.0.1:9100/metrics"]))?;
-    assert!(metrics.contains("tls_inspect_xdp_steered_frames "), "{metrics}");
+    // A scraper that connects and sends nothing holds up no other scrape: each is answered on
+    // its own thread.
+    let mut idle = t.appliance.cmd("python3");
+    idle.args(["-c", "import socket,time; s=socket.create_connection(('127.0.0.1',10095)); print('connected', flush=True); time.sleep(8)"]);
+    let idle = t.spawn(idle)?;
+    t.background(idle).wait_for("connected", Duration::from_secs(5))?;
+    let metrics = check(t.appliance.cmd("curl").args(["-sS", "--max-time", "2", "http://127.0.0.1:10095/metrics"]))?;
+    assert!(metrics.contains("tls_inspect_xdp_frames_total{path=\"steered\"} "), "{metrics}");
+    // Prometheus' own linter finds nothing to say.
+    let mut lint = std::process::Command::new("promtool");
+    lint.args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = lint.spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), metrics.as_bytes())?;
+    let out = child.wait_with_output()?;
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "promtool check metrics: {}{}\n{metrics}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let flows = metrics
         .lines()
         .find(|l| l.starts_with("tls_inspect_worker_flows_total{worker=\"0\"}"))

@@ -131,8 +131,8 @@ fn quic_to_a_scope_is_dropped_by_default_and_passed_when_the_policy_says() -> Re
     assert_eq!((scope_counter(&b, "quic_passed")?, scope_counter(&b, "quic_dropped")?), (20, 0));
     // The metrics endpoint counts it per policy and scope too.
     let metrics = check(b.t.appliance.cmd("curl").args(["-sS", "--max-time", "5", "http://127.0.0.1:9466/metrics"]))?;
-    assert!(metrics.contains("tls_inspect_scope_quic_passed{policy=\"3\",scope=\"30\"} 20"), "{metrics}");
-    assert!(metrics.contains("tls_inspect_scope_quic_dropped{policy=\"3\",scope=\"30\"} 0"), "{metrics}");
+    assert!(metrics.contains("tls_inspect_scope_quic_datagrams_total{action=\"passed\",policy=\"3\",scope=\"30\"} 20"), "{metrics}");
+    assert!(metrics.contains("tls_inspect_scope_quic_datagrams_total{action=\"dropped\",policy=\"3\",scope=\"30\"} 0"), "{metrics}");
     Ok(())
 }
 

@@ -54,7 +54,7 @@ fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result
     assert!(!access.contains("jndi"), "the server received the blocked request: {access}");
     // Alerts per rule and action on the metrics endpoint.
     let metrics = check(b.t.appliance.cmd("curl").args(["-sS", "--max-time", "5", "http://127.0.0.1:9100/metrics"]))?;
-    assert!(metrics.contains("tls_inspect_alerts{sid=\"9000001\",action=\"blocked\"} 1"), "{metrics}");
+    assert!(metrics.contains("tls_inspect_alerts_total{action=\"blocked\",sid=\"9000001\"} 1"), "{metrics}");
     Ok(())
 }
 

@@ -41,6 +41,9 @@ const PACKAGES: &[&str] = &[
     // capture with the key log
     "logrotate",
     "tshark",
+    // promtool, which lints the metrics endpoint's output (the server it comes with is not
+    // started here: no systemd)
+    "prometheus",
     // the benchmarks: their plots, the comparison systems (Squid with ssl-bump, mitmproxy in a
     // virtualenv, see MITMPROXY) and the nftables redirect that puts both in the path
     "fonts-dejavu-core",

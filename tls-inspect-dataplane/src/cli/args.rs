@@ -43,7 +43,7 @@ pub enum Command {
         /// process (`debug xsk-recv`), and fail open otherwise. For testing the XDP path.
         #[arg(long, conflicts_with = "workers")]
         no_workers: bool,
-        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9100.
+        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:10095.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
         /// What a graceful stop (SIGINT, SIGTERM) leaves: the program attached and bridging,

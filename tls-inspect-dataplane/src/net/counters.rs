@@ -37,6 +37,9 @@ macro_rules! counters {
 
         /// Every counter, in the order `stats` and the JSON show them.
         pub const COUNTERS: &[Def] = &[$(Def { name: $name, kind: Kind::$kind, help: $help }),*];
+
+        /// Every counter, in the same order as [`COUNTERS`].
+        pub const ALL: &[Counter] = &[$(Counter::$variant),*];
     };
 }
 

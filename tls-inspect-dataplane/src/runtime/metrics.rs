@@ -1,73 +1,304 @@
-//! The Prometheus text endpoint: the XDP program's counters (global and per scope), the flow
-//! table, every worker's counters (declared once, in `net::counters`) and the alerts per rule.
+//! The Prometheus endpoint: the XDP program's counters (global and per scope), the flow table,
+//! every worker's counters (declared once, in `net::counters`), the alerts per rule and the build,
+//! in Prometheus' text format through the `prometheus` crate, named as its conventions say
+//! (`_total` on counters, units in the name, dimensions as labels: path, direction, decision,
+//! action, policy, scope, worker; HELP and TYPE on every family). `promtool check metrics`
+//! passes on it (tests/tests/dataplane.rs). Scrapes are served concurrently, each on its own
+//! thread, a bounded number at a time.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tls_inspect_common::counter;
 
 use super::worker::WorkerStats;
 use crate::control::maps::{Maps, Paths};
 use crate::log::AlertCounts;
+use crate::net::counters::{Counter, Kind};
 
-/// The Prometheus text format of the XDP counters (global, and per scope of `scopes`: (policy,
-/// scope) pairs) and the workers' counters.
+/// Scrapes served at once; one more gets a 503 at once.
+const MAX_CONCURRENT: usize = 8;
+
+/// One metric family being filled: its help, kind, label names and samples.
+struct Family {
+    help: &'static str,
+    kind: Kind,
+    labels: Vec<&'static str>,
+    samples: Vec<(Vec<String>, u64)>,
+}
+
+/// The families of one scrape, by name.
+#[derive(Default)]
+struct Scrape(BTreeMap<String, Family>);
+
+impl Scrape {
+    fn add(&mut self, name: &str, help: &'static str, kind: Kind, labels: &[(&'static str, String)], value: u64) {
+        let f = self.0.entry(name.to_string()).or_insert_with(|| Family { help, kind, labels: labels.iter().map(|(k, _)| *k).collect(), samples: Vec::new() });
+        f.samples.push((labels.iter().map(|(_, v)| v.clone()).collect(), value));
+    }
+
+    /// The text format of every family.
+    fn encode(self) -> Result<String, prometheus::Error> {
+        let registry = Registry::new();
+        for (name, f) in self.0 {
+            let opts = Opts::new(name, f.help);
+            match f.kind {
+                Kind::Counter => {
+                    let vec = IntCounterVec::new(opts, &f.labels)?;
+                    for (values, v) in &f.samples {
+                        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                        vec.get_metric_with_label_values(&values)?.inc_by(*v);
+                    }
+                    registry.register(Box::new(vec))?;
+                }
+                Kind::Gauge => {
+                    let vec = IntGaugeVec::new(opts, &f.labels)?;
+                    for (values, v) in &f.samples {
+                        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                        vec.get_metric_with_label_values(&values)?.set(i64::try_from(*v).unwrap_or(i64::MAX));
+                    }
+                    registry.register(Box::new(vec))?;
+                }
+            }
+        }
+        let mut out = String::new();
+        TextEncoder::new().encode_utf8(&registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Where one of the XDP program's global counters (`counter::NAMES[i]`) goes: family, help,
+/// and the `path` label for the three disjoint fates of a frame (bridged to the other
+/// interface, steered to a worker, dropped because the redirect failed) or the `action` on QUIC.
+fn xdp_series(i: usize) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
+    const FRAMES: &str = "Frames the XDP program sent on, by path: bridged to the other interface (fail-open and bypass included), steered to a worker's AF_XDP socket, or dropped because the redirect failed.";
+    const BYTES: &str = "Bytes of the frames the XDP program sent on, by path (as tls_inspect_xdp_frames_total).";
+    match i {
+        counter::BRIDGED_FRAMES => ("tls_inspect_xdp_frames_total", FRAMES, Some(("path", "bridged"))),
+        counter::STEERED_FRAMES => ("tls_inspect_xdp_frames_total", FRAMES, Some(("path", "steered"))),
+        counter::DROPPED_FRAMES => ("tls_inspect_xdp_frames_total", FRAMES, Some(("path", "dropped"))),
+        counter::BRIDGED_BYTES => ("tls_inspect_xdp_bytes_total", BYTES, Some(("path", "bridged"))),
+        counter::STEERED_BYTES => ("tls_inspect_xdp_bytes_total", BYTES, Some(("path", "steered"))),
+        counter::DROPPED_BYTES => ("tls_inspect_xdp_bytes_total", BYTES, Some(("path", "dropped"))),
+        counter::FAILOPEN_FRAMES => ("tls_inspect_xdp_failopen_frames_total", "Frames of matching or steered flows that found no AF_XDP socket and were bridged (fail-open).", None),
+        counter::FAILOPEN_BYTES => ("tls_inspect_xdp_failopen_bytes_total", "Bytes of the fail-open frames.", None),
+        counter::BYPASS_FRAMES => ("tls_inspect_xdp_bypass_frames_total", "Frames of flows a worker passed, bridged in XDP.", None),
+        counter::BYPASS_BYTES => ("tls_inspect_xdp_bypass_bytes_total", "Bytes of the bypass frames.", None),
+        counter::UNPARSED_FRAMES => ("tls_inspect_xdp_unparsed_frames_total", "Frames the parser gave up on (bridged unchanged).", None),
+        counter::SYN_CLASSIFIED => ("tls_inspect_xdp_syns_classified_total", "SYNs from inside looked up in the scope tables.", None),
+        counter::SYN_MATCHED => ("tls_inspect_xdp_syns_matched_total", "SYNs that matched a scope of an enabled policy.", None),
+        counter::FLOW_INSERT_FAILED => ("tls_inspect_xdp_flow_insert_failures_total", "Flow entries that could not be written (the frame was bridged).", None),
+        counter::FOREIGN_FRAMES => ("tls_inspect_xdp_foreign_frames_total", "Frames on an interface the program was not configured for (passed up).", None),
+        counter::ERROR_FRAMES => ("tls_inspect_xdp_error_frames_total", "Frames the program could not handle for an internal reason (bridged).", None),
+        counter::INTEL_FRAMES => ("tls_inspect_xdp_intel_frames_total", "Frames from or to an address on the threat-intelligence list.", None),
+        counter::INTEL_DROPPED => ("tls_inspect_xdp_intel_dropped_frames_total", "Threat-intelligence frames dropped (block mode).", None),
+        counter::QUIC_DROPPED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("path", "dropped"))),
+        counter::QUIC_PASSED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("action", "passed"))),
+        _ => ("tls_inspect_xdp_unknown_total", "A counter this build does not name.", None),
+    }
+}
+
+/// Where a scope counter (`ScopeCounters::fields()` name) goes: family, help, label.
+fn scope_series(name: &str) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
+    const FLOWS: &str = "Flows whose SYN matched the scope, by path: steered to a worker, or bridged for want of one (fail-open).";
+    const FRAMES: &str = "Frames of the scope's flows, by path: steered, fail-open, bypass (passed by a worker, bridged in XDP), dropped (redirect failed).";
+    const BYTES: &str = "Bytes of the scope's frames, by path (as tls_inspect_scope_frames_total).";
+    const QUIC: &str = "UDP datagrams of the scope (QUIC), by what its policy does: dropped or passed.";
+    match name {
+        "flows_steered" => ("tls_inspect_scope_flows_total", FLOWS, Some(("path", "steered"))),
+        "flows_failopen" => ("tls_inspect_scope_flows_total", FLOWS, Some(("path", "failopen"))),
+        "steered_frames" => ("tls_inspect_scope_frames_total", FRAMES, Some(("path", "steered"))),
+        "failopen_frames" => ("tls_inspect_scope_frames_total", FRAMES, Some(("path", "failopen"))),
+        "bypass_frames" => ("tls_inspect_scope_frames_total", FRAMES, Some(("path", "bypass"))),
+        "dropped_frames" => ("tls_inspect_scope_frames_total", FRAMES, Some(("path", "dropped"))),
+        "steered_bytes" => ("tls_inspect_scope_bytes_total", BYTES, Some(("path", "steered"))),
+        "failopen_bytes" => ("tls_inspect_scope_bytes_total", BYTES, Some(("path", "failopen"))),
+        "bypass_bytes" => ("tls_inspect_scope_bytes_total", BYTES, Some(("path", "bypass"))),
+        "quic_dropped" => ("tls_inspect_scope_quic_datagrams_total", QUIC, Some(("action", "dropped"))),
+        "quic_passed" => ("tls_inspect_scope_quic_datagrams_total", QUIC, Some(("action", "passed"))),
+        _ => ("tls_inspect_scope_unknown_total", "A scope counter this build does not name.", None),
+    }
+}
+
+/// Where a worker counter goes: family (`tls_inspect_worker_` + it), the family's help when
+/// several counters share it (else the counter's own), and its label. Exhaustive: a counter
+/// declared in `net::counters` is exported, or the build fails.
+fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'static str, &'static str)>) {
+    const FRAMES: &str = "Frames through the worker's AF_XDP rings, by direction: rx taken from its receive rings, tx handed to its transmit rings.";
+    const HANDOFFS: &str = "Frames passed between workers to the one that owns their flow, by direction: out to another worker, in from another.";
+    const BYTES: &str = "Payload bytes the worker relayed, by direction.";
+    const TLS: &str = "TLS flows the worker decided, by decision: inspected (decrypted, inspected, re-encrypted), passed unchanged, blocked (policy, IPS, DLP, invalid upstream), failed (a peer's TLS error).";
+    match c {
+        Counter::FramesRx => ("frames_total", Some(FRAMES), Some(("direction", "rx"))),
+        Counter::FramesTx => ("frames_total", Some(FRAMES), Some(("direction", "tx"))),
+        Counter::HandoffsOut => ("handoff_frames_total", Some(HANDOFFS), Some(("direction", "out"))),
+        Counter::HandoffsIn => ("handoff_frames_total", Some(HANDOFFS), Some(("direction", "in"))),
+        Counter::HandoffsDropped => ("handoff_dropped_frames_total", None, None),
+        Counter::TxRingFull => ("tx_ring_full_total", None, None),
+        Counter::TxDroppedNoFrame => ("tx_no_frame_dropped_frames_total", None, None),
+        Counter::FlowsOpen => ("flows_open", None, None),
+        Counter::FlowsTotal => ("flows_total", None, None),
+        Counter::BytesToServer => ("relayed_bytes_total", Some(BYTES), Some(("direction", "to_server"))),
+        Counter::BytesToClient => ("relayed_bytes_total", Some(BYTES), Some(("direction", "to_client"))),
+        Counter::TableFull => ("table_full_total", None, None),
+        Counter::ConnectRefused => ("connect_refused_total", None, None),
+        Counter::ConnectTimeouts => ("connect_timeouts_total", None, None),
+        Counter::Resets => ("resets_total", None, None),
+        Counter::UnknownFlow => ("unknown_flow_frames_total", None, None),
+        Counter::MapErrors => ("map_errors_total", None, None),
+        Counter::TlsInspected => ("tls_flows_total", Some(TLS), Some(("decision", "inspected"))),
+        Counter::TlsPassed => ("tls_flows_total", Some(TLS), Some(("decision", "passed"))),
+        Counter::TlsBlocked => ("tls_flows_total", Some(TLS), Some(("decision", "blocked"))),
+        Counter::TlsFailed => ("tls_flows_total", Some(TLS), Some(("decision", "failed"))),
+        Counter::CertsForged => ("certs_forged_total", None, None),
+        Counter::IpsAlerts => ("ips_alerts_total", None, None),
+        Counter::IdleTimeouts => ("idle_timeouts_total", None, None),
+        Counter::NotTcp => ("not_tcp_frames_total", None, None),
+        Counter::FramesHandled => ("frames_handled_total", None, None),
+    }
+}
+
+/// The text of a scrape: the XDP counters (global, and per scope of `scopes`: (policy, scope)
+/// pairs), the flow table, the workers' counters, the alerts and the build.
 pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<WorkerStats>], alerts: Option<&AlertCounts>) -> String {
-    let mut out = String::new();
+    let mut s = Scrape::default();
+    s.add("tls_inspect_build_info", "The running build: its version (always 1).", Kind::Gauge, &[("version", env!("CARGO_PKG_VERSION").to_string())], 1);
     if let Some(global) = maps.and_then(|m| m.counters().ok()) {
-        for (name, v) in counter::NAMES.iter().zip(global) {
-            out.push_str(&format!("# TYPE tls_inspect_xdp_{name} counter\ntls_inspect_xdp_{name} {v}\n"));
+        for (i, v) in global.iter().enumerate() {
+            let (name, help, label) = xdp_series(i);
+            let labels: Vec<(&str, String)> = label.map(|(k, v)| (k, v.to_string())).into_iter().collect();
+            s.add(name, help, Kind::Counter, &labels, *v);
         }
     }
     if let Some(m) = maps {
-        let counters: Vec<_> = scopes.iter().map(|&(policy, scope)| (policy, scope, m.scope_counters(scope))).collect();
-        for (i, name) in tls_inspect_common::ScopeCounters::default().fields().iter().map(|(n, _)| *n).enumerate() {
-            out.push_str(&format!("# TYPE tls_inspect_scope_{name} counter\n"));
-            for (policy, scope, c) in &counters {
-                out.push_str(&format!("tls_inspect_scope_{name}{{policy=\"{policy}\",scope=\"{scope}\"}} {}\n", c.fields()[i].1));
+        for &(policy, scope) in scopes {
+            for (field, v) in m.scope_counters(scope).fields() {
+                let (name, help, label) = scope_series(field);
+                let mut labels = vec![("policy", policy.to_string()), ("scope", scope.to_string())];
+                labels.extend(label.map(|(k, v)| (k, v.to_string())));
+                s.add(name, help, Kind::Counter, &labels, v);
             }
         }
+        let (flows, capacity) = m.flow_count();
+        s.add("tls_inspect_xdp_flows", "Flows in the XDP program's flow table now.", Kind::Gauge, &[], flows as u64);
+        s.add("tls_inspect_xdp_flows_capacity", "Flows the XDP program's flow table holds at most.", Kind::Gauge, &[], u64::from(capacity));
     }
-    if let Some((flows, capacity)) = maps.map(Maps::flow_count) {
-        out.push_str(&format!("tls_inspect_xdp_flow_entries {flows}\ntls_inspect_xdp_flow_capacity {capacity}\n"));
-    }
-    let values: Vec<Vec<u64>> = stats.iter().map(|s| s.iter().map(|(_, v)| v).collect()).collect();
-    for (i, d) in crate::net::counters::COUNTERS.iter().enumerate() {
-        let name = format!("tls_inspect_worker_{}", d.name);
-        out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {}\n", d.help, d.kind.as_str()));
-        for (id, v) in values.iter().enumerate() {
-            out.push_str(&format!("{name}{{worker=\"{id}\"}} {}\n", v[i]));
+    for (id, w) in stats.iter().enumerate() {
+        for (&c, (def, v)) in crate::net::counters::ALL.iter().zip(w.iter()) {
+            let (family, family_help, label) = worker_series(c);
+            let mut labels = vec![("worker", id.to_string())];
+            labels.extend(label.map(|(k, v)| (k, v.to_string())));
+            s.add(&format!("tls_inspect_worker_{family}"), family_help.unwrap_or(def.help), def.kind, &labels, v);
         }
     }
     if let Some(Ok(counts)) = alerts.map(|a| a.lock()) {
-        out.push_str("# TYPE tls_inspect_alerts counter\n");
         for ((sid, action), n) in counts.iter() {
-            out.push_str(&format!("tls_inspect_alerts{{sid=\"{sid}\",action=\"{action}\"}} {n}\n"));
+            s.add("tls_inspect_alerts_total", "IPS alerts by rule (sid) and what was done: allowed or blocked.", Kind::Counter, &[("sid", sid.to_string()), ("action", (*action).to_string())], *n);
         }
     }
-    out
+    s.encode().unwrap_or_else(|e| format!("# tls-inspect: encoding the metrics failed: {e}\n"))
 }
 
-pub fn serve(listener: TcpListener, stop: &AtomicBool, stats: &[Arc<WorkerStats>], paths: &Paths, alerts: Option<&AlertCounts>) {
+/// Answers one scrape on `conn`.
+fn answer(mut conn: std::net::TcpStream, stats: &[Arc<WorkerStats>], paths: &Paths, alerts: Option<&AlertCounts>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 2048];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    if !(request.starts_with("GET ") && (path == "/metrics" || path == "/")) {
+        let _ = write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    let scopes: Vec<(u32, u32)> = crate::control::state::read(paths).map(|set| set.scopes.values().map(|s| (s.policy, s.id)).collect()).unwrap_or_default();
+    // The maps are opened per scrape (their mmapped tables stay with one thread).
     let maps = Maps::open(paths).ok();
+    let body = metrics_text(maps.as_ref(), &scopes, stats, alerts);
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        prometheus::TEXT_FORMAT,
+        body.len()
+    );
+}
+
+pub fn serve(listener: TcpListener, stop: &AtomicBool, stats: &Arc<Vec<Arc<WorkerStats>>>, paths: &Paths, alerts: Option<&AlertCounts>) {
+    let busy = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((mut conn, _)) => {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf);
-                let scopes: Vec<(u32, u32)> = crate::control::state::read(paths).map(|set| set.scopes.values().map(|s| (s.policy, s.id)).collect()).unwrap_or_default();
-                let body = metrics_text(maps.as_ref(), &scopes, stats, alerts);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let _ = conn.set_nonblocking(false);
+                if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONCURRENT {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    let _ = write!(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let (stats, paths, alerts, done) = (stats.clone(), paths.clone(), alerts.cloned(), busy.clone());
+                let spawned = std::thread::Builder::new().name("metrics".into()).spawn(move || {
+                    answer(conn, &stats, &paths, alerts.as_ref());
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_and_type_counters_end_in_total_and_workers_are_labels() {
+        let stats = vec![Arc::new(WorkerStats::default()), Arc::new(WorkerStats::default())];
+        let text = metrics_text(None, &[], &stats, None);
+        let mut families = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(text.contains(&format!("# HELP {name} ")), "{name} has no help");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+                families.insert(name.to_string());
+            }
+        }
+        assert!(families.contains("tls_inspect_build_info") && families.contains("tls_inspect_worker_tls_flows_total"), "{families:?}");
+        assert!(text.contains("tls_inspect_worker_tls_flows_total{decision=\"inspected\",worker=\"1\"} 0"), "{text}");
+        assert!(text.contains("tls_inspect_worker_relayed_bytes_total{direction=\"to_server\",worker=\"0\"} 0"), "{text}");
+        // No dimension in a name: one family per kind of thing.
+        assert!(!families.iter().any(|f| f.contains("to_server") || f.contains("inspected")), "{families:?}");
+    }
+
+    #[test]
+    fn the_operators_manual_lists_every_family() {
+        let doc = include_str!("../../../docs/dataplane.md");
+        let mut families: Vec<String> = (0..counter::COUNT).map(|i| xdp_series(i).0.to_string()).collect();
+        families.extend(tls_inspect_common::ScopeCounters::default().fields().iter().map(|(f, _)| scope_series(f).0.to_string()));
+        families.extend(crate::net::counters::ALL.iter().map(|&c| format!("tls_inspect_worker_{}", worker_series(c).0)));
+        families.extend(["tls_inspect_build_info", "tls_inspect_xdp_flows", "tls_inspect_xdp_flows_capacity", "tls_inspect_alerts_total"].map(String::from));
+        for f in families {
+            assert!(doc.contains(&format!("`{f}`")), "docs/dataplane.md does not list {f}");
+        }
+    }
+
+    #[test]
+    fn every_xdp_and_scope_counter_has_a_family_of_its_own_kind() {
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let (family, help, _) = xdp_series(i);
+            assert!(family.ends_with("_total") && !family.contains("unknown") && help.ends_with('.'), "{name} -> {family}");
+        }
+        for (field, _) in tls_inspect_common::ScopeCounters::default().fields() {
+            let (family, _, _) = scope_series(field);
+            assert!(!family.contains("unknown"), "{field}");
         }
     }
 }
