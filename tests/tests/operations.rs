@@ -243,3 +243,61 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// What tshark reads in the pcap files of `dir`, with the flows' port 443 decoded as `proto`
+/// (Wireshark takes 443 for TLS; the files hold the plaintext): the HTTP/1.1 request URIs and
+/// HTTP/2 `:path`s.
+fn pcap_paths(dir: &Path, proto: &str) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let file = entry?.path();
+        let out = check(Command::new("tshark").arg("-r").arg(&file).args([
+            "-d",
+            &format!("tcp.port==443,{proto}"),
+            "-Y",
+            "http.request or http2.headers.path",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.uri",
+            "-e",
+            "http2.headers.path",
+        ]))?;
+        seen.extend(out.split_whitespace().flat_map(|f| f.split(',')).map(str::to_string));
+    }
+    Ok(seen)
+}
+
+#[test]
+fn the_decrypted_pcap_holds_inspected_flows_as_tcp_that_tshark_follows() -> Result<()> {
+    let pcap_dir = std::env::temp_dir().join(format!("tls-inspect-pcap-e2e-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(pcap_dir.clone());
+    let mut b = Bed::with_log("", &format!("pcap = {{ dir = \"{}\", max_size = 1048576 }}", pcap_dir.display()))?;
+    b.nginx()?;
+    let ca = b.ca.to_str().context("path")?.to_string();
+    for (version, path, port) in [("--http1.1", "/h1-in-pcap", "31101"), ("--http2", "/h2-in-pcap", "31102")] {
+        let o = b.curl(&[version, "--local-port", port, "--cacert", &ca, &format!("https://server.test{path}")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    wait_until("two flow records", Duration::from_secs(10), || Ok(b.eve().len() >= 2))?;
+    // Stopping closes the files.
+    assert!(b.t.stop_appliance().context("exits")?.success());
+    let files: Vec<_> = std::fs::read_dir(&pcap_dir)?.collect::<Result<_, _>>()?;
+    assert!(!files.is_empty());
+    for f in &files {
+        assert_eq!(f.metadata()?.mode() & 0o777, 0o600, "{:?}", f.path());
+    }
+    let h1 = pcap_paths(&pcap_dir, "http")?;
+    assert!(h1.contains(&"/h1-in-pcap".to_string()), "{h1:?}");
+    let h2 = pcap_paths(&pcap_dir, "http2")?;
+    assert!(h2.contains(&"/h2-in-pcap".to_string()), "{h2:?}");
+    // The flows' own addresses and ports, and TCP that tshark follows: each stream's bytes are
+    // the request and the response, whole.
+    let conv = check(Command::new("tshark").arg("-r").arg(files[0].path()).args(["-q", "-z", "conv,tcp"]))?;
+    assert!(conv.contains("198.18.0.1:31101") && conv.contains("198.18.0.2:443") && conv.contains("198.18.0.1:31102"), "{conv}");
+    let followed = check(Command::new("tshark").arg("-r").arg(files[0].path()).args(["-q", "-z", "follow,tcp,ascii,198.18.0.1:31101,198.18.0.2:443"]))?;
+    assert!(followed.contains("GET /h1-in-pcap HTTP/1.1") && followed.contains("HTTP/1.1 404 Not Found") && followed.contains("</html>"), "{followed}");
+    let bad = check(Command::new("tshark").arg("-r").arg(files[0].path()).args(["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-Y", "tcp.checksum.status == 2 or ip.checksum.status == 2"]))?;
+    assert!(bad.trim().is_empty(), "bad checksums: {bad}");
+    Ok(())
+}

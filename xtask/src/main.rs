@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 
 #[derive(Parser)]
@@ -60,6 +61,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         jobs: usize,
     },
+    /// Build the Debian package (target/package/tls-inspect_VERSION_ARCH.deb) from the release
+    /// binary: the unit, the default config, logrotate, man pages, completions.
+    Package,
     /// Change the running appliance's scopes (the same as `tls-inspect scope ...`).
     Scope {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -101,7 +105,9 @@ fn run(cli: Cli) -> Result<()> {
             // The end-to-end tests move hundreds of megabytes through the workers: test the
             // optimised binary, as it ships.
             let bin = build(true)?;
-            test(&bin, &args)
+            // The package test installs the package of this very binary.
+            let deb = package::build(&bin)?;
+            test(&bin, &deb, &args)
         }
         Cmd::Bench { quick, args } => {
             setup::setup()?;
@@ -112,6 +118,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::setup()?;
             setup::cargo_fuzz()?;
             fuzz::run(minutes, &target, jobs)
+        }
+        Cmd::Package => {
+            setup::setup()?;
+            let bin = build(true)?;
+            package::build(&bin).map(drop)
         }
         Cmd::Scope { args } => forward("scope", &args),
         Cmd::Policy { args } => forward("policy", &args),
@@ -166,10 +177,11 @@ fn build(release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn test(bin: &Path, args: &[String]) -> Result<()> {
+fn test(bin: &Path, deb: &Path, args: &[String]) -> Result<()> {
     let mut c = cargo();
     c.args(["test", "--workspace", "--exclude", "tls-inspect-ebpf", "--no-fail-fast"])
         .env("TLS_INSPECT_BIN", bin)
+        .env("TLS_INSPECT_DEB", deb)
         .env("TLS_INSPECT_BENCH_BIN", bin.with_file_name("tls-inspect-bench"));
     if !args.is_empty() {
         c.arg("--").args(args);

@@ -98,6 +98,14 @@ pub enum Command {
     /// Tools for testing the data path.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Shell completions (bash, zsh, fish, ...) on standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages for every command, written into DIR (what the package ships).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Args)]

@@ -514,3 +514,12 @@ pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>
     }
     Ok(())
 }
+
+/// One man page per command and subcommand (`tls-inspect.1`, `tls-inspect-scope-add.1`, ...),
+/// generated from the command line's own declaration, into `dir`.
+pub fn manpages(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = <super::args::Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir).with_context(|| format!("writing man pages into {}", dir.display()))?;
+    Ok(())
+}

@@ -171,6 +171,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 BypassCommand::Clear => commands::bypass_clear(&paths),
             }
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tls-inspect", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => commands::manpages(&dir),
         Command::Debug(DebugCommand::XskRecv {
             iface,
             side,

@@ -133,6 +133,15 @@ impl Context {
             (Some(state), Some(hook)) if !state.ruleset().whitelisted(client_ip, server_ip) => Box::new(hook.inspector(state)),
             _ => Box::new(PassAll),
         };
+        // `[log] pcap`: the plaintext is written too, for the policies asked for.
+        let inspector: Box<dyn Inspector> = match self.hooks.pcap.as_ref().filter(|p| p.covers(flow.log.policy_id)) {
+            Some(tap) => {
+                let client = (client_ip, u16::from_be_bytes(flow.key.client_port));
+                let server = (server_ip, u16::from_be_bytes(flow.key.server_port));
+                Box::new(crate::log::pcap::Tapped::new(inspector, tap.clone(), flow.log.flow_id, client, server))
+            }
+            None => inspector,
+        };
         let config = self.hooks.tls.as_ref().map(|t| t.config.clone());
         match config.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {
             Some(Ok(icpt)) => {

@@ -108,6 +108,8 @@ pub struct Hooks {
     pub tls: Option<TlsWorker>,
     pub ips: Option<WorkerIps>,
     pub log: Option<Sender<Record>>,
+    /// `[log] pcap`: inspected flows' plaintext goes here too.
+    pub pcap: Option<crate::log::pcap::PcapTap>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
     pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> FlowIds + Send>>,
 }

@@ -119,6 +119,14 @@ pub fn run(opts: RunOptions) -> Result<()> {
     } else {
         None
     };
+    let pcap_log = match &file.log.pcap {
+        Some(settings) => {
+            let p = crate::log::pcap::PcapLog::start(settings.clone())?;
+            warn!(dir = %settings.dir, "log.pcap: the decrypted plaintext of inspected flows is written to pcap files there");
+            Some(p)
+        }
+        None => None,
+    };
     let mut supervisor = if opts.no_workers {
         None
     } else {
@@ -136,6 +144,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
                     None => http_log_only(&file)?,
                 },
                 log: logger.as_ref().map(|l| l.sender.clone()),
+                pcap: pcap_log.as_ref().map(|p| p.tap.clone()),
                 alert_counts: logger.as_ref().map(|l| l.alert_counts.clone()),
             },
         )?)
@@ -178,6 +187,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
     }
     if let Some(l) = logger {
         l.stop();
+    }
+    if let Some(p) = pcap_log {
+        p.stop();
     }
     control.stop();
     drop(pid_file);
@@ -235,6 +247,12 @@ pub fn prepare(file: &ConfigFile, inside: Option<String>, outside: Option<String
     set.quic_default = if file.tls.inspect { QuicMode::Block } else { QuicMode::Pass };
     set.replace_with(policies, scopes)?;
     let tls = tls_plan(file)?;
+    if let Some(p) = &file.log.pcap {
+        p.check()?;
+        if tls.is_none() {
+            bail!("log.pcap: there is plaintext only where TLS is inspected: it needs [tls] inspect = true");
+        }
+    }
     let ips = ips_plan(file)?;
     let intel = match &file.intel.file {
         Some(path) => {

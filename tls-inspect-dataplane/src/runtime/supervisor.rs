@@ -53,6 +53,7 @@ pub struct Plan {
     pub tls: Option<TlsPlan>,
     pub ips: Option<SharedRules>,
     pub log: Option<crossbeam_channel::Sender<Record>>,
+    pub pcap: Option<crate::log::pcap::PcapTap>,
     pub alert_counts: Option<AlertCounts>,
 }
 
@@ -93,6 +94,7 @@ impl Supervisor {
                 tls: plan.tls.clone(),
                 ips: plan.ips.clone(),
                 log: plan.log.clone(),
+                pcap: plan.pcap.clone(),
             };
             let worker = Worker {
                 config,

@@ -49,6 +49,7 @@ pub struct WorkerConfig {
     pub tls: Option<TlsPlan>,
     pub ips: Option<SharedRules>,
     pub log: Option<Sender<Record>>,
+    pub pcap: Option<crate::log::pcap::PcapTap>,
 }
 
 /// A worker's counters as the supervisor reads them, published once per loop iteration (never
@@ -173,6 +174,7 @@ impl Worker {
             tls,
             ips: self.config.ips.clone().map(WorkerIps::new).transpose()?,
             log: self.config.log.clone(),
+            pcap: self.config.pcap.clone(),
             flow_ids: Some(Box::new(move |k: &FlowKey| {
                 ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })
             })),

@@ -247,6 +247,7 @@ impl Bed {
             tls: Some(tls),
             ips: rules.map(ips_hook),
             log: Some(sender),
+            pcap: None,
             flow_ids: None,
         };
         let mut net = Net::with_hooks(EngineConfig::default(), hooks);

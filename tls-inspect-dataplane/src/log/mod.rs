@@ -2,6 +2,8 @@
 //! EVE where one exists. Workers hand records to a logger thread over a channel; the thread owns
 //! the file and stdout, so no worker ever blocks on I/O.
 
+pub mod pcap;
+
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
@@ -137,11 +139,13 @@ pub struct LogSettings {
     pub http: bool,
     /// Both legs' TLS secrets, in the NSS key log format, for Wireshark (opt-in).
     pub keylog: Option<String>,
+    /// The decrypted plaintext of inspected flows as pcap files (opt-in).
+    pub pcap: Option<pcap::PcapSettings>,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { eve: None, stdout: false, http: true, keylog: None }
+        Self { eve: None, stdout: false, http: true, keylog: None, pcap: None }
     }
 }
 
@@ -618,7 +622,7 @@ mod tests {
 
     /// Suricata's schema, with the one object it does not know: ours.
     pub(crate) fn eve_validator() -> jsonschema::Validator {
-        let mut schema: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/suricata-eve-schema.json")).unwrap();
+        let mut schema: serde_json::Value = serde_json::from_str(include_str!("../../tests/fixtures/suricata-eve-schema.json")).unwrap();
         schema["properties"]["tls_inspect"] = json!({ "type": "object" });
         jsonschema::validator_for(&schema).unwrap()
     }
