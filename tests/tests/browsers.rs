@@ -152,6 +152,12 @@ fn headless_chromium_loads_two_hosts_and_both_are_inspected() -> Result<()> {
         // no post-quantum group: X25519 upstream).
         assert_eq!(r["tls_inspect"]["client"]["kx_group"], "X25519MLKEM768", "{r}");
         assert_eq!(r["tls_inspect"]["upstream"]["kx_group"], "X25519", "{r}");
+        // Graded: the client leg as Chromium would have it; the upstream leg a B, nginx's doing
+        // (no post-quantum group), and the appliance weakened nothing.
+        assert_eq!(r["tls_inspect"]["client"]["grade"], "A", "{r}");
+        assert_eq!(r["tls_inspect"]["upstream"]["grade"], "B", "{r}");
+        assert_eq!(r["tls_inspect"]["upstream"]["grade_reasons"], serde_json::json!(["classical key exchange where the client offered post-quantum"]), "{r}");
+        assert_eq!(r["tls_inspect"]["weakened"], serde_json::json!([]), "{r}");
     }
     Ok(())
 }
@@ -180,6 +186,7 @@ fn chromium_and_a_rustls_server_get_x25519mlkem768_on_both_legs() -> Result<()> 
     let r = &flows(&b, PAGE_HOST, 9451)[0];
     assert_eq!(r["tls_inspect"]["decision"], "inspected", "{r}");
     assert_eq!((&r["tls_inspect"]["client"]["kx_group"], &r["tls_inspect"]["upstream"]["kx_group"]), (&Value::from("X25519MLKEM768"), &Value::from("X25519MLKEM768")), "{r}");
+    assert_eq!((&r["tls_inspect"]["client"]["grade"], &r["tls_inspect"]["upstream"]["grade"]), (&Value::from("A"), &Value::from("A")), "{r}");
     Ok(())
 }
 

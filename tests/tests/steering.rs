@@ -223,3 +223,30 @@ id = 1
     assert!(receiver.lines().iter().all(|l| !l.contains("udp")), "{:?}", receiver.lines());
     Ok(())
 }
+
+#[test]
+fn a_fail_closed_policy_drops_its_scope_without_a_socket_and_bridges_the_rest() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance_with(&SCOPE_8080.replace("name = \"steer-8080\"", "name = \"steer-8080\"\non_failure = \"closed\""), &["--no-workers"])?;
+    serve_http(&mut t)?;
+
+    // The scope's connection gets nowhere: its SYNs are dropped, not bridged.
+    let out = tls_inspect_tests::run(t.client.cmd("curl").args(["-sS", "--max-time", "3", &format!("http://{SERVER_IP}:8080/")]))?;
+    assert!(!out.status.success(), "a fail-closed scope without a worker must not connect");
+    // The rest of the network is bridged as ever.
+    curl_ok(&t, 8081)?;
+    check(t.client.cmd("ping").args(["-c", "1", "-W", "2", SERVER_IP]))?;
+    let stats = t.stats()?;
+    let scope = &stats["policies"]["7"]["scopes"]["70"];
+    assert!(scope["dropped_frames"].as_u64().unwrap_or(0) >= 2, "SYN and its retransmission: {stats}");
+    assert_eq!((scope["flows_failopen"].as_u64(), scope["flows_steered"].as_u64()), (Some(0), Some(0)), "{stats}");
+    assert_eq!(stats["xdp"]["failopen_frames"], 0, "{stats}");
+    // Nothing of it is in the flow table: a worker coming back gets the next SYN.
+    let flows = check(t.cli().args(["flows"]))?;
+    assert!(!flows.contains(":8080"), "{flows}");
+    let mut receiver = start_receiver(&t)?;
+    let _b = hanging_connect(&t, 40010)?;
+    wait_until("the SYN once a socket is there", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40010) >= 1))?;
+    receiver.stop(Duration::from_secs(5));
+    Ok(())
+}

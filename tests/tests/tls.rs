@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tls_inspect_tests::pki::Pair;
 use tls_inspect_tests::{check, run, SERVER_IP};
 
@@ -92,6 +92,13 @@ fn curl_openssl_and_python_are_inspected_over_tls13_tls12_h1_and_h2() -> Result<
     assert!(inspected.iter().any(|r| r["tls_inspect"]["alpn"] == "h2"), "{records:?}");
     assert!(inspected.iter().any(|r| r["tls"]["sni"] == "server.test" && r["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13d"))));
     assert!(inspected.iter().any(|r| r["tls"]["version"] == "TLS 1.2"), "{records:?}");
+    // Both legs as a modern browser gets them (none of these clients offers post-quantum),
+    // and never weaker than the client asked.
+    for r in &inspected {
+        let ours = &r["tls_inspect"];
+        assert_eq!((&ours["client"]["grade"], &ours["upstream"]["grade"]), (&json!("A"), &json!("A")), "{r}");
+        assert_eq!(ours["weakened"], json!([]), "{r}");
+    }
     Ok(())
 }
 
@@ -131,6 +138,13 @@ fn forward_untrusted_lets_the_client_see_the_failure() -> Result<()> {
     let out = s_client(&b, 9442, &b.ca.clone(), &["-servername", "server.test"]);
     assert!(out.contains("NOT trusted"), "signed by the untrusted key: {out}");
     assert!(!out.contains("Verify return code: 0 (ok)"), "{out}");
+    // Forwarded, the connection is graded F on both legs: nobody validated the server.
+    let records = b.wait_records(1)?;
+    let r = records.iter().find(|r| r["dest_port"] == 9442).expect("the flow's record");
+    for leg in ["client", "upstream"] {
+        assert_eq!(r["tls_inspect"][leg]["grade"], "F", "{r}");
+        assert!(r["tls_inspect"][leg]["grade_reasons"].as_array().unwrap().contains(&json!("certificate not validated")), "{r}");
+    }
     Ok(())
 }
 

@@ -194,6 +194,9 @@ pub const SLOT_QUIC_BLOCK: u32 = 1;
 /// ... and a server that asks for a client certificate is refused instead of excluded from
 /// inspection.
 pub const SLOT_CLIENT_AUTH_BLOCK: u32 = 2;
+/// ... and while no worker serves the queue, the scope's flows are dropped (fail-closed)
+/// instead of bridged uninspected (fail-open).
+pub const SLOT_FAIL_CLOSED: u32 = 4;
 
 /// Indices into [`GlobalCounters::values`].
 pub mod counter {

@@ -20,7 +20,7 @@ use tls_inspect_common::{
     FlowKey, FlowValue, Frame, GlobalCounters, Packet, ScopeBitmap, ScopeCounters, SlotOwner,
     CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, L4, MAX_QUEUES, MAX_SCOPES, PORTS,
-    SIDE_INSIDE, SIDE_OUTSIDE, SLOT_QUIC_BLOCK,
+    SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
 };
 use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
 
@@ -208,7 +208,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             // SAFETY: a pointer the map returned for this key; read once, by value.
             let flow = unsafe { *flow };
             if flow.action == FLOW_STEER {
-                return Ok(steer(ctx, side, len, flow.scope_id));
+                return Ok(steer(ctx, side, len, flow.scope_id, flow.flags));
             }
             return Ok(bypass(ctx, len, flow.scope_id));
         }
@@ -230,6 +230,11 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     // is never half-steered when a socket appears later.
     let queue = ctx.rx_queue_index();
     let has_socket = queue < MAX_QUEUES && XSKS.get(xsk_index(side, queue)).is_some();
+    // Fail-closed: no worker, no connection. Nothing is remembered, so the client's next SYN
+    // is steered once a worker is back.
+    if !has_socket && owner.flags & SLOT_FAIL_CLOSED != 0 {
+        return Ok(fail_closed(len, owner.scope_id));
+    }
     let value = FlowValue {
         policy_id: owner.policy_id,
         scope_id: owner.scope_id,
@@ -249,7 +254,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     }
     if has_socket {
         scope_add(owner.scope_id, |c| c.flows_steered += 1);
-        Ok(steer(ctx, side, len, owner.scope_id))
+        Ok(steer(ctx, side, len, owner.scope_id, owner.flags))
     } else {
         scope_add(owner.scope_id, |c| c.flows_failopen += 1);
         Ok(fail_open(ctx, len, owner.scope_id))
@@ -280,7 +285,7 @@ fn classify(
 }
 
 #[inline(always)]
-fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
+fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32, flags: u32) -> u32 {
     let queue = ctx.rx_queue_index();
     if queue < MAX_QUEUES {
         // With no flags the redirect fails when the queue has no socket.
@@ -293,8 +298,20 @@ fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32) -> u32 {
             return action;
         }
     }
-    // The socket is gone (dataplane stopped or crashed): keep the network up.
+    // The socket is gone (dataplane stopped or crashed): keep the network up, unless the
+    // scope's policy fails closed.
+    if flags & SLOT_FAIL_CLOSED != 0 {
+        return fail_closed(len, scope_id);
+    }
     fail_open(ctx, len, scope_id)
+}
+
+/// A frame of a fail-closed scope that found no socket: dropped, and counted as such.
+#[inline(always)]
+fn fail_closed(len: u64, scope_id: u32) -> u32 {
+    count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
+    scope_add(scope_id, |c| c.dropped_frames += 1);
+    XDP_DROP
 }
 
 /// A frame that should have gone to a socket and found none: bridged, so the network stays up.

@@ -146,7 +146,7 @@ pub fn policy_list(paths: &Paths, as_json: bool) -> Result<()> {
             .values()
             .map(|p| {
                 let scopes: Vec<u32> = set.scopes.values().filter(|s| s.policy == p.id).map(|s| s.id).collect();
-                json!({ "id": p.id, "name": p.name, "enabled": p.enabled, "scopes": scopes })
+                json!({ "id": p.id, "name": p.name, "enabled": p.enabled, "on_failure": p.on_failure, "scopes": scopes })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json!({ "policies": policies }))?);

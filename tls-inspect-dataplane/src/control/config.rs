@@ -160,6 +160,9 @@ pub struct PolicyDef {
     /// A server that asks for a client certificate: "exclude" (default) or "block".
     #[serde(default)]
     pub client_auth: ClientAuthMode,
+    /// While no worker serves the scopes: "open" (bridged, default) or "closed" (dropped).
+    #[serde(default)]
+    pub on_failure: crate::control::scopes::OnFailure,
     #[serde(default)]
     pub scope: Vec<ScopeDef>,
 }
@@ -227,6 +230,7 @@ impl ConfigFile {
                 enabled: p.enabled,
                 quic: p.quic,
                 client_auth: p.client_auth,
+                on_failure: p.on_failure,
             };
             if policies.insert(p.id, policy).is_some() {
                 bail!("policy id: '{}': defined twice", p.id);

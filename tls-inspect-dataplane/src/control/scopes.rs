@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tls_inspect_common::{ScopeBitmap, SlotOwner, MAX_SCOPES, SLOT_CLIENT_AUTH_BLOCK, SLOT_QUIC_BLOCK};
+use tls_inspect_common::{ScopeBitmap, SlotOwner, MAX_SCOPES, SLOT_CLIENT_AUTH_BLOCK, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK};
 
 pub use crate::addr::Ipv4Cidr;
 
@@ -260,6 +260,21 @@ pub struct Policy {
     /// A server that asks for a client certificate.
     #[serde(default)]
     pub client_auth: ClientAuthMode,
+    /// The scopes' traffic while no worker serves it.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// `on_failure` in a `[[policy]]`: what XDP does with a scope's flows while no worker serves
+/// them (the appliance restarting, crashed or stopped with its program left attached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Bridged uninspected (counted as fail-open): the network stays up.
+    #[default]
+    Open,
+    /// Dropped (counted as dropped): nothing the scope covers leaves uninspected.
+    Closed,
 }
 
 /// `quic` in a `[[policy]]`: what happens to UDP from a scope's sources to its destinations and
@@ -415,6 +430,7 @@ impl ScopeSet {
                 enabled,
                 quic: None,
                 client_auth: ClientAuthMode::default(),
+                on_failure: OnFailure::default(),
             },
         );
         next.validate()?;
@@ -487,6 +503,9 @@ impl ScopeSet {
                 }
                 if p.client_auth == ClientAuthMode::Block {
                     flags |= SLOT_CLIENT_AUTH_BLOCK;
+                }
+                if p.on_failure == OnFailure::Closed {
+                    flags |= SLOT_FAIL_CLOSED;
                 }
             }
             slots.push(SlotOwner {

@@ -194,6 +194,10 @@ pub struct FlowLog {
     pub upstream_kx_group: Option<String>,
     /// The real server's certificate (inspected flows).
     pub server_cert: Option<crate::inspect::cert::CertSummary>,
+    /// Each leg's grade (inspected flows), and where the appliance gave the client less than it
+    /// asked for (an error).
+    pub grades: Option<(crate::tls::grade::Graded, crate::tls::grade::Graded)>,
+    pub weakened: Vec<&'static str>,
     /// An alert fired on the flow.
     pub alerted: bool,
 }
@@ -249,6 +253,13 @@ impl FlowLog {
             "cipher_suite": self.upstream_cipher,
             "kx_group": self.upstream_kx_group,
         });
+        if let Some((client, upstream)) = &self.grades {
+            ours["client"]["grade"] = json!(client.grade);
+            ours["client"]["grade_reasons"] = json!(client.reasons);
+            ours["upstream"]["grade"] = json!(upstream.grade);
+            ours["upstream"]["grade_reasons"] = json!(upstream.reasons);
+            ours["weakened"] = json!(self.weakened);
+        }
         self.eve(end, "tls", json!({
             "tls": tls,
             "flow": {
@@ -713,6 +724,11 @@ mod tests {
                 not_before: "2026-01-01T00:00:00".into(),
                 not_after: "2027-01-01T00:00:00".into(),
             }),
+            grades: Some((
+                crate::tls::grade::Graded { grade: crate::tls::grade::Grade::A, reasons: vec![] },
+                crate::tls::grade::Graded { grade: crate::tls::grade::Grade::B, reasons: vec!["classical key exchange where the client offered post-quantum"] },
+            )),
+            weakened: vec![],
             alerted: true,
         }
     }
@@ -737,6 +753,8 @@ mod tests {
         assert_eq!(tls["tls"]["issuerdn"], "CN=Test Root");
         assert_eq!(tls["flow"]["age"], 3);
         assert_eq!(tls["tls_inspect"]["policy_id"], 1);
+        assert_eq!((&tls["tls_inspect"]["client"]["grade"], &tls["tls_inspect"]["upstream"]["grade"]), (&json!("A"), &json!("B")));
+        assert_eq!(tls["tls_inspect"]["weakened"], json!([]));
         let flow_event = f.flow_event(true);
         check(&flow_event);
         assert_eq!((flow_event["event_type"].as_str(), flow_event["flow"]["alerted"].as_bool()), (Some("flow"), Some(true)));

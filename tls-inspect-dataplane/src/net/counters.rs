@@ -65,6 +65,7 @@ counters! {
     TlsPassed "tls_passed" Counter "Flows passed unchanged after their first bytes.";
     TlsBlocked "tls_blocked" Counter "Flows blocked (policy, IPS, DLP, invalid upstream).";
     TlsFailed "tls_failed" Counter "Inspected flows that failed (a peer's TLS error).";
+    TlsWeakened "tls_weakened" Counter "Inspected flows whose client leg the appliance made weaker than the client asked for and the server gave (an error; the flow record says how).";
     CertsForged "certs_forged" Counter "Certificates the worker's forger signed.";
     IpsAlerts "ips_alerts" Counter "IPS rules and DLP detectors that fired.";
     IdleTimeouts "idle_timeouts" Counter "Flows reset on both sides after the idle timeout.";

@@ -570,6 +570,16 @@ impl Engine {
                     flow.log.client_kx_group = info.client_kx_group.clone();
                     flow.log.upstream_kx_group = info.upstream_kx_group.clone();
                     flow.log.server_cert = info.server_cert.clone();
+                    // Graded once both legs are up.
+                    if info.client_leg.version.is_some() && info.upstream_leg.version.is_some() {
+                        let pq = info.offer.pq_we_speak;
+                        flow.log.grades = Some((crate::tls::grade::grade(&info.client_leg, pq), crate::tls::grade::grade(&info.upstream_leg, pq)));
+                        flow.log.weakened = crate::tls::grade::weakened(&info.offer, &info.client_leg, &info.upstream_leg);
+                        if !flow.log.weakened.is_empty() {
+                            self.cx.stats.incr(Counter::TlsWeakened);
+                            tracing::error!(flow = flow.log.flow_id, weakened = ?flow.log.weakened, "the appliance gave a client less than it asked for");
+                        }
+                    }
                 }
                 if flow.log.decision == Outcome::Pending {
                     flow.log.decision = Outcome::Closed;

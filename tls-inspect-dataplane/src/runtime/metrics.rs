@@ -155,6 +155,7 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
         Counter::TlsPassed => ("tls_flows_total", Some(TLS), Some(("decision", "passed"))),
         Counter::TlsBlocked => ("tls_flows_total", Some(TLS), Some(("decision", "blocked"))),
         Counter::TlsFailed => ("tls_flows_total", Some(TLS), Some(("decision", "failed"))),
+        Counter::TlsWeakened => ("tls_weakened_total", None, None),
         Counter::CertsForged => ("certs_forged_total", None, None),
         Counter::IpsAlerts => ("ips_alerts_total", None, None),
         Counter::IdleTimeouts => ("idle_timeouts_total", None, None),

@@ -67,6 +67,10 @@ pub struct TlsInfo {
     pub upstream_invalid: Option<String>,
     /// The real server's certificate, as the log describes it.
     pub server_cert: Option<crate::inspect::cert::CertSummary>,
+    /// What each leg negotiated, and what the client offered, for the grades.
+    pub client_leg: super::grade::Leg,
+    pub upstream_leg: super::grade::Leg,
+    pub offer: super::grade::Offer,
 }
 
 /// Appliance-wide TLS settings every interceptor uses.
@@ -296,6 +300,11 @@ impl Interceptor {
             None => ServerName::IpAddress(IpAddr::V4(server_ip).into()),
         };
         let upstream = ClientConnection::new(Arc::new(cc), name).map_err(|e| Failure::Upstream(e.to_string()))?;
+        let speaks = |g: u16| rustls::crypto::aws_lc_rs::default_provider().kx_groups.iter().any(|k| u16::from(k.name()) == g);
+        let offer = super::grade::Offer {
+            max_version: hello.max_version(),
+            pq_we_speak: hello.groups.iter().any(|&g| super::grade::is_post_quantum(g) && speaks(g)),
+        };
         let mut me = Self {
             upstream,
             downstream: None,
@@ -308,7 +317,7 @@ impl Interceptor {
             to_server: Vec::new(),
             to_client: Vec::new(),
             block_page_sent: false,
-            info: TlsInfo::default(),
+            info: TlsInfo { offer, ..TlsInfo::default() },
             client_closed: false,
             server_closed: false,
             key_log: config.key_log.clone(),
@@ -465,6 +474,12 @@ impl Interceptor {
         self.info.upstream_version = self.upstream.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
         self.info.upstream_cipher = self.upstream.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
         self.info.upstream_kx_group = self.upstream.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+        self.info.upstream_leg = super::grade::Leg {
+            version: self.upstream.protocol_version().map(u16::from),
+            suite: self.upstream.negotiated_cipher_suite().map(|c| u16::from(c.suite())),
+            group: self.upstream.negotiated_key_exchange_group().map(|g| u16::from(g.name())),
+            validated: invalid.is_none(),
+        };
         let mut sc = ServerConfig::builder_with_protocol_versions(&self.versions)
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Forged(ck)));
@@ -502,6 +517,14 @@ impl Interceptor {
             self.info.client_version = down.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
             self.info.client_cipher = down.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
             self.info.client_kx_group = down.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+            // The forged certificate validates under the operator's CA, unless the upstream's
+            // did not (then it is forged not to, so that the client refuses it as it would).
+            self.info.client_leg = super::grade::Leg {
+                version: down.protocol_version().map(u16::from),
+                suite: down.negotiated_cipher_suite().map(|c| u16::from(c.suite())),
+                group: down.negotiated_key_exchange_group().map(|g| u16::from(g.name())),
+                validated: self.info.upstream_invalid.is_none(),
+            };
         }
         // Client -> server.
         loop {

@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod clienthello;
 pub mod forge;
+pub mod grade;
 pub mod intercept;
 pub mod keylog;
 pub mod policy;
