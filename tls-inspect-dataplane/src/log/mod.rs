@@ -223,7 +223,6 @@ impl FlowLog {
     pub fn to_json(&self) -> serde_json::Value {
         let end = self.end.unwrap_or_else(SystemTime::now);
         let start = self.start.unwrap_or(end);
-        let age = end.duration_since(start).unwrap_or(Duration::ZERO);
         let mut tls = json!({
             "sni": self.sni,
             "version": self.client_version,
@@ -260,42 +259,33 @@ impl FlowLog {
             ours["upstream"]["grade_reasons"] = json!(upstream.reasons);
             ours["weakened"] = json!(self.weakened);
         }
-        self.eve(end, "tls", json!({
-            "tls": tls,
-            "flow": {
-                "pkts_toserver": self.pkts_toserver,
-                "pkts_toclient": self.pkts_toclient,
-                "bytes_toserver": self.bytes_toserver,
-                "bytes_toclient": self.bytes_toclient,
-                "start": rfc3339(start),
-                "end": rfc3339(end),
-                // Suricata's integer seconds.
-                "age": age.as_secs(),
-            },
-            "tls_inspect": ours,
-        }))
+        self.eve(end, "tls", json!({ "tls": tls, "flow": self.flow_counts(start, end), "tls_inspect": ours }))
+    }
+
+    /// Suricata's `flow` object: packets and bytes each way, start, end and age (integer
+    /// seconds, as Suricata writes it).
+    fn flow_counts(&self, start: SystemTime, end: SystemTime) -> serde_json::Value {
+        json!({
+            "pkts_toserver": self.pkts_toserver,
+            "pkts_toclient": self.pkts_toclient,
+            "bytes_toserver": self.bytes_toserver,
+            "bytes_toclient": self.bytes_toclient,
+            "start": rfc3339(start),
+            "end": rfc3339(end),
+            "age": end.duration_since(start).unwrap_or(Duration::ZERO).as_secs(),
+        })
     }
 
     /// The flow's `flow` record, as Suricata writes one when a flow ends.
     pub fn flow_event(&self, alerted: bool) -> serde_json::Value {
         let end = self.end.unwrap_or_else(SystemTime::now);
         let start = self.start.unwrap_or(end);
-        let age = end.duration_since(start).unwrap_or(Duration::ZERO);
-        self.eve(end, "flow", json!({
-            "flow": {
-                "pkts_toserver": self.pkts_toserver,
-                "pkts_toclient": self.pkts_toclient,
-                "bytes_toserver": self.bytes_toserver,
-                "bytes_toclient": self.bytes_toclient,
-                "start": rfc3339(start),
-                "end": rfc3339(end),
-                "age": age.as_secs(),
-                "state": self.end_reason.state_and_reason().0,
-                "reason": self.end_reason.state_and_reason().1,
-                "alerted": alerted,
-            },
-            "tls_inspect": self.ours(),
-        }))
+        let mut flow = self.flow_counts(start, end);
+        let (state, reason) = self.end_reason.state_and_reason();
+        flow["state"] = json!(state);
+        flow["reason"] = json!(reason);
+        flow["alerted"] = json!(alerted);
+        self.eve(end, "flow", json!({ "flow": flow, "tls_inspect": self.ours() }))
     }
 
     /// What every record of this flow says under `tls_inspect`: the decision and the policy
