@@ -282,7 +282,14 @@ impl Interceptor {
             verdict: Mutex::new(None),
         });
         let client_auth = Arc::new(NoteClientAuth::default());
-        let mut cc = ClientConfig::builder_with_provider(upstream_provider(hello)?)
+        let provider = upstream_provider(hello)?;
+        // The upstream provider holds the client's groups that we speak (our defaults for a hello
+        // that names none, which offered nothing post-quantum).
+        let offer = super::grade::Offer {
+            max_version: hello.max_version(),
+            pq_we_speak: !hello.groups.is_empty() && provider.kx_groups.iter().any(|g| super::grade::is_post_quantum(u16::from(g.name()))),
+        };
+        let mut cc = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
             .map_err(|e| Failure::Client(format!("TLS versions: {e}")))?
             .dangerous()
@@ -300,11 +307,6 @@ impl Interceptor {
             None => ServerName::IpAddress(IpAddr::V4(server_ip).into()),
         };
         let upstream = ClientConnection::new(Arc::new(cc), name).map_err(|e| Failure::Upstream(e.to_string()))?;
-        let speaks = |g: u16| rustls::crypto::aws_lc_rs::default_provider().kx_groups.iter().any(|k| u16::from(k.name()) == g);
-        let offer = super::grade::Offer {
-            max_version: hello.max_version(),
-            pq_we_speak: hello.groups.iter().any(|&g| super::grade::is_post_quantum(g) && speaks(g)),
-        };
         let mut me = Self {
             upstream,
             downstream: None,
