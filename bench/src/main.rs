@@ -549,7 +549,7 @@ fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Va
     t.start_appliance(&one_scope(r#""5202/5202", "9101/9101""#))?;
     let splice_tput = repeat(runs, || iperf(&t, 5202, secs))?;
     let splice_conn = repeat(runs, || conn_rate(&t, 9101, conn_secs))?;
-    let steered = t.counter("steered_frames")?;
+    let steered = t.metric("tls_inspect_xdp_frames_total", &[("path", "steered")])?;
 
     table.row("single flow (iperf3): Linux bridge", &[("Gbit/s", linux_tput)], "");
     table.row("single flow (iperf3): tls-inspect XDP bridge", &[("Gbit/s", xdp_tput)], "");

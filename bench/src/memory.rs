@@ -141,8 +141,8 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
             held = total;
             std::thread::sleep(std::time::Duration::from_millis(500));
             let rss = rss_kib(pid)?;
-            let open_flows = t.worker_counter("flows_open")? as usize;
-            let inspected = t.worker_counter("tls_inspected")?;
+            let open_flows = t.metric("tls_inspect_worker_flows_open", &[])? as usize;
+            let inspected = t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])?;
             let per = (rss.saturating_sub(base)) as f64 / (total - warm).max(1) as f64;
             table.row(
                 &format!("memory: {} idle inspected connections (IPS on, ET Open sample loaded)", total - warm),
@@ -154,9 +154,8 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
                 let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!(
-                    "the workers hold {open_flows} flows, the client {total}: connections were not kept (xdp: {}; workers: {}; nginx: {tail:?})",
-                    stats["xdp"],
-                    stats["workers"]
+                    "the workers hold {open_flows} flows, the client {total}: connections were not kept (stats: {}; nginx: {tail:?})",
+                    stats["metrics"]
                 );
             }
             rows.insert(

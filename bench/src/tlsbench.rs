@@ -323,10 +323,8 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
             t.start_appliance(&config)?;
             into.0.push(tls_rps(&t, 9443, &ca_cert, secs)?);
             into.1.push(tls_bulk(&t, 9443, &ca_cert, big)?);
-            let stats = t.stats()?;
-            let workers = stats["workers"].as_array().cloned().unwrap_or_default();
-            forged += workers.iter().filter_map(|w| w["certs_forged"].as_u64()).sum::<u64>();
-            inspected_flows += workers.iter().filter_map(|w| w["tls_inspected"].as_u64()).sum::<u64>();
+            forged += t.metric("tls_inspect_worker_certs_forged_total", &[])?;
+            inspected_flows += t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])?;
             t.stop_appliance();
             check(t.cli().arg("detach"))?;
         }

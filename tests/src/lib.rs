@@ -361,21 +361,16 @@ impl Topology {
         check(c)
     }
 
-    /// The workers' counters (`tls-inspect stats --json`, "workers"), summed over workers.
-    pub fn worker_counter(&self, name: &str) -> Result<u64> {
-        let stats = self.stats()?;
-        Ok(stats["workers"].as_array().into_iter().flatten().filter_map(|w| w[name].as_u64()).sum())
-    }
-
-    /// `tls-inspect stats --json`.
+    /// `tls-inspect stats --json`: the metrics endpoint's families under "metrics".
     pub fn stats(&self) -> Result<serde_json::Value> {
         let out = check(self.cli().args(["stats", "--json"]))?;
         serde_json::from_str(&out).map_err(|e| anyhow!("stats output: {e}: {out}"))
     }
 
-    /// One XDP counter by name.
-    pub fn counter(&self, name: &str) -> Result<u64> {
-        self.stats()?["xdp"][name].as_u64().ok_or_else(|| anyhow!("no counter {name}"))
+    /// One metric family of `stats --json` (as the metrics endpoint names it), summed over its
+    /// samples whose labels include `labels` (over workers, for instance).
+    pub fn metric(&self, family: &str, labels: &[(&str, &str)]) -> Result<u64> {
+        metric_in(&self.stats()?, family, labels)
     }
 
     /// What this topology leaves behind if cleanup failed: namespaces, pins, state.
@@ -417,4 +412,22 @@ impl Drop for Topology {
         let _ = std::fs::remove_dir_all(format!("/run/{}", self.instance));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One metric family in a `stats --json` answer, summed over the samples whose labels include
+/// `labels`; a family the answer does not have is an error (a misspelt name fails the test).
+pub fn metric_in(stats: &serde_json::Value, family: &str, labels: &[(&str, &str)]) -> Result<u64> {
+    let f = stats["metrics"].get(family).ok_or_else(|| anyhow!("stats has no metric {family}: {stats}"))?;
+    Ok(f["samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .filter_map(|s| s["value"].as_u64())
+        .sum())
+}
+
+/// How many workers a `stats --json` answer has samples for.
+pub fn workers_in(stats: &serde_json::Value) -> usize {
+    stats["metrics"]["tls_inspect_worker_frames_handled_total"]["samples"].as_array().map_or(0, Vec::len)
 }

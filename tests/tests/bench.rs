@@ -47,7 +47,7 @@ fn pktgen_samples_send_through_the_appliance_and_the_receiver_counts() -> Result
     t.background(i).wait_for("attached", Duration::from_secs(20))?;
     t.start_appliance("")?;
     let rx = format!("{}:eth0", t.server.0);
-    let syn_before = t.counter("syn_classified")?;
+    let syn_before = t.metric("tls_inspect_xdp_syns_classified_total", &[])?;
 
     for (script, extra) in [
         ("pktgen_sample01_simple.sh", &[][..]),
@@ -72,7 +72,7 @@ fn pktgen_samples_send_through_the_appliance_and_the_receiver_counts() -> Result
         assert!(out.contains(" pps"), "{script}: no rate:\n{out}");
     }
     // The SYN flood went through the classifier: every SYN was a new flow to classify.
-    let syns = t.counter("syn_classified")? - syn_before;
+    let syns = t.metric("tls_inspect_xdp_syns_classified_total", &[])? - syn_before;
     assert!(syns >= 3000, "the XDP program classified {syns} SYNs");
 
     // Bad options are refused by the generator, naming the option.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tls_inspect_tests::{check, Topology, CLIENT_IP, SERVER_IP};
+use tls_inspect_tests::{check, metric_in, Topology, CLIENT_IP, SERVER_IP};
 
 const NO_SCOPES: &str = "";
 
@@ -31,7 +31,7 @@ fn ping_download_and_udp_are_bridged() -> anyhow::Result<()> {
     std::fs::write(&file, &data)?;
     let want = check(std::process::Command::new("sha256sum").arg(&file))?;
     let want = want.split_whitespace().next().unwrap_or_default().to_string();
-    let before = t.counter("bridged_bytes")?;
+    let before = t.metric("tls_inspect_xdp_bytes_total", &[("path", "bridged")])?;
     let mut server = t.server.cmd("python3");
     server.args(["-m", "http.server", "--bind", SERVER_IP, "8000", "--directory"]).arg(&root);
     t.spawn(server)?;
@@ -40,7 +40,7 @@ fn ping_download_and_udp_are_bridged() -> anyhow::Result<()> {
         "curl -sS --max-time 60 http://{SERVER_IP}:8000/blob | sha256sum"
     )))?;
     assert_eq!(got.split_whitespace().next(), Some(want.as_str()), "download corrupted");
-    let carried = t.counter("bridged_bytes")? - before;
+    let carried = t.metric("tls_inspect_xdp_bytes_total", &[("path", "bridged")])? - before;
     assert!(carried >= 50_000_000, "XDP bridged only {carried} bytes of a 50 MB download");
 
     // 200 UDP datagrams, paced, all counted by a receiver behind the appliance.
@@ -63,7 +63,7 @@ fn ping_download_and_udp_are_bridged() -> anyhow::Result<()> {
     ]);
     let r = t.spawn(receiver)?;
     t.background(r).wait_for("listening", Duration::from_secs(10))?;
-    let udp_before = t.counter("bridged_frames")?;
+    let udp_before = t.metric("tls_inspect_xdp_frames_total", &[("path", "bridged")])?;
     check(t.client.cmd("python3").args([
         "-c",
         &format!(
@@ -75,13 +75,13 @@ fn ping_download_and_udp_are_bridged() -> anyhow::Result<()> {
         ),
     ]))?;
     t.background(r).wait_for("received 200", Duration::from_secs(15))?;
-    assert!(t.counter("bridged_frames")? - udp_before >= 200);
+    assert!(t.metric("tls_inspect_xdp_frames_total", &[("path", "bridged")])? - udp_before >= 200);
 
     let stats = t.stats()?;
-    assert_eq!(stats["xdp"]["steered_frames"], 0, "nothing may be steered without a scope");
-    assert_eq!(stats["xdp"]["syn_matched"], 0);
-    assert_eq!(stats["xdp"]["dropped_frames"], 0);
-    assert!(stats["xdp"]["syn_classified"].as_u64().unwrap_or(0) >= 1, "the download's SYN was classified");
+    assert_eq!(metric_in(&stats, "tls_inspect_xdp_frames_total", &[("path", "steered")])?, 0, "nothing may be steered without a scope");
+    assert_eq!(metric_in(&stats, "tls_inspect_xdp_syns_matched_total", &[])?, 0);
+    assert_eq!(metric_in(&stats, "tls_inspect_xdp_frames_total", &[("path", "dropped")])?, 0);
+    assert!(metric_in(&stats, "tls_inspect_xdp_syns_classified_total", &[])? >= 1, "the download's SYN was classified");
     Ok(())
 }
 
@@ -95,6 +95,6 @@ fn ipv6_passes_the_bridge() -> anyhow::Result<()> {
     }
     let out = check(t.client.cmd("ping").args(["-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:2::2"]))?;
     assert!(out.contains("2 received"), "{out}");
-    assert!(t.counter("bridged_frames")? >= 4);
+    assert!(t.metric("tls_inspect_xdp_frames_total", &[("path", "bridged")])? >= 4);
     Ok(())
 }

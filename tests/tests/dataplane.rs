@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tls_inspect_tests::{check, wait_until, run, Background, Topology, SERVER_IP};
+use tls_inspect_tests::{check, metric_in, wait_until, run, Background, Topology, SERVER_IP};
 
 /// Steers every TCP connection from the client network to ports 8000-9999 of the server.
 const SCOPE: &str = r#"
@@ -43,8 +43,8 @@ fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
     let log = t.background(h).lines().join("\n");
     assert!(log.contains("198.18.0.1 - - ") && log.contains("GET /hello.txt"), "{log}");
     // Workers publish their counters a few times a second.
-    wait_until("the workers to count both flows", Duration::from_secs(5), || Ok(t.worker_counter("flows_total")? >= 2))?;
-    assert_eq!(t.counter("failopen_frames")?, 0);
+    wait_until("the workers to count both flows", Duration::from_secs(5), || Ok(t.metric("tls_inspect_worker_flows_total", &[])? >= 2))?;
+    assert_eq!(t.metric("tls_inspect_xdp_failopen_frames_total", &[])?, 0);
     // The same counters on the Prometheus endpoint (in the appliance's namespace).
     // A scraper that connects and sends nothing holds up no other scrape: each is answered on
     // its own thread.
@@ -67,6 +67,26 @@ fn http_and_https_are_spliced_and_the_server_sees_the_client() -> Result<()> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok());
     assert!(flows.is_some_and(|n| n >= 2), "{metrics}");
+    // `stats --json` names what the endpoint serves: the same families (the alerts per rule
+    // aside, which only the running process has), the same label sets.
+    let stats = t.stats()?;
+    let served: std::collections::BTreeSet<String> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.starts_with("tls_inspect_alerts_total"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+        .collect();
+    let printed: std::collections::BTreeSet<String> = stats["metrics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(name, f)| {
+            f["samples"].as_array().unwrap().iter().map(move |s| {
+                let labels: Vec<String> = s["labels"].as_object().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if labels.is_empty() { name.clone() } else { format!("{name}{{{}}}", labels.join(",")) }
+            })
+        })
+        .collect();
+    assert_eq!(printed, served, "stats --json and the endpoint differ");
 
     // HTTPS on a steered port passes through unchanged: the client sees the server's own
     // certificate (TLS interception is not enabled yet).
@@ -103,9 +123,9 @@ fn large_transfers_both_ways_with_half_close() -> Result<()> {
     assert!(out.contains("upload ok 200000000"), "{out}");
 
     wait_until("the byte counters", Duration::from_secs(5), || {
-        Ok(t.worker_counter("bytes_to_client")? >= 200_000_000 && t.worker_counter("bytes_to_server")? >= 200_000_000)
+        Ok(t.metric("tls_inspect_worker_relayed_bytes_total", &[("direction", "to_client")])? >= 200_000_000 && t.metric("tls_inspect_worker_relayed_bytes_total", &[("direction", "to_server")])? >= 200_000_000)
     })?;
-    wait_until("both flows to close", Duration::from_secs(10), || Ok(t.worker_counter("flows_open")? == 0))?;
+    wait_until("both flows to close", Duration::from_secs(10), || Ok(t.metric("tls_inspect_worker_flows_open", &[])? == 0))?;
     Ok(())
 }
 
@@ -116,8 +136,8 @@ fn five_hundred_concurrent_connections() -> Result<()> {
     t.peer_server("echo", 9003, &[])?;
     let out = t.peer_client("concurrent", 9003, &["--count", "500"])?;
     assert!(out.contains("concurrent 500 of 500"), "{out}");
-    wait_until("500 flows counted", Duration::from_secs(5), || Ok(t.worker_counter("flows_total")? >= 500))?;
-    wait_until("all flows to close", Duration::from_secs(15), || Ok(t.worker_counter("flows_open")? == 0))?;
+    wait_until("500 flows counted", Duration::from_secs(5), || Ok(t.metric("tls_inspect_worker_flows_total", &[])? >= 500))?;
+    wait_until("all flows to close", Duration::from_secs(15), || Ok(t.metric("tls_inspect_worker_flows_open", &[])? == 0))?;
     Ok(())
 }
 
@@ -137,7 +157,7 @@ fn resets_propagate_and_a_closed_port_looks_closed() -> Result<()> {
     let out = t.peer_client("connect", 9006, &["--timeout", "5"])?;
     assert!(out.contains("connect refused"), "{out}");
     wait_until("the refusal and both resets to be counted", Duration::from_secs(5), || {
-        Ok(t.worker_counter("connect_refused")? == 1 && t.worker_counter("resets")? >= 2)
+        Ok(t.metric("tls_inspect_worker_connect_refused_total", &[])? == 1 && t.metric("tls_inspect_worker_resets_total", &[])? >= 2)
     })?;
     Ok(())
 }
@@ -147,7 +167,7 @@ fn two_workers_with_directions_on_different_queues() -> Result<()> {
     let mut t = Topology::with_queues(2)?;
     t.start_appliance(SCOPE)?;
     let stats = t.stats()?;
-    assert_eq!(stats["workers"].as_array().map(Vec::len), Some(2), "one worker per queue: {stats}");
+    assert_eq!(tls_inspect_tests::workers_in(&stats), 2, "one worker per queue: {stats}");
     t.peer_server("echo", 9007, &[])?;
     t.peer_server("source", 9008, &["--size", "20000000", "--seed", "3"])?;
     let out = t.peer_client("concurrent", 9007, &["--count", "200"])?;
@@ -158,9 +178,10 @@ fn two_workers_with_directions_on_different_queues() -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(600));
     let stats = t.stats()?;
-    let workers = stats["workers"].as_array().unwrap();
-    assert!(workers.iter().all(|w| w["flows_total"].as_u64().unwrap() > 0), "both workers own flows: {stats}");
-    let handed: u64 = workers.iter().map(|w| w["handoffs_in"].as_u64().unwrap()).sum();
+    for w in ["0", "1"] {
+        assert!(metric_in(&stats, "tls_inspect_worker_flows_total", &[("worker", w)])? > 0, "both workers own flows: {stats}");
+    }
+    let handed = metric_in(&stats, "tls_inspect_worker_handoff_frames_total", &[("direction", "in")])?;
     assert!(handed > 0, "some frames arrived on the other worker's queue and were handed over: {stats}");
     Ok(())
 }
@@ -175,7 +196,7 @@ fn killing_the_dataplane_fails_open_and_a_restart_adopts() -> Result<()> {
     let mut c = t.client.cmd("python3");
     c.arg(tls_inspect_tests::peer_script()).args(["client", "download", "--host", SERVER_IP, "--port", "9010", "--size", "300000000", "--seed", "5"]);
     let mut download = Background::spawn(c)?;
-    wait_until("the download to start", Duration::from_secs(10), || Ok(t.worker_counter("bytes_to_client")? > 1_000_000))
+    wait_until("the download to start", Duration::from_secs(10), || Ok(t.metric("tls_inspect_worker_relayed_bytes_total", &[("direction", "to_client")])? > 1_000_000))
         .map_err(|e| anyhow::anyhow!("{e}: client said {:?}; stats {}", download.lines(), t.stats().unwrap_or_default()))?;
     let pid = t.daemon().unwrap().child.id();
     check(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]))?;
@@ -186,15 +207,15 @@ fn killing_the_dataplane_fails_open_and_a_restart_adopts() -> Result<()> {
     // to the steered port work, bridged.
     let out = t.peer_client("churn", 9011, &["--count", "3"])?;
     assert!(out.contains("churn 3 of 3"), "{out}");
-    assert!(t.counter("failopen_frames")? > 0);
+    assert!(t.metric("tls_inspect_xdp_failopen_frames_total", &[])? > 0);
 
     // A restarted dataplane adopts the pinned program and maps and carries new flows again.
-    let steered_before = t.counter("steered_frames")?;
+    let steered_before = t.metric("tls_inspect_xdp_frames_total", &[("path", "steered")])?;
     t.start_appliance(SCOPE)?;
     let out = t.peer_client("churn", 9011, &["--count", "3"])?;
     assert!(out.contains("churn 3 of 3"), "{out}");
-    assert!(t.counter("steered_frames")? > steered_before);
-    wait_until("the new workers to count the flows", Duration::from_secs(5), || Ok(t.worker_counter("flows_total")? >= 3))?;
+    assert!(t.metric("tls_inspect_xdp_frames_total", &[("path", "steered")])? > steered_before);
+    wait_until("the new workers to count the flows", Duration::from_secs(5), || Ok(t.metric("tls_inspect_worker_flows_total", &[])? >= 3))?;
     let log = t.daemon().unwrap().lines().join("\n");
     assert!(log.contains("adopted"), "{log}");
     Ok(())
@@ -209,9 +230,9 @@ fn ten_thousand_flows_of_churn_leave_no_state() -> Result<()> {
     assert!(out.contains("churn 10000 of 10000"), "{out}");
     wait_until("the flow tables to empty", Duration::from_secs(15), || {
         let stats = t.stats()?;
-        Ok(stats["flows"]["entries"] == 0 && t.worker_counter("flows_open")? == 0)
+        Ok(metric_in(&stats, "tls_inspect_xdp_flows", &[])? == 0 && t.metric("tls_inspect_worker_flows_open", &[])? == 0)
     })?;
-    assert!(t.worker_counter("flows_total")? >= 10_000);
+    assert!(t.metric("tls_inspect_worker_flows_total", &[])? >= 10_000);
     let out = run(t.cli().arg("flows"))?;
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     Ok(())

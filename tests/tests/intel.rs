@@ -28,7 +28,7 @@ fn listed_addresses_are_dropped_counted_and_restored() -> Result<()> {
     // Block mode: neither ICMP nor TCP gets through, and the entry counts the frames.
     assert!(!reachable(&t), "the listed server must be unreachable");
     assert!(!tcp_reachable(&t));
-    assert!(t.counter("intel_dropped")? >= 2);
+    assert!(t.metric("tls_inspect_xdp_intel_dropped_frames_total", &[])? >= 2);
     let listing: serde_json::Value = serde_json::from_str(&check(t.cli().args(["intel", "list", "--json"]))?)?;
     let server = listing["entries"].as_array().unwrap().iter().find(|e| e["entry"] == SERVER_IP).unwrap();
     assert!(server["frames"].as_u64().unwrap() >= 2, "{listing}");
@@ -42,10 +42,10 @@ fn listed_addresses_are_dropped_counted_and_restored() -> Result<()> {
     assert!(!reachable(&t));
 
     // Monitor mode: traffic passes and is counted.
-    let before = t.counter("intel_frames")?;
+    let before = t.metric("tls_inspect_xdp_intel_frames_total", &[])?;
     check(t.cli().args(["intel", "load", "--mode", "monitor"]).arg(&list))?;
     assert!(reachable(&t) && tcp_reachable(&t));
-    assert!(t.counter("intel_frames")? > before);
+    assert!(t.metric("tls_inspect_xdp_intel_frames_total", &[])? > before);
 
     // Back to block, then a list without the server: access is restored.
     check(t.cli().args(["intel", "load"]).arg(&list))?;

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
-use tls_inspect_tests::{check, run, Topology, SERVER_IP};
+use tls_inspect_tests::{check, metric_in, run, Topology, SERVER_IP};
 
 /// Small limits so that each limit can be hit with a short command line.
 const CONFIG: &str = r#"
@@ -87,7 +87,7 @@ fn add_list_delete_load_and_every_rejection() -> Result<()> {
     assert_eq!(s2["quota"], 8);
     assert_eq!(s2["dport"], serde_json::json!(["8080/8080", "9000/9100"]));
     assert_eq!(s2["description"], "cli");
-    assert_eq!(s2["counters"]["flows_steered"], 0);
+    assert_eq!(metric_in(&s2, "tls_inspect_scope_flows_total", &[("scope", "2"), ("path", "steered")])?, 0);
     let table = check(t.cli().args(["scope", "list"]))?;
     assert!(table.contains("src 198.18.0.1,198.18.0.3 sport 0/65535"), "{table}");
 
@@ -99,7 +99,7 @@ fn add_list_delete_load_and_every_rejection() -> Result<()> {
     t.wait_listening(&t.server.clone(), 9050)?;
     check(t.client.cmd("curl").args(["-sS", "-o", "/dev/null", "--max-time", "5", &format!("http://{SERVER_IP}:9050/")]))?;
     let stats = t.stats()?;
-    assert_eq!(stats["policies"]["1"]["scopes"]["2"]["flows_failopen"], 1, "{stats}");
+    assert_eq!(metric_in(&stats, "tls_inspect_scope_flows_total", &[("policy", "1"), ("scope", "2"), ("path", "failopen")])?, 1, "{stats}");
 
     // Every rejection names the field and the value, and changes nothing.
     let base = ["scope", "add", "--policy", "1"];
@@ -194,6 +194,84 @@ fn commands_without_a_running_appliance_fail_clearly() -> Result<()> {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&t.instance), "{args:?}: {err}");
+    }
+    Ok(())
+}
+
+/// `--json` anywhere on the command line: every command that prints answers in JSON on
+/// standard output (an error too, with status 1), `stats` with the metrics endpoint's names,
+/// and `run` logs one JSON object per line.
+#[test]
+fn every_command_answers_in_json_under_the_global_flag() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance_with(CONFIG, &["--no-workers", "--json"])?;
+    let j = |args: &[&str]| json(t.cli().arg("--json").args(args));
+    // An answer that is a failure: status 1, and still JSON with the error on standard output.
+    let failed = |args: &[&str]| -> Result<Value> {
+        let out = run(t.cli().arg("--json").args(args))?;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+
+    assert_eq!(j(&["policy", "add", "5", "--name", "five"])?, serde_json::json!({ "policy": 5, "name": "five", "enabled": true }));
+    let added = j(&["scope", "add", "--policy", "5", "--src", "198.18.0.1", "--sport", "0/65535", "--dst", "198.18.0.2", "--dport", "7000/7000"])?;
+    assert_eq!((added["policy"].as_u64(), added["quota"].as_u64()), (Some(5), Some(1)), "{added}");
+    let id = added["scope"].as_u64().expect("the new scope's id");
+    assert!(j(&["scope", "list"])?["scopes"].as_array().unwrap().iter().any(|s| s["id"] == id));
+    assert_eq!(j(&["policy", "disable", "5"])?["enabled"], false);
+    assert!(j(&["policy", "list"])?["policies"].as_array().unwrap().iter().any(|p| p["id"] == 5 && p["scopes"] == serde_json::json!([id])));
+    let refused = failed(&["scope", "add", "--policy", "99", "--src", "198.18.0.1", "--sport", "0/65535", "--dst", "198.18.0.2", "--dport", "1/1"])?;
+    assert!(refused["error"].as_str().unwrap_or("").contains("99"), "{refused}");
+    assert_eq!(j(&["scope", "del", &id.to_string()])?["deleted"], true);
+    assert_eq!(j(&["policy", "del", "5"])?["deleted"], true);
+
+    // stats: the endpoint's families, labels and values.
+    let stats = j(&["stats"])?;
+    for path in ["bridged", "steered", "dropped"] {
+        let samples = stats["metrics"]["tls_inspect_xdp_frames_total"]["samples"].as_array().unwrap();
+        assert!(samples.iter().any(|s| s["labels"]["path"] == path), "{stats}");
+    }
+    assert_eq!(stats["metrics"]["tls_inspect_xdp_frames_total"]["type"], "counter");
+    assert!(metric_in(&stats, "tls_inspect_xdp_flows_capacity", &[])? > 0, "{stats}");
+    assert_eq!(metric_in(&stats, "tls_inspect_scope_flows_total", &[("policy", "1"), ("scope", "1"), ("path", "steered")])?, 0);
+    assert_eq!(j(&["flows"])?["flows"], serde_json::json!([]));
+
+    let list = t.dir.join("intel.txt");
+    std::fs::write(&list, "# test\n203.0.113.0/24\n198.51.100.7\n")?;
+    let loaded = json(t.cli().args(["intel", "load", "--json"]).arg(&list))?;
+    assert_eq!((loaded["entries"].as_u64(), loaded["mode"].as_str()), (Some(2), Some("block")), "{loaded}");
+    assert_eq!(j(&["intel", "list"])?["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(j(&["intel", "clear"])?["cleared"], true);
+
+    // What the running appliance does not do answers with its error.
+    assert!(failed(&["rules", "list"])?["error"].as_str().unwrap_or("").contains("IPS is off"));
+    assert!(failed(&["bypass", "list"])?["error"].as_str().unwrap_or("").contains("TLS inspection is off"));
+
+    // Offline commands.
+    let ca = t.dir.join("ca");
+    let ca = ca.to_str().unwrap();
+    let trial = j(&["ca", "--dir", ca, "trial"])?;
+    assert_eq!((trial["root"].as_bool(), trial["key"].as_str()), (Some(true), Some("ECDSA P-256")), "{trial}");
+    assert_eq!(j(&["ca", "--dir", ca, "show"])?["sha256"], trial["sha256"]);
+    let pem = t.dir.join("ca.pem");
+    assert_eq!(j(&["ca", "--dir", ca, "export", "--out", pem.to_str().unwrap()])?["certificates"], 1);
+    let config = t.dir.join("config.toml");
+    // In the appliance's namespace, where its interfaces are.
+    let mut check_cmd = t.appliance.cmd(tls_inspect_tests::appliance_bin().to_str().unwrap());
+    check_cmd.args(["config", "check", "--json", "--inside", tls_inspect_tests::INSIDE, "--outside", tls_inspect_tests::OUTSIDE]).arg(&config);
+    let summary = json(&mut check_cmd)?;
+    assert_eq!((summary["policies"].as_u64(), summary["scopes"].as_u64()), (Some(1), Some(1)), "{summary}");
+    let rules = t.dir.join("bad.rules");
+    std::fs::write(&rules, "alert http any any -> any any (msg:\"ok\"; content:\"a\"; sid:1;)\nalert http any any -> any any (msg:\"no\"; nosuchkeyword; sid:2;)\n")?;
+    let checked = failed(&["rules", "check", rules.to_str().unwrap()])?;
+    assert_eq!((checked["loaded"].as_u64(), checked["refused"].as_u64(), checked["parser"][0]["line"].as_u64()), (Some(1), Some(1), Some(2)), "{checked}");
+    assert!(failed(&["completions", "bash"])?["error"].as_str().is_some());
+
+    // `run --json`: every line it wrote is a JSON object, the log's with level and message.
+    let lines = t.daemon().expect("running").lines();
+    assert!(lines.iter().any(|l| l.contains("\"level\":\"INFO\"")), "{lines:?}");
+    for l in &lines {
+        assert!(serde_json::from_str::<serde_json::Map<String, Value>>(l).is_ok(), "not JSON: {l}");
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tls_inspect_tests::{check, wait_until, Background, Topology, CLIENT_IP, INSIDE, SERVER_IP};
+use tls_inspect_tests::{check, metric_in, wait_until, Background, Topology, CLIENT_IP, INSIDE, SERVER_IP};
 
 const SCOPE_8080: &str = r#"
 [[policy]]
@@ -105,8 +105,8 @@ fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Resul
     wait_until("the first SYN at the AF_XDP socket", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40001) >= 1))?;
     assert_eq!(flow_action(&t, 40001)?.as_deref(), Some("steer"));
     let stats = t.stats()?;
-    assert!(stats["xdp"]["steered_frames"].as_u64().unwrap_or(0) >= 1);
-    assert!(stats["policies"]["7"]["scopes"]["70"]["flows_steered"].as_u64().unwrap_or(0) >= 1);
+    assert!(metric_in(&stats, "tls_inspect_xdp_frames_total", &[("path", "steered")])? >= 1);
+    assert!(metric_in(&stats, "tls_inspect_scope_flows_total", &[("policy", "7"), ("scope", "70"), ("path", "steered")])? >= 1);
 
     // Disable the policy: the flow already steered stays steered (its retransmitted SYN still
     // arrives at the socket) ...
@@ -139,12 +139,12 @@ fn matching_traffic_fails_open_without_a_socket() -> Result<()> {
     // No AF_XDP socket is registered: the matching connection is bridged and works.
     curl_ok(&t, 8080)?;
     let stats = t.stats()?;
-    assert!(stats["xdp"]["syn_matched"].as_u64().unwrap_or(0) >= 1, "{stats}");
-    assert!(stats["xdp"]["failopen_frames"].as_u64().unwrap_or(0) >= 1, "{stats}");
-    assert!(stats["xdp"]["bypass_frames"].as_u64().unwrap_or(0) >= 3, "{stats}");
-    assert!(stats["policies"]["7"]["scopes"]["70"]["bypass_frames"].as_u64().unwrap_or(0) >= 3, "{stats}");
-    assert_eq!(stats["xdp"]["steered_frames"], 0);
-    assert!(stats["policies"]["7"]["scopes"]["70"]["flows_failopen"].as_u64().unwrap_or(0) >= 1);
+    assert!(metric_in(&stats, "tls_inspect_xdp_syns_matched_total", &[])? >= 1, "{stats}");
+    assert!(metric_in(&stats, "tls_inspect_xdp_failopen_frames_total", &[])? >= 1, "{stats}");
+    assert!(metric_in(&stats, "tls_inspect_xdp_bypass_frames_total", &[])? >= 3, "{stats}");
+    assert!(metric_in(&stats, "tls_inspect_scope_frames_total", &[("scope", "70"), ("path", "bypass")])? >= 3, "{stats}");
+    assert_eq!(metric_in(&stats, "tls_inspect_xdp_frames_total", &[("path", "steered")])?, 0);
+    assert!(metric_in(&stats, "tls_inspect_scope_flows_total", &[("scope", "70"), ("path", "failopen")])? >= 1);
     let flows = check(t.cli().args(["flows"]))?;
     assert!(flows.contains("bypass"), "{flows}");
 
@@ -237,10 +237,10 @@ fn a_fail_closed_policy_drops_its_scope_without_a_socket_and_bridges_the_rest() 
     curl_ok(&t, 8081)?;
     check(t.client.cmd("ping").args(["-c", "1", "-W", "2", SERVER_IP]))?;
     let stats = t.stats()?;
-    let scope = &stats["policies"]["7"]["scopes"]["70"];
-    assert!(scope["dropped_frames"].as_u64().unwrap_or(0) >= 2, "SYN and its retransmission: {stats}");
-    assert_eq!((scope["flows_failopen"].as_u64(), scope["flows_steered"].as_u64()), (Some(0), Some(0)), "{stats}");
-    assert_eq!(stats["xdp"]["failopen_frames"], 0, "{stats}");
+    let scope = |family: &str, path: &str| metric_in(&stats, family, &[("policy", "7"), ("scope", "70"), ("path", path)]);
+    assert!(scope("tls_inspect_scope_frames_total", "dropped")? >= 2, "SYN and its retransmission: {stats}");
+    assert_eq!((scope("tls_inspect_scope_flows_total", "failopen")?, scope("tls_inspect_scope_flows_total", "steered")?), (0, 0), "{stats}");
+    assert_eq!(metric_in(&stats, "tls_inspect_xdp_failopen_frames_total", &[])?, 0, "{stats}");
     // Nothing of it is in the flow table: a worker coming back gets the next SYN.
     let flows = check(t.cli().args(["flows"]))?;
     assert!(!flows.contains(":8080"), "{flows}");

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::control::config::XdpModeSetting;
 use crate::control::intel::IntelMode;
@@ -16,6 +16,10 @@ pub struct Cli {
     /// Name of the appliance instance: pins live in /sys/fs/bpf/NAME, state in /run/NAME.
     #[arg(long, global = true, env = "TLS_INSPECT_INSTANCE", default_value = "tls-inspect")]
     pub instance: String,
+    /// Print JSON instead of text (every command; `stats` with the metrics' names; `run` logs
+    /// one JSON object per line).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -83,10 +87,11 @@ pub enum Command {
     /// Policies of the running appliance.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Counters of the XDP program, globally and per policy and scope.
-    Stats(JsonFlag),
+    /// Counters of the XDP program (globally and per policy and scope) and of the workers, as
+    /// the metrics endpoint names them.
+    Stats,
     /// Flows the XDP program has decided (steered or bypassed).
-    Flows(JsonFlag),
+    Flows,
     /// The CA that signs the certificates forged for inspected connections.
     Ca {
         /// Where the CA lives (ca.crt, ca.key 0600, chain.crt).
@@ -106,13 +111,6 @@ pub enum Command {
     /// Man pages for every command, written into DIR (what the package ships).
     #[command(hide = true)]
     Manpages { dir: PathBuf },
-}
-
-#[derive(Args)]
-pub struct JsonFlag {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -137,7 +135,7 @@ pub enum ScopeCommand {
         description: String,
     },
     /// List scopes with their quotas and counters.
-    List(JsonFlag),
+    List,
     /// Delete a scope (existing connections keep their decision).
     Del { id: u32 },
     /// Replace every policy and scope with those of a file, atomically.
@@ -161,7 +159,7 @@ pub enum PolicyCommand {
     Enable { id: u32 },
     /// Disable a policy: new connections are no longer steered; existing ones are untouched.
     Disable { id: u32 },
-    List(JsonFlag),
+    List,
 }
 
 #[derive(Subcommand)]
@@ -173,7 +171,7 @@ pub enum IntelCommand {
         mode: IntelMode,
     },
     /// The entries with the frames each has matched.
-    List(JsonFlag),
+    List,
     /// Stop using the list.
     Clear,
 }
@@ -190,23 +188,15 @@ pub enum ConfigCommand {
         /// Interface towards the internet, if not in the file.
         #[arg(long)]
         outside: Option<String>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 pub enum RulesCommand {
     /// Validate a rule file: every rule that would not load, with its line and keyword.
-    Check {
-        file: PathBuf,
-        /// Print the parsed rules as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Check { file: PathBuf },
     /// The running rules: sid, message, enabled, action.
-    List(JsonFlag),
+    List,
     /// Turn a rule on (for flows that start from now on).
     Enable { sid: u32 },
     /// Turn a rule off (for flows that start from now on) until `rules enable` or `rules reset`.
@@ -254,7 +244,7 @@ fn level(s: &str) -> Result<Level, String> {
 #[derive(Subcommand)]
 pub enum BypassCommand {
     /// Entries with their remaining time.
-    List(JsonFlag),
+    List,
     /// Remove every entry: the next connections are inspected again.
     Clear,
 }

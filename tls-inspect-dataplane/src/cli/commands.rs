@@ -1,6 +1,6 @@
 //! The commands: each validates its input, applies it (scopes and policies through
 //! `control::state::change`, all or nothing; rules and bypass through the running appliance's
-//! control socket), and prints a short answer or, with `--json`, JSON.
+//! control socket), and returns a [`Report`]: the same answer as text and as JSON (`--json`).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tls_inspect_common::{counter, FlowAction, ScopeCounters};
+use tls_inspect_common::FlowAction;
 
 use super::args::{CaCommand, RulesCommand, Side};
+use super::output::{Format, Report};
 use crate::control::config::ConfigFile;
 use crate::control::intel::IntelMode;
 use crate::control::maps::{Maps, Paths, Sockets};
@@ -25,25 +26,23 @@ pub fn scope_add(
     dst: &str,
     dport: &str,
     description: &str,
-) -> Result<()> {
+) -> Result<Report> {
     let spec = ScopeSpec::parse(src, sport, dst, dport, description)?;
     let quota = spec.quota();
     let dims = (spec.src.len(), spec.sport.len(), spec.dst.len(), spec.dport.len());
     let id = state::change(paths, |set| Ok(set.add_scope(policy, spec)?))?;
-    println!(
-        "scope {id} added to policy {policy}: quota {quota} ({} src x {} sport x {} dst x {} dport)",
-        dims.0, dims.1, dims.2, dims.3
-    );
-    Ok(())
+    Ok(Report::new(
+        json!({ "scope": id, "policy": policy, "quota": quota }),
+        format!("scope {id} added to policy {policy}: quota {quota} ({} src x {} sport x {} dst x {} dport)", dims.0, dims.1, dims.2, dims.3),
+    ))
 }
 
-pub fn scope_del(paths: &Paths, id: u32) -> Result<()> {
+pub fn scope_del(paths: &Paths, id: u32) -> Result<Report> {
     let scope = state::change(paths, |set| Ok(set.remove_scope(id)?))?;
-    println!("scope {id} deleted from policy {}", scope.policy);
-    Ok(())
+    Ok(Report::new(json!({ "scope": id, "policy": scope.policy, "deleted": true }), format!("scope {id} deleted from policy {}", scope.policy)))
 }
 
-pub fn scope_load(paths: &Paths, file: &Path) -> Result<()> {
+pub fn scope_load(paths: &Paths, file: &Path) -> Result<Report> {
     let parsed = ConfigFile::read(file)?;
     let (n_policies, n_scopes) = state::change(paths, |set| {
         let (policies, scopes) = parsed
@@ -52,40 +51,35 @@ pub fn scope_load(paths: &Paths, file: &Path) -> Result<()> {
         set.replace_with(policies, scopes)?;
         Ok((set.policies.len(), set.scopes.len()))
     })?;
-    println!("loaded {n_policies} policies and {n_scopes} scopes from {}", file.display());
-    if parsed.appliance.inside.is_some() || parsed.appliance.outside.is_some() {
-        println!("note: [appliance] and [limits] apply at start only; they were not changed");
-    }
-    Ok(())
-}
-
-pub fn policy_add(paths: &Paths, id: u32, name: &str, enabled: bool) -> Result<()> {
-    state::change(paths, |set| Ok(set.add_policy(id, name, enabled)?))?;
-    println!("policy {id} added ({})", if enabled { "enabled" } else { "disabled" });
-    Ok(())
-}
-
-pub fn policy_del(paths: &Paths, id: u32) -> Result<()> {
-    state::change(paths, |set| Ok(set.remove_policy(id)?))?;
-    println!("policy {id} deleted");
-    Ok(())
-}
-
-pub fn policy_enable(paths: &Paths, id: u32, enabled: bool) -> Result<()> {
-    state::change(paths, |set| Ok(set.set_enabled(id, enabled)?))?;
-    println!(
-        "policy {id} {}; connections already decided keep their decision",
-        if enabled { "enabled" } else { "disabled" }
+    let report = Report::new(
+        json!({ "file": file.display().to_string(), "policies": n_policies, "scopes": n_scopes }),
+        format!("loaded {n_policies} policies and {n_scopes} scopes from {}", file.display()),
     );
-    Ok(())
+    let start_only = parsed.appliance.inside.is_some() || parsed.appliance.outside.is_some();
+    Ok(report.warn(start_only.then(|| "[appliance] and [limits] apply at start only; they were not changed".to_string())))
 }
 
-fn counters_json(c: &ScopeCounters) -> serde_json::Value {
-    c.fields().iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+pub fn policy_add(paths: &Paths, id: u32, name: &str, enabled: bool) -> Result<Report> {
+    state::change(paths, |set| Ok(set.add_policy(id, name, enabled)?))?;
+    Ok(Report::new(json!({ "policy": id, "name": name, "enabled": enabled }), format!("policy {id} added ({})", if enabled { "enabled" } else { "disabled" })))
+}
+
+pub fn policy_del(paths: &Paths, id: u32) -> Result<Report> {
+    state::change(paths, |set| Ok(set.remove_policy(id)?))?;
+    Ok(Report::new(json!({ "policy": id, "deleted": true }), format!("policy {id} deleted")))
+}
+
+pub fn policy_enable(paths: &Paths, id: u32, enabled: bool) -> Result<Report> {
+    state::change(paths, |set| Ok(set.set_enabled(id, enabled)?))?;
+    Ok(Report::new(
+        json!({ "policy": id, "enabled": enabled }),
+        format!("policy {id} {}; connections already decided keep their decision", if enabled { "enabled" } else { "disabled" }),
+    ))
 }
 
 fn scope_json(scope: &Scope, maps: &Maps, enabled: bool) -> serde_json::Value {
-    let c = maps.scope_counters(scope.id);
+    let mut counters = crate::runtime::metrics::Scrape::default();
+    counters.add_scope(maps, scope.policy, scope.id);
     json!({
         "id": scope.id,
         "policy": scope.policy,
@@ -96,7 +90,7 @@ fn scope_json(scope: &Scope, maps: &Maps, enabled: bool) -> serde_json::Value {
         "dport": scope.spec.dport,
         "description": scope.spec.description,
         "quota": scope.spec.quota(),
-        "counters": counters_json(&c),
+        "metrics": counters.to_json(),
     })
 }
 
@@ -104,22 +98,20 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-pub fn scope_list(paths: &Paths, as_json: bool) -> Result<()> {
+pub fn scope_list(paths: &Paths) -> Result<Report> {
+    use std::fmt::Write;
     let set = state::read(paths)?;
     let maps = Maps::open(paths)?;
     let enabled = |p: u32| set.policies.get(&p).is_some_and(|p| p.enabled);
-    if as_json {
-        let scopes: Vec<_> = set.scopes.values().map(|s| scope_json(s, &maps, enabled(s.policy))).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "scopes": scopes }))?);
-        return Ok(());
-    }
-    println!(
-        "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>12}  MATCH",
+    let scopes: Vec<_> = set.scopes.values().map(|s| scope_json(s, &maps, enabled(s.policy))).collect();
+    let mut text = format!(
+        "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>12}  MATCH\n",
         "SCOPE", "POLICY", "ON", "QUOTA", "STEERED", "FAILOPEN", "BYTES"
     );
     for s in set.scopes.values() {
         let c = maps.scope_counters(s.id);
-        println!(
+        let _ = writeln!(
+            text,
             "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>12}  src {} sport {} dst {} dport {}{}",
             s.id,
             s.policy,
@@ -135,108 +127,55 @@ pub fn scope_list(paths: &Paths, as_json: bool) -> Result<()> {
             if s.spec.description.is_empty() { String::new() } else { format!("  # {}", s.spec.description) }
         );
     }
-    Ok(())
+    Ok(Report::new(json!({ "scopes": scopes }), text))
 }
 
-pub fn policy_list(paths: &Paths, as_json: bool) -> Result<()> {
+pub fn policy_list(paths: &Paths) -> Result<Report> {
+    use std::fmt::Write;
     let set = state::read(paths)?;
-    if as_json {
-        let policies: Vec<_> = set
-            .policies
-            .values()
-            .map(|p| {
-                let scopes: Vec<u32> = set.scopes.values().filter(|s| s.policy == p.id).map(|s| s.id).collect();
-                json!({ "id": p.id, "name": p.name, "enabled": p.enabled, "on_failure": p.on_failure, "scopes": scopes })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "policies": policies }))?);
-        return Ok(());
-    }
-    println!("{:>6} {:>8} {:>6}  NAME", "POLICY", "ENABLED", "SCOPES");
+    let policies: Vec<_> = set
+        .policies
+        .values()
+        .map(|p| {
+            let scopes: Vec<u32> = set.scopes.values().filter(|s| s.policy == p.id).map(|s| s.id).collect();
+            json!({ "id": p.id, "name": p.name, "enabled": p.enabled, "on_failure": p.on_failure, "scopes": scopes })
+        })
+        .collect();
+    let mut text = format!("{:>6} {:>8} {:>6}  NAME\n", "POLICY", "ENABLED", "SCOPES");
     for p in set.policies.values() {
         let n = set.scopes.values().filter(|s| s.policy == p.id).count();
-        println!("{:>6} {:>8} {:>6}  {}", p.id, if p.enabled { "yes" } else { "no" }, n, p.name);
+        let _ = writeln!(text, "{:>6} {:>8} {:>6}  {}", p.id, if p.enabled { "yes" } else { "no" }, n, p.name);
     }
-    Ok(())
+    Ok(Report::new(json!({ "policies": policies }), text))
 }
 
-pub fn stats(paths: &Paths, as_json: bool) -> Result<()> {
+/// `stats`: the families and samples the metrics endpoint serves (the XDP program's counters,
+/// globally and per policy and scope, the flow table, every worker's counters), from one scrape;
+/// the alerts per rule live in the running process and only the endpoint has them.
+pub fn stats(paths: &Paths) -> Result<Report> {
     let set = state::read(paths)?;
     let maps = Maps::open(paths)?;
-    let global = maps.counters()?;
-    let (flows, capacity) = maps.flow_count();
     let config = maps.config()?;
-    // The running workers publish their counters a few times a second.
-    let workers: serde_json::Value = std::fs::read(crate::runtime::supervisor::workers_file(paths))
+    let scopes: Vec<(u32, u32)> = set.scopes.values().map(|s| (s.policy, s.id)).collect();
+    // The running workers publish their counters a few times a second, by counter name.
+    let published: serde_json::Value = std::fs::read(crate::runtime::supervisor::workers_file(paths))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| json!({ "workers": [] }));
-    let mut policies = serde_json::Map::new();
-    for p in set.policies.values() {
-        let mut sum = ScopeCounters::default();
-        let mut scopes = serde_json::Map::new();
-        for s in set.scopes.values().filter(|s| s.policy == p.id) {
-            let c = maps.scope_counters(s.id);
-            sum.accumulate(&c);
-            scopes.insert(s.id.to_string(), counters_json(&c));
-        }
-        let mut entry = counters_json(&sum);
-        entry["enabled"] = json!(p.enabled);
-        entry["scopes"] = scopes.into();
-        policies.insert(p.id.to_string(), entry);
-    }
-    if as_json {
-        let xdp: serde_json::Map<String, serde_json::Value> = counter::NAMES
-            .iter()
-            .zip(global.iter())
-            .map(|(n, v)| (n.to_string(), json!(v)))
-            .collect();
-        let out = json!({
-            "instance": paths.instance,
-            "generation": config.generation,
-            "flows": { "entries": flows, "capacity": capacity },
-            "xdp": xdp,
-            "policies": policies,
-            "workers": workers["workers"],
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!("instance {} (table generation {})", paths.instance, config.generation);
-    println!("xdp:");
-    for (name, v) in counter::NAMES.iter().zip(global.iter()) {
-        println!("  {name:<20} {v}");
-    }
-    println!("flows: {flows} of {capacity}");
-    for w in workers["workers"].as_array().into_iter().flatten() {
-        let fields: Vec<String> = w
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() != "worker")
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        println!("worker {}: {}", w["worker"], fields.join(", "));
-    }
-    let line = |c: &serde_json::Value| {
-        ScopeCounters::default()
-            .fields()
-            .iter()
-            .map(|(n, _)| format!("{n} {}", c[n]))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    for (id, p) in &policies {
-        let state = if p["enabled"] == json!(true) { "enabled" } else { "disabled" };
-        println!("policy {id} ({state}): {}", line(p));
-        for (sid, c) in p["scopes"].as_object().into_iter().flatten() {
-            println!("  scope {sid}: {}", line(c));
-        }
-    }
-    Ok(())
+    let workers: Vec<Vec<u64>> = published["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| crate::net::counters::COUNTERS.iter().map(|d| w[d.name].as_u64().unwrap_or(0)).collect())
+        .collect();
+    let scrape = crate::runtime::metrics::scrape(Some(&maps), &scopes, &workers, None);
+    Ok(Report::new(
+        json!({ "instance": paths.instance, "generation": config.generation, "metrics": scrape.to_json() }),
+        format!("instance {} (table generation {})\n{}", paths.instance, config.generation, scrape.to_lines()),
+    ))
 }
 
-pub fn flows(paths: &Paths, as_json: bool) -> Result<()> {
+pub fn flows(paths: &Paths) -> Result<Report> {
     let maps = Maps::open(paths)?;
     let rows: Vec<_> = maps
         .flows()
@@ -255,70 +194,71 @@ pub fn flows(paths: &Paths, as_json: bool) -> Result<()> {
             })
         })
         .collect();
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "flows": rows }))?);
-    } else {
-        for r in rows {
-            println!("{} -> {} policy {} scope {} {}", r["client"].as_str().unwrap_or(""), r["server"].as_str().unwrap_or(""), r["policy"], r["scope"], r["action"].as_str().unwrap_or(""));
-        }
-    }
-    Ok(())
+    let text: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} -> {} policy {} scope {} {}", r["client"].as_str().unwrap_or(""), r["server"].as_str().unwrap_or(""), r["policy"], r["scope"], r["action"].as_str().unwrap_or("")))
+        .collect();
+    Ok(Report::new(json!({ "flows": rows }), text.join("\n")))
 }
 
-fn print_ca(info: &crate::tls::ca::CaInfo) {
-    println!("subject:   {}", info.subject);
-    println!("issuer:    {}{}", info.issuer, if info.is_root { " (root)" } else { " (intermediate)" });
-    println!("key:       {}", info.key_type);
-    println!("valid:     {} to {}", info.not_before, info.not_after);
-    println!("sha256:    {}", info.sha256);
-    for w in info.warnings() {
-        eprintln!("tls-inspect: warning: {w}");
-    }
+/// The installed CA, after `what` (one line) was done to it.
+fn ca_report(what: String, dir: &Path, info: &crate::tls::ca::CaInfo) -> Report {
+    let text = format!(
+        "{what}subject:   {}\nissuer:    {}{}\nkey:       {}\nvalid:     {} to {}\nsha256:    {}",
+        info.subject,
+        info.issuer,
+        if info.is_root { " (root)" } else { " (intermediate)" },
+        info.key_type,
+        info.not_before,
+        info.not_after,
+        info.sha256
+    );
+    let json = json!({
+        "dir": dir.display().to_string(),
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "root": info.is_root,
+        "key": info.key_type,
+        "not_before": info.not_before.to_string(),
+        "not_after": info.not_after.to_string(),
+        "sha256": info.sha256,
+    });
+    Report::new(json, text).warn(info.warnings())
 }
 
-pub fn ca(dir: &Path, command: CaCommand) -> Result<()> {
+pub fn ca(dir: &Path, command: CaCommand) -> Result<Report> {
     use crate::tls::ca;
-    match command {
+    Ok(match command {
         CaCommand::Trial => {
             let info = ca::trial(dir)?;
-            println!("trial CA written to {} (key {}/ca.key, mode 0600)", dir.display(), dir.display());
-            print_ca(&info);
+            ca_report(format!("trial CA written to {} (key {}/ca.key, mode 0600)\n", dir.display(), dir.display()), dir, &info)
         }
         CaCommand::Import { cert, key, chain } => {
             let info = ca::import(dir, &cert, &key, chain.as_deref())?;
-            println!("CA imported into {}", dir.display());
-            print_ca(&info);
+            ca_report(format!("CA imported into {}\n", dir.display()), dir, &info)
         }
-        CaCommand::Show => print_ca(&ca::show(dir)?),
+        CaCommand::Show => ca_report(String::new(), dir, &ca::show(dir)?),
         CaCommand::Export { out } => {
             let n = ca::export(dir, &out)?;
-            println!("{n} certificate(s) written to {}", out.display());
+            Report::new(json!({ "certificates": n, "file": out.display().to_string() }), format!("{n} certificate(s) written to {}", out.display()))
         }
-    }
-    Ok(())
+    })
 }
 
-pub fn detach(paths: &Paths) -> Result<()> {
+pub fn detach(paths: &Paths) -> Result<Report> {
     if state::Lock::daemon_is_running(paths)? {
         anyhow::bail!("`tls-inspect run` is active for instance '{}': stop it first", paths.instance);
     }
     xdp::detach(paths)?;
-    println!("detached instance {}", paths.instance);
-    Ok(())
+    Ok(Report::new(json!({ "instance": paths.instance, "detached": true }), format!("detached instance {}", paths.instance)))
 }
 
 /// `rules check FILE`: every rule that would not load, with its line and keyword (the parser)
 /// or its sid and reason (the engine: variables, classtypes, Hyperscan), as `run` would load it
-/// with the default `[ips]` settings.
-pub fn rules_check(file: &Path, as_json: bool) -> Result<()> {
+/// with the default `[ips]` settings. Fails when any is refused.
+pub fn rules_check(file: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let (rules, errors) = crate::inspect::rules::parse_rules(&text);
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&rules)?);
-    }
-    for e in &errors {
-        eprintln!("{}: {e}", file.display());
-    }
     let parsed = rules.len();
     let refused = if rules.is_empty() {
         Vec::new()
@@ -326,112 +266,117 @@ pub fn rules_check(file: &Path, as_json: bool) -> Result<()> {
         let (_, refused) = crate::inspect::ips::Ruleset::compile(rules, &crate::inspect::settings::IpsSettings::default().options()?)?;
         refused
     };
-    for (sid, why) in &refused {
-        eprintln!("{}: sid {sid}: {why}", file.display());
-    }
+    let mut lines: Vec<String> = errors.iter().map(|e| format!("{}: {e}", file.display())).collect();
+    lines.extend(refused.iter().map(|(sid, why)| format!("{}: sid {sid}: {why}", file.display())));
     let bad = errors.len() + refused.len();
-    println!("{} rules load, {bad} refused ({} by the parser, {} by the engine)", parsed - refused.len(), errors.len(), refused.len());
-    if bad == 0 {
-        Ok(())
-    } else {
-        anyhow::bail!("{bad} rule(s) refused")
-    }
+    let loaded = parsed - refused.len();
+    lines.push(format!("{loaded} rules load, {bad} refused ({} by the parser, {} by the engine)", errors.len(), refused.len()));
+    let json = json!({
+        "file": file.display().to_string(),
+        "loaded": loaded,
+        "refused": bad,
+        "parser": errors.iter().map(|e| json!({ "line": e.line, "keyword": e.keyword, "message": e.message })).collect::<Vec<_>>(),
+        "engine": refused.iter().map(|(sid, why)| json!({ "sid": sid, "reason": why.to_string() })).collect::<Vec<_>>(),
+    });
+    Ok(Report::new(json, lines.join("\n")).fail((bad > 0).then(|| format!("{bad} rule(s) refused"))))
 }
 
 /// The `rules` commands that go to the running appliance.
-pub fn rules(paths: &Paths, command: RulesCommand) -> Result<()> {
-    let request = |line: &str| -> Result<()> {
-        println!("{}", socket::request(paths, line)?);
-        Ok(())
-    };
+pub fn rules(paths: &Paths, command: RulesCommand) -> Result<Report> {
+    use std::fmt::Write;
+    let request = |line: &str, text: String| -> Result<Report> { Ok(Report::new(socket::request(paths, line)?, text)) };
     match command {
-        RulesCommand::Check { file, json } => rules_check(&file, json),
-        RulesCommand::List(f) => {
+        RulesCommand::Check { file } => rules_check(&file),
+        RulesCommand::List => {
             let v = socket::request(paths, "rules list")?;
-            if f.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{:>8} {:>4} {:>7} {:>6}  MSG", "SID", "REV", "ENABLED", "ACTION");
-                for r in v["rules"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:>8} {:>4} {:>7} {:>6}  {}",
-                        r["sid"],
-                        r["rev"],
-                        if r["enabled"] == true { "yes" } else { "no" },
-                        r["action"].as_str().unwrap_or(""),
-                        r["msg"].as_str().unwrap_or("")
-                    );
-                }
+            let mut text = format!("{:>8} {:>4} {:>7} {:>6}  MSG\n", "SID", "REV", "ENABLED", "ACTION");
+            for r in v["rules"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    text,
+                    "{:>8} {:>4} {:>7} {:>6}  {}",
+                    r["sid"],
+                    r["rev"],
+                    if r["enabled"] == true { "yes" } else { "no" },
+                    r["action"].as_str().unwrap_or(""),
+                    r["msg"].as_str().unwrap_or("")
+                );
             }
-            Ok(())
+            Ok(Report::new(v, text))
         }
-        RulesCommand::Enable { sid } => request(&format!("rules enable {sid}")),
-        RulesCommand::Disable { sid } => request(&format!("rules disable {sid}")),
-        RulesCommand::Action { sid, action } => request(&format!("rules action {sid} {action}")),
-        RulesCommand::Reset => request("rules reset"),
-        RulesCommand::Reload => request("rules reload"),
+        RulesCommand::Enable { sid } => request(&format!("rules enable {sid}"), format!("rule {sid} enabled for new flows")),
+        RulesCommand::Disable { sid } => request(&format!("rules disable {sid}"), format!("rule {sid} disabled for new flows")),
+        RulesCommand::Action { sid, action } => request(&format!("rules action {sid} {action}"), format!("rule {sid}: action {action} for new flows")),
+        RulesCommand::Reset => {
+            let v = socket::request(paths, "rules reset")?;
+            let text = format!("rules reset: {} rules at their defaults", v["rules"]);
+            Ok(Report::new(v, text))
+        }
+        RulesCommand::Reload => {
+            let v = socket::request(paths, "rules reload")?;
+            let text = format!("rules reloaded: {} rules", v["rules"]);
+            Ok(Report::new(v, text))
+        }
     }
 }
 
-pub fn intel_load(paths: &Paths, file: &Path, mode: IntelMode) -> Result<()> {
+pub fn intel_load(paths: &Paths, file: &Path, mode: IntelMode) -> Result<Report> {
     let n = intel::load_file(paths, file, mode)?;
-    println!("{n} entries loaded ({mode:?})");
-    Ok(())
+    Ok(Report::new(json!({ "entries": n, "mode": mode, "file": file.display().to_string() }), format!("{n} entries loaded ({mode:?})")))
 }
 
-pub fn intel_list(paths: &Paths, as_json: bool) -> Result<()> {
+pub fn intel_list(paths: &Paths) -> Result<Report> {
+    use std::fmt::Write;
     let (state, rows) = intel::list(paths)?;
-    if as_json {
-        let entries: Vec<_> = rows.iter().map(|(c, n)| json!({ "entry": c.to_string(), "frames": n })).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "mode": state.map(|s| s.mode), "entries": entries }))?);
-        return Ok(());
-    }
-    match state {
-        None => println!("no list loaded"),
+    let entries: Vec<_> = rows.iter().map(|(c, n)| json!({ "entry": c.to_string(), "frames": n })).collect();
+    let json = json!({ "mode": state.as_ref().map(|s| s.mode), "source": state.as_ref().map(|s| s.source.clone()), "entries": entries });
+    let text = match state {
+        None => "no list loaded".to_string(),
         Some(s) => {
-            println!("mode {:?}, from {}", s.mode, s.source);
+            let mut text = format!("mode {:?}, from {}\n", s.mode, s.source);
             for (c, n) in rows {
-                println!("{c:<20} {n} frames");
+                let _ = writeln!(text, "{c:<20} {n} frames");
             }
+            text
         }
-    }
-    Ok(())
+    };
+    Ok(Report::new(json, text))
 }
 
-pub fn intel_clear(paths: &Paths) -> Result<()> {
+pub fn intel_clear(paths: &Paths) -> Result<Report> {
     intel::clear(paths)?;
-    println!("intelligence list no longer used");
-    Ok(())
+    Ok(Report::new(json!({ "cleared": true }), "intelligence list no longer used"))
 }
 
-pub fn bypass_list(paths: &Paths, as_json: bool) -> Result<()> {
+pub fn bypass_list(paths: &Paths) -> Result<Report> {
     let v = socket::request(paths, "bypass list")?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    for e in v["bypass"].as_array().into_iter().flatten() {
-        println!(
-            "{} {} clients {} ({}) expires in {} s",
-            e["server"].as_str().unwrap_or(""),
-            e["sni"].as_str().unwrap_or(""),
-            e["clients"].as_str().unwrap_or(""),
-            e["reason"].as_str().unwrap_or(""),
-            e["expires_in"]
-        );
-    }
-    Ok(())
+    let text: Vec<String> = v["bypass"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} {} clients {} ({}) expires in {} s",
+                e["server"].as_str().unwrap_or(""),
+                e["sni"].as_str().unwrap_or(""),
+                e["clients"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+                e["expires_in"]
+            )
+        })
+        .collect();
+    Ok(Report::new(v, text.join("\n")))
 }
 
-pub fn bypass_clear(paths: &Paths) -> Result<()> {
+pub fn bypass_clear(paths: &Paths) -> Result<Report> {
     let v = socket::request(paths, "bypass clear")?;
-    println!("{} entries cleared", v["cleared"]);
-    Ok(())
+    let text = format!("{} entries cleared", v["cleared"]);
+    Ok(Report::new(v, text))
 }
 
 /// `debug xsk-recv`: registers an AF_XDP socket for one queue, prints one line per frame the
 /// XDP program steers to it, and unregisters it on the way out.
-pub fn xsk_recv(paths: &Paths, iface: &str, side: Side, queue: u32, count: u64, timeout: Duration) -> Result<()> {
+/// With `--json`, one JSON object per line (`{"event": "ready"}`, one per frame, then the count).
+pub fn xsk_recv(paths: &Paths, iface: &str, side: Side, queue: u32, count: u64, timeout: Duration, format: Format) -> Result<()> {
     if queue >= tls_inspect_common::MAX_QUEUES {
         anyhow::bail!("queue: '{queue}': at most {} queues per interface", tls_inspect_common::MAX_QUEUES);
     }
@@ -443,18 +388,22 @@ pub fn xsk_recv(paths: &Paths, iface: &str, side: Side, queue: u32, count: u64, 
     let mut sockets = Sockets::open(paths)?;
     let index = tls_inspect_common::xsk_index(side, queue);
     sockets.register(index, probe.fd())?;
-    println!("xsk-recv: ready on {iface} queue {queue}");
+    let say = |json: serde_json::Value, text: String| match format {
+        Format::Json => println!("{json}"),
+        Format::Text => println!("xsk-recv: {text}"),
+    };
+    say(json!({ "event": "ready", "iface": iface, "queue": queue }), format!("ready on {iface} queue {queue}"));
     let deadline = Instant::now() + timeout;
     let mut received = 0u64;
     let result = (|| -> Result<()> {
         while received < count && Instant::now() < deadline {
-            received += probe.next_batch(Duration::from_millis(100), |frame| println!("xsk-recv: {}", describe(frame)))? as u64;
+            received += probe.next_batch(Duration::from_millis(100), |frame| say(json!({ "event": "frame", "frame": describe(frame) }), describe(frame)))? as u64;
         }
         Ok(())
     })();
     sockets.unregister(index)?;
     result?;
-    println!("xsk-recv: {received} frames");
+    say(json!({ "event": "done", "frames": received }), format!("{received} frames"));
     Ok(())
 }
 
@@ -482,7 +431,7 @@ fn describe(frame: &[u8]) -> String {
 
 /// `config check FILE`: what `run` checks before it touches the kernel, and nothing more; a
 /// summary of what would run.
-pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>, as_json: bool) -> Result<()> {
+pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>) -> Result<Report> {
     let config = ConfigFile::read(file)?;
     let p = crate::runtime::run::prepare(&config, inside, outside).with_context(|| format!("{}", file.display()))?;
     let rules = p.ips.as_ref().map(|r| r.shared.load().rules.len());
@@ -497,10 +446,7 @@ pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>
         "intel_entries": p.intel.as_ref().map(|i| i.entries.len()),
         "keylog": config.log.keylog,
     });
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        println!(
+    let text = format!(
             "{}: OK: inside {}, outside {}; {} policies, {} scopes; TLS inspection {}; IPS {}; threat intelligence {}",
             file.display(),
             p.inside,
@@ -510,9 +456,8 @@ pub fn config_check(file: &Path, inside: Option<String>, outside: Option<String>
             if p.tls.is_some() { "on" } else { "off" },
             rules.map_or_else(|| "off".to_string(), |n| format!("{n} rules")),
             p.intel.as_ref().map_or_else(|| "off".to_string(), |i| format!("{} entries", i.entries.len())),
-        );
-    }
-    Ok(())
+    );
+    Ok(Report::new(summary, text))
 }
 
 /// One man page per command and subcommand (`tls-inspect.1`, `tls-inspect-scope-add.1`, ...),

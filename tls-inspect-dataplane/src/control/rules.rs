@@ -168,7 +168,7 @@ fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, Over
         for e in errors {
             warn!(file = %name, "rule refused: {e}");
             if at_start {
-                eprintln!("tls-inspect: warning: {name}: {e}");
+                crate::log::console::warning(&format!("{name}: {e}"));
             }
         }
         rules.extend(r);
@@ -177,7 +177,7 @@ fn build(s: &IpsSettings, disabled: &BTreeSet<u32>, actions: &BTreeMap<u32, Over
     for (sid, why) in refused {
         warn!(sid, "rule refused: {why}");
         if at_start {
-            eprintln!("tls-inspect: warning: sid {sid}: {why}");
+            crate::log::console::warning(&format!("sid {sid}: {why}"));
         }
     }
     set.dlp = s.dlp.detectors();

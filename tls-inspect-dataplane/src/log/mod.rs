@@ -2,6 +2,7 @@
 //! EVE where one exists. Workers hand records to a logger thread over a channel; the thread owns
 //! the file and stdout, so no worker ever blocks on I/O.
 
+pub mod console;
 pub mod pcap;
 
 use std::fs::OpenOptions;

@@ -60,7 +60,7 @@ pub struct ReplayOptions {
 }
 
 /// What a replay saw.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub packets: u64,
     pub flows: u64,

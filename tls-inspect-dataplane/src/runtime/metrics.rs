@@ -32,18 +32,66 @@ struct Family {
     samples: Vec<(Vec<String>, u64)>,
 }
 
-/// The families of one scrape, by name.
+/// The families of one scrape, by name: what the endpoint serves as text and `stats --json`
+/// prints as JSON, from one place.
 #[derive(Default)]
-struct Scrape(BTreeMap<String, Family>);
+pub struct Scrape(BTreeMap<String, Family>);
 
 impl Scrape {
     fn add(&mut self, name: &str, help: &'static str, kind: Kind, labels: &[(&'static str, String)], value: u64) {
+        // By name, as the text format prints them.
+        let mut labels = labels.to_vec();
+        labels.sort_by_key(|(k, _)| *k);
         let f = self.0.entry(name.to_string()).or_insert_with(|| Family { help, kind, labels: labels.iter().map(|(k, _)| *k).collect(), samples: Vec::new() });
         f.samples.push((labels.iter().map(|(_, v)| v.clone()).collect(), value));
     }
 
+    /// The XDP program's counters of one scope (of `policy`).
+    pub fn add_scope(&mut self, m: &Maps, policy: u32, scope: u32) {
+        for (field, v) in m.scope_counters(scope).fields() {
+            let (name, help, label) = scope_series(field);
+            let mut labels = vec![("policy", policy.to_string()), ("scope", scope.to_string())];
+            labels.extend(label.map(|(k, v)| (k, v.to_string())));
+            self.add(name, help, Kind::Counter, &labels, v);
+        }
+    }
+
+    /// Every family as JSON, by name: `{"type": "counter", "help": ..., "samples": [{"labels":
+    /// {"path": "steered"}, "value": 7}]}` (the names, labels and values of the text format).
+    pub fn to_json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|(name, f)| {
+                let samples: Vec<serde_json::Value> = f
+                    .samples
+                    .iter()
+                    .map(|(values, v)| {
+                        let labels: serde_json::Map<String, serde_json::Value> = f.labels.iter().zip(values).map(|(k, v)| ((*k).to_string(), v.clone().into())).collect();
+                        serde_json::json!({ "labels": labels, "value": v })
+                    })
+                    .collect();
+                (name.clone(), serde_json::json!({ "type": f.kind.as_str(), "help": f.help, "samples": samples }))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// One line per sample, `name{label="value"} 7`, for people (the text format without its
+    /// comments).
+    pub fn to_lines(&self) -> String {
+        let mut out = String::new();
+        for (name, f) in &self.0 {
+            for (values, v) in &f.samples {
+                let labels: Vec<String> = f.labels.iter().zip(values).map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let series = if labels.is_empty() { name.clone() } else { format!("{name}{{{}}}", labels.join(",")) };
+                out.push_str(&format!("{series} {v}\n"));
+            }
+        }
+        out
+    }
+
     /// The text format of every family.
-    fn encode(self) -> Result<String, prometheus::Error> {
+    pub fn encode(self) -> Result<String, prometheus::Error> {
         let registry = Registry::new();
         for (name, f) in self.0 {
             let opts = Opts::new(name, f.help);
@@ -97,7 +145,7 @@ fn xdp_series(i: usize) -> (&'static str, &'static str, Option<(&'static str, &'
         counter::ERROR_FRAMES => ("tls_inspect_xdp_error_frames_total", "Frames the program could not handle for an internal reason (bridged).", None),
         counter::INTEL_FRAMES => ("tls_inspect_xdp_intel_frames_total", "Frames from or to an address on the threat-intelligence list.", None),
         counter::INTEL_DROPPED => ("tls_inspect_xdp_intel_dropped_frames_total", "Threat-intelligence frames dropped (block mode).", None),
-        counter::QUIC_DROPPED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("path", "dropped"))),
+        counter::QUIC_DROPPED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("action", "dropped"))),
         counter::QUIC_PASSED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("action", "passed"))),
         _ => ("tls_inspect_xdp_unknown_total", "A counter this build does not name.", None),
     }
@@ -164,9 +212,10 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
     }
 }
 
-/// The text of a scrape: the XDP counters (global, and per scope of `scopes`: (policy, scope)
-/// pairs), the flow table, the workers' counters, the alerts and the build.
-pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<WorkerStats>], alerts: Option<&AlertCounts>) -> String {
+/// A scrape: the XDP counters (global, and per scope of `scopes`: (policy, scope) pairs), the
+/// flow table, the workers' counters (each worker's values in `net::counters::ALL`'s order),
+/// the alerts and the build.
+pub fn scrape(maps: Option<&Maps>, scopes: &[(u32, u32)], workers: &[Vec<u64>], alerts: Option<&AlertCounts>) -> Scrape {
     let mut s = Scrape::default();
     s.add("tls_inspect_build_info", "The running build: its version (always 1).", Kind::Gauge, &[("version", env!("CARGO_PKG_VERSION").to_string())], 1);
     if let Some(global) = maps.and_then(|m| m.counters().ok()) {
@@ -178,19 +227,14 @@ pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<Wor
     }
     if let Some(m) = maps {
         for &(policy, scope) in scopes {
-            for (field, v) in m.scope_counters(scope).fields() {
-                let (name, help, label) = scope_series(field);
-                let mut labels = vec![("policy", policy.to_string()), ("scope", scope.to_string())];
-                labels.extend(label.map(|(k, v)| (k, v.to_string())));
-                s.add(name, help, Kind::Counter, &labels, v);
-            }
+            s.add_scope(m, policy, scope);
         }
         let (flows, capacity) = m.flow_count();
         s.add("tls_inspect_xdp_flows", "Flows in the XDP program's flow table now.", Kind::Gauge, &[], flows as u64);
         s.add("tls_inspect_xdp_flows_capacity", "Flows the XDP program's flow table holds at most.", Kind::Gauge, &[], u64::from(capacity));
     }
-    for (id, w) in stats.iter().enumerate() {
-        for (&c, (def, v)) in crate::net::counters::ALL.iter().zip(w.iter()) {
+    for (id, w) in workers.iter().enumerate() {
+        for ((&c, def), &v) in crate::net::counters::ALL.iter().zip(crate::net::counters::COUNTERS).zip(w) {
             let (family, family_help, label) = worker_series(c);
             let mut labels = vec![("worker", id.to_string())];
             labels.extend(label.map(|(k, v)| (k, v.to_string())));
@@ -202,7 +246,13 @@ pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<Wor
             s.add("tls_inspect_alerts_total", "IPS alerts by rule (sid) and what was done: allowed or blocked.", Kind::Counter, &[("sid", sid.to_string()), ("action", (*action).to_string())], *n);
         }
     }
-    s.encode().unwrap_or_else(|e| format!("# tls-inspect: encoding the metrics failed: {e}\n"))
+    s
+}
+
+/// The text format of a scrape of the running workers.
+pub fn metrics_text(maps: Option<&Maps>, scopes: &[(u32, u32)], stats: &[Arc<WorkerStats>], alerts: Option<&AlertCounts>) -> String {
+    let workers: Vec<Vec<u64>> = stats.iter().map(|w| w.iter().map(|(_, v)| v).collect()).collect();
+    scrape(maps, scopes, &workers, alerts).encode().unwrap_or_else(|e| format!("# tls-inspect: encoding the metrics failed: {e}\n"))
 }
 
 /// Answers one scrape on `conn`.
@@ -288,6 +338,17 @@ mod tests {
         families.extend(["tls_inspect_build_info", "tls_inspect_xdp_flows", "tls_inspect_xdp_flows_capacity", "tls_inspect_alerts_total"].map(String::from));
         for f in families {
             assert!(doc.contains(&format!("`{f}`")), "docs/dataplane.md does not list {f}");
+        }
+    }
+
+    #[test]
+    fn the_series_of_one_family_share_their_label_names() {
+        let mut keys: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        let series = (0..counter::COUNT).map(|i| { let (f, _, l) = xdp_series(i); (f, l.map(|l| l.0)) });
+        let scopes = tls_inspect_common::ScopeCounters::default().fields().iter().map(|(n, _)| { let (f, _, l) = scope_series(n); (f, l.map(|l| l.0)) }).collect::<Vec<_>>();
+        let workers = crate::net::counters::ALL.iter().map(|&c| { let (f, _, l) = worker_series(c); (f, l.map(|l| l.0)) });
+        for (family, key) in series.chain(scopes).chain(workers) {
+            assert_eq!(*keys.entry(family).or_insert(key), key, "{family}: label names differ between its series");
         }
     }
 

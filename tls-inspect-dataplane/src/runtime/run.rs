@@ -153,7 +153,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     // Running: from here on the pins outlive this process unless the operator says otherwise.
     pins.disarm();
     // A line a supervisor or test can wait for.
-    println!("tls-inspect: running (instance {})", paths.instance);
+    crate::log::console::running(&paths.instance);
     service::ready(&format!("running: instance {}", paths.instance));
 
     // The watchdog is fed while every worker is well; a sick appliance is restarted by systemd
@@ -300,7 +300,7 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
     if let Ok(info) = crate::tls::ca::show(&dir) {
         for w in info.warnings() {
             warn!("{w}");
-            eprintln!("tls-inspect: warning: {w}");
+            crate::log::console::warning(&w);
         }
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -362,7 +362,7 @@ fn open_key_log(file: &ConfigFile, tls: &mut TlsPlan) -> Result<()> {
             k.path().display()
         );
         warn!("{w}");
-        eprintln!("tls-inspect: warning: {w}");
+        crate::log::console::warning(&w);
         let config = crate::tls::intercept::TlsConfig::clone(&tls.config).with_key_log(Arc::new(k));
         tls.config = Arc::new(config);
     }
