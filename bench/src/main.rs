@@ -237,6 +237,10 @@ enum Cmd {
         secs: f64,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Keep sessions and resume them (as a returning browser does); default: a full
+        /// handshake every time.
+        #[arg(long)]
+        resume: bool,
     },
 }
 
@@ -273,7 +277,7 @@ fn main() -> Result<()> {
         }
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
         Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
-        Some(Cmd::TlsClient { addr, name, ca, secs, threads }) => tlsbench::tls_client(addr, &name, &ca, secs, threads),
+        Some(Cmd::TlsClient { addr, name, ca, secs, threads, resume }) => tlsbench::tls_client(addr, &name, &ca, secs, threads, resume),
         Some(Cmd::IpsScan { generated, rules, megabytes, bulk }) => {
             let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes, bulk)?;
             println!("ips-scan {}: compile {:.2} s, {:.1} MiB", s.label, s.compile_s, s.compiled_mib);

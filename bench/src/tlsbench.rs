@@ -26,16 +26,19 @@ fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(r))
 }
 
-fn client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
+fn client_config(ca: &Path, resume: bool) -> Result<Arc<ClientConfig>> {
     let mut cc = ClientConfig::builder().with_root_certificates(roots(ca)?).with_no_client_auth();
-    // A new session each time: every connection pays a full handshake.
-    cc.resumption = rustls::client::Resumption::disabled();
+    if !resume {
+        // A new session each time: every connection pays a full handshake.
+        cc.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(cc))
 }
 
-/// `tls-client`: HTTPS requests, each on a new connection, for `secs` from `threads` threads.
-pub fn tls_client(addr: SocketAddr, name: &str, ca: &Path, secs: f64, threads: usize) -> Result<()> {
-    let config = client_config(ca)?;
+/// `tls-client`: HTTPS requests, each on a new connection, for `secs` from `threads` threads;
+/// with `resume` the threads share rustls' session cache and resume.
+pub fn tls_client(addr: SocketAddr, name: &str, ca: &Path, secs: f64, threads: usize, resume: bool) -> Result<()> {
+    let config = client_config(ca, resume)?;
     let name = ServerName::try_from(name.to_string())?;
     let (ok, failed) = crate::hammer(secs, threads, move || {
         (|| -> Result<()> {
@@ -108,7 +111,7 @@ pub fn tls_server(addr: SocketAddr, cert: &Path, key: &Path) -> Result<()> {
 /// rustls' handshake rate with client and server in memory, on this thread.
 pub fn rustls_ceiling(cert: &Path, key: &Path, ca: &Path, secs: f64) -> Result<f64> {
     let server = server_config(cert, key)?;
-    let client = client_config(ca)?;
+    let client = client_config(ca, false)?;
     let name = ServerName::try_from("server.test")?;
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut n = 0u64;
@@ -154,7 +157,7 @@ pub fn idle_client(addrs: &[SocketAddr], name: &str, ca: &Path, threads: usize) 
             eprintln!("idle-client: RLIMIT_NOFILE stays at the hard limit {} (cannot raise it here)", lim.rlim_max);
         }
     }
-    let config = client_config(ca)?;
+    let config = client_config(ca, false)?;
     let name = ServerName::try_from(name.to_string())?;
     let held = std::sync::Mutex::new(Vec::<TcpStream>::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -235,10 +238,18 @@ fn nginx(t: &mut Topology, cert: &Path, key: &Path, big: u64) -> Result<()> {
 }
 
 fn tls_rps(t: &Topology, port: u16, ca: &Path, secs: f64) -> Result<f64> {
+    tls_rps_with(t, port, ca, secs, false)
+}
+
+/// New connections per second; `resume`: the client resumes its sessions.
+fn tls_rps_with(t: &Topology, port: u16, ca: &Path, secs: f64, resume: bool) -> Result<f64> {
     let me = std::env::current_exe()?;
-    let out = check(t.client.cmd(me.to_str().context("path")?).args([
-        "tls-client", "--addr", &format!("{SERVER_IP}:{port}"), "--ca", ca.to_str().context("path")?, "--secs", &secs.to_string(),
-    ]))?;
+    let mut cmd = t.client.cmd(me.to_str().context("path")?);
+    cmd.args(["tls-client", "--addr", &format!("{SERVER_IP}:{port}"), "--ca", ca.to_str().context("path")?, "--secs", &secs.to_string()]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    let out = check(&mut cmd)?;
     if !out.contains(" 0 failed") {
         eprintln!("  note: {}", out.trim());
     }
@@ -261,6 +272,51 @@ fn tls_bulk(t: &Topology, port: u16, ca: &Path, big: u64) -> Result<f64> {
         (Some(Ok(bytes_per_s)), Some(Ok(size))) if size as u64 == big => Ok(bytes_per_s * 8.0 / 1e9),
         _ => Err(anyhow!("curl on port {port} fetched less than {big} bytes: {out}")),
     }
+}
+
+/// CPU seconds (user + system) the appliance's worker threads (`worker-N`) have used, from
+/// /proc: the running appliance's pid file names the process.
+fn worker_cpu_secs(t: &Topology) -> Result<f64> {
+    let pid = std::fs::read_to_string(format!("/run/{}/tls-inspect.pid", t.instance))?;
+    let tick = clock_ticks();
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{}/task", pid.trim()))? {
+        let dir = task?.path();
+        if !std::fs::read_to_string(dir.join("comm")).unwrap_or_default().starts_with("worker-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat"))?;
+        // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime) = (fields.get(11).and_then(|v| v.parse::<u64>().ok()), fields.get(12).and_then(|v| v.parse::<u64>().ok()));
+        total += utime.unwrap_or(0) + stime.unwrap_or(0);
+    }
+    Ok(total as f64 / tick)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, the unit of /proc's CPU times).
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// Worker CPU seconds per inspected connection over one run of `f` (the counters the workers
+/// publish a few times a second are read after they settle), and what `f` returned.
+fn cpu_per_inspected<T>(t: &Topology, f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    let inspected = || t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")]);
+    std::thread::sleep(Duration::from_millis(400));
+    let (cpu0, n0) = (worker_cpu_secs(t)?, inspected()?);
+    let out = f()?;
+    std::thread::sleep(Duration::from_millis(400));
+    let (cpu1, n1) = (worker_cpu_secs(t)?, inspected()?);
+    if n1 <= n0 {
+        return Err(anyhow!("no connection was inspected"));
+    }
+    Ok(((cpu1 - cpu0) / (n1 - n0) as f64, out))
 }
 
 /// The operator's CA for this scenario, the same for tls-inspect, Squid and mitmproxy: an
@@ -318,10 +374,22 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     let with_et_config = format!("{with_ips_config}rules = [\"{}\"]\n", crate::ipsscan::ET_SAMPLE);
     let (mut off, mut on, mut et) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     let (mut forged, mut inspected_flows) = (0, 0);
+    // With the IPS off: worker CPU per inspected connection (new sessions, resuming clients),
+    // and the connection rate of resuming clients.
+    let (mut cpu_new, mut cpu_resumed, mut resumed_rps) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        for (config, into) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on), (with_et_config.clone(), &mut et)] {
+        for (i, (config, into)) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on), (with_et_config.clone(), &mut et)].into_iter().enumerate() {
             t.start_appliance(&config)?;
-            into.0.push(tls_rps(&t, 9443, &ca_cert, secs)?);
+            if i == 0 {
+                let (cpu, rps) = cpu_per_inspected(&t, || tls_rps(&t, 9443, &ca_cert, secs))?;
+                cpu_new.push(cpu);
+                into.0.push(rps);
+                let (cpu, rps) = cpu_per_inspected(&t, || tls_rps_with(&t, 9443, &ca_cert, secs, true))?;
+                cpu_resumed.push(cpu);
+                resumed_rps.push(rps);
+            } else {
+                into.0.push(tls_rps(&t, 9443, &ca_cert, secs)?);
+            }
             into.1.push(tls_bulk(&t, 9443, &ca_cert, big)?);
             forged += t.metric("tls_inspect_worker_certs_forged_total", &[])?;
             inspected_flows += t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])?;
@@ -333,6 +401,9 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     let with_ips = (median(on.0), median(on.1));
     let with_et = (median(et.0), median(et.1));
     table.row("HTTPS tls-inspect inspected", &[("req/s", inspected.0), ("bulk Gbit/s", inspected.1)], "");
+    let resuming = median(resumed_rps);
+    table.row("HTTPS tls-inspect inspected, resuming clients", &[("req/s", resuming)], "");
+    let (cpu_new, cpu_resumed) = (median(cpu_new), median(cpu_resumed));
     table.row("HTTPS tls-inspect inspected + IPS (bundled, block)", &[("req/s", with_ips.0), ("bulk Gbit/s", with_ips.1)], "");
     table.row("HTTPS tls-inspect inspected + IPS (bundled + ET Open sample)", &[("req/s", with_et.0), ("bulk Gbit/s", with_et.1)], "");
     table.note(&format!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)"));
@@ -348,12 +419,16 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ];
     for (name, ensure, start, port) in systems {
         let mut process = None;
-        let measured = (|| -> Result<(f64, f64)> {
+        let measured = (|| -> Result<(f64, f64, f64)> {
             let bin = ensure()?;
             process = Some(start(&mut t, &bin, (&ca_cert, &ca_key), &pki.root)?);
             // The first connection makes the certificate; the runs find it cached.
             let _ = tls_rps(&t, port, &ca_cert, 0.5);
-            Ok((repeat(runs, || tls_rps(&t, port, &ca_cert, secs))?, repeat(runs, || tls_bulk(&t, port, &ca_cert, big))?))
+            Ok((
+                repeat(runs, || tls_rps(&t, port, &ca_cert, secs))?,
+                repeat(runs, || tls_bulk(&t, port, &ca_cert, big))?,
+                repeat(runs, || tls_rps_with(&t, port, &ca_cert, secs, true))?,
+            ))
         })()
         .map_err(|e| {
             let said = process.map(|i| t.background(i).lines()).unwrap_or_default();
@@ -361,9 +436,10 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
             if tail.is_empty() { e } else { e.context(format!("{name} said: {tail}")) }
         });
         match measured {
-            Ok((rps, bulk)) => {
+            Ok((rps, bulk, resumed)) => {
                 table.row(&format!("HTTPS {name}"), &[("req/s", rps), ("bulk Gbit/s", bulk)], "");
-                others.insert(name.into(), serde_json::json!({ "req_per_s": rps, "bulk_gbit_s": bulk }));
+                table.row(&format!("HTTPS {name}, resuming clients"), &[("req/s", resumed)], "");
+                others.insert(name.into(), serde_json::json!({ "req_per_s": rps, "bulk_gbit_s": bulk, "resumed_req_per_s": resumed }));
             }
             Err(e) => {
                 table.note(&format!("{name}: not measured: {e:#}"));
@@ -414,8 +490,11 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs), ("compile s", *compile), ("MiB", *mib)], "");
     }
 
+    let pair_secs = 1.0 / ceiling;
+    table.row("worker CPU per inspected connection, new sessions", &[("ms", cpu_new * 1e3)], "");
+    table.row("worker CPU per inspected connection, resuming clients", &[("ms", cpu_resumed * 1e3)], "");
     let other = |name: &str, i: usize| {
-        let key = if i == 0 { "req_per_s" } else { "bulk_gbit_s" };
+        let key = ["req_per_s", "bulk_gbit_s", "resumed_req_per_s"][i];
         others.get(name).and_then(|v| v[key].as_f64()).unwrap_or(f64::NAN)
     };
     let mut ratios = serde_json::Map::new();
@@ -423,10 +502,14 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         table.ratio(label, v, target);
         ratios.insert(key.into(), if v.is_finite() { v.into() } else { serde_json::Value::Null });
     };
-    ratio(table, "inspected_over_squid_req", "new conns: tls-inspect / Squid", inspected.0 / other("squid", 0), ">= 5");
-    ratio(table, "inspected_over_mitmproxy_req", "new conns: tls-inspect / mitmproxy", inspected.0 / other("mitmproxy", 0), ">= 50");
+    ratio(table, "inspected_over_squid_req", "new conns: tls-inspect / Squid", inspected.0 / other("squid", 0), ">= 6");
+    ratio(table, "inspected_over_mitmproxy_req", "new conns: tls-inspect / mitmproxy", inspected.0 / other("mitmproxy", 0), ">= 12");
+    ratio(table, "resumed_over_squid_req", "new conns, resuming clients: tls-inspect / Squid", resuming / other("squid", 2), ">= 6");
+    ratio(table, "resumed_over_mitmproxy_req", "new conns, resuming clients: tls-inspect / mitmproxy", resuming / other("mitmproxy", 2), ">= 12");
     ratio(table, "inspected_over_squid_bulk", "bulk: tls-inspect / Squid", inspected.1 / other("squid", 1), ">= 3");
-    ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), "-");
+    ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), ">= 1.5");
+    ratio(table, "cpu_per_conn_over_rustls_pair", "worker CPU per new inspected conn / rustls handshake pair", cpu_new / pair_secs, "<= 1.0");
+    ratio(table, "cpu_per_resumed_conn_over_rustls_pair", "worker CPU per resumed inspected conn / rustls handshake pair", cpu_resumed / pair_secs, "<= 0.5");
     ratio(table, "inspected_over_direct_req", "new conns: tls-inspect / direct", inspected.0 / direct.0, "-");
     ratio(table, "inspected_over_direct_bulk", "bulk: tls-inspect / direct", inspected.1 / direct.1, "-");
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
@@ -436,11 +519,12 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ratio(table, "et_ips_on_over_off_bulk", "IPS with ET Open sample on / off, bulk", with_et.1 / inspected.1, ">= 0.80");
     ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
     Ok(serde_json::json!({
-        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "rustls_pair": pair_secs * 1e3 },
         "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
         "others": others,
         "ratios": ratios,
-        "targets": { "over_squid_req": 5.0, "over_mitmproxy_req": 50.0, "over_squid_bulk": 3.0, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9 },
+        "targets": { "over_squid_req": 6.0, "over_mitmproxy_req": 12.0, "over_squid_bulk": 3.0, "over_mitmproxy_bulk": 1.5, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9, "cpu_per_conn_over_rustls_pair": 1.0, "cpu_per_resumed_conn_over_rustls_pair": 0.5 },
         "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0, "et_open_sample_bulk": scans[4].1.0 },
         "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
         "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },

@@ -30,6 +30,18 @@ pub mod pki {
         (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
     }
 
+    /// A server certificate as [`leaf`] that expires at `not_after`.
+    pub fn leaf_until(issuer_cert: &CertificateDer<'static>, issuer_key: KeyPair, names: &[&str], not_after: time::OffsetDateTime) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_after = not_after;
+        let issuer = Issuer::from_ca_cert_der(issuer_cert, issuer_key).unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    }
+
     /// A root store of `certs`.
     pub fn roots(certs: &[&CertificateDer<'static>]) -> RootCertStore {
         let mut r = RootCertStore::empty();

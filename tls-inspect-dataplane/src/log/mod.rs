@@ -199,6 +199,8 @@ pub struct FlowLog {
     /// asked for (an error).
     pub grades: Option<(crate::tls::grade::Graded, crate::tls::grade::Graded)>,
     pub weakened: Vec<&'static str>,
+    /// Each leg resumed a session: (client, upstream).
+    pub resumed: (bool, bool),
     /// An alert fired on the flow.
     pub alerted: bool,
 }
@@ -239,6 +241,10 @@ impl FlowLog {
             t.insert("notbefore".into(), json!(c.not_before));
             t.insert("notafter".into(), json!(c.not_after));
         }
+        if self.resumed.0 {
+            // As Suricata writes it: only when the client's session was resumed.
+            tls["session_resumed"] = json!(true);
+        }
         strip_nulls(&mut tls);
         let mut ours = self.ours();
         ours["alpn"] = json!(self.alpn);
@@ -247,11 +253,13 @@ impl FlowLog {
             "version": self.client_version,
             "cipher_suite": self.client_cipher,
             "kx_group": self.client_kx_group,
+            "resumed": self.resumed.0,
         });
         ours["upstream"] = json!({
             "version": self.upstream_version,
             "cipher_suite": self.upstream_cipher,
             "kx_group": self.upstream_kx_group,
+            "resumed": self.resumed.1,
         });
         if let Some((client, upstream)) = &self.grades {
             ours["client"]["grade"] = json!(client.grade);
@@ -720,6 +728,7 @@ mod tests {
                 crate::tls::grade::Graded { grade: crate::tls::grade::Grade::B, reasons: vec!["classical key exchange where the client offered post-quantum"] },
             )),
             weakened: vec![],
+            resumed: (true, false),
             alerted: true,
         }
     }
@@ -746,6 +755,9 @@ mod tests {
         assert_eq!(tls["tls_inspect"]["policy_id"], 1);
         assert_eq!((&tls["tls_inspect"]["client"]["grade"], &tls["tls_inspect"]["upstream"]["grade"]), (&json!("A"), &json!("B")));
         assert_eq!(tls["tls_inspect"]["weakened"], json!([]));
+        // Resumption as Suricata writes it (the client's session), and per leg.
+        assert_eq!(tls["tls"]["session_resumed"], true);
+        assert_eq!((&tls["tls_inspect"]["client"]["resumed"], &tls["tls_inspect"]["upstream"]["resumed"]), (&json!(true), &json!(false)));
         let flow_event = f.flow_event(true);
         check(&flow_event);
         assert_eq!((flow_event["event_type"].as_str(), flow_event["flow"]["alerted"].as_bool()), (Some("flow"), Some(true)));

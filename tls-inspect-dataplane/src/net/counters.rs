@@ -65,6 +65,8 @@ counters! {
     TlsPassed "tls_passed" Counter "Flows passed unchanged after their first bytes.";
     TlsBlocked "tls_blocked" Counter "Flows blocked (policy, IPS, DLP, invalid upstream).";
     TlsFailed "tls_failed" Counter "Inspected flows that failed (a peer's TLS error).";
+    TlsResumedClient "tls_resumed_client" Counter "Inspected flows whose client resumed a session with one of the appliance's tickets.";
+    TlsResumedUpstream "tls_resumed_upstream" Counter "Inspected flows whose upstream leg resumed a session the worker kept (its chain validated, still valid).";
     TlsWeakened "tls_weakened" Counter "Inspected flows whose client leg the appliance made weaker than the client asked for and the server gave (an error; the flow record says how).";
     CertsForged "certs_forged" Counter "Certificates the worker's forger signed.";
     IpsAlerts "ips_alerts" Counter "IPS rules and DLP detectors that fired.";

@@ -142,8 +142,7 @@ impl Context {
             }
             None => inspector,
         };
-        let config = self.hooks.tls.as_ref().map(|t| t.config.clone());
-        match config.map(|c| Interceptor::new(&c, records, &hello, server_ip, inspector)) {
+        match self.hooks.tls.as_mut().map(|t| Interceptor::new(&mut t.shared, records, &hello, server_ip, inspector)) {
             Some(Ok(icpt)) => {
                 flow.log.decision = Outcome::Inspected;
                 if hello.ech {

@@ -34,8 +34,7 @@ use crate::inspect::ips::Hit;
 use crate::inspect::WorkerIps;
 use crate::log::{AlertLog, FlowLog, Outcome, Reason, Record};
 use crate::phy::{Side, Transmit};
-use crate::tls::forge::Forger;
-use crate::tls::intercept::TlsConfig;
+use crate::tls::intercept::WorkerTls;
 use crate::tls::policy::TlsPolicy;
 use buffers::BufferPool;
 use counters::{Counter, Counters};
@@ -87,9 +86,9 @@ impl Default for EngineConfig {
 
 /// TLS interception for one worker (absent: every flow is spliced).
 pub struct TlsWorker {
-    pub config: Arc<TlsConfig>,
     pub policy: Arc<TlsPolicy>,
-    pub forger: Forger,
+    /// The forger, the configurations and the sessions this worker's flows share.
+    pub shared: WorkerTls,
 }
 
 /// What the XDP program recorded of a flow on its SYN: the policy and scope it matched, and the
@@ -249,7 +248,7 @@ impl Engine {
     pub fn stats(&self) -> Counters {
         let mut c = self.cx.stats;
         c.set(Counter::FlowsOpen, self.index.len() as u64);
-        c.set(Counter::CertsForged, self.cx.hooks.tls.as_ref().map_or(0, |t| t.forger.signed));
+        c.set(Counter::CertsForged, self.cx.hooks.tls.as_ref().map_or(0, |t| t.shared.forger.signed));
         c
     }
 
@@ -558,6 +557,12 @@ impl Engine {
             if let Some(icpt) = flow.tls.as_mut() {
                 let txs = icpt.take_http(true);
                 self.cx.log_http(&flow.log, txs);
+                if icpt.info.client_resumed {
+                    self.cx.stats.incr(Counter::TlsResumedClient);
+                }
+                if icpt.info.upstream_resumed {
+                    self.cx.stats.incr(Counter::TlsResumedUpstream);
+                }
             }
             if let Some(log) = &self.cx.hooks.log {
                 if let Some(icpt) = &flow.tls {
@@ -570,6 +575,7 @@ impl Engine {
                     flow.log.client_kx_group = info.client_kx_group.clone();
                     flow.log.upstream_kx_group = info.upstream_kx_group.clone();
                     flow.log.server_cert = info.server_cert.clone();
+                    flow.log.resumed = (info.client_resumed, info.upstream_resumed);
                     // Graded once both legs are up.
                     if info.client_leg.version.is_some() && info.upstream_leg.version.is_some() {
                         let pq = info.offer.pq_we_speak;

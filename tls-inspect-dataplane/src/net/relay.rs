@@ -8,8 +8,7 @@ use super::flow::{finished_receiving, Flow, Phase};
 use super::leg::Leg;
 use super::Context;
 use crate::log::{ExclusionLog, Outcome, Reason, Record};
-use crate::tls::forge::Forger;
-use crate::tls::intercept::{Failure, Interceptor};
+use crate::tls::intercept::{Failure, Interceptor, WorkerTls};
 use crate::tls::policy::ExclusionReason;
 
 /// `access_denied`: what a client whose connection is blocked gets.
@@ -46,7 +45,7 @@ impl Context {
         let (Some(icpt), Some(tls), Some(client)) = (flow.tls.as_mut(), self.hooks.tls.as_mut(), flow.client.as_mut()) else {
             return;
         };
-        let relayed = relay_tls(&mut flow.server, client, icpt, &mut tls.forger, &mut self.scratch);
+        let relayed = relay_tls(&mut flow.server, client, icpt, &mut tls.shared, &mut self.scratch);
         let hits = icpt.take_alerts();
         let txs = icpt.take_http(false);
         let failed = match relayed {
@@ -144,21 +143,21 @@ impl Context {
 
 /// Moves TLS bytes between the legs and the interceptor, as far as each side has room. Returns
 /// the bytes sent to the server and to the client.
-fn relay_tls(server: &mut Leg, client: &mut Leg, icpt: &mut Interceptor, forger: &mut Forger, scratch: &mut [u8]) -> Result<(u64, u64), Failure> {
+fn relay_tls(server: &mut Leg, client: &mut Leg, icpt: &mut Interceptor, shared: &mut WorkerTls, scratch: &mut [u8]) -> Result<(u64, u64), Failure> {
     let (mut up, mut down) = (0u64, 0u64);
     for _ in 0..64 {
         let mut moved = false;
         if icpt.wants_from_server() {
             let n = server.recv_into(scratch);
             if n > 0 {
-                icpt.take_from_server(&scratch[..n], forger)?;
+                icpt.take_from_server(&scratch[..n], shared)?;
                 moved = true;
             }
         }
         if icpt.wants_from_client() {
             let n = client.recv_into(scratch);
             if n > 0 {
-                icpt.take_from_client(&scratch[..n], forger)?;
+                icpt.take_from_client(&scratch[..n], shared)?;
                 moved = true;
             }
         }

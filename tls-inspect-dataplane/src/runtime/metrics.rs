@@ -180,6 +180,7 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
     const FRAMES: &str = "Frames through the worker's AF_XDP rings, by direction: rx taken from its receive rings, tx handed to its transmit rings.";
     const HANDOFFS: &str = "Frames passed between workers to the one that owns their flow, by direction: out to another worker, in from another.";
     const BYTES: &str = "Payload bytes the worker relayed, by direction.";
+    const RESUMED: &str = "Inspected flows that resumed a TLS session, by leg: client (an appliance ticket), upstream (a session the worker kept).";
     const TLS: &str = "TLS flows the worker decided, by decision: inspected (decrypted, inspected, re-encrypted), passed unchanged, blocked (policy, IPS, DLP, invalid upstream), failed (a peer's TLS error).";
     match c {
         Counter::FramesRx => ("frames_total", Some(FRAMES), Some(("direction", "rx"))),
@@ -203,6 +204,8 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
         Counter::TlsPassed => ("tls_flows_total", Some(TLS), Some(("decision", "passed"))),
         Counter::TlsBlocked => ("tls_flows_total", Some(TLS), Some(("decision", "blocked"))),
         Counter::TlsFailed => ("tls_flows_total", Some(TLS), Some(("decision", "failed"))),
+        Counter::TlsResumedClient => ("tls_resumed_total", Some(RESUMED), Some(("leg", "client"))),
+        Counter::TlsResumedUpstream => ("tls_resumed_total", Some(RESUMED), Some(("leg", "upstream"))),
         Counter::TlsWeakened => ("tls_weakened_total", None, None),
         Counter::CertsForged => ("certs_forged_total", None, None),
         Counter::IpsAlerts => ("ips_alerts_total", None, None),

@@ -335,10 +335,11 @@ fn tls_plan(file: &ConfigFile) -> Result<Option<TlsPlan>> {
             bail!("tls.crls: {path}: no X509 CRL block");
         }
     }
-    let config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
+    let mut config = crate::tls::intercept::TlsConfig::new(roots, crls, settings.untrusted_upstream).map_err(|e| {
         // webpki checks the CRLs when the verifier is built: a bad one names its file set.
         anyhow!("tls.crls: {e}")
     })?;
+    config = if settings.resumption { config.with_upstream_sessions(settings.upstream_sessions) } else { config.without_resumption() };
     if let Some(path) = &file.log.keylog {
         if std::path::Path::new(path).is_dir() {
             bail!("log.keylog: {path} is a directory");

@@ -26,6 +26,7 @@ use crate::net::{flow_of, owner, Engine, EngineConfig, FlowIds, Hooks, MapUpdate
 use crate::phy::xsk::XskDevice;
 use crate::phy::Side;
 use crate::tls::forge::Forger;
+use crate::tls::intercept::WorkerTls;
 
 /// What every worker needs to inspect TLS.
 #[derive(Clone)]
@@ -162,9 +163,8 @@ impl Worker {
     fn hooks(&self) -> Result<Hooks> {
         let tls = match &self.config.tls {
             Some(plan) => Some(TlsWorker {
-                config: plan.config.clone(),
                 policy: plan.policy.clone(),
-                forger: Forger::new(&plan.ca, plan.cert_cache)?,
+                shared: WorkerTls::new(plan.config.clone(), Forger::new(&plan.ca, plan.cert_cache)?),
             }),
             None => None,
         };

@@ -5,15 +5,15 @@
 //! the held ClientHello with a certificate forged for the server's names, offering the ALPN the
 //! server chose. Plaintext crosses through an [`Inspector`].
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
-use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::server::{ClientHello as RustlsHello, ProducesTickets, ResolvesServerCert};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls::{
@@ -23,6 +23,7 @@ use rustls::{
 
 use super::clienthello::{ClientHello, TLS1_2, TLS1_3};
 use super::forge::Forger;
+use super::sessions::{chain_valid_until, FlowCtx, Scratch, UpstreamStore};
 use crate::inspect::{BlockCause, Direction, Inspector, Verdict};
 
 /// What to do when the server's certificate does not validate.
@@ -71,6 +72,9 @@ pub struct TlsInfo {
     pub client_leg: super::grade::Leg,
     pub upstream_leg: super::grade::Leg,
     pub offer: super::grade::Offer,
+    /// Each leg resumed an earlier session (a ticket from the client; a stored session upstream).
+    pub client_resumed: bool,
+    pub upstream_resumed: bool,
 }
 
 /// Appliance-wide TLS settings every interceptor uses.
@@ -82,6 +86,12 @@ pub struct TlsConfig {
     pub untrusted_upstream: UntrustedUpstream,
     /// `[log] keylog`: both legs' session secrets go here (NSS key log format).
     pub key_log: Option<Arc<dyn rustls::KeyLog>>,
+    /// Session tickets for clients, under keys rustls rotates (every 6 hours, the previous
+    /// key still accepted for as long), shared by every worker: a client's next connection may
+    /// land on any of them. None: `[tls] resumption = false`.
+    pub ticketer: Option<Arc<dyn ProducesTickets>>,
+    /// Upstream sessions each worker keeps at most (by server address, offer and name); 0: none.
+    pub upstream_sessions: usize,
 }
 
 impl TlsConfig {
@@ -94,7 +104,21 @@ impl TlsConfig {
             builder = builder.with_crls(crls).allow_unknown_revocation_status();
         }
         let verifier = builder.build().map_err(|e| e.to_string())?;
-        Ok(Self { verifier, untrusted_upstream, key_log: None })
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
+        Ok(Self { verifier, untrusted_upstream, key_log: None, ticketer: Some(ticketer), upstream_sessions: DEFAULT_UPSTREAM_SESSIONS })
+    }
+
+    /// Upstream sessions each worker keeps at most (0: none).
+    pub fn with_upstream_sessions(mut self, n: usize) -> Self {
+        self.upstream_sessions = n;
+        self
+    }
+
+    /// No resumption on either leg (`[tls] resumption = false`).
+    pub fn without_resumption(mut self) -> Self {
+        self.ticketer = None;
+        self.upstream_sessions = 0;
+        self
     }
 
     /// Writes both legs' secrets of every session to `key_log`.
@@ -104,13 +128,17 @@ impl TlsConfig {
     }
 }
 
-/// Validates like a browser (webpki: chain, name, validity, key usage) and records the verdict;
-/// with `forward_untrusted` an invalid chain is let through here and marked.
+/// Upstream sessions a worker keeps by default.
+pub const DEFAULT_UPSTREAM_SESSIONS: usize = 1024;
+
+/// Validates like a browser (webpki: chain, name, validity, key usage) and records the verdict
+/// in the running flow's context; with `forward_untrusted` an invalid chain is let through here
+/// and marked. One per worker (see `sessions`).
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
     forward_untrusted: bool,
-    verdict: Mutex<Option<String>>,
+    scratch: Arc<Scratch>,
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -123,11 +151,13 @@ impl ServerCertVerifier for RecordingVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                let until = chain_valid_until(end_entity, intermediates);
+                self.scratch.update(|c| c.validated_until = until);
+                Ok(v)
+            }
             Err(e) => {
-                if let Ok(mut v) = self.verdict.lock() {
-                    *v = Some(e.to_string());
-                }
+                self.scratch.update(|c| c.verdict = Some(e.to_string()));
                 if self.forward_untrusted {
                     Ok(ServerCertVerified::assertion())
                 } else {
@@ -150,13 +180,14 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// Notes that the server asked for a client certificate, and offers none.
-#[derive(Debug, Default)]
-struct NoteClientAuth(AtomicBool);
+/// Notes in the running flow's context that the server asked for a client certificate, and
+/// offers none. One per worker.
+#[derive(Debug)]
+struct NoteClientAuth(Arc<Scratch>);
 
 impl ResolvesClientCert for NoteClientAuth {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.update(|c| c.client_auth = true);
         None
     }
     fn has_certs(&self) -> bool {
@@ -173,28 +204,181 @@ impl ResolvesServerCert for Forged {
     }
 }
 
-/// The provider the upstream connection uses: the key exchange groups and cipher suites the
-/// client offered that we speak, in the client's order, so that the server is offered nothing
-/// the client did not offer (a client offering X25519MLKEM768 gets it upstream too, one that
-/// offers only AES-256 never gets AES-128 or ChaCha20 on its behalf).
-fn upstream_provider(hello: &ClientHello) -> Result<Arc<CryptoProvider>, Failure> {
-    let base = rustls::crypto::aws_lc_rs::default_provider();
-    let pick = |offered: &[u16]| offered.iter().filter_map(|v| base.kx_groups.iter().find(|g| u16::from(g.name()) == *v).copied()).collect::<Vec<_>>();
-    // A TLS 1.2 hello without supported_groups: the defaults (what the server picks is ECDHE
-    // over one of them, which the client then has to accept).
-    let kx_groups = if hello.groups.is_empty() { base.kx_groups.clone() } else { pick(&hello.groups) };
-    if kx_groups.is_empty() {
-        return Err(Failure::Client("no key exchange group in common".into()));
+/// What the upstream connection offers on the client's behalf: the key exchange groups and
+/// cipher suites the client offered that we speak, in the client's order, so that the server is
+/// offered nothing the client did not offer (a client offering X25519MLKEM768 gets it upstream
+/// too, one that offers only AES-256 never gets AES-128 or ChaCha20 on its behalf); the versions
+/// both speak, its ALPN list and whether it sent an SNI. One client configuration per shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Shape {
+    groups: Vec<u16>,
+    suites: Vec<u16>,
+    versions: Vec<u16>,
+    alpn: Vec<Vec<u8>>,
+    sni: bool,
+}
+
+impl Shape {
+    fn of(hello: &ClientHello, base: &CryptoProvider, versions: &[&'static SupportedProtocolVersion]) -> Result<Self, Failure> {
+        let ours: Vec<u16> = base.kx_groups.iter().map(|g| u16::from(g.name())).collect();
+        // A TLS 1.2 hello without supported_groups: the defaults (what the server picks is ECDHE
+        // over one of them, which the client then has to accept).
+        let groups: Vec<u16> = if hello.groups.is_empty() { ours } else { hello.groups.iter().copied().filter(|g| ours.contains(g)).collect() };
+        if groups.is_empty() {
+            return Err(Failure::Client("no key exchange group in common".into()));
+        }
+        let suites: Vec<u16> = hello.cipher_suites.iter().copied().filter(|c| base.cipher_suites.iter().any(|s| u16::from(s.suite()) == *c)).collect();
+        if suites.is_empty() {
+            return Err(Failure::Client("no cipher suite in common".into()));
+        }
+        Ok(Self {
+            groups,
+            suites,
+            versions: versions.iter().map(|v| u16::from(v.version)).collect(),
+            alpn: hello.alpn.clone(),
+            sni: hello.sni.is_some(),
+        })
     }
-    let cipher_suites: Vec<_> = hello
-        .cipher_suites
-        .iter()
-        .filter_map(|c| base.cipher_suites.iter().find(|s| u16::from(s.suite()) == *c).copied())
-        .collect();
-    if cipher_suites.is_empty() {
-        return Err(Failure::Client("no cipher suite in common".into()));
+
+    fn provider(&self, base: &CryptoProvider) -> CryptoProvider {
+        let kx_groups = self.groups.iter().filter_map(|v| base.kx_groups.iter().find(|g| u16::from(g.name()) == *v).copied()).collect();
+        let cipher_suites = self.suites.iter().filter_map(|c| base.cipher_suites.iter().find(|s| u16::from(s.suite()) == *c).copied()).collect();
+        CryptoProvider { kx_groups, cipher_suites, ..base.clone() }
     }
-    Ok(Arc::new(CryptoProvider { kx_groups, cipher_suites, ..base }))
+}
+
+/// Client configurations a worker keeps (one per shape of offer; browsers have a handful).
+const MAX_CLIENT_CONFIGS: usize = 256;
+
+/// A ticketer that issues nothing and accepts nothing: a client leg whose upstream did not
+/// validate gets a full handshake, so the client sees the untrusted certificate and never
+/// resumes past it.
+#[derive(Debug)]
+struct NoTickets;
+
+impl ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// What one worker's inspected flows share: the appliance's settings, the forger, one verifier
+/// and one client-certificate resolver (rustls resumes a session only under the ones that made
+/// it), the client configurations built once per shape of offer, the client-leg configuration
+/// per set of versions, and the upstream sessions.
+pub struct WorkerTls {
+    pub config: Arc<TlsConfig>,
+    pub forger: Forger,
+    base: CryptoProvider,
+    scratch: Arc<Scratch>,
+    verifier: Arc<RecordingVerifier>,
+    client_auth: Arc<NoteClientAuth>,
+    store: Option<Arc<UpstreamStore>>,
+    clients: HashMap<Shape, (u64, Arc<ClientConfig>)>,
+    servers: HashMap<Vec<u16>, Arc<ServerConfig>>,
+    next_shape: u64,
+}
+
+impl WorkerTls {
+    pub fn new(config: Arc<TlsConfig>, forger: Forger) -> Self {
+        let scratch = Arc::new(Scratch::default());
+        let verifier = Arc::new(RecordingVerifier {
+            inner: config.verifier.clone(),
+            forward_untrusted: config.untrusted_upstream == UntrustedUpstream::ForwardUntrusted,
+            scratch: scratch.clone(),
+        });
+        let store = (config.upstream_sessions > 0).then(|| Arc::new(UpstreamStore::new(scratch.clone(), config.upstream_sessions)));
+        Self {
+            forger,
+            base: rustls::crypto::aws_lc_rs::default_provider(),
+            client_auth: Arc::new(NoteClientAuth(scratch.clone())),
+            verifier,
+            scratch,
+            store,
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            next_shape: 0,
+            config,
+        }
+    }
+
+    /// The upstream configuration for a shape of offer, built the first time it is seen.
+    fn client_config(&mut self, shape: Shape) -> Result<(u64, Arc<ClientConfig>), Failure> {
+        if let Some(c) = self.clients.get(&shape) {
+            return Ok(c.clone());
+        }
+        let versions: Vec<&'static SupportedProtocolVersion> =
+            rustls::ALL_VERSIONS.iter().copied().filter(|v| shape.versions.contains(&u16::from(v.version))).collect();
+        let mut cc = ClientConfig::builder_with_provider(Arc::new(shape.provider(&self.base)))
+            .with_protocol_versions(&versions)
+            .map_err(|e| Failure::Client(format!("TLS versions: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(self.verifier.clone())
+            .with_client_cert_resolver(self.client_auth.clone());
+        cc.alpn_protocols = shape.alpn.clone();
+        cc.enable_sni = shape.sni;
+        if let Some(k) = &self.config.key_log {
+            cc.key_log = k.clone();
+        }
+        cc.resumption = match &self.store {
+            Some(store) => rustls::client::Resumption::store(store.clone()),
+            None => rustls::client::Resumption::disabled(),
+        };
+        if self.clients.len() >= MAX_CLIENT_CONFIGS {
+            // A worker that saw this many shapes is being probed: start again (the sessions of
+            // the old shapes are not found any more, which is all that is lost).
+            self.clients.clear();
+        }
+        self.next_shape += 1;
+        let entry = (self.next_shape, Arc::new(cc));
+        self.clients.insert(shape, entry.clone());
+        Ok(entry)
+    }
+
+    /// The client leg's configuration for `versions`, to be completed with the flow's
+    /// certificate and ALPN.
+    fn server_config(&mut self, versions: &[&'static SupportedProtocolVersion]) -> ServerConfig {
+        let key: Vec<u16> = versions.iter().map(|v| u16::from(v.version)).collect();
+        let config = &self.config;
+        let base = self.servers.entry(key).or_insert_with(|| {
+            let mut sc = ServerConfig::builder_with_protocol_versions(versions)
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(NoCert));
+            if let Some(k) = &config.key_log {
+                sc.key_log = k.clone();
+            }
+            // Stateless tickets only (no session-ID cache: tickets serve TLS 1.2 too); never
+            // early data (`max_early_data_size` stays 0).
+            sc.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            sc.ticketer = config.ticketer.clone().unwrap_or_else(|| Arc::new(NoTickets));
+            Arc::new(sc)
+        });
+        ServerConfig::clone(base)
+    }
+
+    /// Upstream sessions held now.
+    pub fn upstream_sessions(&self) -> usize {
+        self.store.as_ref().map_or(0, |s| s.sessions())
+    }
+}
+
+/// The resolver of a configuration not yet given its flow's certificate.
+#[derive(Debug)]
+struct NoCert;
+
+impl ResolvesServerCert for NoCert {
+    fn resolve(&self, _hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
 }
 
 /// The versions both we and the client speak (never one the client did not offer).
@@ -245,8 +429,9 @@ pub struct Interceptor {
     hello: Vec<u8>,
     sni: Option<String>,
     versions: Vec<&'static SupportedProtocolVersion>,
-    verifier: Arc<RecordingVerifier>,
-    client_auth: Arc<NoteClientAuth>,
+    /// The worker's, for the flow's rustls calls upstream; `ctx` is this flow's part of it.
+    scratch: Arc<Scratch>,
+    ctx: FlowCtx,
     inspector: Box<dyn Inspector>,
     /// TLS bytes waiting to be sent to each side.
     pub to_server: Vec<u8>,
@@ -256,8 +441,6 @@ pub struct Interceptor {
     pub info: TlsInfo,
     client_closed: bool,
     server_closed: bool,
-    /// Where the client leg's secrets go too (the upstream leg's are in its config).
-    key_log: Option<Arc<dyn rustls::KeyLog>>,
     /// Plaintext held back per direction (to the server, to the client): the start of an HTTP/1
     /// head that its rules have not judged yet ([`Inspector::unfinished_head`]).
     held: [Vec<u8>; 2],
@@ -266,7 +449,7 @@ pub struct Interceptor {
 impl Interceptor {
     /// Starts the connection to the server for a client whose first flight is `hello_records`.
     pub fn new(
-        config: &TlsConfig,
+        w: &mut WorkerTls,
         hello_records: Vec<u8>,
         hello: &ClientHello,
         server_ip: Ipv4Addr,
@@ -276,45 +459,29 @@ impl Interceptor {
         if versions.is_empty() {
             return Err(Failure::Client("no TLS version in common".into()));
         }
-        let verifier = Arc::new(RecordingVerifier {
-            inner: config.verifier.clone(),
-            forward_untrusted: config.untrusted_upstream == UntrustedUpstream::ForwardUntrusted,
-            verdict: Mutex::new(None),
-        });
-        let client_auth = Arc::new(NoteClientAuth::default());
-        let provider = upstream_provider(hello)?;
-        // The upstream provider holds the client's groups that we speak (our defaults for a hello
+        let shape = Shape::of(hello, &w.base, &versions)?;
+        // The upstream offer holds the client's groups that we speak (our defaults for a hello
         // that names none, which offered nothing post-quantum).
         let offer = super::grade::Offer {
             max_version: hello.max_version(),
-            pq_we_speak: !hello.groups.is_empty() && provider.kx_groups.iter().any(|g| super::grade::is_post_quantum(u16::from(g.name()))),
+            pq_we_speak: !hello.groups.is_empty() && shape.groups.iter().any(|g| super::grade::is_post_quantum(*g)),
         };
-        let mut cc = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
-            .map_err(|e| Failure::Client(format!("TLS versions: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_client_cert_resolver(client_auth.clone());
-        cc.alpn_protocols = hello.alpn.clone();
-        cc.enable_sni = hello.sni.is_some();
-        if let Some(k) = &config.key_log {
-            cc.key_log = k.clone();
-        }
-        // One config per flow: its session cache (256 entries by default) would never be hit.
-        cc.resumption = rustls::client::Resumption::disabled();
+        let (shape_id, cc) = w.client_config(shape)?;
         let name = match &hello.sni {
             Some(s) => ServerName::try_from(s.clone()).map_err(|_| Failure::Client(format!("bad SNI '{s}'")))?,
             None => ServerName::IpAddress(IpAddr::V4(server_ip).into()),
         };
-        let upstream = ClientConnection::new(Arc::new(cc), name).map_err(|e| Failure::Upstream(e.to_string()))?;
+        let mut ctx = FlowCtx { server: Some(server_ip), shape: shape_id, ..FlowCtx::default() };
+        // (A stored session for this server, offer and name is looked up here.)
+        let upstream = w.scratch.with(&mut ctx, || ClientConnection::new(cc, name)).map_err(|e| Failure::Upstream(e.to_string()))?;
         let mut me = Self {
             upstream,
             downstream: None,
             hello: hello_records,
             sni: hello.sni.clone(),
             versions,
-            verifier,
-            client_auth,
+            scratch: w.scratch.clone(),
+            ctx,
             inspector,
             to_server: Vec::new(),
             to_client: Vec::new(),
@@ -322,7 +489,6 @@ impl Interceptor {
             info: TlsInfo { offer, ..TlsInfo::default() },
             client_closed: false,
             server_closed: false,
-            key_log: config.key_log.clone(),
             held: [Vec::new(), Vec::new()],
         };
         me.flush_upstream();
@@ -350,35 +516,37 @@ impl Interceptor {
     /// Why the upstream handshake failed. An invalid certificate comes first: a server that
     /// also asks for a client certificate must not earn an exclusion with it.
     fn upstream_error(&self, e: rustls::Error) -> Failure {
-        if let Some(reason) = self.verifier.verdict.lock().ok().and_then(|v| v.clone()) {
+        if let Some(reason) = self.ctx.verdict.clone() {
             return Failure::UpstreamInvalid(reason);
         }
-        if self.client_auth.0.load(Ordering::Relaxed) {
+        if self.ctx.client_auth {
             return Failure::ClientAuthRequested;
         }
         Failure::Upstream(e.to_string())
     }
 
     /// TLS bytes from the server.
-    pub fn take_from_server(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+    pub fn take_from_server(&mut self, mut data: &[u8], w: &mut WorkerTls) -> Result<(), Failure> {
         while !data.is_empty() {
             let n = self.upstream.read_tls(&mut data).map_err(|e| Failure::Upstream(e.to_string()))?;
-            let state = self.upstream.process_new_packets();
+            // The verifier, the client-certificate resolver and the session store run in here.
+            let upstream = &mut self.upstream;
+            let state = self.scratch.with(&mut self.ctx, || upstream.process_new_packets());
             if let Err(e) = state {
                 self.flush_upstream();
                 return Err(self.upstream_error(e));
             }
             // Drain plaintext record by record: rustls holds only so much unread.
-            self.pump(forger)?;
+            self.pump(w)?;
             if n == 0 {
                 break;
             }
         }
-        self.pump(forger)
+        self.pump(w)
     }
 
     /// TLS bytes from the client.
-    pub fn take_from_client(&mut self, mut data: &[u8], forger: &mut Forger) -> Result<(), Failure> {
+    pub fn take_from_client(&mut self, mut data: &[u8], w: &mut WorkerTls) -> Result<(), Failure> {
         if self.downstream.is_none() {
             // Before the server is up, the client has nothing more to say than its hello; the
             // caller stops reading (see `wants_from_client`), so what is held here is bounded.
@@ -402,12 +570,12 @@ impl Interceptor {
                     other => Failure::Client(other.to_string()),
                 });
             }
-            self.pump(forger)?;
+            self.pump(w)?;
             if n == 0 {
                 break;
             }
         }
-        self.pump(forger)
+        self.pump(w)
     }
 
     /// Whether input from a side may be read now (its output towards the other side has room).
@@ -432,9 +600,9 @@ impl Interceptor {
         self.downstream.as_ref().is_some_and(|d| !d.is_handshaking()) && !self.upstream.is_handshaking()
     }
 
-    fn pump(&mut self, forger: &mut Forger) -> Result<(), Failure> {
+    fn pump(&mut self, w: &mut WorkerTls) -> Result<(), Failure> {
         if self.downstream.is_none() && !self.upstream.is_handshaking() {
-            self.open_downstream(forger)?;
+            self.open_downstream(w)?;
         }
         if self.is_open() {
             self.relay()?;
@@ -445,16 +613,17 @@ impl Interceptor {
     }
 
     /// The server is up: answer the held ClientHello with a forged certificate.
-    fn open_downstream(&mut self, forger: &mut Forger) -> Result<(), Failure> {
+    fn open_downstream(&mut self, w: &mut WorkerTls) -> Result<(), Failure> {
         let leaf = self
             .upstream
             .peer_certificates()
             .and_then(|c| c.first())
             .ok_or_else(|| Failure::Upstream("the server sent no certificate".into()))?;
-        let invalid = self.verifier.verdict.lock().ok().and_then(|v| v.clone());
+        let invalid = self.ctx.verdict.clone();
         self.info.upstream_invalid = invalid.clone();
+        self.info.upstream_resumed = self.upstream.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.info.server_cert = crate::inspect::cert::CertSummary::of(leaf);
-        if self.client_auth.0.load(Ordering::Relaxed) {
+        if self.ctx.client_auth {
             // The server asked for a client certificate and accepted none (optional client
             // authentication): inspecting would silently strip the client's certificate.
             return Err(match invalid {
@@ -468,7 +637,8 @@ impl Interceptor {
         if let Verdict::Block(cause) = self.inspector.server_certificates(&chain, version) {
             return Err(Failure::Blocked(cause));
         }
-        let ck = forger
+        let ck = w
+            .forger
             .forge(leaf, self.sni.as_deref(), invalid.is_none())
             .map_err(|e| Failure::Upstream(format!("forging: {e}")))?;
         let alpn = self.upstream.alpn_protocol().map(<[u8]>::to_vec);
@@ -482,16 +652,13 @@ impl Interceptor {
             group: self.upstream.negotiated_key_exchange_group().map(|g| u16::from(g.name())),
             validated: invalid.is_none(),
         };
-        let mut sc = ServerConfig::builder_with_protocol_versions(&self.versions)
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Forged(ck)));
+        let mut sc = w.server_config(&self.versions);
+        sc.cert_resolver = Arc::new(Forged(ck));
         sc.alpn_protocols = alpn.into_iter().collect();
-        if let Some(k) = &self.key_log {
-            sc.key_log = k.clone();
+        if invalid.is_some() {
+            // The client must see the untrusted certificate: no ticket taken or given.
+            sc.ticketer = Arc::new(NoTickets);
         }
-        // A config lives for one flow, so a session cache in it would never be hit; the default
-        // one reserves room for 256 sessions in every flow.
-        sc.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         let mut down = ServerConnection::new(Arc::new(sc)).map_err(|e| Failure::Client(e.to_string()))?;
         let hello = std::mem::take(&mut self.hello);
         let mut rest = &hello[..];
@@ -519,6 +686,7 @@ impl Interceptor {
             self.info.client_version = down.protocol_version().map(|v| crate::tls::clienthello::version_name(u16::from(v)).to_string());
             self.info.client_cipher = down.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
             self.info.client_kx_group = down.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+            self.info.client_resumed = down.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             // The forged certificate validates under the operator's CA, unless the upstream's
             // did not (then it is forged not to, so that the client refuses it as it would).
             self.info.client_leg = super::grade::Leg {

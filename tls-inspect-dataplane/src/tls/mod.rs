@@ -8,3 +8,4 @@ pub mod grade;
 pub mod intercept;
 pub mod keylog;
 pub mod policy;
+pub mod sessions;

@@ -105,6 +105,10 @@ pub struct TlsSettings {
     pub exclusion_max: usize,
     /// Forged certificates kept per worker.
     pub cert_cache: usize,
+    /// Session resumption on both legs: tickets for clients, kept sessions towards servers.
+    pub resumption: bool,
+    /// Upstream sessions each worker keeps at most (server address x offer x name).
+    pub upstream_sessions: usize,
 }
 
 impl Default for TlsSettings {
@@ -126,6 +130,8 @@ impl Default for TlsSettings {
             exclusion_ttl: 12 * 3600,
             exclusion_max: 100_000,
             cert_cache: 4096,
+            resumption: true,
+            upstream_sessions: crate::tls::intercept::DEFAULT_UPSTREAM_SESSIONS,
         }
     }
 }

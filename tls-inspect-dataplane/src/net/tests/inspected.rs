@@ -22,7 +22,7 @@ use crate::net::{EngineConfig, Hooks, TlsWorker};
 use crate::tls::ca::Ca;
 use crate::tls::forge::Forger;
 use crate::testutil::pki::{ca, issuer_cn, leaf, roots};
-use crate::tls::intercept::{TlsConfig, UntrustedUpstream};
+use crate::tls::intercept::{TlsConfig, UntrustedUpstream, WorkerTls};
 use crate::tls::policy::{TlsPolicy, TlsSettings};
 
 const RAW_EVIL: &str = r#"drop tcp any any -> any any (msg:"raw marker"; content:"EVIL"; sid:1000002;)"#;
@@ -238,9 +238,11 @@ impl Bed {
             ..TlsSettings::default()
         };
         let tls = TlsWorker {
-            config: Arc::new(TlsConfig::new(roots(&[&server_root]), Vec::new(), UntrustedUpstream::Block).unwrap()),
             policy: Arc::new(TlsPolicy::from_settings(&settings).unwrap()),
-            forger: Forger::new(&Ca { cert: operator, key: operator_key, chain: Vec::new() }, 16).unwrap(),
+            shared: WorkerTls::new(
+                Arc::new(TlsConfig::new(roots(&[&server_root]), Vec::new(), UntrustedUpstream::Block).unwrap()),
+                Forger::new(&Ca { cert: operator, key: operator_key, chain: Vec::new() }, 16).unwrap(),
+            ),
         };
         let (sender, log) = crossbeam_channel::unbounded();
         let hooks = Hooks {

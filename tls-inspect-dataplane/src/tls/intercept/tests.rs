@@ -16,8 +16,7 @@ use crate::tls::clienthello::{sniff, Sniff};
 
 struct World {
     operator: CertificateDer<'static>,
-    forger: Forger,
-    config: TlsConfig,
+    shared: WorkerTls,
     server_cfg: Arc<ServerConfig>,
 }
 
@@ -36,8 +35,7 @@ fn world(untrusted: UntrustedUpstream, server_alpn: &[&str], mtls: bool) -> Worl
     let forger = Forger::new(&Ca { cert: operator.clone(), key: operator_key, chain: vec![] }, 16).unwrap();
     World {
         operator,
-        forger,
-        config: TlsConfig::new(roots(&[&test_root]), Vec::new(), untrusted).unwrap(),
+        shared: WorkerTls::new(Arc::new(TlsConfig::new(roots(&[&test_root]), Vec::new(), untrusted).unwrap()), forger),
         server_cfg: Arc::new(sc),
     }
 }
@@ -77,10 +75,21 @@ fn run_with(
     server: &mut ServerConnection,
     inspector: Box<dyn crate::inspect::Inspector>,
 ) -> (Option<Interceptor>, Option<Failure>) {
+    run_at(w, client, server, "198.18.0.2", inspector)
+}
+
+/// As [`run_with`], with the server at `server_ip`.
+fn run_at(
+    w: &mut World,
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+    server_ip: &str,
+    inspector: Box<dyn crate::inspect::Inspector>,
+) -> (Option<Interceptor>, Option<Failure>) {
     let mut hello = Vec::new();
     client.write_tls(&mut hello).unwrap();
     let Sniff::Hello(ch) = sniff(&hello) else { panic!("no hello") };
-    let mut icpt = Interceptor::new(&w.config, hello, &ch, "198.18.0.2".parse().unwrap(), inspector).unwrap();
+    let mut icpt = Interceptor::new(&mut w.shared, hello, &ch, server_ip.parse().unwrap(), inspector).unwrap();
     for _ in 0..50 {
         let mut moved = false;
         if !icpt.to_server.is_empty() {
@@ -102,7 +111,7 @@ fn run_with(
         }
         if !out.is_empty() {
             moved = true;
-            if let Err(f) = icpt.take_from_server(&out, &mut w.forger) {
+            if let Err(f) = icpt.take_from_server(&out, &mut w.shared) {
                 return (Some(icpt), Some(f));
             }
         }
@@ -125,7 +134,7 @@ fn run_with(
         }
         if !out.is_empty() {
             moved = true;
-            if let Err(f) = icpt.take_from_client(&out, &mut w.forger) {
+            if let Err(f) = icpt.take_from_client(&out, &mut w.shared) {
                 return (Some(icpt), Some(f));
             }
         }
@@ -173,7 +182,7 @@ fn tls13_with_alpn_and_data_both_ways() {
         while c.wants_write() {
             c.write_tls(&mut out).unwrap();
         }
-        icpt.take_from_client(&out, &mut w.forger).unwrap();
+        icpt.take_from_client(&out, &mut w.shared).unwrap();
         let data = std::mem::take(&mut icpt.to_server);
         let _ = s.read_tls(&mut &data[..]);
         s.process_new_packets().unwrap();
@@ -181,7 +190,7 @@ fn tls13_with_alpn_and_data_both_ways() {
         while s.wants_write() {
             s.write_tls(&mut out).unwrap();
         }
-        icpt.take_from_server(&out, &mut w.forger).unwrap();
+        icpt.take_from_server(&out, &mut w.shared).unwrap();
         let data = std::mem::take(&mut icpt.to_client);
         let _ = c.read_tls(&mut &data[..]);
         c.process_new_packets().unwrap();
@@ -189,7 +198,7 @@ fn tls13_with_alpn_and_data_both_ways() {
     assert_eq!(read_all(&mut s), b"GET / HTTP/1.1\r\n\r\n");
     assert_eq!(read_all(&mut c), b"HTTP/1.1 200 OK\r\n\r\nhello");
     // One signature served both this connection and the next (cache).
-    assert_eq!(w.forger.signed, 1);
+    assert_eq!(w.shared.forger.signed, 1);
 }
 
 #[test]
@@ -311,7 +320,7 @@ fn a_head_in_pieces_reaches_the_server_only_once_complete_and_judged() {
     while c.wants_write() {
         c.write_tls(&mut out).unwrap();
     }
-    let failure = icpt.take_from_client(&out, &mut w.forger).err();
+    let failure = icpt.take_from_client(&out, &mut w.shared).err();
     assert_eq!(failure, Some(Failure::Blocked(crate::inspect::BlockCause::Rule { sid: 8, msg: "evil".into() })));
     let data = std::mem::take(&mut icpt.to_server);
     let _ = s.read_tls(&mut &data[..]);
@@ -404,4 +413,124 @@ fn the_client_s_post_quantum_group_is_used_on_both_legs_and_never_added() {
     assert_eq!(failure, None);
     assert_eq!(name(s.negotiated_key_exchange_group()), Some(rustls::NamedGroup::secp256r1), "upstream");
     assert_eq!(name(c.negotiated_key_exchange_group()), Some(rustls::NamedGroup::secp256r1), "downstream");
+}
+
+/// A client configuration that keeps its sessions (rustls' in-memory cache), trusting `trust`.
+fn resuming_client(trust: &CertificateDer<'static>, tls12_only: bool) -> Arc<ClientConfig> {
+    let builder = if tls12_only { ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12]) } else { ClientConfig::builder() };
+    Arc::new(builder.with_root_certificates(roots(&[trust])).with_no_client_auth())
+}
+
+fn connect(config: &Arc<ClientConfig>, name: &str) -> ClientConnection {
+    ClientConnection::new(config.clone(), ServerName::try_from(name.to_string()).unwrap()).unwrap()
+}
+
+#[test]
+fn both_legs_resume_the_next_connection_and_say_so() {
+    for tls12 in [false, true] {
+        let mut w = world(UntrustedUpstream::Block, &[], false);
+        let config = resuming_client(&w.operator, tls12);
+        let mut c = connect(&config, "server.test");
+        let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+        let (icpt, failure) = run(&mut w, &mut c, &mut s);
+        assert_eq!(failure, None);
+        let info = icpt.unwrap().info;
+        assert!(!info.client_resumed && !info.upstream_resumed, "a first connection is full on both legs");
+        assert!(w.shared.upstream_sessions() >= 1, "the server's session is kept (tls12 {tls12})");
+
+        let mut c = connect(&config, "server.test");
+        let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+        let (icpt, failure) = run(&mut w, &mut c, &mut s);
+        assert_eq!(failure, None);
+        let info = icpt.unwrap().info;
+        assert!(info.client_resumed && info.upstream_resumed, "tls12 {tls12}: {info:?}");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        // The resumed upstream session still carries the server's chain: rules and the log see it.
+        assert!(info.server_cert.is_some_and(|c| c.subject.contains("server.test")));
+        assert_eq!(info.upstream_invalid, None);
+    }
+}
+
+#[test]
+fn an_upstream_session_is_not_resumed_towards_another_address() {
+    let mut w = world(UntrustedUpstream::Block, &[], false);
+    let config = resuming_client(&w.operator, false);
+    let mut c = connect(&config, "server.test");
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    assert_eq!(run(&mut w, &mut c, &mut s).1, None);
+    // The same name at another address: upstream is a full handshake and a new validation (the
+    // client's ticket is the appliance's own and resumes its leg).
+    let mut c = connect(&config, "server.test");
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run_at(&mut w, &mut c, &mut s, "198.18.0.3", Box::new(PassAll));
+    assert_eq!(failure, None);
+    let info = icpt.unwrap().info;
+    assert!(info.client_resumed && !info.upstream_resumed, "{info:?}");
+    assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+}
+
+/// A client that accepts any certificate (as one would that clicked through a warning).
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[test]
+fn an_untrusted_upstream_is_resumed_on_neither_leg() {
+    let mut w = world(UntrustedUpstream::ForwardUntrusted, &[], false);
+    let config = Arc::new(ClientConfig::builder().dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny)).with_no_client_auth());
+    for round in 0..2 {
+        // "other.test": the server's certificate is not valid for it.
+        let mut c = connect(&config, "other.test");
+        let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+        let (icpt, failure) = run(&mut w, &mut c, &mut s);
+        assert_eq!(failure, None, "round {round}");
+        let info = icpt.unwrap().info;
+        assert!(info.upstream_invalid.is_some() && !info.client_resumed && !info.upstream_resumed, "round {round}: {info:?}");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full), "the client sees the untrusted certificate every time");
+    }
+    assert_eq!(w.shared.upstream_sessions(), 0, "an untrusted server's session is never kept");
+}
+
+#[test]
+fn a_session_whose_certificate_expired_is_not_resumed() {
+    let (test_root, test_root_key) = ca("Test Server Root");
+    let (operator, operator_key) = ca("Operator CA");
+    let (chain, key) = crate::testutil::pki::leaf_until(&test_root, test_root_key, &["server.test"], time::OffsetDateTime::now_utc() + time::Duration::seconds(1));
+    let forger = Forger::new(&Ca { cert: operator.clone(), key: operator_key, chain: vec![] }, 16).unwrap();
+    let mut w = World {
+        operator,
+        shared: WorkerTls::new(Arc::new(TlsConfig::new(roots(&[&test_root]), Vec::new(), UntrustedUpstream::Block).unwrap()), forger),
+        server_cfg: Arc::new(ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap()),
+    };
+    let config = resuming_client(&w.operator, false);
+    let mut c = connect(&config, "server.test");
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    assert_eq!(run(&mut w, &mut c, &mut s).1, None);
+    assert!(w.shared.upstream_sessions() >= 1);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The server would resume (its session cache knows us); the appliance does not offer it,
+    // validates again, and the expired certificate blocks.
+    let mut c = connect(&config, "server.test");
+    let mut s = ServerConnection::new(w.server_cfg.clone()).unwrap();
+    let (icpt, failure) = run(&mut w, &mut c, &mut s);
+    match failure {
+        Some(Failure::UpstreamInvalid(why)) => assert!(why.to_lowercase().contains("expired"), "{why}"),
+        other => panic!("{other:?}: {:?}", icpt.map(|i| i.info)),
+    }
+    assert!(!icpt.unwrap().info.upstream_resumed);
 }
