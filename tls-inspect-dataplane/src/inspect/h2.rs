@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use super::Anomaly;
+
 /// The client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Frames other than DATA larger than this stop the follower, and so do header blocks (HEADERS
@@ -44,6 +46,8 @@ pub struct H2Dir {
     block_stream: u32,
     data: Option<InData>,
     pub off: bool,
+    /// Why it stopped (not yet taken by the IPS): every stop after the preface is one.
+    anomaly: Option<Anomaly>,
 }
 
 impl H2Dir {
@@ -56,7 +60,18 @@ impl H2Dir {
             block_stream: 0,
             data: None,
             off: false,
+            anomaly: None,
         }
+    }
+
+    /// Why the follower stopped, once.
+    pub fn take_anomaly(&mut self) -> Option<Anomaly> {
+        self.anomaly.take()
+    }
+
+    fn fail(&mut self, why: Anomaly) {
+        self.off = true;
+        self.anomaly = Some(why);
     }
 
     /// Feeds bytes; returns what they said. Malformed input turns the follower off.
@@ -69,7 +84,7 @@ impl H2Dir {
             let n = data.len().min(self.preface_left);
             let start = PREFACE.len() - self.preface_left;
             if data[..n] != PREFACE[start..start + n] {
-                self.off = true;
+                self.fail(Anomaly::H2InvalidClientMagic);
                 return out;
             }
             self.preface_left -= n;
@@ -84,7 +99,7 @@ impl H2Dir {
                     d.pad_length_due = false;
                     d.body_left -= 1;
                     if pad > d.body_left {
-                        self.off = true;
+                        self.fail(Anomaly::H2InvalidFrame);
                         break;
                     }
                     d.body_left -= pad;
@@ -125,7 +140,7 @@ impl H2Dir {
                 self.buf.clear();
                 let padded = flags & 0x8 != 0;
                 if padded && len == 0 {
-                    self.off = true;
+                    self.fail(Anomaly::H2InvalidFrame);
                     break;
                 }
                 let d = InData { stream, pad_length_due: padded, body_left: len, pad_left: 0, end_stream: flags & 0x1 != 0 };
@@ -139,7 +154,7 @@ impl H2Dir {
                 continue;
             }
             if len > MAX_HELD {
-                self.off = true;
+                self.fail(Anomaly::H2ReassemblyLimit);
                 break;
             }
             if self.buf.len() < 9 + len {
@@ -157,12 +172,12 @@ impl H2Dir {
             1 => {
                 // HEADERS
                 let Some(mut frag) = strip_padding(payload, flags) else {
-                    self.off = true;
+                    self.fail(Anomaly::H2InvalidFrame);
                     return;
                 };
                 if flags & 0x20 != 0 {
                     if frag.len() < 5 {
-                        self.off = true;
+                        self.fail(Anomaly::H2InvalidFrame);
                         return;
                     }
                     frag = &frag[5..];
@@ -178,7 +193,7 @@ impl H2Dir {
                 // CONTINUATION
                 self.block.extend_from_slice(payload);
                 if self.block.len() > MAX_HELD {
-                    self.off = true;
+                    self.fail(Anomaly::H2ReassemblyLimit);
                     return;
                 }
                 if flags & 0x4 != 0 {
@@ -201,7 +216,7 @@ impl H2Dir {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&block)));
         match result {
             Ok(Ok(headers)) => out.push(H2Event::Headers(self.block_stream, headers)),
-            _ => self.off = true,
+            _ => self.fail(Anomaly::H2FailedDecompression),
         }
     }
 }

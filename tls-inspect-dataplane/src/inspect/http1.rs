@@ -3,10 +3,18 @@
 //! never copies a body; what it cannot follow turns it off (the stream buffer still sees every
 //! byte).
 
-use super::{Direction, HttpInfo};
+use super::{Anomaly, Direction, HttpInfo};
 
-/// The longest head followed; a longer one turns the follower off.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// The longest head followed; a longer one turns the follower off (an [`Anomaly`]). Above what
+/// common servers take (nginx about 32 KiB, Node and IIS 16 KiB); a head that grew the buffer
+/// past [`KEEP_HEAD`] gives the memory back once it is complete.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The head buffer a connection keeps between messages.
+const KEEP_HEAD: usize = 16 * 1024;
+
+/// Header fields of one head parsed (httparse's array): more is an [`Anomaly`].
+const MAX_FIELDS: usize = 128;
 
 /// What the follower found in the bytes it was fed.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,6 +58,10 @@ pub struct Http1Dir {
     chunked: Option<Chunked>,
     /// Not HTTP (or a head too large to follow): stop parsing.
     off: bool,
+    /// A head was followed on this direction: it is HTTP.
+    followed: bool,
+    /// Why it stopped, when it stopped following HTTP (not yet taken by the IPS).
+    anomaly: Option<Anomaly>,
 }
 
 impl Http1Dir {
@@ -60,6 +72,17 @@ impl Http1Dir {
     /// Stops following (the connection turned out to be HTTP/2).
     pub fn turn_off(&mut self) {
         self.off = true;
+    }
+
+    /// Why the follower stopped following HTTP, once.
+    pub fn take_anomaly(&mut self) -> Option<Anomaly> {
+        self.anomaly.take()
+    }
+
+    /// Stops following what is HTTP and cannot be followed further.
+    fn fail(&mut self, why: Anomaly) {
+        self.off = true;
+        self.anomaly = Some(why);
     }
 
     /// On, and no head under way: where a new protocol (HTTP/2's preface) could start.
@@ -145,8 +168,15 @@ impl Http1Dir {
             let found = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| from + p + 4);
             let Some(end) = found else {
                 data = &data[take..];
-                if self.head.len() > MAX_HEAD || !looks_like_http(&self.head, direction) {
-                    self.off = true;
+                if !looks_like_http(&self.head, direction) {
+                    // Another protocol; after HTTP on the same connection, an anomaly.
+                    if self.followed {
+                        self.fail(Anomaly::Http1HeaderInvalid);
+                    } else {
+                        self.off = true;
+                    }
+                } else if self.head.len() > MAX_HEAD {
+                    self.fail(Anomaly::Http1FieldTooLong);
                 }
                 continue;
             };
@@ -154,12 +184,17 @@ impl Http1Dir {
             let (framing, info) = parse_head(&self.head[..end], direction);
             let Some(framing) = framing else {
                 self.head.clear();
-                self.off = true;
+                self.fail(Anomaly::Http1HeaderInvalid);
                 continue;
             };
+            self.followed = true;
             on(Http1Event::Head { info, raw: &self.head[..end] });
-            // The head's buffer stays for the next message (no allocation per request).
+            // The head's buffer stays for the next message (no allocation per request), unless a
+            // large head grew it.
             self.head.clear();
+            if self.head.capacity() > KEEP_HEAD {
+                self.head = Vec::new();
+            }
             match framing {
                 Framing::Length(0) => on(Http1Event::BodyEnd),
                 Framing::Length(n) => self.body_left = n,
@@ -236,7 +271,7 @@ impl Http1Dir {
             match next {
                 Some(n) => self.chunked = Some(n),
                 None => {
-                    self.off = true;
+                    self.fail(Anomaly::Http1ChunkInvalid);
                     on(Http1Event::BodyEnd);
                     return data.len();
                 }
@@ -276,7 +311,7 @@ fn is_tchar(c: u8) -> bool {
 
 /// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
 fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<HttpInfo>) {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let header_value = |headers: &[httparse::Header<'_>], name: &str| {
         headers
             .iter()
@@ -465,5 +500,49 @@ mod tests {
         let seen = follow(&mut dir, Direction::ToClient, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
         assert_eq!(seen, ["head", "end"]);
         assert!(dir.is_off());
+    }
+
+    #[test]
+    fn what_http_cannot_follow_is_an_anomaly_and_another_protocol_is_not() {
+        // Another protocol from the start: off, nothing to say.
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"SSH-2.0-OpenSSH_9.2\r\n");
+        assert!(dir.is_off());
+        assert_eq!(dir.take_anomaly(), None);
+        // A head over MAX_HEAD (one long field, as a padded cookie would be).
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"GET / HTTP/1.1\r\nCookie: ");
+        follow(&mut dir, Direction::ToServer, &vec![b'a'; MAX_HEAD]);
+        assert_eq!((dir.is_off(), dir.take_anomaly()), (true, Some(Anomaly::Http1FieldTooLong)));
+        assert_eq!(dir.take_anomaly(), None, "said once");
+        // A 40 KiB head is followed (nginx takes up to about 32 KiB), and its buffer given back.
+        let mut dir = Http1Dir::default();
+        let mut big = b"GET /big HTTP/1.1\r\nCookie: ".to_vec();
+        big.extend(vec![b'c'; 40 * 1024]);
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(follow(&mut dir, Direction::ToServer, &big), ["head GET /big", "end"]);
+        assert!(!dir.is_off() && dir.head.capacity() <= KEEP_HEAD);
+        // More fields than a head may have.
+        let mut dir = Http1Dir::default();
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_FIELDS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        follow(&mut dir, Direction::ToServer, &many);
+        assert_eq!(dir.take_anomaly(), Some(Anomaly::Http1HeaderInvalid));
+        // Not HTTP after HTTP on the same connection.
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        follow(&mut dir, Direction::ToServer, b"\x16\x03\x01\x00\x05hello");
+        assert_eq!(dir.take_anomaly(), Some(Anomaly::Http1HeaderInvalid));
+        // Chunked framing that does not parse.
+        let mut dir = Http1Dir::default();
+        follow(&mut dir, Direction::ToServer, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+        assert_eq!(dir.take_anomaly(), Some(Anomaly::Http1ChunkInvalid));
+        // HTTP/2 taking over is not one.
+        let mut dir = Http1Dir::default();
+        dir.turn_off();
+        assert_eq!(dir.take_anomaly(), None);
     }
 }

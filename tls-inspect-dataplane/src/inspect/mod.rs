@@ -112,6 +112,50 @@ impl std::fmt::Display for BlockCause {
     }
 }
 
+/// Why a follower stopped following a connection that is HTTP: what it was sent cannot be
+/// followed, so the `http.*` buffers would stay empty for the rest of it (the raw stream is still
+/// scanned). Each is one of Suricata's app-layer events, with the sid and message of its rule in
+/// Suricata's `http-events.rules` / `http2-events.rules`; the IPS alerts with it and, in block
+/// mode with `[ips] unfollowable = "block"` (the default), blocks the flow: what a peer can send
+/// to blind the rules is not let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anomaly {
+    /// A head longer than the follower holds (`http.request_field_too_long`).
+    Http1FieldTooLong,
+    /// A head that is not valid HTTP/1 (too many fields, a bad field, a bad Content-Length), or
+    /// a later message that is not HTTP at all (`http.request_header_invalid`).
+    Http1HeaderInvalid,
+    /// Chunked framing that does not parse (`http.invalid_request_chunk_len`).
+    Http1ChunkInvalid,
+    /// "PRI " and then not HTTP/2's client preface (`http2.invalid_client_magic`).
+    H2InvalidClientMagic,
+    /// A frame that does not parse (bad padding, a too-short priority) (`http2.invalid_frame_data`).
+    H2InvalidFrame,
+    /// A header block or frame larger than the follower holds (`http2.reassembly_limit_reached`).
+    H2ReassemblyLimit,
+    /// A header block HPACK cannot decode (`http2.failed_decompression`).
+    H2FailedDecompression,
+}
+
+impl Anomaly {
+    /// (sid, message) of Suricata's rule for the event in `direction`.
+    pub fn rule(self, direction: Direction) -> (u32, &'static str) {
+        let to_server = direction == Direction::ToServer;
+        match (self, to_server) {
+            (Anomaly::Http1FieldTooLong, true) => (2221018, "SURICATA HTTP request buffer too long"),
+            (Anomaly::Http1FieldTooLong, false) => (2221019, "SURICATA HTTP response buffer too long"),
+            (Anomaly::Http1HeaderInvalid, true) => (2221013, "SURICATA HTTP request header invalid"),
+            (Anomaly::Http1HeaderInvalid, false) => (2221021, "SURICATA HTTP response header invalid"),
+            (Anomaly::Http1ChunkInvalid, true) => (2221003, "SURICATA HTTP invalid request chunk len"),
+            (Anomaly::Http1ChunkInvalid, false) => (2221004, "SURICATA HTTP invalid response chunk len"),
+            (Anomaly::H2InvalidClientMagic, _) => (2290001, "SURICATA HTTP2 invalid client magic"),
+            (Anomaly::H2InvalidFrame, _) => (2290002, "SURICATA HTTP2 invalid frame data"),
+            (Anomaly::H2ReassemblyLimit, _) => (2290015, "SURICATA HTTP2 reassembly limit reached"),
+            (Anomaly::H2FailedDecompression, _) => (2290009, "SURICATA HTTP2 failed decompression"),
+        }
+    }
+}
+
 pub trait Inspector {
     /// The next plaintext bytes of one direction (each direction in order).
     fn inspect(&mut self, direction: Direction, data: &[u8]) -> Verdict;
@@ -254,7 +298,7 @@ impl Inspector for IpsInspector {
         // A rule on the stream can fire inside an HTTP/1 request head still coming (held, so
         // the server has none of it): that client gets the page too.
         let Some(http) = hit.http.as_ref() else {
-            return (self.flow.unfinished_head(Direction::ToServer) > 0).then(|| block::http1_page(hit.sid, &hit.msg));
+            return (self.flow.unfinished_head(Direction::ToServer) > 0 || self.flow.request_unfollowable()).then(|| block::http1_page(hit.sid, &hit.msg));
         };
         match http.h2_stream {
             None => Some(block::http1_page(hit.sid, &hit.msg)),

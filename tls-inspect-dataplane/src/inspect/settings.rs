@@ -22,6 +22,9 @@ pub struct IpsSettings {
     pub rules: Vec<String>,
     /// Bytes of each HTTP body scanned.
     pub body_depth: usize,
+    /// HTTP the followers cannot follow further (a head over 64 KiB, an invalid head or chunk
+    /// framing, a broken HTTP/2 frame): "block" (in block mode; the default) or "alert".
+    pub unfollowable: super::ips::Unfollowable,
     /// Source or destination networks whose flows skip the IPS (the protection whitelist).
     pub whitelist: Vec<String>,
     /// Address and port variables of rule headers (`HOME_NET = "[10.0.0.0/8]"`,
@@ -62,6 +65,7 @@ impl IpsSettings {
             mode: self.mode,
             level: self.level,
             body_depth: self.body_depth,
+            unfollowable: self.unfollowable,
             vars: Vars::with(&self.vars).map_err(|e| anyhow::anyhow!("{e}"))?,
             classifications,
             references,
@@ -124,6 +128,7 @@ impl Default for IpsSettings {
             default_rules: true,
             rules: Vec::new(),
             body_depth: 1 << 20,
+            unfollowable: super::ips::Unfollowable::Block,
             whitelist: Vec::new(),
             vars: BTreeMap::new(),
             classification: None,

@@ -400,6 +400,26 @@ pub const PENDING_LIMIT: usize = 256 * 1024;
 /// the largest size the parser accepts in the smallest records, and no more.
 pub const MAX_HELD: usize = 2 * crate::tls::clienthello::MAX_HELLO;
 
+/// Writes all of `data` as plaintext on `conn`, moving its TLS records into `out` whenever
+/// rustls' own buffer is full (its limit, 64 KiB, is below a head the relay may have held, and
+/// what a held head adds to a record already buffered).
+fn write_plain<T>(conn: &mut rustls::ConnectionCommon<T>, out: &mut Vec<u8>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut n = conn.writer().write(data)?;
+        if n == 0 {
+            while conn.wants_write() {
+                conn.write_tls(out)?;
+            }
+            n = conn.writer().write(data)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
 /// Forwards what of `held` + `chunk` is not among its last `hold` bytes, in one write (one TLS
 /// record on the other leg), and keeps those: a chunk goes straight through (no copy) unless
 /// part of it is held. An emptied hold buffer is freed (a split head is rare).
@@ -705,7 +725,7 @@ impl Interceptor {
                         self.client_closed = true;
                         // The client ended inside a head: the server gets it as the client sent it.
                         let rest = std::mem::take(&mut self.held[0]);
-                        self.upstream.writer().write_all(&rest).map_err(|e| Failure::Upstream(e.to_string()))?;
+                        write_plain(&mut self.upstream, &mut self.to_server, &rest).map_err(|e| Failure::Upstream(e.to_string()))?;
                         self.upstream.send_close_notify();
                     }
                     break;
@@ -731,7 +751,7 @@ impl Interceptor {
                 return Err(Failure::Blocked(why));
             }
             let hold = self.inspector.unfinished_head(Direction::ToServer);
-            release(&mut self.held[0], chunk, hold, |b| self.upstream.writer().write_all(b)).map_err(|e| Failure::Upstream(e.to_string()))?;
+            release(&mut self.held[0], chunk, hold, |b| write_plain(&mut self.upstream, &mut self.to_server, b)).map_err(|e| Failure::Upstream(e.to_string()))?;
             reader.consume(n);
         }
         // Server -> client.
@@ -742,7 +762,7 @@ impl Interceptor {
                     if !self.server_closed {
                         self.server_closed = true;
                         let rest = std::mem::take(&mut self.held[1]);
-                        down.writer().write_all(&rest).map_err(|e| Failure::Client(e.to_string()))?;
+                        write_plain(down, &mut self.to_client, &rest).map_err(|e| Failure::Client(e.to_string()))?;
                         down.send_close_notify();
                     }
                     break;
@@ -761,7 +781,7 @@ impl Interceptor {
                         return Err(Failure::Blocked(why));
                     }
                     let hold = self.inspector.unfinished_head(Direction::ToClient);
-                    release(&mut self.held[1], chunk, hold, |b| down.writer().write_all(b)).map_err(|e| Failure::Client(e.to_string()))?;
+                    release(&mut self.held[1], chunk, hold, |b| write_plain(down, &mut self.to_client, b)).map_err(|e| Failure::Client(e.to_string()))?;
                     reader.consume(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -36,6 +36,8 @@ pub struct Options {
     pub level: Level,
     /// Bytes of each HTTP body scanned.
     pub body_depth: usize,
+    /// HTTP that cannot be followed further: block (in block mode) or alert.
+    pub unfollowable: super::Unfollowable,
     /// The address and port variables rule headers name.
     pub vars: Vars,
     /// Classtypes: category and severity of alerts.
@@ -50,6 +52,7 @@ impl Default for Options {
             mode: IpsMode::Monitor,
             level: Level::Medium,
             body_depth: 1 << 20,
+            unfollowable: super::Unfollowable::Block,
             vars: Vars::default(),
             classifications: Classifications::default(),
             references: References::default(),
@@ -293,6 +296,7 @@ pub struct Ruleset {
     overrides: Vec<Override>,
     pub mode: IpsMode,
     pub body_depth: usize,
+    pub unfollowable: super::Unfollowable,
     /// Data leak detectors run on outbound plaintext.
     pub dlp: Vec<(crate::inspect::dlp::Detector, crate::inspect::dlp::DetectorSettings)>,
     /// Source or destination networks whose flows skip the IPS.
@@ -520,6 +524,7 @@ impl Ruleset {
                 overrides: vec![Override::Own; n],
                 mode,
                 body_depth,
+                unfollowable: opts.unfollowable,
                 dlp: Vec::new(),
                 whitelist: Vec::new(),
                 databases: DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -63,6 +63,9 @@ impl FlowTuple {
 /// Per flow: the streams, what each rule has matched so far, what has fired.
 pub struct FlowIps {
     set: Arc<Ruleset>,
+    /// An HTTP/1 request head could not be followed (an anomaly): the client is HTTP/1 and
+    /// gets the block page.
+    request_unfollowable: bool,
     stream: [Option<OwnedStream>; 2],
     http: [Http1Dir; 2],
     /// The body stream of each direction's current HTTP/1 message, and its bytes so far.
@@ -182,6 +185,7 @@ impl FlowIps {
             tuple,
             header_ok,
             passed: false,
+            request_unfollowable: false,
             tls_version: [None, None],
             bits: vec![false; nbits],
             early: None,
@@ -411,6 +415,11 @@ impl FlowIps {
     }
 
     /// The alert that blocked the flow, if one did (taken or not).
+    /// A request head could not be followed (the client speaks HTTP/1, though no head was seen).
+    pub fn request_unfollowable(&self) -> bool {
+        self.request_unfollowable
+    }
+
     pub fn block_hit(&self) -> Option<&Hit> {
         self.block_hit.as_ref().or_else(|| self.hits.iter().find(|h| h.blocked))
     }
@@ -482,7 +491,17 @@ impl FlowIps {
         } else {
             self.follow_http(direction, data, scratch);
         }
+        let anomaly = match self.h2.as_mut() {
+            Some(dirs) => dirs[d].take_anomaly(),
+            None => self.http[d].take_anomaly(),
+        };
         let mut verdict = self.evaluate(direction, Some(data));
+        if let Some(a) = anomaly {
+            let blocks = self.anomaly(a, direction);
+            if verdict == Verdict::Continue {
+                verdict = blocks;
+            }
+        }
         self.end_unit(d);
         if let Some(early) = self.early.take() {
             if verdict == Verdict::Continue {
@@ -620,6 +639,34 @@ impl FlowIps {
                     self.record(dir_index(direction), id, from, to);
                 }
             }
+        }
+    }
+
+    /// HTTP that cannot be followed further: an alert with Suricata's sid for the event, and a
+    /// block in block mode unless `[ips] unfollowable = "alert"`.
+    fn anomaly(&mut self, a: crate::inspect::Anomaly, direction: Direction) -> Verdict {
+        let (sid, msg) = a.rule(direction);
+        let blocked = self.set.mode == super::IpsMode::Block && self.set.unfollowable == super::Unfollowable::Block;
+        self.request_unfollowable |= direction == Direction::ToServer && self.h2.is_none();
+        self.hits.push(Hit {
+            sid,
+            rev: 1,
+            msg: msg.to_string(),
+            classtype: Some("protocol-command-decode".into()),
+            category: Some("Generic Protocol Command Decode".into()),
+            severity: 3,
+            action: if blocked { Action::Reject } else { Action::Alert },
+            blocked,
+            direction,
+            http: self.last_http.clone(),
+            metadata: Vec::new(),
+            references: Vec::new(),
+            dlp: None,
+        });
+        if blocked {
+            Verdict::Block(BlockCause::Rule { sid, msg: msg.to_string() })
+        } else {
+            Verdict::Continue
         }
     }
 

@@ -26,6 +26,18 @@ pub enum IpsMode {
     Block,
 }
 
+/// What the IPS does when HTTP it follows cannot be followed further (an [`crate::inspect::Anomaly`]):
+/// `[ips] unfollowable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unfollowable {
+    /// Alert, and in block mode stop the flow (the default: the rules would be blind to the rest).
+    #[default]
+    Block,
+    /// Alert only.
+    Alert,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {

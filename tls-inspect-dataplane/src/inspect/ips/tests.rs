@@ -982,3 +982,30 @@ fn rules_with_the_same_header_share_its_class_and_each_flow_tests_it_once() {
     assert_eq!(fire(139), [3]);
     assert_eq!(fire(80), Vec::<u32>::new());
 }
+
+#[test]
+fn http_that_cannot_be_followed_alerts_with_suricatas_sid_and_blocks_in_block_mode() {
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nCookie: ".to_vec();
+    head.extend(vec![b'a'; crate::inspect::http1::MAX_HEAD]);
+    for (mode, unfollowable, blocks) in [(IpsMode::Block, Unfollowable::Block, true), (IpsMode::Monitor, Unfollowable::Block, false), (IpsMode::Block, Unfollowable::Alert, false)] {
+        let (rules, _) = parse_rules(LOG4J);
+        let (s, _) = Ruleset::compile(rules, &Options { mode, level: Level::Strict, unfollowable, ..Options::default() }).unwrap();
+        let s = Arc::new(s);
+        let mut scratch = s.scratch().unwrap();
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        let v = f.inspect(Direction::ToServer, &head, &mut scratch);
+        assert_eq!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 2221018")), blocks, "{mode:?} {unfollowable:?}: {v:?}");
+        assert_eq!(f.hits.len(), 1, "{:?}", f.hits);
+        assert_eq!((f.hits[0].sid, f.hits[0].msg.as_str(), f.hits[0].blocked), (2221018, "SURICATA HTTP request buffer too long", blocks));
+    }
+    // A broken HTTP/2 header block: Suricata's HTTP/2 event.
+    let s = set(LOG4J, IpsMode::Block, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS (empty), then HEADERS on stream 1 whose block HPACK cannot decode.
+    wire.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    wire.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0xff, 0xff, 0xff]);
+    let v = f.inspect(Direction::ToServer, &wire, &mut scratch);
+    assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 2290009")), "{v:?} {:?}", f.hits);
+}
