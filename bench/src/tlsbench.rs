@@ -307,7 +307,13 @@ fn clock_ticks() -> f64 {
 /// Worker CPU seconds per inspected connection over one run of `f` (the counters the workers
 /// publish a few times a second are read after they settle), and what `f` returned.
 fn cpu_per_inspected<T>(t: &Topology, f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
-    let inspected = || t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")]);
+    cpu_per(t, ("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")]), f)
+}
+
+/// Worker CPU seconds per flow counted by `counter` (a metric family and labels) over one run
+/// of `f`, and what `f` returned.
+fn cpu_per<T>(t: &Topology, counter: (&str, &[(&str, &str)]), f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    let inspected = || t.metric(counter.0, counter.1);
     std::thread::sleep(Duration::from_millis(400));
     let (cpu0, n0) = (worker_cpu_secs(t)?, inspected()?);
     let out = f()?;
@@ -362,6 +368,9 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     };
     t.start_appliance(&scope(false))?;
     let splice = (repeat(runs, || tls_rps(&t, 8443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 8443, &pki.root, big))?);
+    // What a connection costs the workers without TLS (TCP relayed on both legs, the same
+    // AF_XDP and veth path): the part of an inspected connection's CPU that is not its TLS.
+    let cpu_splice = cpu_per(&t, ("tls_inspect_worker_flows_total", &[]), || tls_rps(&t, 8443, &pki.root, secs))?.0;
     table.row("HTTPS tls-inspect splice (TCP only)", &[("req/s", splice.0), ("bulk Gbit/s", splice.1)], "");
     t.stop_appliance();
     check(t.cli().arg("detach"))?;
@@ -493,6 +502,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     let pair_secs = 1.0 / ceiling;
     table.row("worker CPU per inspected connection, new sessions", &[("ms", cpu_new * 1e3)], "");
     table.row("worker CPU per inspected connection, resuming clients", &[("ms", cpu_resumed * 1e3)], "");
+    table.row("worker CPU per spliced connection (TCP only)", &[("ms", cpu_splice * 1e3)], "");
     let other = |name: &str, i: usize| {
         let key = ["req_per_s", "bulk_gbit_s", "resumed_req_per_s"][i];
         others.get(name).and_then(|v| v[key].as_f64()).unwrap_or(f64::NAN)
@@ -510,6 +520,8 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), ">= 1.5");
     ratio(table, "cpu_per_conn_over_rustls_pair", "worker CPU per new inspected conn / rustls handshake pair", cpu_new / pair_secs, "<= 1.0");
     ratio(table, "cpu_per_resumed_conn_over_rustls_pair", "worker CPU per resumed inspected conn / rustls handshake pair", cpu_resumed / pair_secs, "<= 0.5");
+    ratio(table, "tls_cpu_per_conn_over_rustls_pair", "(inspected - spliced) worker CPU per conn / rustls pair", (cpu_new - cpu_splice) / pair_secs, "-");
+    ratio(table, "tls_cpu_per_resumed_conn_over_rustls_pair", "(resumed inspected - spliced) worker CPU per conn / rustls pair", (cpu_resumed - cpu_splice) / pair_secs, "-");
     ratio(table, "inspected_over_direct_req", "new conns: tls-inspect / direct", inspected.0 / direct.0, "-");
     ratio(table, "inspected_over_direct_bulk", "bulk: tls-inspect / direct", inspected.1 / direct.1, "-");
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
@@ -520,7 +532,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
     Ok(serde_json::json!({
         "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
-        "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "rustls_pair": pair_secs * 1e3 },
+        "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "spliced": cpu_splice * 1e3, "rustls_pair": pair_secs * 1e3 },
         "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
         "others": others,
         "ratios": ratios,

@@ -136,7 +136,7 @@ fn quick_bench_produces_a_number_for_every_scenario_and_system() -> Result<()> {
             positive(&["tls", "others", other, "bulk_gbit_s"]);
             positive(&["tls", "others", other, "resumed_req_per_s"]);
         }
-        for leg in ["new", "resuming", "rustls_pair"] {
+        for leg in ["new", "resuming", "spliced", "rustls_pair"] {
             positive(&["tls", "worker_cpu_ms_per_inspected_conn", leg]);
         }
         positive(&["memory", "levels", "1000", "kib_per_connection"]);
