@@ -676,3 +676,36 @@ fn a_padded_head_cannot_blind_the_rules() -> Result<()> {
     assert!(a.iter().any(|r| r["alert"]["signature_id"] == 2221018 && r["alert"]["action"] == "allowed"), "{a:?}");
     Ok(())
 }
+
+/// Padding cannot hide a match: many occurrences of a rule's first item that the rest does not
+/// follow, before and after the one it does, in the raw stream and in `http.uri` (a flow keeps a
+/// few matches per item; it used to keep the first ones and try only the first).
+#[test]
+fn padding_with_partial_matches_cannot_hide_the_complete_one() -> Result<()> {
+    let rules = std::env::temp_dir().join(format!("tls-inspect-padding-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "reject tcp any any -> any any (msg:\"sled\"; flow:to_server; content:\"%u9090%u\"; nocase; pcre:\"/^[a-f0-9]{4}/Ri\"; sid:7910001;)\n\
+         reject http any any -> any any (msg:\"traversal\"; flow:to_server; http.uri; content:\"/\"; content:\"etc/passwd\"; distance:0; within:11; sid:7910002;)\n",
+    )?;
+    let bed = ips_bed(&format!("mode = \"block\"\ndefault_rules = false\nrules = [\"{}\"]", rules.display()));
+    let _ = std::fs::remove_file(&rules);
+    let (b, ca) = bed?;
+    let get = |path: &str| {
+        let url = format!("https://server.test{path}");
+        let o = b.curl(&["--http1.1", "-g", "--path-as-is", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca, &url]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let pad = "%u9090%uzz-".repeat(300);
+    assert_eq!(get(&format!("/?{pad}%u9090%U90aF{pad}")), "403", "the sled behind its padding");
+    assert_eq!(get(&format!("/?{pad}")), "200", "padding alone");
+    let deep = "/a".repeat(200);
+    assert_eq!(get(&format!("{deep}/etc/passwd")), "403", "the traversal behind 200 slashes");
+    assert_eq!(get(&format!("{deep}/xxxxxxxxxxxxetc/passwd")), "404", "a slash too far from etc/passwd");
+    let records = b.wait_records(6)?;
+    let sids: Vec<_> = records.iter().filter(|r| r["event_type"] == "alert").map(|r| (r["alert"]["signature_id"].clone(), r["alert"]["action"].clone())).collect();
+    assert_eq!(sids, [(7910001.into(), "blocked".into()), (7910002.into(), "blocked".into())], "{records:?}");
+    let access = std::fs::read_to_string(b.t.dir.join("nginx/access.log")).unwrap_or_default();
+    assert!(!access.contains("90aF") && !access.contains("/etc/passwd "), "nginx saw a blocked request: {access}");
+    Ok(())
+}

@@ -12,7 +12,7 @@ use foreign_types::ForeignType;
 use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
-use super::compile::{BitOp, Eval, FieldKey, ThresholdKey};
+use super::compile::{BitOp, Chain, Eval, FieldKey, PatternRef, ThresholdKey};
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
@@ -44,7 +44,7 @@ impl Drop for OwnedStream {
 
 
 /// (rule, is_pcre, item) -> matches (start, end), a few per item.
-type Matches = HashMap<(u32, bool, u16), Vec<(u64, u64)>>;
+type Matches = rustc_hash::FxHashMap<(u32, bool, u16), Vec<(u64, u64)>>;
 
 /// A flow's addresses and ports, as rule headers match them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl FlowIps {
             http: [Http1Dir::default(), Http1Dir::default()],
             body: [None, None],
             body_seen: [0, 0],
-            matches: [HashMap::new(), HashMap::new()],
+            matches: [Matches::default(), Matches::default()],
             field_len: [HashMap::new(), HashMap::new()],
             field_bytes: [HashMap::new(), HashMap::new()],
             unit_start: [0, 0],
@@ -283,27 +283,83 @@ impl FlowIps {
         self.matches.iter().map(|m| m.values().map(Vec::len).sum::<usize>()).sum()
     }
 
+    /// Keeps a match of a rule's item. A flow keeps at most `MATCHES_PER_ITEM` per item. A
+    /// plain rule's matches are kept as they chain (`Chain`): a match of an item placed after
+    /// another is kept only if it follows a kept match of that one as the rule says, and an
+    /// item's matches are its first and its newest, less those too far back for the next item
+    /// to reach; the rule holds when every item has one. Matches arrive in the order of their
+    /// ends, so what an item follows is always there before it. So no number of other matches,
+    /// before or after the ones that complete the rule, hides it. Other rules keep their first
+    /// matches and are evaluated on them.
     fn record(&mut self, d: usize, id: u32, from: u64, to: u64) {
-        if let Some(r) = self.set.refs.get(id as usize) {
-            if !self.can_fire(r.rule, d) {
-                return;
-            }
-            // A literal's start is its end less its length (no start-of-match tracking).
-            let from = if r.is_pcre { from } else { to.saturating_sub(u64::from(r.len)) };
-            let key = (r.rule, r.is_pcre, r.item);
-            let v = self.matches[d].entry(key).or_default();
-            if v.len() < MATCHES_PER_ITEM {
+        let Some(&r) = self.set.refs.get(id as usize) else { return };
+        if !self.can_fire(r.rule, d) {
+            return;
+        }
+        // A literal's start is its end less its length (no start-of-match tracking); a pcre
+        // compiled behind its content starts that content's length after the report's start.
+        let from = if r.is_pcre { from.saturating_add(u64::from(r.len)) } else { to.saturating_sub(u64::from(r.len)) };
+        let key = (r.rule, r.is_pcre, r.item);
+        let set = &*self.set;
+        if let (Some(Some(chain)), Some(rule)) = (set.chains.get(r.rule as usize), set.rules.get(r.rule as usize)) {
+            if self.chains_on(d, rule, chain, r, (from, to)) {
+                let link = if r.is_pcre { chain.pcres[r.item as usize] } else { chain.contents[r.item as usize] };
+                let v = self.matches[d].entry(key).or_default();
+                if let Some(reach) = link.reach {
+                    v.retain(|&(_, end)| end.saturating_add(reach) >= to);
+                }
+                if v.len() >= MATCHES_PER_ITEM {
+                    v.remove(1);
+                }
+                // The rule can start to hold only when an item has its first match.
+                if v.is_empty() {
+                    self.touched.push(r.rule);
+                }
                 v.push((from, to));
-                self.touched.push(r.rule);
-                if self.set.eval.get(r.rule as usize) == Some(&Eval::DataUnit) {
-                    if let Some(rule) = self.set.rules.get(r.rule as usize) {
-                        let step = if r.is_pcre { Step::Pcre(r.item) } else { Step::Content(r.item) };
-                        if step_buffer(rule, step) == Buffer::Stream {
-                            self.unit_keys[d].push(key);
-                        }
+            }
+            return;
+        }
+        let v = self.matches[d].entry(key).or_default();
+        if v.len() < MATCHES_PER_ITEM {
+            v.push((from, to));
+            self.touched.push(r.rule);
+            if set.eval.get(r.rule as usize) == Some(&Eval::DataUnit) {
+                if let Some(rule) = set.rules.get(r.rule as usize) {
+                    let step = if r.is_pcre { Step::Pcre(r.item) } else { Step::Content(r.item) };
+                    if step_buffer(rule, step) == Buffer::Stream {
+                        self.unit_keys[d].push(key);
                     }
                 }
             }
+        }
+    }
+
+    /// The match `m` of item `r` of a chained rule follows what it must: its own modifiers, and
+    /// a kept match of the item before it when it is placed after that one.
+    fn chains_on(&self, d: usize, rule: &Rule, chain: &Chain, r: PatternRef, (from, to): (u64, u64)) -> bool {
+        let fits_after = |ptr: u64| -> bool {
+            if r.is_pcre {
+                let Some(p) = rule.pcres.get(r.item as usize) else { return false };
+                !p.relative || if p.anchored { from == ptr } else { from >= ptr }
+            } else {
+                let Some(c) = rule.contents.get(r.item as usize) else { return false };
+                let len = self.field_len[d].get(&(c.buffer, c.transforms)).copied();
+                content_fits(c, (from, to), ptr, &[0; MAX_VARS], len)
+            }
+        };
+        let link = if r.is_pcre { chain.pcres.get(r.item as usize) } else { chain.contents.get(r.item as usize) };
+        let Some(link) = link else { return false };
+        match link.prev {
+            _ if !link.relative => fits_after(0),
+            None => fits_after(0),
+            // Compiled behind the content it follows: the report holds that content's match, which
+            // needs only its own modifiers when it is not placed after anything itself.
+            Some((false, ci)) if r.is_pcre && r.len > 0 && chain.contents.get(usize::from(ci)).is_some_and(|l| !l.relative) => {
+                let Some(c) = rule.contents.get(usize::from(ci)) else { return false };
+                let len = self.field_len[d].get(&(c.buffer, c.transforms)).copied();
+                content_fits(c, (from.saturating_sub(u64::from(r.len)), from), 0, &[0; MAX_VARS], len)
+            }
+            Some((is_pcre, item)) => self.matches[d].get(&(r.rule, is_pcre, item)).is_some_and(|v| v.iter().any(|&(_, end)| fits_after(end))),
         }
     }
 
@@ -949,13 +1005,21 @@ impl FlowIps {
     /// data unit being inspected, if any).
     fn holds(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>) -> bool {
         match self.set.eval.get(ri as usize) {
-            Some(Eval::Plain) | None => self.satisfied(ri, rule, d),
-            Some(Eval::Payload) => self.satisfied_in_order(ri, rule, d, None),
+            Some(Eval::Plain) if self.set.chains.get(ri as usize).is_some_and(Option::is_some) => self.chained(ri, rule, d),
+            Some(Eval::Plain | Eval::Payload) | None => self.satisfied_in_order(ri, rule, d, None),
             Some(Eval::DataUnit) => match unit {
                 Some(u) if rule.dsize.is_none_or(|s| s.holds(u.len() as u64)) => self.satisfied_in_order(ri, rule, d, Some(u)),
                 _ => false,
             },
         }
+    }
+
+    /// A chained rule holds when each of its items has a kept match (each kept only if it
+    /// follows a kept match of the item before it) and its sizes hold.
+    fn chained(&self, ri: u32, rule: &Rule, d: usize) -> bool {
+        let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
+        let has = |is_pcre: bool, n: usize| (0..n).all(|i| self.matches[d].get(&(ri, is_pcre, i as u16)).is_some_and(|v| !v.is_empty()));
+        rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) && has(false, rule.contents.len()) && has(true, rule.pcres.len())
     }
 
     /// Suricata's content inspection: per buffer, its contents, pcres and payload keywords in
@@ -1022,15 +1086,17 @@ impl FlowIps {
                 let Some(c) = w.rule.contents.get(usize::from(ci)) else {
                     return false;
                 };
+                // A transformed buffer has its own length.
+                let len = if w.unit || c.transforms == Transforms::default() { w.view.len } else { self.field_len[w.d].get(&(c.buffer, c.transforms)).copied() };
                 if c.negated {
-                    if self.found(w, false, ci).any(|m| content_fits(c, m, ptr, vars, w.view.len)) {
+                    if self.found(w, false, ci).any(|m| content_fits(c, m, ptr, vars, len)) {
                         return false;
                     }
                     return self.walk(w, rest, ptr, vars, budget);
                 }
                 let saved = *vars;
                 for m in self.found(w, false, ci) {
-                    if content_fits(c, m, ptr, vars, w.view.len) {
+                    if content_fits(c, m, ptr, vars, len) {
                         if self.walk(w, rest, m.1, vars, budget) {
                             return true;
                         }
@@ -1088,79 +1154,6 @@ impl FlowIps {
                 }
             }
         }
-    }
-
-    fn satisfied(&self, ri: u32, rule: &Rule, d: usize) -> bool {
-        let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
-        let len_of = |c: &crate::inspect::rules::Content| self.field_len[d].get(&(c.buffer, c.transforms)).copied();
-        if !rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) {
-            return false;
-        }
-        // Contents, in order, each after the previous as its modifiers say.
-        let mut prev_end: Option<(Buffer, u64)> = None;
-        let mut ends: Vec<Option<u64>> = vec![None; rule.contents.len()];
-        for (ci, c) in rule.contents.iter().enumerate() {
-            let found = self.matches[d].get(&(ri, false, ci as u16)).map(Vec::as_slice).unwrap_or(&[]);
-            let relative_to = prev_end.filter(|(b, _)| *b == c.buffer).map(|(_, e)| e);
-            if c.negated {
-                // Only a match where the content's modifiers put it counts (a negated `endswith`
-                // fails only on a match that ends the buffer), as in Suricata.
-                if found.iter().any(|m| content_fits(c, *m, relative_to.unwrap_or(0), &[0; MAX_VARS], len_of(c))) {
-                    return false;
-                }
-                continue;
-            }
-            let ok = found.iter().find(|(from, to)| {
-                if c.startswith && *from != 0 {
-                    return false;
-                }
-                if c.endswith && Some(*to) != len_of(c) {
-                    return false;
-                }
-                if let Some(off) = c.offset {
-                    if *from < u64::from(off) {
-                        return false;
-                    }
-                }
-                if let Some(depth) = c.depth {
-                    if *to > u64::from(c.offset.unwrap_or(0)) + u64::from(depth) {
-                        return false;
-                    }
-                }
-                if let Some(p) = relative_to {
-                    if c.distance.is_some() || c.within.is_some() {
-                        let start = (p as i64 + i64::from(c.distance.unwrap_or(0))).max(0) as u64;
-                        if *from < start {
-                            return false;
-                        }
-                        if let Some(w) = c.within {
-                            if *to > start + u64::from(w) {
-                                return false;
-                            }
-                        }
-                    }
-                }
-                true
-            });
-            match ok {
-                Some((_, to)) => {
-                    prev_end = Some((c.buffer, *to));
-                    ends[ci] = Some(*to);
-                }
-                None => return false,
-            }
-        }
-        rule.pcres.iter().enumerate().all(|(pi, p)| {
-            let found = self.matches[d].get(&(ri, true, pi as u16)).map(Vec::as_slice).unwrap_or(&[]);
-            // `R`: after the end of the content before it, when that content is in the same
-            // buffer.
-            let start = match p.after {
-                Some(ci) if p.relative && rule.contents[ci].buffer == p.buffer => ends[ci].unwrap_or(0),
-                _ => 0,
-            };
-            let hit = found.iter().any(|(from, _)| if p.anchored { *from == start } else { *from >= start });
-            hit != p.negated
-        })
     }
 }
 

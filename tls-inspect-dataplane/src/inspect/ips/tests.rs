@@ -1009,3 +1009,46 @@ fn http_that_cannot_be_followed_alerts_with_suricatas_sid_and_blocks_in_block_mo
     let v = f.inspect(Direction::ToServer, &wire, &mut scratch);
     assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 2290009")), "{v:?} {:?}", f.hits);
 }
+
+/// A stream rule's items are tried as Suricata tries them, every match of each against the rest,
+/// and no number of earlier or later matches of one item hides the one that completes the rule
+/// (a flow keeps a few matches per item: padding used to fill them, and the first match of a
+/// content used to be the only one tried).
+#[test]
+fn no_number_of_other_matches_of_an_item_hides_the_one_that_completes_a_rule() {
+    let text = r#"alert tcp any any -> any any (msg:"nop sled"; flow:to_client; content:"%u9090%u"; nocase; pcre:"/^[a-f0-9]{4}/Ri"; sid:11;)
+alert tcp any any -> any any (msg:"pair"; flow:to_client; content:"EVIL"; content:"MARK"; distance:0; within:8; sid:12;)
+alert http any any -> any any (msg:"body pair"; flow:to_client; file.data; content:"<object"; nocase; pcre:"/^\s+classid=x/Ri"; sid:13;)
+alert tcp any any -> any any (msg:"placed"; flow:to_server; content:"GET"; depth:3; pcre:"/^\s+\/x/R"; sid:14;)
+alert http any any -> any any (msg:"uri pair"; flow:to_server; http.uri; content:"/"; content:"etc/passwd"; distance:0; within:11; sid:15;)
+"#;
+    let set = compile_with(text, &Options::default());
+    let d = Direction::ToClient;
+    // The real one after a first occurrence that does not complete the rule.
+    assert_eq!(sids_of(&set, d, &[b"x%u9090%uZZZZ y %U9090%u90aF"]), [11]);
+    assert_eq!(sids_of(&set, d, &[b"EVIL.......... EVIL--MARK"]), [12]);
+    assert!(sids_of(&set, d, &[b"x%u9090%uZZZZ y 90aF"]).is_empty());
+    assert!(sids_of(&set, d, &[b"EVIL.......... MARK"]).is_empty());
+    // Padding with many matches of each item, before the real one and after it, in one read and in many.
+    let pad_before = "%u9090%uzz ".repeat(100) + &"abcd ".repeat(100) + &"EVIL.........".repeat(100) + &"MARK ".repeat(100);
+    let real = "%u9090%u9090 EVIL--MARK";
+    let pad_after = "%u9090%uzz EVIL-. ".repeat(100) + &"abcd MARK ".repeat(100);
+    let one = format!("{pad_before}{real}{pad_after}");
+    assert_eq!(sids_of(&set, d, &[one.as_bytes()]), [11, 12]);
+    let pieces: Vec<&[u8]> = one.as_bytes().chunks(7).collect();
+    assert_eq!(sids_of(&set, d, &pieces), [11, 12]);
+    assert!(sids_of(&set, d, &[format!("{pad_before}{pad_after}").as_bytes()]).is_empty());
+    // The same in a response body.
+    let body = format!("{}<OBJECT  classid=x{}", "<object classid=y ".repeat(100), "<object z".repeat(100));
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    assert_eq!(sids_of(&set, d, &[resp.as_bytes()]), [13]);
+    // A pcre compiled behind its content still honours the content's own modifiers.
+    let get = |uri: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes();
+    assert!(sids_of(&set, Direction::ToServer, &[&get("/x")]).contains(&14));
+    assert!(!sids_of(&set, Direction::ToServer, &[b"xGET /x HTTP/1.1\r\nHost: h\r\n\r\n"]).contains(&14));
+    // A field buffer: many matches of the first item before the one the second follows.
+    let deep = "/a".repeat(60) + "/etc/passwd";
+    assert!(sids_of(&set, Direction::ToServer, &[&get(&deep)]).contains(&15));
+    assert!(!sids_of(&set, Direction::ToServer, &[&get(&("/a".repeat(60) + "/xxxxxxxxxxxxetc/passwd"))]).contains(&15));
+}
+
