@@ -483,7 +483,15 @@ impl Ruleset {
                 if position_free(r, eval[ri], false, ci) {
                     flags |= CompileFlags::SINGLEMATCH;
                 }
-                let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags)?;
+                let behind = content_behind(r, ci).and_then(|(a, lo, hi)| {
+                    let expr = format!("{}(?s:.{{{lo},{hi}}}){}", caseless_literal(a), caseless_literal(c));
+                    let pat = Pattern::with_flags(expr, CompileFlags::empty()).ok()?;
+                    Patterns(vec![pat.clone()]).build::<Streaming>().ok().map(|_| pat)
+                });
+                let mut pat = match behind {
+                    Some(pat) => pat,
+                    None => Pattern::with_flags(hex_literal(&c.pattern), flags)?,
+                };
                 pat.id = Some(refs.len());
                 refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
                 db.add(c.buffer, c.transforms, r.flow, pat);
@@ -870,11 +878,49 @@ fn behind_content(r: &Rule, pi: usize) -> Option<&crate::inspect::rules::Content
     (!c.negated && c.transforms == p.transforms && !c.pattern.is_empty()).then_some(c)
 }
 
+/// A content's literal as a part of a larger expression (caseless if the content is `nocase`).
+fn caseless_literal(c: &crate::inspect::rules::Content) -> String {
+    let literal = hex_literal(&c.pattern);
+    if c.nocase {
+        format!("(?i:{literal})")
+    } else {
+        literal
+    }
+}
+
+/// Items this short report so often in bulk data (`|3B|` every 256 random bytes) that they are
+/// compiled behind the content they follow when they can be (`content_behind`).
+const SHORT_ITEM: usize = 3;
+
+/// A short content on the stream or a body placed at most some 255 bytes after the content
+/// before it (`distance` >= 0 and `within`): it is compiled behind that content, with the gap the
+/// two modifiers allow (`for\((?s:.{0,19});` for `content:"for("; content:";"; within:20;`),
+/// so Hyperscan reports it only where it follows an occurrence of that content as the rule
+/// says, not at every occurrence. The report still ends where the content does, and the matcher
+/// still checks it against the kept matches of the content before it: this only leaves out
+/// matches that follow no occurrence at all. Returns that content and the gap's bounds.
+fn content_behind(r: &Rule, ci: usize) -> Option<(&crate::inspect::rules::Content, u64, u64)> {
+    let c = r.contents.get(ci)?;
+    if c.pattern.len() > SHORT_ITEM || stream_kind(c.buffer) == 2 || c.vars.any() {
+        return None;
+    }
+    let within = u64::from(c.within?);
+    let lo = u64::try_from(c.distance.unwrap_or(0)).ok()?;
+    let hi = (lo + within).checked_sub(c.pattern.len() as u64)?;
+    if hi > 255 {
+        return None;
+    }
+    let at = r.order.iter().position(|s| *s == Step::Content(ci as u16))?;
+    let before = r.order[..at].iter().rev().find(|s| crate::inspect::rules::step_buffer(r, **s) == c.buffer)?;
+    let Step::Content(ai) = before else { return None };
+    let a = r.contents.get(usize::from(*ai))?;
+    (!a.negated && a.transforms == c.transforms && !a.pattern.is_empty() && !a.vars.any()).then_some((a, lo, hi))
+}
+
 /// The pcre of `behind_content` compiled behind its content: the literal (caseless if the
 /// content is `nocase`), then the pcre under its own flags.
 fn behind_pattern(c: &crate::inspect::rules::Content, p: &crate::inspect::rules::Pcre) -> Result<Pattern> {
-    let literal = hex_literal(&c.pattern);
-    let literal = if c.nocase { format!("(?i:{literal})") } else { literal };
+    let literal = caseless_literal(c);
     let flags: String = p.flags.chars().filter(|f| matches!(f, 'i' | 's' | 'm')).collect();
     let expr = if flags.is_empty() { format!("{literal}(?:{})", p.pattern) } else { format!("{literal}(?{flags}:{})", p.pattern) };
     Ok(Pattern::with_flags(expr, CompileFlags::empty())?)

@@ -1021,6 +1021,7 @@ alert tcp any any -> any any (msg:"pair"; flow:to_client; content:"EVIL"; conten
 alert http any any -> any any (msg:"body pair"; flow:to_client; file.data; content:"<object"; nocase; pcre:"/^\s+classid=x/Ri"; sid:13;)
 alert tcp any any -> any any (msg:"placed"; flow:to_server; content:"GET"; depth:3; pcre:"/^\s+\/x/R"; sid:14;)
 alert http any any -> any any (msg:"uri pair"; flow:to_server; http.uri; content:"/"; content:"etc/passwd"; distance:0; within:11; sid:15;)
+alert tcp any any -> any any (msg:"short behind"; flow:to_client; content:"for("; content:"|3B|"; distance:2; within:20; content:"--)"; within:10; sid:16;)
 "#;
     let set = compile_with(text, &Options::default());
     let d = Direction::ToClient;
@@ -1042,6 +1043,15 @@ alert http any any -> any any (msg:"uri pair"; flow:to_server; http.uri; content
     let body = format!("{}<OBJECT  classid=x{}", "<object classid=y ".repeat(100), "<object z".repeat(100));
     let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     assert_eq!(sids_of(&set, d, &[resp.as_bytes()]), [13]);
+    // A short content compiled behind the one it follows: the gap its modifiers allow, no more,
+    // no less, whatever other occurrences surround it.
+    assert_eq!(sids_of(&set, d, &[b"for(i=0;i--)"]), [16]);
+    assert!(sids_of(&set, d, &[b"for(;;i--)"]).is_empty(), "distance:2");
+    assert!(sids_of(&set, d, &[b"for(0123456789012345678901;i--)"]).is_empty(), "within:20");
+    let js = format!("{}for(i=0;i--){}", ";;;for(;x;--) ".repeat(200), "for(;".repeat(200));
+    assert_eq!(sids_of(&set, d, &[js.as_bytes()]), [16]);
+    let pieces: Vec<&[u8]> = js.as_bytes().chunks(5).collect();
+    assert_eq!(sids_of(&set, d, &pieces), [16]);
     // A pcre compiled behind its content still honours the content's own modifiers.
     let get = |uri: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes();
     assert!(sids_of(&set, Direction::ToServer, &[&get("/x")]).contains(&14));
