@@ -256,6 +256,10 @@ pub struct Compiled {
     /// run at the detection pointer on the unit's bytes instead of searched by Hyperscan (a
     /// class like `^(\x75|\x2d|...)` would otherwise report at nearly every byte).
     pub(super) at_pointer: Vec<Vec<Option<Arc<regex::bytes::Regex>>>>,
+    /// Per rule and content: a relative content on the stream of a rule evaluated per data unit,
+    /// searched for in the unit's bytes from the detection pointer, as Suricata looks for it,
+    /// instead of reported by Hyperscan (`searched_at_pointer`).
+    pub(super) searched: Vec<Vec<bool>>,
     /// Per rule: its resolved header and what its alerts say.
     /// Per rule: its header's index in `header_classes` (rules share a few distinct headers,
     /// which a flow tests once when it starts, not at every match).
@@ -477,8 +481,12 @@ impl Ruleset {
         let mut refs = Vec::new();
         let mut db = Databases::default();
         let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
+        let searched: Vec<Vec<bool>> = ok_rules.iter().enumerate().map(|(ri, r)| (0..r.contents.len()).map(|ci| searched_at_pointer(r, eval[ri], ci, &at_pointer_of[ri])).collect()).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
+                if searched[ri][ci] {
+                    continue;
+                }
                 let mut flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
                 if position_free(r, eval[ri], false, ci) {
                     flags |= CompileFlags::SINGLEMATCH;
@@ -599,6 +607,7 @@ impl Ruleset {
                     field_transforms,
                     fallbacks: fallback_of,
                     at_pointer: at_pointer_of,
+                    searched,
                     header_of,
                     header_classes,
                     meta: metas,
@@ -823,6 +832,23 @@ fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::
         .size_limit(1 << 20)
         .build()
         .ok()
+}
+
+/// A content placed after the one before it (`distance`, `within`) on the stream of a rule
+/// evaluated per data unit, whose bytes the matcher has: it is looked for in them from the
+/// detection pointer, as Suricata does, not reported by Hyperscan wherever it occurs (ET 2012978's
+/// `content:!"|0A|"; within:100;` after an `isdataat` was a one-byte literal Hyperscan reported
+/// every 256 bytes of a download). The rule keeps a content or pcre Hyperscan reports, which is
+/// what brings it to evaluation.
+fn searched_at_pointer(r: &Rule, eval: Eval, ci: usize, at_pointer: &[Option<Arc<regex::bytes::Regex>>]) -> bool {
+    let relative_on_stream = |c: &crate::inspect::rules::Content| c.buffer == Buffer::Stream && (c.distance.is_some() || c.within.is_some());
+    let Some(c) = r.contents.get(ci) else { return false };
+    if eval != Eval::DataUnit || !relative_on_stream(c) {
+        return false;
+    }
+    let reported_content = r.contents.iter().any(|k| !k.negated && !relative_on_stream(k));
+    let reported_pcre = r.pcres.iter().enumerate().any(|(pi, p)| !p.negated && at_pointer.get(pi).is_none_or(Option::is_none));
+    reported_content || reported_pcre
 }
 
 /// The patterns of each database, while a set compiles.

@@ -1088,14 +1088,16 @@ impl FlowIps {
                 };
                 // A transformed buffer has its own length.
                 let len = if w.unit || c.transforms == Transforms::default() { w.view.len } else { self.field_len[w.d].get(&(c.buffer, c.transforms)).copied() };
+                let searched = w.unit && self.set.searched.get(w.ri as usize).and_then(|v| v.get(usize::from(ci))).copied().unwrap_or(false);
+                let matches: Vec<(u64, u64)> = if searched { search_from(c, w.view.bytes.unwrap_or(&[]), ptr, vars) } else { self.found(w, false, ci).collect() };
                 if c.negated {
-                    if self.found(w, false, ci).any(|m| content_fits(c, m, ptr, vars, len)) {
+                    if matches.iter().any(|&m| content_fits(c, m, ptr, vars, len)) {
                         return false;
                     }
                     return self.walk(w, rest, ptr, vars, budget);
                 }
                 let saved = *vars;
-                for m in self.found(w, false, ci) {
+                for m in matches {
                     if content_fits(c, m, ptr, vars, len) {
                         if self.walk(w, rest, m.1, vars, budget) {
                             return true;
@@ -1177,6 +1179,30 @@ struct Walk<'a> {
     view: View<'a>,
     /// Positions are the data unit's (matches outside it do not count).
     unit: bool,
+}
+
+/// The occurrences of a relative content in a data unit's `bytes` from where its `distance`
+/// (from the pointer) puts its start up to where its `within` ends (`Compiled::searched`).
+fn search_from(c: &Content, bytes: &[u8], ptr: u64, vars: &[u64; MAX_VARS]) -> Vec<(u64, u64)> {
+    let var = |v: Option<payload::VarId>| v.and_then(|v| vars.get(usize::from(v.0)).copied());
+    let distance = var(c.vars.distance).map(|v| i64::from(v as u32 as i32)).or(c.distance.map(i64::from)).unwrap_or(0);
+    let within = var(c.vars.within).map(|v| u64::from(v as u32)).or(c.within.map(u64::from));
+    let n = c.pattern.len();
+    let Ok(start) = usize::try_from((i128::from(ptr) + i128::from(distance)).max(0)) else { return Vec::new() };
+    let end = within.and_then(|w| usize::try_from(w).ok()).map_or(bytes.len(), |w| start.saturating_add(w).min(bytes.len()));
+    if n == 0 || start >= end || end - start < n {
+        return Vec::new();
+    }
+    let hay = &bytes[start..end];
+    let at = |i: usize| ((start + i) as u64, (start + i + n) as u64);
+    if !c.nocase {
+        return memchr::memmem::find_iter(hay, &c.pattern).map(at).collect();
+    }
+    let first = c.pattern[0];
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay)
+        .filter(|&i| hay.get(i..i + n).is_some_and(|w| w.eq_ignore_ascii_case(&c.pattern)))
+        .map(at)
+        .collect()
 }
 
 /// A content's match `(from, to)` fits its modifiers with the detection pointer at `ptr`:

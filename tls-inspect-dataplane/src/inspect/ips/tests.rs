@@ -961,6 +961,29 @@ alert tcp any any -> any any (msg:"not u"; content:"SMB"; pcre:!"/^\x75/R"; byte
     assert_eq!(f.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), [1]);
 }
 
+/// A relative content of a rule evaluated per data unit is looked for in the unit's bytes from
+/// the detection pointer (every occurrence tried), not reported by Hyperscan.
+#[test]
+fn a_relative_content_of_a_data_unit_rule_is_searched_from_the_pointer() {
+    let text = r#"alert tcp any any -> any any (msg:"no newline"; content:"COOL"; isdataat:4,relative; content:!"|0a|"; within:12; sid:1;)
+alert tcp any any -> any any (msg:"pair"; content:"AB"; byte_test:1,=,0x2d,0,relative; content:"xy"; nocase; distance:3; within:4; sid:2;)
+"#;
+    let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
+    assert_eq!(set.searched, [vec![false, true], vec![false, true]], "the relative contents are not in a Hyperscan database");
+    let fire = |data: &[&[u8]]| sids_of(&set, Direction::ToServer, data);
+    assert_eq!(fire(&[b"..COOL 123456789012 ."]), [1]);
+    assert!(fire(&[b"..COOL 1234\n6789012 ."]).is_empty(), "a newline within 12");
+    assert_eq!(fire(&[b"..COOL 123456789012\n"]), [1], "a newline past within");
+    assert!(fire(&[b"..COOL 12"]).is_empty(), "isdataat");
+    assert_eq!(fire(&[b"AB-..XY"]), [2]);
+    assert_eq!(fire(&[b"AB-...xy"]), [2]);
+    assert!(fire(&[b"AB-xy..."]).is_empty(), "distance:3");
+    assert!(fire(&[b"AB-.....xy"]).is_empty(), "within:4");
+    // Every occurrence of the first content is tried, and the second must be in the same unit.
+    assert_eq!(fire(&[b"AB+..xy AB-..xY"]), [2]);
+    assert!(fire(&[b"AB-..", b"xy"]).is_empty(), "per data unit");
+}
+
 
 #[test]
 fn rules_with_the_same_header_share_its_class_and_each_flow_tests_it_once() {
