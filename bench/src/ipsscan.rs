@@ -11,6 +11,16 @@ use tls_inspect_dataplane::inspect::{Direction, DEFAULT_RULES};
 /// The public ruleset sample the benchmarks load (ET Open, BSD part; see its header).
 pub const ET_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tls-inspect-dataplane/tests/fixtures/et-open-sample.rules");
 
+/// How the tables name a public ruleset: "ET Open sample" for the one in the tree, else its
+/// file name.
+pub fn ruleset_name(path: &std::path::Path) -> String {
+    if path == std::path::Path::new(ET_SAMPLE) {
+        "ET Open sample".into()
+    } else {
+        format!("ET Open ({})", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+    }
+}
+
 /// What one `ips-scan` measured.
 pub struct Scan {
     pub mb_per_s: f64,

@@ -60,6 +60,11 @@ struct Args {
     /// Connection counts of the memory scenario (default 1000,10000,100000; quick: 1000).
     #[arg(long, value_delimiter = ',')]
     memory_levels: Vec<usize>,
+    /// The public ruleset the IPS rows load on top of the bundled rules (and the memory
+    /// scenario loads): the ET Open sample in the tree by default, or an operator's whole
+    /// release (`emerging-all.rules`).
+    #[arg(long, default_value = ipsscan::ET_SAMPLE)]
+    et_rules: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -342,8 +347,8 @@ fn run_all(args: &Args) -> Result<()> {
             Scenario::Forwarding => compare(args.quick, runs, &mut table),
             Scenario::Pps => passthrough::pps(args.quick, runs, &mut table),
             Scenario::ProgRun => passthrough::prog_run(args.quick, runs, &mut table),
-            Scenario::Tls => tlsbench::compare(args.quick, runs, &mut table),
-            Scenario::Memory => memory::idle_memory(args.quick, &args.memory_levels, &mut table),
+            Scenario::Tls => tlsbench::compare(args.quick, runs, &args.et_rules, &mut table),
+            Scenario::Memory => memory::idle_memory(args.quick, &args.memory_levels, &args.et_rules, &mut table),
         };
         match r {
             Ok(v) => {

@@ -24,7 +24,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
 }
 
-pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<serde_json::Value> {
+pub fn idle_memory(quick: bool, levels: &[usize], et_rules: &std::path::Path, table: &mut Table) -> Result<serde_json::Value> {
     let levels: &[usize] = if !levels.is_empty() {
         levels
     } else if quick {
@@ -73,7 +73,7 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
         ca_dir.display(),
         pki.root.display(),
         // Each connection holds its IPS state, with a public ruleset loaded.
-        crate::ipsscan::ET_SAMPLE,
+        et_rules.display(),
     );
     t.start_appliance(&config)?;
     let pid = t.daemon().context("no daemon")?.child.id();
@@ -145,7 +145,7 @@ pub fn idle_memory(quick: bool, levels: &[usize], table: &mut Table) -> Result<s
             let inspected = t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])?;
             let per = (rss.saturating_sub(base)) as f64 / (total - warm).max(1) as f64;
             table.row(
-                &format!("memory: {} idle inspected connections (IPS on, ET Open sample loaded)", total - warm),
+                &format!("memory: {} idle inspected connections (IPS on, {} loaded)", total - warm, crate::ipsscan::ruleset_name(et_rules)),
                 &[("KiB/conn", per), ("MiB RSS", rss as f64 / 1024.0)],
                 &format!("(target <= 48 KiB; {failed} failed to open; workers hold {open_flows})"),
             );

@@ -342,7 +342,8 @@ fn shared_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((store, cert, key))
 }
 
-pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json::Value> {
+pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> Result<serde_json::Value> {
+    let et_name = crate::ipsscan::ruleset_name(et_rules);
     let secs = if quick { 1.0 } else { 3.0 };
     let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
     println!("\nmeasuring HTTPS: direct, splice, inspected (IPS off/on), Squid ssl-bump, mitmproxy, the rustls ceiling");
@@ -379,8 +380,9 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     // requests and the bulk body match nothing, so everything is scanned and nothing stops),
     // alternated run by run so that the VM's drift hits both alike.
     let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
-    // And with a public ruleset on top (the ET Open sample: its rules alert, none blocks here).
-    let with_et_config = format!("{with_ips_config}rules = [\"{}\"]\n", crate::ipsscan::ET_SAMPLE);
+    // And with a public ruleset on top (the ET Open sample or `--et-rules`: its rules alert, none
+    // blocks here).
+    let with_et_config = format!("{with_ips_config}rules = [\"{}\"]\n", et_rules.display());
     let (mut off, mut on, mut et) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     let (mut forged, mut inspected_flows) = (0, 0);
     // With the IPS off: worker CPU per inspected connection (new sessions, resuming clients),
@@ -414,7 +416,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     table.row("HTTPS tls-inspect inspected, resuming clients", &[("req/s", resuming)], "");
     let (cpu_new, cpu_resumed) = (median(cpu_new), median(cpu_resumed));
     table.row("HTTPS tls-inspect inspected + IPS (bundled, block)", &[("req/s", with_ips.0), ("bulk Gbit/s", with_ips.1)], "");
-    table.row("HTTPS tls-inspect inspected + IPS (bundled + ET Open sample)", &[("req/s", with_et.0), ("bulk Gbit/s", with_et.1)], "");
+    table.row(&format!("HTTPS tls-inspect inspected + IPS (bundled + {et_name})"), &[("req/s", with_et.0), ("bulk Gbit/s", with_et.1)], "");
     table.note(&format!("({inspected_flows} flows inspected with {forged} certificate signature(s), one per appliance start: the cache was warm)"));
 
     // The transparent proxies, on the appliance namespace turned router.
@@ -489,11 +491,11 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         Ok(median3(v))
     };
     let scans = [
-        ("bundled ruleset", measure(None, None, false)?),
-        ("1,000 generated rules", measure(Some("1000"), None, false)?),
-        ("10,000 generated rules", measure(Some("10000"), None, false)?),
-        ("ET Open sample", measure(None, Some(crate::ipsscan::ET_SAMPLE), false)?),
-        ("ET Open sample, one random download", measure(None, Some(crate::ipsscan::ET_SAMPLE), true)?),
+        ("bundled ruleset".to_string(), measure(None, None, false)?),
+        ("1,000 generated rules".to_string(), measure(Some("1000"), None, false)?),
+        ("10,000 generated rules".to_string(), measure(Some("10000"), None, false)?),
+        (et_name.clone(), measure(None, Some(&et_rules.to_string_lossy()), false)?),
+        (format!("{et_name}, one random download"), measure(None, Some(&et_rules.to_string_lossy()), true)?),
     ];
     for (name, (mbs, compile, mib)) in &scans {
         table.row(&format!("Hyperscan streaming scan, 1 core: {name}"), &[("MB/s", *mbs), ("compile s", *compile), ("MiB", *mib)], "");
@@ -527,8 +529,8 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
     ratio(table, "ips_on_over_off_req", "IPS on / off, new conns", with_ips.0 / inspected.0, ">= 0.90");
     ratio(table, "ips_on_over_off_bulk", "IPS on / off, bulk", with_ips.1 / inspected.1, ">= 0.90");
-    ratio(table, "et_ips_on_over_off_req", "IPS with ET Open sample on / off, new conns", with_et.0 / inspected.0, ">= 0.80");
-    ratio(table, "et_ips_on_over_off_bulk", "IPS with ET Open sample on / off, bulk", with_et.1 / inspected.1, ">= 0.80");
+    ratio(table, "et_ips_on_over_off_req", &format!("IPS with {et_name} on / off, new conns"), with_et.0 / inspected.0, ">= 0.80");
+    ratio(table, "et_ips_on_over_off_bulk", &format!("IPS with {et_name} on / off, bulk"), with_et.1 / inspected.1, ">= 0.80");
     ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
     Ok(serde_json::json!({
         "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
@@ -540,6 +542,7 @@ pub fn compare(quick: bool, runs: usize, table: &mut Table) -> Result<serde_json
         "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0, "et_open_sample_bulk": scans[4].1.0 },
         "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
         "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },
+        "et_rules": et_rules.display().to_string(),
         "flows_inspected": inspected_flows,
         "certificates_forged": forged,
         "ca": "RSA-2048 root, the same for tls-inspect, Squid and mitmproxy",

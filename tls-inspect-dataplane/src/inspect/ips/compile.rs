@@ -492,7 +492,11 @@ impl Ruleset {
                     flags |= CompileFlags::SINGLEMATCH;
                 }
                 let behind = content_behind(r, ci).and_then(|(a, lo, hi)| {
-                    let expr = format!("{}(?s:.{{{lo},{hi}}}){}", caseless_literal(a), caseless_literal(c));
+                    let gap = match hi {
+                        Some(hi) => format!("{{{lo},{hi}}}"),
+                        None => format!("{{{lo},}}"),
+                    };
+                    let expr = format!("{}(?s:.{gap}){}", caseless_literal(a), caseless_literal(c));
                     let pat = Pattern::with_flags(expr, CompileFlags::empty()).ok()?;
                     Patterns(vec![pat.clone()]).build::<Streaming>().ok().map(|_| pat)
                 });
@@ -834,16 +838,26 @@ fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::
         .ok()
 }
 
-/// A content placed after the one before it (`distance`, `within`) on the stream of a rule
-/// evaluated per data unit, whose bytes the matcher has: it is looked for in them from the
+/// A content on the stream of a rule evaluated per data unit, whose bytes the matcher has, other
+/// than the one its evaluation starts from: it is looked for in the unit's bytes from the
 /// detection pointer, as Suricata does, not reported by Hyperscan wherever it occurs (ET 2012978's
 /// `content:!"|0A|"; within:100;` after an `isdataat` was a one-byte literal Hyperscan reported
-/// every 256 bytes of a download). The rule keeps a content or pcre Hyperscan reports, which is
-/// what brings it to evaluation.
+/// every 256 bytes of a download, and `content:"|00|"` of the GPL NETBIOS rules every 256). The
+/// rule keeps one content or pcre Hyperscan reports, which is what brings it to evaluation.
 fn searched_at_pointer(r: &Rule, eval: Eval, ci: usize, at_pointer: &[Option<Arc<regex::bytes::Regex>>]) -> bool {
     let relative_on_stream = |c: &crate::inspect::rules::Content| c.buffer == Buffer::Stream && (c.distance.is_some() || c.within.is_some());
     let Some(c) = r.contents.get(ci) else { return false };
-    if eval != Eval::DataUnit || !relative_on_stream(c) {
+    if eval != Eval::DataUnit || c.buffer != Buffer::Stream {
+        return false;
+    }
+    // One content of the stream is reported, the longest the rule needs (Suricata's fast
+    // pattern): the rule cannot hold in a unit without it, and the others are looked for in
+    // that unit once it matched.
+    let anchor = r.contents.iter().enumerate().filter(|(_, k)| k.buffer == Buffer::Stream && !k.negated).max_by_key(|(i, k)| (k.pattern.len(), std::cmp::Reverse(*i))).map(|(i, _)| i);
+    if let Some(a) = anchor {
+        return a != ci;
+    }
+    if !relative_on_stream(c) {
         return false;
     }
     let reported_content = r.contents.iter().any(|k| !k.negated && !relative_on_stream(k));
@@ -918,24 +932,24 @@ fn caseless_literal(c: &crate::inspect::rules::Content) -> String {
 /// compiled behind the content they follow when they can be (`content_behind`).
 const SHORT_ITEM: usize = 3;
 
-/// A short content on the stream or a body placed at most some 255 bytes after the content
-/// before it (`distance` >= 0 and `within`): it is compiled behind that content, with the gap the
-/// two modifiers allow (`for\((?s:.{0,19});` for `content:"for("; content:";"; within:20;`),
-/// so Hyperscan reports it only where it follows an occurrence of that content as the rule
-/// says, not at every occurrence. The report still ends where the content does, and the matcher
-/// still checks it against the kept matches of the content before it: this only leaves out
-/// matches that follow no occurrence at all. Returns that content and the gap's bounds.
-fn content_behind(r: &Rule, ci: usize) -> Option<(&crate::inspect::rules::Content, u64, u64)> {
+/// A short content on the stream or a body placed after the content before it (`distance` >= 0,
+/// `within`): it is compiled behind that content, with the gap the two modifiers allow
+/// (`for\((?s:.{0,19});` for `content:"for("; content:";"; within:20;`; a gap of more than 255
+/// bytes, or without `within`, is open-ended), so Hyperscan reports it only where it follows an
+/// occurrence of that content as the rule says, not at every occurrence. The report still ends
+/// where the content does, and the matcher still checks it against the kept matches of the
+/// content before it: this only leaves out matches that follow no occurrence at all. Returns
+/// that content and the gap's bounds.
+fn content_behind(r: &Rule, ci: usize) -> Option<(&crate::inspect::rules::Content, u64, Option<u64>)> {
     let c = r.contents.get(ci)?;
-    if c.pattern.len() > SHORT_ITEM || stream_kind(c.buffer) == 2 || c.vars.any() {
+    if c.pattern.len() > SHORT_ITEM || stream_kind(c.buffer) == 2 || c.vars.any() || (c.distance.is_none() && c.within.is_none()) {
         return None;
     }
-    let within = u64::from(c.within?);
     let lo = u64::try_from(c.distance.unwrap_or(0)).ok()?;
-    let hi = (lo + within).checked_sub(c.pattern.len() as u64)?;
-    if hi > 255 {
-        return None;
-    }
+    let hi = match c.within {
+        Some(w) => Some((lo + u64::from(w)).checked_sub(c.pattern.len() as u64)?).filter(|hi| *hi <= 255),
+        None => None,
+    };
     let at = r.order.iter().position(|s| *s == Step::Content(ci as u16))?;
     let before = r.order[..at].iter().rev().find(|s| crate::inspect::rules::step_buffer(r, **s) == c.buffer)?;
     let Step::Content(ai) = before else { return None };

@@ -967,9 +967,11 @@ alert tcp any any -> any any (msg:"not u"; content:"SMB"; pcre:!"/^\x75/R"; byte
 fn a_relative_content_of_a_data_unit_rule_is_searched_from_the_pointer() {
     let text = r#"alert tcp any any -> any any (msg:"no newline"; content:"COOL"; isdataat:4,relative; content:!"|0a|"; within:12; sid:1;)
 alert tcp any any -> any any (msg:"pair"; content:"AB"; byte_test:1,=,0x2d,0,relative; content:"xy"; nocase; distance:3; within:4; sid:2;)
+alert tcp any any -> any any (msg:"nul first"; content:"|00|"; content:"SMBr"; byte_test:1,=,0x41,0,relative; sid:3;)
 "#;
     let set = compile_with(text, &Options { level: Level::Strict, ..Options::default() });
-    assert_eq!(set.searched, [vec![false, true], vec![false, true]], "the relative contents are not in a Hyperscan database");
+    // Hyperscan reports one content per rule, the longest it needs.
+    assert_eq!(set.searched, [vec![false, true], vec![false, true], vec![true, false]], "only the anchor is in a Hyperscan database");
     let fire = |data: &[&[u8]]| sids_of(&set, Direction::ToServer, data);
     assert_eq!(fire(&[b"..COOL 123456789012 ."]), [1]);
     assert!(fire(&[b"..COOL 1234\n6789012 ."]).is_empty(), "a newline within 12");
@@ -982,6 +984,10 @@ alert tcp any any -> any any (msg:"pair"; content:"AB"; byte_test:1,=,0x2d,0,rel
     // Every occurrence of the first content is tried, and the second must be in the same unit.
     assert_eq!(fire(&[b"AB+..xy AB-..xY"]), [2]);
     assert!(fire(&[b"AB-..", b"xy"]).is_empty(), "per data unit");
+    assert_eq!(fire(&[b"..\x00..SMBrA"]), [3]);
+    assert_eq!(fire(&[b"SMBrA..\x00"]), [3], "an item not placed after another is anywhere in the unit");
+    assert!(fire(&[b"..SMBrA.."]).is_empty());
+    assert!(fire(&[b"\x00", b"SMBrA"]).is_empty(), "per data unit");
 }
 
 
@@ -1045,6 +1051,7 @@ alert http any any -> any any (msg:"body pair"; flow:to_client; file.data; conte
 alert tcp any any -> any any (msg:"placed"; flow:to_server; content:"GET"; depth:3; pcre:"/^\s+\/x/R"; sid:14;)
 alert http any any -> any any (msg:"uri pair"; flow:to_server; http.uri; content:"/"; content:"etc/passwd"; distance:0; within:11; sid:15;)
 alert tcp any any -> any any (msg:"short behind"; flow:to_client; content:"for("; content:"|3B|"; distance:2; within:20; content:"--)"; within:10; sid:16;)
+alert tcp any any -> any any (msg:"open gap"; flow:to_client; content:"eval("; content:"|3B|"; distance:5; sid:17;)
 "#;
     let set = compile_with(text, &Options::default());
     let d = Direction::ToClient;
@@ -1075,6 +1082,9 @@ alert tcp any any -> any any (msg:"short behind"; flow:to_client; content:"for("
     assert_eq!(sids_of(&set, d, &[js.as_bytes()]), [16]);
     let pieces: Vec<&[u8]> = js.as_bytes().chunks(5).collect();
     assert_eq!(sids_of(&set, d, &pieces), [16]);
+    // ... and with a gap open at the end (distance without within).
+    assert_eq!(sids_of(&set, d, &[format!("{}eval(12345{};", ";".repeat(50), "x".repeat(3000)).as_bytes()]), [17]);
+    assert!(sids_of(&set, d, &[format!("{}eval(1234;", ";".repeat(50)).as_bytes()]).is_empty(), "distance:5");
     // A pcre compiled behind its content still honours the content's own modifiers.
     let get = |uri: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes();
     assert!(sids_of(&set, Direction::ToServer, &[&get("/x")]).contains(&14));
