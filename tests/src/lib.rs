@@ -278,7 +278,8 @@ impl Topology {
             .arg(&path)
             .args(args);
         let mut daemon = Background::spawn(cmd)?;
-        daemon.wait_for("tls-inspect: running", Duration::from_secs(30))?;
+        // A whole public ruleset compiles for most of a minute (the ET Open release: about 45 s).
+        daemon.wait_for("tls-inspect: running", Duration::from_secs(180))?;
         self.daemon = Some(daemon);
         Ok(())
     }
