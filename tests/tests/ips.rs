@@ -26,6 +26,16 @@ fn alerts(b: &Bed) -> Vec<serde_json::Value> {
     b.eve().into_iter().filter(|r| r["event_type"] == "alert").collect()
 }
 
+/// Starts a bed with `rules` in a rule file of its own: `start` gets the file's path; the file
+/// is gone once the appliance has read it, whether or not the start worked.
+fn with_rule_file<T>(tag: &str, rules: &str, start: impl FnOnce(&std::path::Path) -> Result<T>) -> Result<T> {
+    let path = std::env::temp_dir().join(format!("tls-inspect-{tag}-{}.rules", std::process::id()));
+    std::fs::write(&path, rules)?;
+    let started = start(&path);
+    let _ = std::fs::remove_file(&path);
+    started
+}
+
 #[test]
 fn block_mode_answers_with_a_block_page_and_the_server_never_sees_it() -> Result<()> {
     let mut b = Bed::new_with("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"", &["--metrics", "127.0.0.1:9100"])?;
@@ -364,15 +374,12 @@ fn the_basic_bundled_rules_fire_through_the_appliance_on_tls12_tls13_h1_h2() -> 
 
 #[test]
 fn a_blocked_non_http_flow_gets_a_tls_alert_and_the_server_never_sees_the_rest() -> Result<()> {
-    let rules = std::env::temp_dir().join(format!("tls-inspect-raw-{}.rules", std::process::id()));
-    std::fs::write(
-        &rules,
+    let mut b = with_rule_file(
+        "raw",
         "drop tcp any any -> any any (msg:\"raw exfil marker\"; flow:to_server; content:\"EXFIL-MARKER-77\"; sid:7700001;)\n\
          drop tcp any any -> any any (msg:\"raw c2 marker\"; flow:to_client; content:\"C2-BEACON-88\"; sid:7700002;)\n",
+        |rules| Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", rules.display())),
     )?;
-    let bed = Bed::new(&format!("[ips]\nenabled = true\nmode = \"block\"\nrules = [\"{}\"]", rules.display()));
-    let _ = std::fs::remove_file(&rules);
-    let mut b = bed?;
     // A line-based TLS server (not HTTP) on 8443 that writes what it received to a file and
     // answers "want-c2" with a C2 marker.
     let got = b.t.dir.join("received");
@@ -682,15 +689,12 @@ fn a_padded_head_cannot_blind_the_rules() -> Result<()> {
 /// few matches per item; it used to keep the first ones and try only the first).
 #[test]
 fn padding_with_partial_matches_cannot_hide_the_complete_one() -> Result<()> {
-    let rules = std::env::temp_dir().join(format!("tls-inspect-padding-{}.rules", std::process::id()));
-    std::fs::write(
-        &rules,
+    let (b, ca) = with_rule_file(
+        "padding",
         "reject tcp any any -> any any (msg:\"sled\"; flow:to_server; content:\"%u9090%u\"; nocase; pcre:\"/^[a-f0-9]{4}/Ri\"; sid:7910001;)\n\
          reject http any any -> any any (msg:\"traversal\"; flow:to_server; http.uri; content:\"/\"; content:\"etc/passwd\"; distance:0; within:11; sid:7910002;)\n",
+        |rules| ips_bed(&format!("mode = \"block\"\ndefault_rules = false\nrules = [\"{}\"]", rules.display())),
     )?;
-    let bed = ips_bed(&format!("mode = \"block\"\ndefault_rules = false\nrules = [\"{}\"]", rules.display()));
-    let _ = std::fs::remove_file(&rules);
-    let (b, ca) = bed?;
     let get = |path: &str| {
         let url = format!("https://server.test{path}");
         let o = b.curl(&["--http1.1", "-g", "--path-as-is", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca, &url]);
