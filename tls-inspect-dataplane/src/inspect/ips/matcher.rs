@@ -1089,15 +1089,18 @@ impl FlowIps {
                 // A transformed buffer has its own length.
                 let len = if w.unit || c.transforms == Transforms::default() { w.view.len } else { self.field_len[w.d].get(&(c.buffer, c.transforms)).copied() };
                 let searched = w.unit && self.set.searched.get(w.ri as usize).and_then(|v| v.get(usize::from(ci))).copied().unwrap_or(false);
-                let matches: Vec<(u64, u64)> = if searched { search_from(c, w.view.bytes.unwrap_or(&[]), ptr, vars) } else { self.found(w, false, ci).collect() };
+                // A searched content has no Hyperscan matches, a reported one nothing searched
+                // (an empty Vec allocates nothing).
+                let searched = if searched { search_from(c, w.view.bytes.unwrap_or(&[]), ptr, vars) } else { Vec::new() };
+                let matches = || searched.iter().copied().chain(self.found(w, false, ci));
                 if c.negated {
-                    if matches.iter().any(|&m| content_fits(c, m, ptr, vars, len)) {
+                    if matches().any(|m| content_fits(c, m, ptr, vars, len)) {
                         return false;
                     }
                     return self.walk(w, rest, ptr, vars, budget);
                 }
                 let saved = *vars;
-                for m in matches {
+                for m in matches() {
                     if content_fits(c, m, ptr, vars, len) {
                         if self.walk(w, rest, m.1, vars, budget) {
                             return true;
