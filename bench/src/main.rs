@@ -177,9 +177,9 @@ enum Cmd {
         /// Megabytes of synthetic HTTP traffic to scan.
         #[arg(long, default_value_t = 256)]
         megabytes: usize,
-        /// One download of random bytes (the bulk benchmark's body) instead of HTML pages.
-        #[arg(long)]
-        bulk: bool,
+        /// What to scan.
+        #[arg(long, value_enum, default_value_t = ipsscan::Traffic::Pages)]
+        traffic: ipsscan::Traffic,
     },
     /// Baseline bridge: attach a bare devmap redirect between two interfaces until stopped.
     XdpRedirect {
@@ -283,10 +283,11 @@ fn main() -> Result<()> {
         Some(Cmd::IdleClient { addrs, name, ca, threads }) => tlsbench::idle_client(&addrs, &name, &ca, threads),
         Some(Cmd::TlsServer { addr, cert, key }) => tlsbench::tls_server(addr, &cert, &key),
         Some(Cmd::TlsClient { addr, name, ca, secs, threads, resume }) => tlsbench::tls_client(addr, &name, &ca, secs, threads, resume),
-        Some(Cmd::IpsScan { generated, rules, megabytes, bulk }) => {
-            let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes, bulk)?;
+        Some(Cmd::IpsScan { generated, rules, megabytes, traffic }) => {
+            let s = ipsscan::scan_rate(generated, rules.as_deref(), megabytes, traffic)?;
             println!("ips-scan {}: compile {:.2} s, {:.1} MiB", s.label, s.compile_s, s.compiled_mib);
-            println!("ips-scan rate: {:.1} MB/s", s.mb_per_s);
+            let unit = if traffic == ipsscan::Traffic::Conns { "connections/s" } else { "MB/s" };
+            println!("ips-scan rate: {:.1} {unit}", s.rate);
             Ok(())
         }
         Some(Cmd::XdpRedirect { a, b, generic }) => xdp::bench_redirect(&a, &b, xdp::mode(generic)),

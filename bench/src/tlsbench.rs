@@ -379,10 +379,13 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     // Inspected with the IPS off and on (the bundled rules, strict level, block mode; the
     // requests and the bulk body match nothing, so everything is scanned and nothing stops),
     // alternated run by run so that the VM's drift hits both alike.
-    let with_ips_config = format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n", scope(true));
+    // The client's network is HOME_NET, as it is where the appliance runs: the ruleset's rules
+    // for traffic from the operator's network to the outside are live.
+    let ips = |rules: &str| format!("{}[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"\n{rules}[ips.vars]\nHOME_NET = \"{}\"\n", scope(true), crate::ipsscan::HOME_NET);
+    let with_ips_config = ips("");
     // And with a public ruleset on top (the ET Open sample or `--et-rules`: its rules alert, none
     // blocks here).
-    let with_et_config = format!("{with_ips_config}rules = [\"{}\"]\n", et_rules.display());
+    let with_et_config = ips(&format!("rules = [\"{}\"]\n", et_rules.display()));
     let (mut off, mut on, mut et) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     let (mut forged, mut inspected_flows) = (0, 0);
     // With the IPS off: worker CPU per inspected connection (new sessions, resuming clients),
@@ -467,7 +470,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
         let mut c = Command::new(crate::own_bin()?);
         c.args(["ips-scan", "--megabytes", megabytes]);
         if bulk {
-            c.arg("--bulk");
+            c.args(["--traffic", "bulk"]);
         }
         if let Some(n) = generated {
             c.args(["--generated", n]);

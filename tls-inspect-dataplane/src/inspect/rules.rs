@@ -244,6 +244,9 @@ pub struct Content {
     pub transforms: Transforms,
     /// `offset`, `depth`, `distance`, `within` given as byte_extract variables.
     pub vars: ContentVars,
+    /// `fast_pattern`: the content the rule's author chose for the prefilter (Suricata's
+    /// multi-pattern matcher), rare in traffic.
+    pub fast_pattern: bool,
 }
 
 /// A content's modifiers that name a byte_extract variable instead of a number.
@@ -811,6 +814,7 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                     startswith: false,
                     endswith: false,
                     vars: ContentVars::default(),
+                    fast_pattern: false,
                 });
                 rule.order.push(Step::Content((rule.contents.len() - 1) as u16));
             }
@@ -1049,9 +1053,10 @@ fn parse_rule(text: &str, line: usize) -> Result<Rule, RuleError> {
                 };
             }
             "fast_pattern" => {
-                // Which content Suricata's prefilter uses; every content is matched by Hyperscan
-                // here, so it changes nothing (`only` and `chop` included).
-                last(&mut rule)?;
+                // Which content Suricata's prefilter uses; a hint here too (`Eval::Fields`):
+                // it changes what is reported, never what matches (`only` and `chop` included).
+                let i = last(&mut rule)?;
+                rule.contents[i].fast_pattern = true;
             }
             "rawbytes" => {
                 // Snort's "not normalised": the bytes here are the raw ones already.

@@ -137,6 +137,9 @@ pub(super) struct PatternRef {
     /// Index among the rule's contents, or `pcre_base + i` for its pcres.
     pub(super) item: u16,
     pub(super) is_pcre: bool,
+    /// Only brings its rule to evaluation (a rule evaluated on its fields' bytes, `Eval::Fields`):
+    /// the matcher keeps that it matched in the current value, not where.
+    pub(super) prefilter: bool,
     /// A literal's length: its match starts this far before its end (literals are compiled
     /// without start-of-match tracking, which costs Hyperscan dearly in streaming mode). For a
     /// pcre compiled behind the content it is anchored to (see `behind_content`), that content's
@@ -220,6 +223,15 @@ pub(super) enum Eval {
     /// payload, a decrypted read), positions counting from its start, as Suricata inspects a
     /// packet's payload (a unit has an end and a size; the stream has neither).
     DataUnit,
+    /// Every item on field buffers whose whole value the flow keeps (the HTTP head's buffers,
+    /// the ClientHello's and the certificate's), without transforms: walked on those bytes as
+    /// Suricata inspects a buffer, every occurrence of each content tried and each pcre run from
+    /// the detection pointer. Hyperscan only brings the rule to evaluation: its longest content
+    /// and its pcres are reported once per value (`PatternRef::prefilter`), its other contents
+    /// not at all. (`content:"GET"; http_method;` of two thousand ET rules was reported two
+    /// thousand times per request, and `|06 03 55 04 03|` of the certificate rules at every
+    /// name of every certificate.)
+    Fields,
 }
 
 impl Eval {
@@ -273,6 +285,11 @@ pub struct Compiled {
     pub(super) thresholds: ThresholdTable,
     /// Per rule: how it is evaluated.
     pub(super) eval: Vec<Eval>,
+    /// Per rule evaluated on its fields' bytes (`Eval::Fields`): the regex of each pcre, run on
+    /// the bytes (empty for the other rules); and the items Hyperscan reports for it, all of
+    /// which a value must have matched before the rule is walked.
+    pub(super) field_pcres: Vec<Vec<Option<Arc<regex::bytes::Regex>>>>,
+    pub(super) prefilters: Vec<Vec<(bool, u16)>>,
     /// Per rule evaluated plainly: how each item follows the one before it (`Chain`), when its
     /// matches are kept as they chain (None: its matches are kept as found).
     pub(super) chains: Vec<Option<Chain>>,
@@ -480,15 +497,46 @@ impl Ruleset {
         let active = ok_rules.iter().map(|r| active_at(level, r)).collect();
         let mut refs = Vec::new();
         let mut db = Databases::default();
-        let eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
+        // How each rule's items would be kept if it were not evaluated on its fields' bytes: a
+        // rule that is keeps its body items so (`Chain`, `SINGLEMATCH`).
+        let base_eval: Vec<Eval> = ok_rules.iter().map(Eval::of).collect();
+        let mut eval = base_eval.clone();
+        let mut field_pcres: Vec<Vec<Option<Arc<regex::bytes::Regex>>>> = Vec::with_capacity(ok_rules.len());
+        let mut prefilters: Vec<Vec<(bool, u16)>> = Vec::with_capacity(ok_rules.len());
+        for (ri, r) in ok_rules.iter().enumerate() {
+            match on_fields(r, eval[ri], &fallback_of[ri]) {
+                Some(OnFields { regexes, prefilters: items }) => {
+                    eval[ri] = Eval::Fields;
+                    field_pcres.push(regexes);
+                    prefilters.push(items);
+                }
+                None => {
+                    field_pcres.push(Vec::new());
+                    prefilters.push(Vec::new());
+                }
+            }
+        }
         let searched: Vec<Vec<bool>> = ok_rules.iter().enumerate().map(|(ri, r)| (0..r.contents.len()).map(|ci| searched_at_pointer(r, eval[ri], ci, &at_pointer_of[ri])).collect()).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
             for (ci, c) in r.contents.iter().enumerate() {
+                if eval[ri] == Eval::Fields && stream_kind(c.buffer) == 2 {
+                    if prefilters[ri].contains(&(false, ci as u16)) {
+                        let flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
+                        let mut pat = Pattern::with_flags(hex_literal(&c.pattern), flags | CompileFlags::SINGLEMATCH)?;
+                        if let Some(end) = latest_end(c) {
+                            pat.ext.set_max_offset(end);
+                        }
+                        pat.id = Some(refs.len());
+                        refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: true, len: c.pattern.len() as u32 });
+                        db.add(c.buffer, c.transforms, r.flow, pat);
+                    }
+                    continue;
+                }
                 if searched[ri][ci] {
                     continue;
                 }
                 let mut flags = if c.nocase { CompileFlags::CASELESS } else { CompileFlags::empty() };
-                if position_free(r, eval[ri], false, ci) {
+                if position_free(r, base_eval[ri], false, ci) {
                     flags |= CompileFlags::SINGLEMATCH;
                 }
                 let behind = content_behind(r, ci).and_then(|(a, lo, hi)| {
@@ -500,16 +548,31 @@ impl Ruleset {
                     let pat = Pattern::with_flags(expr, CompileFlags::empty()).ok()?;
                     Patterns(vec![pat.clone()]).build::<Streaming>().ok().map(|_| pat)
                 });
+                let is_behind = behind.is_some();
                 let mut pat = match behind {
                     Some(pat) => pat,
                     None => Pattern::with_flags(hex_literal(&c.pattern), flags)?,
                 };
+                let unit_positions = base_eval[ri] == Eval::DataUnit && c.buffer == Buffer::Stream;
+                if let Some(end) = latest_end(c).filter(|_| !is_behind && !unit_positions) {
+                    pat.ext.set_max_offset(end);
+                }
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, len: c.pattern.len() as u32 });
+                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: false, len: c.pattern.len() as u32 });
                 db.add(c.buffer, c.transforms, r.flow, pat);
             }
             for (pi, p) in r.pcres.iter().enumerate() {
                 if fallback_of[ri][pi].is_some() || at_pointer_of[ri][pi].is_some() {
+                    continue;
+                }
+                if eval[ri] == Eval::Fields && stream_kind(p.buffer) == 2 {
+                    if prefilters[ri].contains(&(true, pi as u16)) {
+                        let mut pat = pcre_pattern(p)?;
+                        pat.flags |= CompileFlags::SINGLEMATCH;
+                        pat.id = Some(refs.len());
+                        refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: true, len: 0 });
+                        db.add(p.buffer, p.transforms, r.flow, pat);
+                    }
                     continue;
                 }
                 let (mut pat, len) = match behind_content(r, pi).filter(|_| behind_of[ri].get(pi) == Some(&true)) {
@@ -518,11 +581,11 @@ impl Ruleset {
                 };
                 if needs_som(r, p) {
                     pat.flags |= CompileFlags::SOM_LEFTMOST;
-                } else if position_free(r, eval[ri], true, pi) {
+                } else if position_free(r, base_eval[ri], true, pi) {
                     pat.flags |= CompileFlags::SINGLEMATCH;
                 }
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, len });
+                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: false, len });
                 db.add(p.buffer, p.transforms, r.flow, pat);
             }
         }
@@ -547,7 +610,7 @@ impl Ruleset {
             chains.sort_unstable();
         }
         let n = ok_rules.len();
-        let chains = ok_rules.iter().enumerate().map(|(i, r)| Chain::of(r, eval[i], &fallback_of[i])).collect();
+        let chains = ok_rules.iter().enumerate().map(|(i, r)| Chain::of(r, base_eval[i], &fallback_of[i])).collect();
         let mut header_classes: Vec<Header> = Vec::new();
         let header_of: Vec<u32> = headers
             .into_iter()
@@ -560,6 +623,12 @@ impl Ruleset {
             })
             .collect();
         let mut kept: Vec<Buffer> = ok_rules.iter().flat_map(|r| r.checks.iter().map(|c| c.buffer)).filter(|b| *b != Buffer::Stream).collect();
+        // A rule evaluated on its fields' bytes reads every buffer it names.
+        for (ri, r) in ok_rules.iter().enumerate() {
+            if eval[ri] == Eval::Fields {
+                kept.extend(r.order.iter().map(|s| crate::inspect::rules::step_buffer(r, *s)).filter(|b| stream_kind(*b) == 2));
+            }
+        }
         kept.sort_unstable();
         kept.dedup();
         let mut field_buffers: Vec<Buffer> = fields.keys().map(|k| k.0).chain(kept.iter().copied()).collect();
@@ -619,6 +688,8 @@ impl Ruleset {
                     testers,
                     thresholds: ThresholdTable::default(),
                     eval,
+                    field_pcres,
+                    prefilters,
                     chains,
                     kept,
                     field_buffers,
@@ -827,7 +898,15 @@ fn at_pointer_regex(r: &Rule, p: &crate::inspect::rules::Pcre) -> Option<regex::
     if !(p.relative && p.anchored && p.buffer == Buffer::Stream && Eval::of(r) == Eval::DataUnit) {
         return None;
     }
-    regex::bytes::RegexBuilder::new(&format!("^(?:{})", p.pattern))
+    bytes_regex(p)
+}
+
+/// A pcre as the regex crate runs it on bytes, under its Perl flags; an anchored `R` pcre with
+/// its `^` (the matcher runs it where the detection pointer is). None when the crate does not
+/// take the pattern.
+fn bytes_regex(p: &crate::inspect::rules::Pcre) -> Option<regex::bytes::Regex> {
+    let pattern = if p.anchored { format!("^(?:{})", p.pattern) } else { p.pattern.clone() };
+    regex::bytes::RegexBuilder::new(&pattern)
         .unicode(false)
         .case_insensitive(p.flags.contains('i'))
         .dot_matches_new_line(p.flags.contains('s'))
@@ -863,6 +942,58 @@ fn searched_at_pointer(r: &Rule, eval: Eval, ci: usize, at_pointer: &[Option<Arc
     let reported_content = r.contents.iter().any(|k| !k.negated && !relative_on_stream(k));
     let reported_pcre = r.pcres.iter().enumerate().any(|(pi, p)| !p.negated && at_pointer.get(pi).is_none_or(Option::is_none));
     reported_content || reported_pcre
+}
+
+/// How a rule is evaluated on its fields' bytes (`on_fields`).
+struct OnFields {
+    /// Per pcre: its regex, if it is on a field buffer.
+    regexes: Vec<Option<Arc<regex::bytes::Regex>>>,
+    /// The items Hyperscan reports of the rule's fields.
+    prefilters: Vec<(bool, u16)>,
+}
+
+/// A rule whose field items can be evaluated on the fields' bytes (`Eval::Fields`): a plain
+/// rule or one with payload keywords on field buffers, its field items untransformed, each field
+/// pcre one the regex crate takes (and Hyperscan: no fancy-regex fallback). Returns the regex of
+/// each field pcre and the field items Hyperscan reports: the fast pattern (the content the
+/// author marked `fast_pattern`, else the longest not negated) when it is on a field buffer
+/// that arrives last (a head's, if the rule has one), else nothing when it is on a body, else
+/// the field pcres not negated.
+fn on_fields(r: &Rule, eval: Eval, fallbacks: &[Option<Arc<fancy_regex::Regex>>]) -> Option<OnFields> {
+    let field = |b: Buffer| stream_kind(b) == 2;
+    // Other items on bodies and the stream are reported by Hyperscan and kept as in any rule.
+    let ok = |b: Buffer, t: Transforms| stream_kind(b) != 2 || t == Transforms::default();
+    if !matches!(eval, Eval::Plain | Eval::Payload)
+        || !r.contents.iter().all(|c| ok(c.buffer, c.transforms))
+        || !r.pcres.iter().all(|p| ok(p.buffer, p.transforms))
+        || !r.checks.iter().all(|c| field(c.buffer))
+        || !r.contents.iter().any(|c| field(c.buffer))
+        || fallbacks.iter().any(Option::is_some)
+    {
+        return None;
+    }
+    let regexes = r.pcres.iter().map(|p| if field(p.buffer) { bytes_regex(p).map(|re| Some(Arc::new(re))) } else { Some(None) }).collect::<Option<Vec<_>>>()?;
+    // What Hyperscan reports must come with the last of the rule's buffers to arrive: a
+    // message head's, if the rule has any, after the handshake's (whose values stay for the
+    // flow). The fast pattern: the longest content not negated there; else the pcres not
+    // negated there.
+    let head = |b: Buffer| field(b) && !b.of_handshake();
+    let last = |b: Buffer| if r.order.iter().any(|s| head(crate::inspect::rules::step_buffer(r, *s))) { head(b) } else { field(b) };
+    // A body content comes after the head, and Hyperscan reports it anyway: when it is the one
+    // the author chose (`fast_pattern`), or the longest, nothing of the fields is reported.
+    let candidate = |c: &crate::inspect::rules::Content| (last(c.buffer) || stream_kind(c.buffer) == 1) && !c.negated && !c.pattern.is_empty();
+    let anchor = r.contents.iter().enumerate().filter(|(_, c)| candidate(c)).max_by_key(|(i, c)| (c.fast_pattern, c.pattern.len(), std::cmp::Reverse(*i)));
+    let items: Vec<(bool, u16)> = match anchor {
+        Some((_, c)) if stream_kind(c.buffer) == 1 => Vec::new(),
+        Some((i, _)) => vec![(false, i as u16)],
+        None => r.pcres.iter().enumerate().filter(|(_, p)| last(p.buffer) && !p.negated).map(|(i, _)| (true, i as u16)).collect(),
+    };
+    // Without a field item reported, the rule must be brought to evaluation by a body, which
+    // comes after the head: the stream's matches outlive a message, and a head arriving after
+    // them would bring nothing.
+    let bodies = r.contents.iter().any(|c| stream_kind(c.buffer) == 1 && !c.negated) || r.pcres.iter().any(|p| stream_kind(p.buffer) == 1 && !p.negated);
+    let stream = r.order.iter().any(|s| crate::inspect::rules::step_buffer(r, *s) == Buffer::Stream);
+    (!items.is_empty() || (bodies && !stream)).then_some(OnFields { regexes, prefilters: items })
 }
 
 /// The patterns of each database, while a set compiles.
@@ -926,6 +1057,24 @@ fn caseless_literal(c: &crate::inspect::rules::Content) -> String {
     } else {
         literal
     }
+}
+
+/// Where a content placed from the start of its buffer (`depth`, `startswith`) ends at the
+/// latest: Hyperscan reports it nowhere after (`max_offset`). `content:"|16|"; depth:1;` on the
+/// stream was otherwise reported at every 256th byte of a download, to be thrown away.
+/// Positions of the stream count from its start, a body's from the body's, a field's from the
+/// value's; not for a rule evaluated per data unit, whose stream positions count from the unit.
+fn latest_end(c: &crate::inspect::rules::Content) -> Option<u64> {
+    if c.distance.is_some() || c.within.is_some() || c.vars.any() {
+        return None;
+    }
+    let len = c.pattern.len() as u64;
+    let end = match (c.startswith, c.depth) {
+        (true, _) => len,
+        (false, Some(depth)) => u64::from(c.offset.unwrap_or(0)) + u64::from(depth),
+        (false, None) => return None,
+    };
+    (end >= len && len > 0).then_some(end)
 }
 
 /// Items this short report so often in bulk data (`|3B|` every 256 random bytes) that they are

@@ -12,7 +12,7 @@ use foreign_types::ForeignType;
 use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
-use super::compile::{BitOp, Chain, Eval, FieldKey, PatternRef, ThresholdKey};
+use super::compile::{stream_kind, BitOp, Chain, Eval, FieldKey, PatternRef, ThresholdKey};
 use super::{Hit, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
@@ -75,13 +75,13 @@ pub struct FlowIps {
     /// Per direction: matches of a direction's data combine only with each other, as in
     /// Suricata, where a request and its response are inspected apart.
     matches: [Matches; 2],
-    /// Per direction: the length of each field buffer's current value (`endswith`, `bsize`).
     /// Per direction: the length of each field buffer's current value, as each transform
     /// chain makes it (`endswith`, `bsize`).
-    field_len: [HashMap<FieldKey, u64>; 2],
-    /// Per direction: the bytes of the field buffers payload keywords read (the current
-    /// message's, when `field_len` has the buffer; each buffer reused from message to message).
-    field_bytes: [HashMap<Buffer, Vec<u8>>; 2],
+    field_len: [rustc_hash::FxHashMap<FieldKey, u64>; 2],
+    /// Per direction: the bytes of the field buffers that payload keywords and rules evaluated on
+    /// their fields' bytes read (the current message's, when `field_len` has the buffer; each
+    /// buffer reused from message to message).
+    field_bytes: [rustc_hash::FxHashMap<Buffer, Vec<u8>>; 2],
     /// Per direction: the stream offset where the current data unit starts, and the stream
     /// matches of rules evaluated per data unit (forgotten once the unit is evaluated).
     unit_start: [u64; 2],
@@ -98,8 +98,10 @@ pub struct FlowIps {
     alerted: bool,
     pub last_http: Option<HttpInfo>,
     tuple: FlowTuple,
-    /// Per direction, per header class of the set: the flow's data that way matches it.
-    header_ok: [Vec<bool>; 2],
+    /// Per direction, per header class of the set: whether the flow's data that way matches it
+    /// (0: not yet known, 1: yes, 2: no), learnt when a rule of the class first matches (a set
+    /// has thousands of classes, and a flow meets a few).
+    header_ok: [Vec<std::cell::Cell<u8>>; 2],
     /// A `pass` rule matched: nothing more is matched on this flow.
     passed: bool,
     /// `tls.version` per direction: the hello's version, the version the server chose.
@@ -163,7 +165,8 @@ impl FlowIps {
         let open = |db: &Option<StreamingDatabase>| db.as_ref().and_then(|d| d.open_stream().ok()).map(|s| OwnedStream(Some(s)));
         let stream = [open(&set.stream[0]), open(&set.stream[1])];
         let nbits = set.testers.len();
-        let header_ok = [(tuple.client, tuple.server), (tuple.server, tuple.client)].map(|(from, to)| set.header_classes.iter().map(|h| h.matches(from, to)).collect());
+        let classes = set.header_classes.len();
+        let header_ok = [vec![std::cell::Cell::new(0); classes], vec![std::cell::Cell::new(0); classes]];
         Self {
             set,
             stream,
@@ -171,8 +174,8 @@ impl FlowIps {
             body: [None, None],
             body_seen: [0, 0],
             matches: [Matches::default(), Matches::default()],
-            field_len: [HashMap::new(), HashMap::new()],
-            field_bytes: [HashMap::new(), HashMap::new()],
+            field_len: Default::default(),
+            field_bytes: Default::default(),
             unit_start: [0, 0],
             stream_seen: [0, 0],
             unit_keys: [Vec::new(), Vec::new()],
@@ -273,8 +276,18 @@ impl FlowIps {
 
     /// The flow's data in direction `d` matches rule `i`'s header.
     fn header_matches(&self, i: usize, d: usize) -> bool {
-        let class = self.set.header_of.get(i).map(|c| *c as usize);
-        class.and_then(|c| self.header_ok.get(d).and_then(|v| v.get(c))).copied().unwrap_or(false)
+        let Some(c) = self.set.header_of.get(i).map(|c| *c as usize) else { return false };
+        let Some(known) = self.header_ok.get(d).and_then(|v| v.get(c)) else { return false };
+        match known.get() {
+            1 => true,
+            2 => false,
+            _ => {
+                let (from, to) = if d == 0 { (self.tuple.client, self.tuple.server) } else { (self.tuple.server, self.tuple.client) };
+                let ok = self.set.header_classes.get(c).is_some_and(|h| h.matches(from, to));
+                known.set(if ok { 1 } else { 2 });
+                ok
+            }
+        }
     }
 
     /// Matches the flow holds, both directions (tests).
@@ -300,6 +313,15 @@ impl FlowIps {
         // compiled behind its content starts that content's length after the report's start.
         let from = if r.is_pcre { from.saturating_add(u64::from(r.len)) } else { to.saturating_sub(u64::from(r.len)) };
         let key = (r.rule, r.is_pcre, r.item);
+        if r.prefilter {
+            // Reported once per value: the rule is evaluated on this value's bytes.
+            let v = self.matches[d].entry(key).or_default();
+            if v.is_empty() {
+                v.push((0, 0));
+            }
+            self.touched.push(r.rule);
+            return;
+        }
         let set = &*self.set;
         if let (Some(Some(chain)), Some(rule)) = (set.chains.get(r.rule as usize), set.rules.get(r.rule as usize)) {
             if self.chains_on(d, rule, chain, r, (from, to)) {
@@ -343,7 +365,8 @@ impl FlowIps {
                 !p.relative || if p.anchored { from == ptr } else { from >= ptr }
             } else {
                 let Some(c) = rule.contents.get(r.item as usize) else { return false };
-                let len = self.field_len[d].get(&(c.buffer, c.transforms)).copied();
+                // Only a field buffer has a length (`endswith`).
+                let len = if stream_kind(c.buffer) == 2 { self.field_len[d].get(&(c.buffer, c.transforms)).copied() } else { None };
                 content_fits(c, (from, to), ptr, &[0; MAX_VARS], len)
             }
         };
@@ -499,16 +522,30 @@ impl FlowIps {
         }
         self.tls_version[1] = version;
         let d = dir_index(Direction::ToClient);
-        for der in chain {
-            self.scan_field(d, Buffer::TlsCerts, der, scratch);
-        }
         if let Some(c) = chain.first().and_then(|leaf| crate::inspect::cert::CertSummary::of(leaf)) {
             self.scan_field(d, Buffer::TlsCertSubject, c.subject.as_bytes(), scratch);
             self.scan_field(d, Buffer::TlsCertIssuer, c.issuer.as_bytes(), scratch);
             self.scan_field(d, Buffer::TlsCertSerial, c.serial.as_bytes(), scratch);
             self.scan_field(d, Buffer::TlsCertFingerprint, c.fingerprint.as_bytes(), scratch);
         }
-        self.evaluate(Direction::ToClient, None)
+        // Each certificate is a buffer of its own (Suricata's multi-buffer `tls.certs`): a rule
+        // evaluated on its fields' bytes is evaluated on each.
+        let mut verdict = Verdict::Continue;
+        for der in chain {
+            self.scan_field(d, Buffer::TlsCerts, der, scratch);
+            let v = self.evaluate(Direction::ToClient, None);
+            if verdict == Verdict::Continue {
+                verdict = v;
+            }
+            if self.passed {
+                break;
+            }
+        }
+        let v = self.evaluate(Direction::ToClient, None);
+        if verdict == Verdict::Continue {
+            verdict = v;
+        }
+        verdict
     }
 
     /// The ClientHello (before any decryption): `tls.sni`, `ja3.hash`, `ja3.string`,
@@ -1005,6 +1042,18 @@ impl FlowIps {
     /// data unit being inspected, if any).
     fn holds(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>) -> bool {
         match self.set.eval.get(ri as usize) {
+            Some(Eval::Fields) => {
+                let reported = |&(is_pcre, item): &(bool, u16)| self.matches[d].get(&(ri, is_pcre, item)).is_some_and(|v| !v.is_empty());
+                if !self.set.prefilters.get(ri as usize).is_some_and(|items| items.iter().all(reported)) {
+                    return false;
+                }
+                // Body items are kept as they chain, when they can be, as in any plain rule.
+                if self.set.chains.get(ri as usize).is_some_and(Option::is_some) {
+                    self.chained_where(ri, rule, d, |b| stream_kind(b) != 2) && self.satisfied_where(ri, rule, d, None, |b| stream_kind(b) == 2)
+                } else {
+                    self.satisfied_in_order(ri, rule, d, None)
+                }
+            }
             Some(Eval::Plain) if self.set.chains.get(ri as usize).is_some_and(Option::is_some) => self.chained(ri, rule, d),
             Some(Eval::Plain | Eval::Payload) | None => self.satisfied_in_order(ri, rule, d, None),
             Some(Eval::DataUnit) => match unit {
@@ -1017,9 +1066,16 @@ impl FlowIps {
     /// A chained rule holds when each of its items has a kept match (each kept only if it
     /// follows a kept match of the item before it) and its sizes hold.
     fn chained(&self, ri: u32, rule: &Rule, d: usize) -> bool {
+        self.chained_where(ri, rule, d, |_| true)
+    }
+
+    /// `chained`, for the items on the buffers `on` takes.
+    fn chained_where(&self, ri: u32, rule: &Rule, d: usize, on: impl Fn(Buffer) -> bool) -> bool {
         let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
-        let has = |is_pcre: bool, n: usize| (0..n).all(|i| self.matches[d].get(&(ri, is_pcre, i as u16)).is_some_and(|v| !v.is_empty()));
-        rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) && has(false, rule.contents.len()) && has(true, rule.pcres.len())
+        let has = |is_pcre: bool, i: usize| self.matches[d].get(&(ri, is_pcre, i as u16)).is_some_and(|v| !v.is_empty());
+        rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l)))
+            && rule.contents.iter().enumerate().all(|(i, c)| !on(c.buffer) || has(false, i))
+            && rule.pcres.iter().enumerate().all(|(i, p)| !on(p.buffer) || has(true, i))
     }
 
     /// Suricata's content inspection: per buffer, its contents, pcres and payload keywords in
@@ -1028,6 +1084,11 @@ impl FlowIps {
     /// Suricata's recursion limit). `unit`: the stream's bytes are this data unit, and stream
     /// positions count from its start.
     fn satisfied_in_order(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>) -> bool {
+        self.satisfied_where(ri, rule, d, unit, |_| true)
+    }
+
+    /// `satisfied_in_order`, for the buffers `on` takes.
+    fn satisfied_where(&self, ri: u32, rule: &Rule, d: usize, unit: Option<&[u8]>, on: impl Fn(Buffer) -> bool) -> bool {
         let len = |b: Buffer| self.field_len[d].get(&(b, Transforms::default())).copied();
         if !rule.sizes.iter().all(|&(b, check)| len(b).is_some_and(|l| check.holds(l))) {
             return false;
@@ -1037,7 +1098,7 @@ impl FlowIps {
         let mut done: Vec<Buffer> = Vec::new();
         for &first in &rule.order {
             let buffer = step_buffer(rule, first);
-            if done.contains(&buffer) {
+            if done.contains(&buffer) || !on(buffer) {
                 continue;
             }
             done.push(buffer);
@@ -1050,6 +1111,12 @@ impl FlowIps {
                     View { bytes: l.and_then(|_| self.field_bytes[d].get(&b)).map(Vec::as_slice), len: l, start: 0 }
                 }
             };
+            // Walked on the bytes: a buffer this message does not have holds nothing, as in
+            // Suricata (an absent buffer is not inspected).
+            let on_fields = self.set.eval.get(ri as usize) == Some(&Eval::Fields) && stream_kind(buffer) == 2;
+            if on_fields && view.bytes.is_none() {
+                return false;
+            }
             let walk = Walk { ri, rule, d, view, unit: buffer == Buffer::Stream && unit.is_some() };
             if !self.walk(&walk, &steps, 0, &mut vars, &mut budget) {
                 return false;
@@ -1060,7 +1127,11 @@ impl FlowIps {
 
     /// The matches of a content or pcre in the walk's buffer, as positions in it.
     fn found<'a>(&'a self, w: &'a Walk<'_>, is_pcre: bool, item: u16) -> impl Iterator<Item = (u64, u64)> + 'a {
-        let all = self.matches[w.d].get(&(w.ri, is_pcre, item)).map(Vec::as_slice).unwrap_or(&[]);
+        self.found_in(w, self.matches[w.d].get(&(w.ri, is_pcre, item)).map(Vec::as_slice).unwrap_or(&[]))
+    }
+
+    /// `all` (kept matches) as positions in the walk's buffer.
+    fn found_in<'a>(&'a self, w: &'a Walk<'_>, all: &'a [(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + 'a {
         let (start, end) = (w.view.start, w.view.start.saturating_add(w.view.len.unwrap_or(0)));
         all.iter().filter_map(move |&(from, to)| {
             if !w.unit {
@@ -1088,11 +1159,15 @@ impl FlowIps {
                 };
                 // A transformed buffer has its own length.
                 let len = if w.unit || c.transforms == Transforms::default() { w.view.len } else { self.field_len[w.d].get(&(c.buffer, c.transforms)).copied() };
-                let searched = w.unit && self.set.searched.get(w.ri as usize).and_then(|v| v.get(usize::from(ci))).copied().unwrap_or(false);
+                // A rule walked on its fields' bytes searches each content there (what Hyperscan
+                // reported of it only brought the rule here).
+                let on_fields = self.set.eval.get(w.ri as usize) == Some(&Eval::Fields) && stream_kind(c.buffer) == 2;
+                let searched = on_fields || (w.unit && self.set.searched.get(w.ri as usize).and_then(|v| v.get(usize::from(ci))).copied().unwrap_or(false));
                 // A searched content has no Hyperscan matches, a reported one nothing searched
                 // (an empty Vec allocates nothing).
                 let searched = if searched { search_from(c, w.view.bytes.unwrap_or(&[]), ptr, vars) } else { Vec::new() };
-                let matches = || searched.iter().copied().chain(self.found(w, false, ci));
+                let reported = if on_fields { &[][..] } else { self.matches[w.d].get(&(w.ri, false, ci)).map(Vec::as_slice).unwrap_or(&[]) };
+                let matches = || searched.iter().copied().chain(self.found_in(w, reported));
                 if c.negated {
                     if matches().any(|m| content_fits(c, m, ptr, vars, len)) {
                         return false;
@@ -1123,6 +1198,25 @@ impl FlowIps {
                         (Some(_), true) => false,
                         (None, true) => self.walk(w, rest, ptr, vars, budget),
                         (Some(e), false) => self.walk(w, rest, e, vars, budget),
+                        (None, false) => false,
+                    };
+                }
+                if let Some(re) = self.set.field_pcres.get(w.ri as usize).and_then(|v| v.get(usize::from(pi))).and_then(Option::as_ref) {
+                    // Walked on the field's bytes: the first match from the pointer (an `R` pcre)
+                    // or from the buffer's start, as Suricata runs a pcre.
+                    let bytes = w.view.bytes.unwrap_or(&[]);
+                    let Ok(at) = usize::try_from(if p.relative { ptr } else { 0 }) else { return false };
+                    let end = if p.anchored {
+                        bytes.get(at..).and_then(|rest| re.find(rest)).filter(|m| m.start() == 0).map(|m| at + m.end())
+                    } else if at <= bytes.len() {
+                        re.find_at(bytes, at).map(|m| m.end())
+                    } else {
+                        None
+                    };
+                    return match (end, p.negated) {
+                        (Some(_), true) => false,
+                        (None, true) => self.walk(w, rest, ptr, vars, budget),
+                        (Some(e), false) => self.walk(w, rest, e as u64, vars, budget),
                         (None, false) => false,
                     };
                 }
@@ -1191,8 +1285,12 @@ fn search_from(c: &Content, bytes: &[u8], ptr: u64, vars: &[u64; MAX_VARS]) -> V
     let distance = var(c.vars.distance).map(|v| i64::from(v as u32 as i32)).or(c.distance.map(i64::from)).unwrap_or(0);
     let within = var(c.vars.within).map(|v| u64::from(v as u32)).or(c.within.map(u64::from));
     let n = c.pattern.len();
-    let Ok(start) = usize::try_from((i128::from(ptr) + i128::from(distance)).max(0)) else { return Vec::new() };
-    let end = within.and_then(|w| usize::try_from(w).ok()).map_or(bytes.len(), |w| start.saturating_add(w).min(bytes.len()));
+    let relative = c.distance.is_some() || c.within.is_some() || c.vars.distance.is_some() || c.vars.within.is_some();
+    // A content not placed after anything is looked for from the buffer's start (`offset` and
+    // `depth` are then checked by `content_fits`).
+    let from = if relative { i128::from(ptr) + i128::from(distance) } else { 0 };
+    let Ok(start) = usize::try_from(from.max(0)) else { return Vec::new() };
+    let end = within.filter(|_| relative).and_then(|w| usize::try_from(w).ok()).map_or(bytes.len(), |w| start.saturating_add(w).min(bytes.len()));
     if n == 0 || start >= end || end - start < n {
         return Vec::new();
     }

@@ -16,6 +16,8 @@ pub mod matcher;
 
 pub use compile::{active_at, Options, Override, Ruleset};
 pub use matcher::{FlowIps, FlowTuple};
+/// A scan's scratch space (one per thread; [`Ruleset::scratch`]).
+pub use hyperscan::Scratch;
 
 use crate::inspect::{Direction, HttpInfo};
 

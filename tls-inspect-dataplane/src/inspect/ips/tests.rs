@@ -9,6 +9,7 @@ use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::Verdict;
 
 mod bundled_samples;
+mod fields;
 mod payload_keywords;
 
 fn set(text: &str, mode: IpsMode, level: Level) -> Arc<Ruleset> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::super::*;
 use crate::inspect::rules::parse_rules;
 
-fn set(text: &str) -> Arc<Ruleset> {
+pub(super) fn set(text: &str) -> Arc<Ruleset> {
     let (rules, errors) = parse_rules(text);
     assert!(errors.is_empty(), "{errors:?}");
     let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, ..Options::default() }).unwrap();
