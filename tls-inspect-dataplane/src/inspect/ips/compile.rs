@@ -140,6 +140,9 @@ pub(super) struct PatternRef {
     /// Only brings its rule to evaluation (a rule evaluated on its fields' bytes, `Eval::Fields`):
     /// the matcher keeps that it matched in the current value, not where.
     pub(super) prefilter: bool,
+    /// Compiled behind the content before it, which has no report of its own (`implied_before`):
+    /// the report stands for a match of that content too.
+    pub(super) implies: Option<u16>,
     /// A literal's length: its match starts this far before its end (literals are compiled
     /// without start-of-match tracking, which costs Hyperscan dearly in streaming mode). For a
     /// pcre compiled behind the content it is anchored to (see `behind_content`), that content's
@@ -517,7 +520,15 @@ impl Ruleset {
             }
         }
         let searched: Vec<Vec<bool>> = ok_rules.iter().enumerate().map(|(ri, r)| (0..r.contents.len()).map(|ci| searched_at_pointer(r, eval[ri], ci, &at_pointer_of[ri])).collect()).collect();
+        let chains: Vec<Option<Chain>> = ok_rules.iter().enumerate().map(|(i, r)| Chain::of(r, base_eval[i], &fallback_of[i])).collect();
         for (ri, r) in ok_rules.iter().enumerate() {
+            // (content, the content it implies, the pair's pattern)
+            let implied: Vec<(usize, usize, Pattern)> = (0..r.contents.len())
+                .filter_map(|ci| {
+                    let (a, lo, hi) = implied_before(r, ci, chains[ri].as_ref())?;
+                    Some((ci, a, pattern_behind(&r.contents[a], &r.contents[ci], lo, hi)?))
+                })
+                .collect();
             for (ci, c) in r.contents.iter().enumerate() {
                 if eval[ri] == Eval::Fields && stream_kind(c.buffer) == 2 {
                     if prefilters[ri].contains(&(false, ci as u16)) {
@@ -527,7 +538,7 @@ impl Ruleset {
                             pat.ext.set_max_offset(end);
                         }
                         pat.id = Some(refs.len());
-                        refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: true, len: c.pattern.len() as u32 });
+                        refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: true, implies: None, len: c.pattern.len() as u32 });
                         db.add(c.buffer, c.transforms, r.flow, pat);
                     }
                     continue;
@@ -539,15 +550,14 @@ impl Ruleset {
                 if position_free(r, base_eval[ri], false, ci) {
                     flags |= CompileFlags::SINGLEMATCH;
                 }
-                let behind = content_behind(r, ci).and_then(|(a, lo, hi)| {
-                    let gap = match hi {
-                        Some(hi) => format!("{{{lo},{hi}}}"),
-                        None => format!("{{{lo},}}"),
-                    };
-                    let expr = format!("{}(?s:.{gap}){}", caseless_literal(a), caseless_literal(c));
-                    let pat = Pattern::with_flags(expr, CompileFlags::empty()).ok()?;
-                    Patterns(vec![pat.clone()]).build::<Streaming>().ok().map(|_| pat)
-                });
+                if implied.iter().any(|(_, a, _)| *a == ci) {
+                    continue;
+                }
+                let implies = implied.iter().find(|(c, ..)| *c == ci).map(|(_, a, pat)| (*a as u16, pat.clone()));
+                let behind = match &implies {
+                    Some((_, pat)) => Some(pat.clone()),
+                    None => content_behind(r, ci).and_then(|(a, lo, hi)| pattern_behind(a, c, lo, hi)),
+                };
                 let is_behind = behind.is_some();
                 let mut pat = match behind {
                     Some(pat) => pat,
@@ -558,7 +568,7 @@ impl Ruleset {
                     pat.ext.set_max_offset(end);
                 }
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: false, len: c.pattern.len() as u32 });
+                refs.push(PatternRef { rule: ri as u32, item: ci as u16, is_pcre: false, prefilter: false, implies: implies.map(|(a, _)| a), len: c.pattern.len() as u32 });
                 db.add(c.buffer, c.transforms, r.flow, pat);
             }
             for (pi, p) in r.pcres.iter().enumerate() {
@@ -570,7 +580,7 @@ impl Ruleset {
                         let mut pat = pcre_pattern(p)?;
                         pat.flags |= CompileFlags::SINGLEMATCH;
                         pat.id = Some(refs.len());
-                        refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: true, len: 0 });
+                        refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: true, implies: None, len: 0 });
                         db.add(p.buffer, p.transforms, r.flow, pat);
                     }
                     continue;
@@ -585,7 +595,7 @@ impl Ruleset {
                     pat.flags |= CompileFlags::SINGLEMATCH;
                 }
                 pat.id = Some(refs.len());
-                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: false, len });
+                refs.push(PatternRef { rule: ri as u32, item: pi as u16, is_pcre: true, prefilter: false, implies: None, len });
                 db.add(p.buffer, p.transforms, r.flow, pat);
             }
         }
@@ -593,7 +603,7 @@ impl Ruleset {
             if v.is_empty() {
                 return Ok(None);
             }
-            Ok(Some(Patterns(v).build::<Streaming>().map_err(|e| anyhow!("compiling the rules: {e}"))?))
+            Ok(Some(build_ext::<Streaming>(&v).map_err(|e| anyhow!("compiling the rules: {e}"))?))
         };
         let Databases { stream, bodies, fields: field_groups } = db;
         let [to_server, to_client] = stream;
@@ -603,14 +613,14 @@ impl Ruleset {
         let mut fields = HashMap::new();
         let mut field_transforms: HashMap<Buffer, Vec<Transforms>> = HashMap::new();
         for (key, v) in field_groups {
-            fields.insert(key, Patterns(v).build::<Block>().map_err(|e| anyhow!("compiling the rules: {e}"))?);
+            fields.insert(key, build_ext::<Block>(&v).map_err(|e| anyhow!("compiling the rules: {e}"))?);
             field_transforms.entry(key.0).or_default().push(key.1);
         }
         for chains in field_transforms.values_mut() {
             chains.sort_unstable();
         }
         let n = ok_rules.len();
-        let chains = ok_rules.iter().enumerate().map(|(i, r)| Chain::of(r, base_eval[i], &fallback_of[i])).collect();
+
         let mut header_classes: Vec<Header> = Vec::new();
         let header_of: Vec<u32> = headers
             .into_iter()
@@ -1059,6 +1069,42 @@ fn caseless_literal(c: &crate::inspect::rules::Content) -> String {
     }
 }
 
+/// Compiles `patterns` into one database as `Patterns::build` does, with each pattern's extended
+/// parameters (`max_offset`), which the crate's builder leaves out (it calls `hs_compile_multi`).
+#[allow(unsafe_code, reason = "hs_compile_ext_multi: the crate's builder drops the patterns' extended parameters")]
+fn build_ext<T: hyperscan::Mode>(patterns: &[Pattern]) -> Result<hyperscan::Database<T>> {
+    use foreign_types::ForeignType;
+    let expressions = patterns.iter().map(|p| std::ffi::CString::new(p.expression.as_str())).collect::<Result<Vec<_>, _>>()?;
+    let pointers: Vec<*const std::ffi::c_char> = expressions.iter().map(|e| e.as_ptr()).collect();
+    let flags: Vec<std::ffi::c_uint> = patterns.iter().map(|p| p.flags.bits()).collect();
+    let ids: Vec<std::ffi::c_uint> = patterns.iter().enumerate().map(|(i, p)| p.id.unwrap_or(i) as std::ffi::c_uint).collect();
+    let exts: Vec<hyperscan_sys::hs_expr_ext_t> = patterns.iter().map(|p| p.ext.into()).collect();
+    let ext_pointers: Vec<*const hyperscan_sys::hs_expr_ext_t> = patterns.iter().zip(&exts).map(|(p, e)| if p.ext.is_empty() { std::ptr::null() } else { e as *const _ }).collect();
+    let som = patterns.iter().any(|p| p.flags.contains(CompileFlags::SOM_LEFTMOST));
+    let mode = T::ID | if T::is_streaming() && som { hyperscan_sys::HS_MODE_SOM_HORIZON_MEDIUM } else { 0 };
+    let n = std::ffi::c_uint::try_from(patterns.len())?;
+    let mut db: *mut hyperscan_sys::hs_database_t = std::ptr::null_mut();
+    let mut err: *mut hyperscan_sys::hs_compile_error_t = std::ptr::null_mut();
+    // SAFETY: every array has `n` elements and outlives the call; an extension pointer is null or
+    // points into `exts`; Hyperscan writes either a database or an error, which is freed here.
+    let rc = unsafe { hyperscan_sys::hs_compile_ext_multi(pointers.as_ptr(), flags.as_ptr(), ids.as_ptr(), ext_pointers.as_ptr(), n, mode, std::ptr::null(), &mut db, &mut err) };
+    if rc != hyperscan_sys::HS_SUCCESS as hyperscan_sys::hs_error_t || db.is_null() {
+        let message = if err.is_null() {
+            format!("Hyperscan error {rc}")
+        } else {
+            // SAFETY: a compile error Hyperscan returned, read once and freed once.
+            unsafe {
+                let text = std::ffi::CStr::from_ptr((*err).message).to_string_lossy().into_owned();
+                hyperscan_sys::hs_free_compile_error(err);
+                text
+            }
+        };
+        return Err(anyhow!(message));
+    }
+    // SAFETY: a database Hyperscan compiled, owned from here on.
+    Ok(unsafe { hyperscan::Database::from_ptr(db) })
+}
+
 /// Where a content placed from the start of its buffer (`depth`, `startswith`) ends at the
 /// latest: Hyperscan reports it nowhere after (`max_offset`). `content:"|16|"; depth:1;` on the
 /// stream was otherwise reported at every 256th byte of a download, to be thrown away.
@@ -1104,6 +1150,59 @@ fn content_behind(r: &Rule, ci: usize) -> Option<(&crate::inspect::rules::Conten
     let Step::Content(ai) = before else { return None };
     let a = r.contents.get(usize::from(*ai))?;
     (!a.negated && a.transforms == c.transforms && !a.pattern.is_empty() && !a.vars.any()).then_some((a, lo, hi))
+}
+
+/// Content `c` compiled behind content `a` with a gap of `lo` to `hi` bytes (open-ended without
+/// `hi`), if Hyperscan takes it in streaming mode.
+fn pattern_behind(a: &crate::inspect::rules::Content, c: &crate::inspect::rules::Content, lo: u64, hi: Option<u64>) -> Option<Pattern> {
+    let gap = match hi {
+        Some(hi) => format!("{{{lo},{hi}}}"),
+        None => format!("{{{lo},}}"),
+    };
+    let expr = format!("{}(?s:.{gap}){}", caseless_literal(a), caseless_literal(c));
+    let pat = Pattern::with_flags(expr, CompileFlags::empty()).ok()?;
+    Patterns(vec![pat.clone()]).build::<Streaming>().ok().map(|_| pat)
+}
+
+/// A short content with no modifiers of its own, on the stream or a body of a chained rule, that
+/// only the next content follows (`distance` >= 0, `within` or neither), and that one is longer:
+/// the next content is compiled behind it with the exact gap the modifiers allow
+/// (`Z(?s:.{0,21})\x6c\x69\x6c\x00` for `content:"Z"; content:"|6C 69 6C 00|"; within:25;`), and the
+/// short one is not reported at all. Its position matters to nothing but the next content, which
+/// the combined report already places, and a report of the pair stands for a match of both
+/// (`PatternRef::implies`). ET's stream rules had single bytes such as `"Z"` or `"|05|"` reported
+/// at every occurrence in a download. Returns the short content's index and the gap's bounds.
+fn implied_before(r: &Rule, ci: usize, chain: Option<&Chain>) -> Option<(usize, u64, Option<u64>)> {
+    let chain = chain?;
+    let c = r.contents.get(ci)?;
+    let own = |c: &crate::inspect::rules::Content| c.offset.is_some() || c.depth.is_some() || c.startswith || c.endswith || c.negated || c.vars.any();
+    if stream_kind(c.buffer) == 2 || own(c) || (c.distance.is_none() && c.within.is_none()) {
+        return None;
+    }
+    let Some((false, ai)) = chain.contents.get(ci)?.prev else { return None };
+    let a = r.contents.get(usize::from(ai))?;
+    if own(a) || a.distance.is_some() || a.within.is_some() || a.pattern.is_empty() || a.pattern.len() > SHORT_ITEM || a.pattern.len() >= c.pattern.len() || a.transforms != c.transforms {
+        return None;
+    }
+    // Nothing else comes after it in the rule's chain (no other content, no pcre).
+    let after_a = |l: &Link| l.prev == Some((false, ai));
+    let others = chain.contents.iter().enumerate().filter(|(i, l)| *i != ci && after_a(l)).count() + chain.pcres.iter().filter(|l| after_a(l)).count();
+    if others > 0 || r.pcres.iter().any(|p| p.after == Some(usize::from(ai))) {
+        return None;
+    }
+    let lo = u64::try_from(c.distance.unwrap_or(0)).ok()?;
+    let hi = match c.within {
+        // A bounded gap of more than 255 bytes would be compiled open-ended, which is not exact.
+        Some(w) => {
+            let hi = (lo + u64::from(w)).checked_sub(c.pattern.len() as u64)?;
+            if hi > 255 {
+                return None;
+            }
+            Some(hi)
+        }
+        None => None,
+    };
+    Some((usize::from(ai), lo, hi))
 }
 
 /// The pcre of `behind_content` compiled behind its content: the literal (caseless if the

@@ -324,7 +324,19 @@ impl FlowIps {
         }
         let set = &*self.set;
         if let (Some(Some(chain)), Some(rule)) = (set.chains.get(r.rule as usize), set.rules.get(r.rule as usize)) {
-            if self.chains_on(d, rule, chain, r, (from, to)) {
+            // Compiled behind a content with no report of its own: the report places this match
+            // after one of that content, which it stands for too.
+            let follows = match r.implies {
+                Some(a) => {
+                    let implied = self.matches[d].entry((r.rule, false, a)).or_default();
+                    if implied.is_empty() {
+                        implied.push((from, from));
+                    }
+                    true
+                }
+                None => self.chains_on(d, rule, chain, r, (from, to)),
+            };
+            if follows {
                 let link = if r.is_pcre { chain.pcres[r.item as usize] } else { chain.contents[r.item as usize] };
                 let v = self.matches[d].entry(key).or_default();
                 if let Some(reach) = link.reach {

@@ -10,6 +10,7 @@ use crate::inspect::Verdict;
 
 mod bundled_samples;
 mod fields;
+mod reports;
 mod payload_keywords;
 
 fn set(text: &str, mode: IpsMode, level: Level) -> Arc<Ruleset> {
