@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use tls_inspect_dataplane::inspect::ips::{FlowIps, FlowTuple, IpsMode, Level, Options, Ruleset};
+use tls_inspect_dataplane::inspect::ips::{FlowIps, FlowTuple, IpsMode, Level, Options, PastBodyDepth, Ruleset};
 use tls_inspect_dataplane::inspect::header::Vars;
 use tls_inspect_dataplane::inspect::rules::parse_rules;
 use tls_inspect_dataplane::inspect::ips::Scratch;
@@ -85,7 +85,10 @@ pub fn scan_rate(generated: Option<usize>, file: Option<&std::path::Path>, megab
     // The client's network is the operator's own (`HOME_NET`), as where the appliance runs:
     // ET's rules are written from it, to `$EXTERNAL_NET`.
     let vars = Vars::with(&[("HOME_NET".to_string(), HOME_NET.to_string())].into()).map_err(|e| anyhow!(e))?;
-    let (set, refused) = Ruleset::compile(rules, &Options { mode: IpsMode::Monitor, level: Level::Strict, vars, ..Options::default() })?;
+    // The engine's scan rate: a download's bytes past the body depth still go through the stream
+    // database (the appliance skips them by default, `[ips] past_body_depth`).
+    let opts = Options { mode: IpsMode::Monitor, level: Level::Strict, vars, past_body_depth: PastBodyDepth::Stream, ..Options::default() };
+    let (set, refused) = Ruleset::compile(rules, &opts)?;
     let compile_s = started.elapsed().as_secs_f64();
     let compiled_mib = rss_kib().saturating_sub(before) as f64 / 1024.0;
     let n = set.rules.len();

@@ -16,6 +16,32 @@ const KEEP_HEAD: usize = 16 * 1024;
 /// Header fields of one head parsed (httparse's array): more is an [`Anomaly`].
 const MAX_FIELDS: usize = 128;
 
+/// Requests a response direction remembers the kind of while their responses are due; past
+/// that, its framing of a response to a `HEAD` is no longer known ([`Http1Dir::body_spans`]
+/// then reports nothing).
+const MAX_PENDING: usize = 128;
+
+/// What a response's framing depends on in the request it answers (RFC 9112 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answers {
+    /// A `HEAD`: the response has no body, whatever its headers say.
+    Head,
+    /// A `CONNECT`: a 2xx response turns the connection into a tunnel.
+    Connect,
+    /// Any other method.
+    Other,
+}
+
+impl Answers {
+    pub fn of(method: &str) -> Self {
+        match method {
+            "HEAD" => Self::Head,
+            "CONNECT" => Self::Connect,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// What the follower found in the bytes it was fed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Http1Event<'a> {
@@ -29,7 +55,7 @@ pub enum Http1Event<'a> {
 }
 
 /// A chunked body being decoded (RFC 9112 section 7.1).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunked {
     /// Reading a chunk-size line (hex digits, then extensions to the CRLF).
     Size { value: usize, digits: u8, in_ext: bool },
@@ -41,11 +67,15 @@ enum Chunked {
     Trailers { line: usize },
 }
 
-/// The body's framing, from the head.
+/// The body's framing, from the head (and, for a response, the request it answers).
 #[derive(Debug, PartialEq, Eq)]
 enum Framing {
     Length(usize),
     Chunked,
+    /// An interim (1xx) response: no body, and the final response is still to come.
+    Interim,
+    /// A 2xx answer to CONNECT: the bytes after it are a tunnel.
+    Tunnel,
 }
 
 /// One HTTP/1.x direction being followed.
@@ -62,6 +92,10 @@ pub struct Http1Dir {
     followed: bool,
     /// Why it stopped, when it stopped following HTTP (not yet taken by the IPS).
     anomaly: Option<Anomaly>,
+    /// In the response direction: the kinds of the requests whose responses are still due,
+    /// oldest first ([`Http1Dir::expect`]); `lost` once more were pending than it holds.
+    pending: std::collections::VecDeque<Answers>,
+    lost: bool,
 }
 
 impl Http1Dir {
@@ -83,6 +117,59 @@ impl Http1Dir {
     fn fail(&mut self, why: Anomaly) {
         self.off = true;
         self.anomaly = Some(why);
+    }
+
+    /// In the response direction: a request of kind `answers` was sent, its response is due
+    /// after those of the requests before it.
+    pub fn expect(&mut self, answers: Answers) {
+        if self.pending.len() < MAX_PENDING {
+            self.pending.push_back(answers);
+        } else {
+            self.lost = true;
+        }
+    }
+
+    /// The spans (start, end) of `data`, to be fed next, that are surely body bytes of the
+    /// current message as its peer frames them, into `out`: up to its `Content-Length` (or the
+    /// connection's end), or each chunk's data up to the last chunk. Chunk-size lines, trailers
+    /// and whatever follows the message are not in them. Nothing while a head is being read,
+    /// when the follower is off, or once a response direction lost track of the requests it
+    /// answers (a response to a `HEAD` could then be taken for one with a body).
+    pub fn body_spans(&self, data: &[u8], out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        if self.off || self.lost || !self.head.is_empty() {
+            return;
+        }
+        let Some(mut state) = self.chunked else {
+            if self.body_left > 0 {
+                out.push((0, data.len().min(self.body_left)));
+            }
+            return;
+        };
+        let mut i = 0;
+        while i < data.len() {
+            state = match state {
+                Chunked::Data(left) => {
+                    let n = (data.len() - i).min(left);
+                    out.push((i, i + n));
+                    i += n;
+                    if n == left {
+                        Chunked::DataEnd(2)
+                    } else {
+                        Chunked::Data(left - n)
+                    }
+                }
+                // The last chunk: the message ends in its trailers.
+                Chunked::Trailers { .. } => return,
+                framing => match framing_byte(framing, data[i]) {
+                    Some(next) => {
+                        i += 1;
+                        next
+                    }
+                    None => return,
+                },
+            };
+        }
     }
 
     /// On, and no head under way: where a new protocol (HTTP/2's preface) could start.
@@ -181,12 +268,17 @@ impl Http1Dir {
                 continue;
             };
             data = &data[end - old..];
-            let (framing, info) = parse_head(&self.head[..end], direction);
+            let answers = self.pending.front().copied().unwrap_or(Answers::Other);
+            let (framing, info) = parse_head(&self.head[..end], direction, answers);
             let Some(framing) = framing else {
                 self.head.clear();
                 self.fail(Anomaly::Http1HeaderInvalid);
                 continue;
             };
+            // A final response answers the oldest request still due (an interim 1xx does not).
+            if framing != Framing::Interim && direction == Direction::ToClient {
+                self.pending.pop_front();
+            }
             self.followed = true;
             on(Http1Event::Head { info, raw: &self.head[..end] });
             // The head's buffer stays for the next message (no allocation per request), unless a
@@ -196,9 +288,15 @@ impl Http1Dir {
                 self.head = Vec::new();
             }
             match framing {
-                Framing::Length(0) => on(Http1Event::BodyEnd),
+                Framing::Length(0) | Framing::Interim => on(Http1Event::BodyEnd),
                 Framing::Length(n) => self.body_left = n,
                 Framing::Chunked => self.chunked = Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+                Framing::Tunnel => {
+                    // What follows a 2xx to CONNECT is no longer HTTP: the stream buffer alone
+                    // sees it, as after any other protocol switch.
+                    on(Http1Event::BodyEnd);
+                    self.off = true;
+                }
             }
         }
     }
@@ -212,26 +310,10 @@ impl Http1Dir {
                 return i;
             };
             let next = match state {
-                Chunked::Size { value, digits, in_ext } => {
+                Chunked::Size { .. } | Chunked::DataEnd(_) => {
                     let c = data[i];
                     i += 1;
-                    match c {
-                        b'\n' if digits > 0 => {
-                            if value == 0 {
-                                Some(Chunked::Trailers { line: 0 })
-                            } else {
-                                Some(Chunked::Data(value))
-                            }
-                        }
-                        b'\r' | b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext }),
-                        _ if in_ext => Some(Chunked::Size { value, digits, in_ext }),
-                        b';' if digits > 0 => Some(Chunked::Size { value, digits, in_ext: true }),
-                        _ => match (c as char).to_digit(16) {
-                            // At most 15 hex digits: no overflow, and anything larger is not a body we follow.
-                            Some(h) if digits < 15 => Some(Chunked::Size { value: value * 16 + h as usize, digits: digits + 1, in_ext }),
-                            _ => None,
-                        },
-                    }
+                    framing_byte(state, c)
                 }
                 Chunked::Data(left) => {
                     let n = (data.len() - i).min(left);
@@ -241,15 +323,6 @@ impl Http1Dir {
                         Some(Chunked::DataEnd(2))
                     } else {
                         Some(Chunked::Data(left - n))
-                    }
-                }
-                Chunked::DataEnd(left) => {
-                    let c = data[i];
-                    i += 1;
-                    match (left, c) {
-                        (2, b'\r') => Some(Chunked::DataEnd(1)),
-                        (_, b'\n') => Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
-                        _ => None,
                     }
                 }
                 Chunked::Trailers { line } => {
@@ -278,6 +351,36 @@ impl Http1Dir {
             }
         }
         i
+    }
+}
+
+/// The next state of chunked framing after byte `c` of a chunk-size line or of the CRLF after a
+/// chunk's data (`None`: the framing is invalid).
+fn framing_byte(state: Chunked, c: u8) -> Option<Chunked> {
+    match state {
+        Chunked::Size { value, digits, in_ext } => match c {
+            b'\n' if digits > 0 => {
+                if value == 0 {
+                    Some(Chunked::Trailers { line: 0 })
+                } else {
+                    Some(Chunked::Data(value))
+                }
+            }
+            b'\r' | b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext }),
+            _ if in_ext => Some(Chunked::Size { value, digits, in_ext }),
+            b';' if digits > 0 => Some(Chunked::Size { value, digits, in_ext: true }),
+            _ => match (c as char).to_digit(16) {
+                // At most 15 hex digits: no overflow, and anything larger is not a body we follow.
+                Some(h) if digits < 15 => Some(Chunked::Size { value: value * 16 + h as usize, digits: digits + 1, in_ext }),
+                _ => None,
+            },
+        },
+        Chunked::DataEnd(left) => match (left, c) {
+            (2, b'\r') => Some(Chunked::DataEnd(1)),
+            (_, b'\n') => Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
+            _ => None,
+        },
+        Chunked::Data(_) | Chunked::Trailers { .. } => None,
     }
 }
 
@@ -310,7 +413,7 @@ fn is_tchar(c: u8) -> bool {
 }
 
 /// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
-fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<HttpInfo>) {
+fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Framing>, Option<HttpInfo>) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let header_value = |headers: &[httparse::Header<'_>], name: &str| {
         headers
@@ -353,11 +456,14 @@ fn parse_head(head: &[u8], direction: Direction) -> (Option<Framing>, Option<Htt
                 _ => return (None, None),
             }
             let hs = &*resp.headers;
-            // 1xx, 204 and 304 have no body whatever the headers say.
-            if matches!(resp.code, Some(100..=199 | 204 | 304)) {
-                return (Some(Framing::Length(0)), None);
+            // 1xx, 204, 304 and a response to HEAD have no body whatever the headers say
+            // (RFC 9112 6.3), and a 2xx to CONNECT starts a tunnel.
+            match (resp.code, answers) {
+                (Some(100..=199), _) => (Some(Framing::Interim), None),
+                (Some(200..=299), Answers::Connect) => (Some(Framing::Tunnel), None),
+                (Some(204 | 304), _) | (_, Answers::Head) => (Some(Framing::Length(0)), None),
+                _ => (framing(hs), None),
             }
-            (framing(hs), None)
         }
     }
 }
@@ -382,6 +488,55 @@ mod tests {
     /// `data` to the server one byte per read.
     fn follow_bytewise(dir: &mut Http1Dir, data: &[u8]) -> Vec<String> {
         data.chunks(1).flat_map(|b| follow(dir, Direction::ToServer, b)).collect()
+    }
+
+    fn spans(dir: &Http1Dir, data: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = vec![(9, 9)];
+        dir.body_spans(data, &mut out);
+        out
+    }
+
+    #[test]
+    fn body_spans_are_what_the_framing_says_and_a_response_knows_its_request() {
+        let mut req = Http1Dir::default();
+        follow(&mut req, Direction::ToServer, b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+        assert_eq!(spans(&req, b"defghijGET / HTTP/1.1\r\n\r\n"), [(0, 7)]);
+        follow(&mut req, Direction::ToServer, b"defghij");
+        assert_eq!(spans(&req, b"GET"), [], "the body is over");
+        follow(&mut req, Direction::ToServer, b"PUT /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nab");
+        // The rest of the chunk, the next chunk's data; not the sizes, CRLFs or what follows the
+        // last chunk.
+        let rest = b"cdefghijklmnop\r\n3;x=y\r\nxyz\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n";
+        assert_eq!(spans(&req, rest), [(0, 14), (23, 26)]);
+        assert_eq!(spans(&req, &rest[..20]), [(0, 14)]);
+        assert_eq!(spans(&req, b"cdefghijklmnop\r\nzz\r\n"), [(0, 14)], "invalid framing ends the spans");
+        follow(&mut req, Direction::ToServer, &rest[..rest.len() - 4]);
+        assert_eq!(spans(&req, b"\r\n\r\n"), [], "a head under way");
+
+        // Responses, in the order of their requests: HEAD, GET.
+        let mut resp = Http1Dir::default();
+        for m in ["HEAD", "GET"] {
+            resp.expect(Answers::of(m));
+        }
+        let seen = follow(&mut resp, Direction::ToClient, b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n");
+        assert_eq!(seen, ["head", "end", "head", "end"], "a response to HEAD has no body");
+        assert_eq!(spans(&resp, b"HTTP/1.1 200 OK\r\n"), []);
+        follow(&mut resp, Direction::ToClient, b"HTTP/1.1 200 OK\r\n\r\nx");
+        assert_eq!(spans(&resp, b"abc"), [(0, 3)], "a response without a length runs to the end");
+        let mut resp = Http1Dir::default();
+        resp.expect(Answers::of("CONNECT"));
+        let seen = follow(&mut resp, Direction::ToClient, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01");
+        assert_eq!(seen, ["head", "end"]);
+        assert!(resp.is_off() && resp.take_anomaly().is_none(), "a tunnel is not HTTP, and no anomaly");
+        assert_eq!(spans(&resp, b"abc"), []);
+
+        // Past what it remembers, a direction reports no body at all.
+        let mut resp = Http1Dir::default();
+        for _ in 0..=MAX_PENDING {
+            resp.expect(Answers::Other);
+        }
+        follow(&mut resp, Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
+        assert_eq!(spans(&resp, b"abc"), []);
     }
 
     #[test]

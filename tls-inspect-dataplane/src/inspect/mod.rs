@@ -184,6 +184,12 @@ pub trait Inspector {
         Vec::new()
     }
 
+    /// Per direction (to the server, to the client), so far: body bytes past `[ips]
+    /// body_depth` that no IPS database scanned.
+    fn unscanned(&self) -> [u64; 2] {
+        [0, 0]
+    }
+
     /// What a client whose request was blocked gets inside its session (an HTTP block page),
     /// if anything.
     fn block_response(&self) -> Option<Vec<u8>> {
@@ -287,6 +293,10 @@ impl Inspector for IpsInspector {
 
     fn alerts(&mut self) -> Vec<ips::Hit> {
         self.flow.take_hits()
+    }
+
+    fn unscanned(&self) -> [u64; 2] {
+        self.flow.unscanned()
     }
 
     fn block_response(&self) -> Option<Vec<u8>> {

@@ -25,6 +25,8 @@ pub struct IpsSettings {
     /// HTTP the followers cannot follow further (a head over 64 KiB, an invalid head or chunk
     /// framing, a broken HTTP/2 frame): "block" (in block mode; the default) or "alert".
     pub unfollowable: super::ips::Unfollowable,
+    /// What HTTP/1 body bytes past `body_depth` go through: "skip" (no database) or "stream".
+    pub past_body_depth: super::ips::PastBodyDepth,
     /// Source or destination networks whose flows skip the IPS (the protection whitelist).
     pub whitelist: Vec<String>,
     /// Address and port variables of rule headers (`HOME_NET = "[10.0.0.0/8]"`,
@@ -66,6 +68,7 @@ impl IpsSettings {
             level: self.level,
             body_depth: self.body_depth,
             unfollowable: self.unfollowable,
+            past_body_depth: self.past_body_depth,
             vars: Vars::with(&self.vars).map_err(|e| anyhow::anyhow!("{e}"))?,
             classifications,
             references,
@@ -129,6 +132,7 @@ impl Default for IpsSettings {
             rules: Vec::new(),
             body_depth: 1 << 20,
             unfollowable: super::ips::Unfollowable::Block,
+            past_body_depth: super::ips::PastBodyDepth::Skip,
             whitelist: Vec::new(),
             vars: BTreeMap::new(),
             classification: None,

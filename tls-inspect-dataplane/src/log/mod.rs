@@ -203,6 +203,9 @@ pub struct FlowLog {
     pub resumed: (bool, bool),
     /// An alert fired on the flow.
     pub alerted: bool,
+    /// Per direction (to the server, to the client): body bytes past the IPS's body depth that
+    /// it did not scan.
+    pub ips_unscanned: [u64; 2],
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -300,12 +303,17 @@ impl FlowLog {
     /// What every record of this flow says under `tls_inspect`: the decision and the policy
     /// and scope the XDP program matched.
     fn ours(&self) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "decision": self.decision.as_str(),
             "reason": self.reason.to_string(),
             "policy_id": self.policy_id,
             "scope_id": self.scope_id,
-        })
+        });
+        // Only where the IPS left body bytes past its depth unscanned.
+        if self.ips_unscanned != [0, 0] {
+            v["ips_unscanned_bytes"] = json!({ "toserver": self.ips_unscanned[0], "toclient": self.ips_unscanned[1] });
+        }
+        v
     }
 
     /// The fields every EVE record of this flow starts with, then `rest`'s.

@@ -347,6 +347,10 @@ impl crate::inspect::Inspector for Tapped {
         self.inner.alerts()
     }
 
+    fn unscanned(&self) -> [u64; 2] {
+        self.inner.unscanned()
+    }
+
     fn block_response(&self) -> Option<Vec<u8>> {
         self.inner.block_response()
     }

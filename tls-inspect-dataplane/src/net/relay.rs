@@ -48,6 +48,10 @@ impl Context {
         let relayed = relay_tls(&mut flow.server, client, icpt, &mut tls.shared, &mut self.scratch);
         let hits = icpt.take_alerts();
         let txs = icpt.take_http(false);
+        let unscanned = icpt.unscanned();
+        let new: u64 = unscanned.iter().zip(flow.log.ips_unscanned).map(|(now, before)| now.saturating_sub(before)).sum();
+        self.stats.add(Counter::IpsUnscanned, new);
+        flow.log.ips_unscanned = unscanned;
         let failed = match relayed {
             Ok((up, down)) => {
                 flow.log.bytes_toserver += up;

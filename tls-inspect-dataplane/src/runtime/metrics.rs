@@ -209,6 +209,7 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
         Counter::TlsWeakened => ("tls_weakened_total", None, None),
         Counter::CertsForged => ("certs_forged_total", None, None),
         Counter::IpsAlerts => ("ips_alerts_total", None, None),
+        Counter::IpsUnscanned => ("ips_unscanned_bytes_total", None, None),
         Counter::IdleTimeouts => ("idle_timeouts_total", None, None),
         Counter::NotTcp => ("not_tcp_frames_total", None, None),
         Counter::FramesHandled => ("frames_handled_total", None, None),

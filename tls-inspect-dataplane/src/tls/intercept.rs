@@ -801,6 +801,11 @@ impl Interceptor {
         self.inspector.alerts()
     }
 
+    /// Per direction, so far: plaintext bytes past the IPS's body depth that it did not scan.
+    pub fn unscanned(&self) -> [u64; 2] {
+        self.inspector.unscanned()
+    }
+
     /// The client sent close_notify (its plaintext has ended).
     pub fn client_done(&self) -> bool {
         self.client_closed

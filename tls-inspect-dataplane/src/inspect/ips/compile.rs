@@ -38,6 +38,7 @@ pub struct Options {
     pub body_depth: usize,
     /// HTTP that cannot be followed further: block (in block mode) or alert.
     pub unfollowable: super::Unfollowable,
+    pub past_body_depth: super::PastBodyDepth,
     /// The address and port variables rule headers name.
     pub vars: Vars,
     /// Classtypes: category and severity of alerts.
@@ -53,6 +54,7 @@ impl Default for Options {
             level: Level::Medium,
             body_depth: 1 << 20,
             unfollowable: super::Unfollowable::Block,
+            past_body_depth: super::PastBodyDepth::Skip,
             vars: Vars::default(),
             classifications: Classifications::default(),
             references: References::default(),
@@ -388,6 +390,7 @@ pub struct Ruleset {
     pub mode: IpsMode,
     pub body_depth: usize,
     pub unfollowable: super::Unfollowable,
+    pub past_body_depth: super::PastBodyDepth,
     /// Data leak detectors run on outbound plaintext.
     pub dlp: Vec<(crate::inspect::dlp::Detector, crate::inspect::dlp::DetectorSettings)>,
     /// Source or destination networks whose flows skip the IPS.
@@ -709,6 +712,7 @@ impl Ruleset {
                 mode,
                 body_depth,
                 unfollowable: opts.unfollowable,
+                past_body_depth: opts.past_body_depth,
                 dlp: Vec::new(),
                 whitelist: Vec::new(),
                 databases: DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -13,12 +13,12 @@ use hyperscan::prelude::*;
 use hyperscan::Scratch;
 
 use super::compile::{stream_kind, BitOp, Chain, Eval, FieldKey, PatternRef, ThresholdKey};
-use super::{Hit, Ruleset};
+use super::{Hit, PastBodyDepth, Ruleset};
 use crate::inspect::rules::Action;
 use crate::inspect::dlp::DlpState;
 use crate::inspect::fields::Head;
 use crate::inspect::h2::{H2Dir, H2Event};
-use crate::inspect::http1::{Http1Dir, Http1Event};
+use crate::inspect::http1::{Answers, Http1Dir, Http1Event};
 use crate::inspect::payload::{self, Outcome, MAX_VARS};
 use crate::inspect::rules::{step_buffer, Buffer, Content, FlowDir, Rule, Step, Track, Transforms};
 use crate::inspect::{BlockCause, Direction, HelloFields, HttpInfo, HttpTx, Verdict};
@@ -71,6 +71,13 @@ pub struct FlowIps {
     /// The body stream of each direction's current HTTP/1 message, and its bytes so far.
     body: [Option<OwnedStream>; 2],
     body_seen: [usize; 2],
+    /// Per direction: body bytes past `body_depth` that no database scanned, the stream's
+    /// included ([`FlowIps::unscanned`]).
+    unscanned: [u64; 2],
+    /// Reused per read: the body spans of a read past the depth, and its data unit when they
+    /// cut it in several pieces.
+    spans: Vec<(usize, usize)>,
+    unit_buf: Vec<u8>,
     /// (rule, is_pcre, item) -> matches (start, end), a few per item.
     /// Per direction: matches of a direction's data combine only with each other, as in
     /// Suricata, where a request and its response are inspected apart.
@@ -132,6 +139,16 @@ pub struct FlowIps {
 
 const MATCHES_PER_ITEM: usize = 16;
 
+/// The non-empty pieces of `0..len` between `spans` (sorted, apart, within it).
+fn gaps(spans: &[(usize, usize)], len: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let starts = std::iter::once(0).chain(spans.iter().map(|&(_, end)| end));
+    let ends = spans.iter().map(|&(start, _)| start).chain(std::iter::once(len));
+    starts.zip(ends).filter(|(start, end)| start < end)
+}
+
+/// The largest pieced-together data unit buffer a flow keeps between reads.
+const UNIT_BUF_KEPT: usize = 64 * 1024;
+
 /// The rules that fired on a flow: a sorted list, since a flow fires a few rules of thousands
 /// (a flag per rule would cost every flow a byte per rule of the set).
 #[derive(Default)]
@@ -173,6 +190,9 @@ impl FlowIps {
             http: [Http1Dir::default(), Http1Dir::default()],
             body: [None, None],
             body_seen: [0, 0],
+            unscanned: [0, 0],
+            spans: Vec::new(),
+            unit_buf: Vec::new(),
             matches: [Matches::default(), Matches::default()],
             field_len: Default::default(),
             field_bytes: Default::default(),
@@ -585,7 +605,10 @@ impl FlowIps {
             return Verdict::Continue;
         }
         let d = dir_index(direction);
-        self.scan_stream(d, data, scratch);
+        // The data unit: what the stream database scans and rules evaluated per unit read.
+        let mut buf = std::mem::take(&mut self.unit_buf);
+        let unit = self.data_unit(d, data, &mut buf);
+        self.scan_stream(d, unit, scratch);
         if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
             self.h2 = Some([H2Dir::new(true), H2Dir::new(false)]);
             self.http[0].turn_off();
@@ -594,13 +617,13 @@ impl FlowIps {
         if self.h2.is_some() {
             self.follow_h2(direction, data, scratch);
         } else {
-            self.follow_http(direction, data, scratch);
+            self.follow_http(direction, data, unit, scratch);
         }
         let anomaly = match self.h2.as_mut() {
             Some(dirs) => dirs[d].take_anomaly(),
             None => self.http[d].take_anomaly(),
         };
-        let mut verdict = self.evaluate(direction, Some(data));
+        let mut verdict = self.evaluate(direction, Some(unit));
         if let Some(a) = anomaly {
             let blocks = self.anomaly(a, direction);
             if verdict == Verdict::Continue {
@@ -616,6 +639,11 @@ impl FlowIps {
         if std::mem::take(&mut self.message_done[d]) {
             self.new_message(d);
             self.in_message[d] = false;
+        }
+        // A unit pieced together gives its buffer back, unless it grew past a large read.
+        if buf.capacity() <= UNIT_BUF_KEPT {
+            buf.clear();
+            self.unit_buf = buf;
         }
         if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
@@ -841,14 +869,19 @@ impl FlowIps {
         }
     }
 
-    fn follow_http(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) {
+    /// `data` of HTTP/1 in `direction`; `unit` is what of it the stream scanned (its end).
+    fn follow_http(&mut self, direction: Direction, data: &[u8], unit: &[u8], scratch: &mut Scratch) {
         let d = dir_index(direction);
         // The follower is lent out while its events are handled.
         let mut follower = std::mem::take(&mut self.http[d]);
         follower.feed(direction, data, &mut |event| match event {
             Http1Event::Head { info, raw } => {
+                // Each request's response is framed knowing what it answers (HEAD, CONNECT).
+                if let (Direction::ToServer, Some(info)) = (direction, info.as_ref()) {
+                    self.http[1].expect(Answers::of(&info.method));
+                }
                 if let Some(head) = Head::http1(raw, direction) {
-                    self.scan_head(&head, data, scratch);
+                    self.scan_head(&head, unit, scratch);
                     match direction {
                         Direction::ToServer => self.tx_request(&head, None),
                         Direction::ToClient => {
@@ -884,6 +917,42 @@ impl FlowIps {
             }
         });
         self.http[d] = follower;
+    }
+
+    /// What of `data`, fed in direction `d`, the stream database scans and rules evaluated per
+    /// data unit read: all of it, but with `[ips] past_body_depth = "skip"`, the body bytes of
+    /// an HTTP/1 message once `body_depth` of its body was scanned (as its peer frames them: its
+    /// `Content-Length`, each chunk's data, a response that runs to the end) are left out and
+    /// counted. The framing around them and the next message are scanned whole. When the body
+    /// bytes cut the rest in several pieces (chunks), the unit is those pieces joined in `buf`.
+    fn data_unit<'a>(&mut self, d: usize, data: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+        let past = self.set.past_body_depth == PastBodyDepth::Skip && self.h2.is_none() && self.body_seen[d] >= self.set.body_depth;
+        if !past {
+            return data;
+        }
+        self.http[d].body_spans(data, &mut self.spans);
+        if self.spans.is_empty() {
+            return data;
+        }
+        self.unscanned[d] += self.spans.iter().map(|&(start, end)| (end - start) as u64).sum::<u64>();
+        let mut pieces = gaps(&self.spans, data.len());
+        match (pieces.next(), pieces.next()) {
+            (None, _) => &data[..0],
+            (Some((start, end)), None) => &data[start..end],
+            _ => {
+                buf.clear();
+                for (start, end) in gaps(&self.spans, data.len()) {
+                    buf.extend_from_slice(&data[start..end]);
+                }
+                buf
+            }
+        }
+    }
+
+    /// Per direction (to the server, to the client): body bytes past `body_depth` that no
+    /// database scanned.
+    pub fn unscanned(&self) -> [u64; 2] {
+        self.unscanned
     }
 
     /// Body bytes of the current message: scanned up to the body depth.

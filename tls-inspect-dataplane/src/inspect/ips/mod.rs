@@ -40,6 +40,20 @@ pub enum Unfollowable {
     Alert,
 }
 
+/// What the body bytes of an HTTP/1 message past `[ips] body_depth` go through:
+/// `[ips] past_body_depth`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PastBodyDepth {
+    /// No database: neither the body's nor the stream's (the default; as Suricata stops
+    /// inspecting a flow's stream past `stream.reassembly.depth`, but per message: the next
+    /// message's head and body are scanned again).
+    #[default]
+    Skip,
+    /// The stream database still scans them, to the message's end.
+    Stream,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {

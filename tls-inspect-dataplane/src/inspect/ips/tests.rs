@@ -9,6 +9,7 @@ use crate::inspect::rules::{parse_rules, Action};
 use crate::inspect::Verdict;
 
 mod bundled_samples;
+mod depth;
 mod fields;
 mod reports;
 mod payload_keywords;

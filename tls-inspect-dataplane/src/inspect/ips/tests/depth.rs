@@ -1,0 +1,134 @@
+//! `[ips] body_depth` and `past_body_depth`: the body bytes of an HTTP/1 message past the depth
+//! go through no database (by default), the stream's included, and every next message is
+//! scanned whole; a response is framed by the request it answers (HEAD), so a server cannot
+//! pass a head off as body.
+
+use super::*;
+
+const RULES: &str = r#"alert tcp any any -> any any (msg:"raw marker"; flow:to_client; content:"MARKER-X"; sid:50;)
+alert tcp any any -> any any (msg:"marker ends the unit"; flow:to_client; content:"TAILMARK"; isdataat:!1,relative; sid:52;)
+alert http any any -> any any (msg:"server"; flow:to_client; http.server; content:"evilsrv"; sid:53;)
+"#;
+
+fn with_depth(depth: usize, past: PastBodyDepth) -> Arc<Ruleset> {
+    let (rules, errors) = parse_rules(RULES);
+    assert!(errors.is_empty(), "{errors:?}");
+    let opts = Options { mode: IpsMode::Monitor, level: Level::Strict, body_depth: depth, past_body_depth: past, ..Options::default() };
+    let (set, refused) = Ruleset::compile(rules, &opts).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    Arc::new(set)
+}
+
+fn sids(f: &FlowIps) -> Vec<u32> {
+    let mut v: Vec<u32> = f.hits.iter().map(|h| h.sid).collect();
+    v.sort_unstable();
+    v
+}
+
+/// A response of `len` body bytes whose body holds MARKER-X at `at`.
+fn response_with_marker(len: usize, at: usize) -> Vec<u8> {
+    let mut body = vec![b'.'; len];
+    body[at..at + 8].copy_from_slice(b"MARKER-X");
+    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    r.extend_from_slice(&body);
+    r
+}
+
+#[test]
+fn a_body_past_the_depth_reaches_no_database_unless_the_stream_is_asked_to_scan_it() {
+    for (past, fires) in [(PastBodyDepth::Skip, false), (PastBodyDepth::Stream, true)] {
+        let s = with_depth(64, past);
+        let mut scratch = s.scratch().unwrap();
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+        let r = response_with_marker(1000, 700);
+        // The head and 100 body bytes (the read that crosses the depth is scanned whole), then
+        // the rest in two reads.
+        let head = r.len() - 1000;
+        f.inspect(Direction::ToClient, &r[..head + 100], &mut scratch);
+        f.inspect(Direction::ToClient, &r[head + 100..head + 500], &mut scratch);
+        f.inspect(Direction::ToClient, &r[head + 500..], &mut scratch);
+        assert_eq!(sids(&f).contains(&50), fires, "{past:?}: {:?}", f.hits);
+        let skipped = if fires { 0 } else { 900 };
+        assert_eq!(f.unscanned(), [0, skipped], "{past:?}");
+    }
+    // Within the depth the marker is found, whatever the setting.
+    let s = with_depth(1 << 20, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+    let r = response_with_marker(1000, 700);
+    for piece in r.chunks(100) {
+        f.inspect(Direction::ToClient, piece, &mut scratch);
+    }
+    assert_eq!(sids(&f), [50]);
+    assert_eq!(f.unscanned(), [0, 0]);
+}
+
+#[test]
+fn the_message_after_a_skipped_body_is_scanned_whole_in_the_same_read() {
+    let s = with_depth(64, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    for chunked in [false, true] {
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+        // 256 body bytes: four chunks of 64 (the chunks past the depth cut the unit in pieces).
+        let first: Vec<u8> = if chunked {
+            let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..4 {
+                v.extend_from_slice(b"40\r\n");
+                v.extend_from_slice(&[b'.'; 64]);
+                v.extend_from_slice(b"\r\n");
+            }
+            v.extend_from_slice(b"0\r\n\r\n");
+            v
+        } else {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Length: 256\r\n\r\n".to_vec();
+            v.extend_from_slice(&[b'.'; 256]);
+            v
+        };
+        let second = b"HTTP/1.1 200 OK\r\nServer: evilsrv\r\nContent-Length: 21\r\n\r\n..MARKER-X...TAILMARK";
+        // The first response up to 100 bytes into its wire body (94 body bytes when chunked); then
+        // the rest of its body (skipped), its framing and the whole second response in one read.
+        let cut = first.windows(4).position(|w| w == b"....").unwrap() + 100;
+        f.inspect(Direction::ToClient, &first[..cut], &mut scratch);
+        let mut rest = first[cut..].to_vec();
+        rest.extend_from_slice(second);
+        f.inspect(Direction::ToClient, &rest, &mut scratch);
+        // The server header, the marker in the second body, and the marker that ends the unit,
+        // found at the right place of a unit that starts after the skipped bytes.
+        assert_eq!(sids(&f), [50, 52, 53], "chunked {chunked}: {:?}", f.hits);
+        assert_eq!(f.unscanned(), [0, if chunked { 162 } else { 156 }], "chunked {chunked}");
+    }
+}
+
+#[test]
+fn a_response_to_head_has_no_body_whatever_its_length_says() {
+    let s = with_depth(64, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+    f.inspect(Direction::ToServer, b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+    // A 1xx first (it answers nothing), then the HEAD's response claims a large body, then the
+    // GET's response: its head is a head, and its body within the depth.
+    f.inspect(Direction::ToClient, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", &mut scratch);
+    f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nServer: evilsrv\r\nContent-Length: 10\r\n\r\nMARKER-X..", &mut scratch);
+    assert_eq!(sids(&f), [50, 53], "{:?}", f.hits);
+    assert_eq!(f.unscanned(), [0, 0]);
+}
+
+#[test]
+fn a_flow_whose_responses_cannot_be_matched_to_requests_is_scanned_whole() {
+    let s = with_depth(64, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    let mut f = FlowIps::new(s, FlowTuple::to_port(443));
+    // More pipelined requests than a direction remembers: a response to a HEAD among them could
+    // be taken for one with a body, so no body is skipped.
+    let requests = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+    f.inspect(Direction::ToServer, requests.as_bytes(), &mut scratch);
+    let r = response_with_marker(1000, 700);
+    for piece in r.chunks(100) {
+        f.inspect(Direction::ToClient, piece, &mut scratch);
+    }
+    assert_eq!(sids(&f), [50]);
+    assert_eq!(f.unscanned(), [0, 0]);
+}
