@@ -204,6 +204,48 @@ impl H2Dir {
         }
     }
 
+    /// The spans (start, end) of `data`, to be fed next, that are payloads of DATA frames of the
+    /// streams `past` takes (their bodies are past the IPS's depth), into `out`: each such
+    /// frame's whole payload (pad length, body, padding). Frame headers and every other frame
+    /// are not in them. Nothing while the client preface is due or once the follower is off.
+    pub fn data_spans(&self, data: &[u8], past: impl Fn(u32) -> bool, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        if self.off || self.preface_left > 0 {
+            return;
+        }
+        // Where the frame under way ends, and a frame header as far as it has come.
+        let (mut at, mut header, mut have) = (0, [0u8; 9], 0);
+        match self.data {
+            Some(d) => {
+                let end = d.body_left.saturating_add(d.pad_left).min(data.len());
+                if past(d.stream) && end > 0 {
+                    out.push((0, end));
+                }
+                at = end;
+            }
+            None if self.buf.len() >= 9 => at = (9 + frame_len(&self.buf)).saturating_sub(self.buf.len()).min(data.len()),
+            None => {
+                header[..self.buf.len()].copy_from_slice(&self.buf);
+                have = self.buf.len();
+            }
+        }
+        while at < data.len() {
+            let n = (9 - have).min(data.len() - at);
+            header[have..have + n].copy_from_slice(&data[at..at + n]);
+            (have, at) = (have + n, at + n);
+            if have < 9 {
+                return;
+            }
+            have = 0;
+            let end = at.saturating_add(frame_len(&header)).min(data.len());
+            let stream = u32::from_be_bytes([header[5] & 0x7f, header[6], header[7], header[8]]);
+            if header[3] == 0 && past(stream) && end > at {
+                out.push((at, end));
+            }
+            at = end;
+        }
+    }
+
     /// Every byte fed so far belonged to complete frames (and the follower is still on).
     pub fn at_frame_boundary(&self) -> bool {
         !self.off && self.preface_left == 0 && self.buf.is_empty() && self.block.is_empty() && self.data.is_none()
@@ -284,6 +326,40 @@ mod tests {
         let mut f = Vec::new();
         super::frame(&mut f, kind, flags, stream, payload);
         f
+    }
+
+    #[test]
+    fn data_spans_are_the_payloads_of_the_streams_past_their_depth() {
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(4, 0, 0, &[])); // SETTINGS
+        let mut d = H2Dir::new(true);
+        assert!(d.feed(&wire).is_empty());
+        let mut next = frame(0, 0, 1, b"aaaa"); // stream 1: 9..13
+        next.extend(frame(0, 0x8, 3, &[1, b'b', b'b', 0])); // stream 3, padded: 22..26
+        next.extend(frame(8, 0, 1, &[0, 0, 0, 1])); // WINDOW_UPDATE
+        next.extend(frame(0, 0x1, 1, b"cc")); // stream 1: 48..50
+        let spans = |d: &H2Dir, data: &[u8], past: &[u32]| {
+            let mut out = vec![(7, 7)];
+            d.data_spans(data, |s| past.contains(&s), &mut out);
+            out
+        };
+        assert_eq!(spans(&d, &next, &[1]), [(9, 13), (48, 50)]);
+        assert_eq!(spans(&d, &next, &[3]), [(22, 26)]);
+        assert_eq!(spans(&d, &next, &[]), []);
+        assert_eq!(spans(&d, &next[..11], &[1]), [(9, 11)], "a frame cut by the read");
+        // Fed in pieces: the DATA frame under way, then a header under way.
+        d.feed(&next[..11]);
+        assert_eq!(spans(&d, &next[11..], &[1]), [(0, 2), (37, 39)]);
+        d.feed(&next[11..16]);
+        assert_eq!(spans(&d, &next[16..], &[3]), [(6, 10)]);
+        d.feed(&next[16..30]);
+        // Inside the WINDOW_UPDATE frame's header, then inside its payload: not a span, and the
+        // DATA frame after it is found.
+        assert_eq!(spans(&d, &next[30..], &[1]), [(18, 20)]);
+        d.feed(&next[30..37]);
+        assert_eq!(spans(&d, &next[37..], &[1]), [(11, 13)]);
+        // A client still owing its preface, or a follower that is off, reports nothing.
+        assert_eq!(spans(&H2Dir::new(true), &next, &[1]), []);
     }
 
     #[test]

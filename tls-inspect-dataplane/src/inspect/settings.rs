@@ -25,7 +25,7 @@ pub struct IpsSettings {
     /// HTTP the followers cannot follow further (a head over 64 KiB, an invalid head or chunk
     /// framing, a broken HTTP/2 frame): "block" (in block mode; the default) or "alert".
     pub unfollowable: super::ips::Unfollowable,
-    /// What HTTP/1 body bytes past `body_depth` go through: "skip" (no database) or "stream".
+    /// What HTTP body bytes past `body_depth` go through: "skip" (no database) or "stream".
     pub past_body_depth: super::ips::PastBodyDepth,
     /// Source or destination networks whose flows skip the IPS (the protection whitelist).
     pub whitelist: Vec<String>,

@@ -738,6 +738,7 @@ mod tests {
             weakened: vec![],
             resumed: (true, false),
             alerted: true,
+            ips_unscanned: [0, 1_500_000],
         }
     }
 
@@ -769,6 +770,9 @@ mod tests {
         let flow_event = f.flow_event(true);
         check(&flow_event);
         assert_eq!((flow_event["event_type"].as_str(), flow_event["flow"]["alerted"].as_bool()), (Some("flow"), Some(true)));
+        assert_eq!(flow_event["tls_inspect"]["ips_unscanned_bytes"], json!({ "toserver": 0, "toclient": 1_500_000 }));
+        let scanned = FlowLog { ips_unscanned: [0, 0], ..flow() };
+        assert!(scanned.flow_event(false)["tls_inspect"].get("ips_unscanned_bytes").is_none(), "only where bytes went unscanned");
         let hit = crate::inspect::ips::Hit {
             sid: 9000001,
             rev: 1,

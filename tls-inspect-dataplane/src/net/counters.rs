@@ -70,7 +70,7 @@ counters! {
     TlsWeakened "tls_weakened" Counter "Inspected flows whose client leg the appliance made weaker than the client asked for and the server gave (an error; the flow record says how).";
     CertsForged "certs_forged" Counter "Certificates the worker's forger signed.";
     IpsAlerts "ips_alerts" Counter "IPS rules and DLP detectors that fired.";
-    IpsUnscanned "ips_unscanned_bytes" Counter "Body bytes of HTTP/1 messages past [ips] body_depth that no IPS database scanned (past_body_depth = \"skip\").";
+    IpsUnscanned "ips_unscanned_bytes" Counter "Body bytes of HTTP messages past [ips] body_depth that no IPS database scanned (past_body_depth = \"skip\").";
     IdleTimeouts "idle_timeouts" Counter "Flows reset on both sides after the idle timeout.";
     NotTcp "not_tcp" Counter "Frames given to the relay that were not TCP over IPv4 (dropped).";
     FramesHandled "frames_handled" Counter "Frames the relay processed (own and handed over).";

@@ -615,7 +615,7 @@ impl FlowIps {
             self.http[1].turn_off();
         }
         if self.h2.is_some() {
-            self.follow_h2(direction, data, scratch);
+            self.follow_h2(direction, data, unit, scratch);
         } else {
             self.follow_http(direction, data, unit, scratch);
         }
@@ -803,7 +803,8 @@ impl FlowIps {
         }
     }
 
-    fn follow_h2(&mut self, direction: Direction, data: &[u8], scratch: &mut Scratch) {
+    /// `data` of HTTP/2 in `direction`; `unit` is what of it the stream scanned.
+    fn follow_h2(&mut self, direction: Direction, data: &[u8], unit: &[u8], scratch: &mut Scratch) {
         let d = dir_index(direction);
         let events = match self.h2.as_mut() {
             Some(dirs) => dirs[d].feed(data),
@@ -813,7 +814,7 @@ impl FlowIps {
             match event {
                 H2Event::Headers(stream, headers) if direction == Direction::ToServer => {
                     let head = Head::http2(&headers, direction);
-                    self.scan_head(&head, data, scratch);
+                    self.scan_head(&head, unit, scratch);
                     self.tx_request(&head, Some(stream));
                     let f = crate::inspect::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
@@ -828,7 +829,7 @@ impl FlowIps {
                 }
                 H2Event::Headers(stream, headers) => {
                     let head = Head::http2(&headers, direction);
-                    self.scan_head(&head, data, scratch);
+                    self.scan_head(&head, unit, scratch);
                     // The response waits for its DATA (or the flow's end) under its stream.
                     if let Some(tx) = self.tx_response_head(&head, Some(stream)) {
                         if self.tx_h2.len() < MAX_PENDING_TX {
@@ -847,18 +848,19 @@ impl FlowIps {
                             self.tx_done.extend(self.tx_h2.remove(&stream));
                         }
                     }
-                    let mut entry = self.h2_bodies[d].remove(&stream).or_else(|| {
-                        self.set.bodies[d].as_ref().and_then(|db| db.open_stream().ok()).map(|s| (OwnedStream(Some(s)), 0))
+                    // Each stream's body bytes are counted whether or not a database scans
+                    // bodies (the depth applies to the stream database too).
+                    let mut entry = self.h2_bodies[d].remove(&stream).unwrap_or_else(|| {
+                        (OwnedStream(self.set.bodies[d].as_ref().and_then(|db| db.open_stream().ok())), 0)
                     });
-                    if let Some((body, seen)) = entry.as_mut() {
-                        let room = self.set.body_depth.saturating_sub(*seen);
-                        let n = bytes.len().min(room);
-                        if n > 0 {
-                            self.scan_body(direction, body, &bytes[..n], scratch);
-                        }
-                        *seen += bytes.len();
+                    let (body, seen) = &mut entry;
+                    let room = self.set.body_depth.saturating_sub(*seen);
+                    let n = bytes.len().min(room);
+                    if n > 0 && body.0.is_some() {
+                        self.scan_body(direction, body, &bytes[..n], scratch);
                     }
-                    if let (Some(e), false) = (entry, end) {
+                    *seen += bytes.len();
+                    if let (e, false) = (entry, end) {
                         // A bounded number of concurrent bodies per connection.
                         if self.h2_bodies[d].len() < 256 {
                             self.h2_bodies[d].insert(stream, e);
@@ -921,16 +923,24 @@ impl FlowIps {
 
     /// What of `data`, fed in direction `d`, the stream database scans and rules evaluated per
     /// data unit read: all of it, but with `[ips] past_body_depth = "skip"`, the body bytes of
-    /// an HTTP/1 message once `body_depth` of its body was scanned (as its peer frames them: its
-    /// `Content-Length`, each chunk's data, a response that runs to the end) are left out and
-    /// counted. The framing around them and the next message are scanned whole. When the body
-    /// bytes cut the rest in several pieces (chunks), the unit is those pieces joined in `buf`.
+    /// a message once `body_depth` of its body was scanned are left out and counted, as its peer
+    /// frames them: for HTTP/1 its `Content-Length`, each chunk's data, a response that runs to
+    /// the end; for HTTP/2 the payloads of its stream's DATA frames. The framing around them and
+    /// the next message are scanned whole. When the body bytes cut the rest in several pieces
+    /// (chunks, frames), the unit is those pieces joined in `buf`.
     fn data_unit<'a>(&mut self, d: usize, data: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
-        let past = self.set.past_body_depth == PastBodyDepth::Skip && self.h2.is_none() && self.body_seen[d] >= self.set.body_depth;
-        if !past {
+        if self.set.past_body_depth != PastBodyDepth::Skip {
             return data;
         }
-        self.http[d].body_spans(data, &mut self.spans);
+        let depth = self.set.body_depth;
+        match &self.h2 {
+            Some(dirs) => {
+                let bodies = &self.h2_bodies[d];
+                dirs[d].data_spans(data, |stream| bodies.get(&stream).is_some_and(|(_, seen)| *seen >= depth), &mut self.spans);
+            }
+            None if self.body_seen[d] >= depth => self.http[d].body_spans(data, &mut self.spans),
+            None => return data,
+        }
         if self.spans.is_empty() {
             return data;
         }

@@ -40,7 +40,7 @@ pub enum Unfollowable {
     Alert,
 }
 
-/// What the body bytes of an HTTP/1 message past `[ips] body_depth` go through:
+/// What the body bytes of an HTTP message past `[ips] body_depth` go through:
 /// `[ips] past_body_depth`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,4 +1,4 @@
-//! `[ips] body_depth` and `past_body_depth`: the body bytes of an HTTP/1 message past the depth
+//! `[ips] body_depth` and `past_body_depth`: the body bytes of an HTTP message past the depth
 //! go through no database (by default), the stream's included, and every next message is
 //! scanned whole; a response is framed by the request it answers (HEAD), so a server cannot
 //! pass a head off as body.
@@ -131,4 +131,46 @@ fn a_flow_whose_responses_cannot_be_matched_to_requests_is_scanned_whole() {
     }
     assert_eq!(sids(&f), [50]);
     assert_eq!(f.unscanned(), [0, 0]);
+}
+
+#[test]
+fn http2_data_of_a_stream_past_the_depth_is_skipped_and_other_streams_are_not() {
+    use crate::inspect::h2::PREFACE;
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut client = loona_hpack::Encoder::new();
+    let get = |enc: &mut loona_hpack::Encoder<'_>, path: &[u8]| enc.encode(vec![(&b":method"[..], &b"GET"[..]), (&b":path"[..], path), (&b":authority"[..], &b"x"[..])]);
+    let mut server = loona_hpack::Encoder::new();
+    for (past, fires) in [(PastBodyDepth::Skip, false), (PastBodyDepth::Stream, true)] {
+        let s = with_depth(64, past);
+        let mut scratch = s.scratch().unwrap();
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(4, 0, 0, &[]));
+        wire.extend(frame(1, 0x5, 1, &get(&mut client, b"/big")));
+        wire.extend(frame(1, 0x5, 3, &get(&mut client, b"/small")));
+        f.inspect(Direction::ToServer, &wire, &mut scratch);
+        let ok = server.encode(vec![(&b":status"[..], &b"200"[..])]);
+        let evil = server.encode(vec![(&b":status"[..], &b"200"[..]), (&b"server"[..], &b"evilsrv"[..])]);
+        // Stream 1: 100 body bytes (past the depth of 64), then 200 more with the marker, in a
+        // read that also carries stream 3's response: its head and its body (within its depth).
+        let mut first = frame(4, 0, 0, &[]);
+        first.extend(frame(1, 0x4, 1, &ok));
+        first.extend(frame(0, 0, 1, &[b'.'; 100]));
+        f.inspect(Direction::ToClient, &first, &mut scratch);
+        let mut body = vec![b'.'; 200];
+        body[120..128].copy_from_slice(b"MARKER-X");
+        let mut next = frame(0, 0x1, 1, &body);
+        next.extend(frame(1, 0x4, 3, &evil));
+        next.extend(frame(0, 0x1, 3, b"..TAILMARK"));
+        f.inspect(Direction::ToClient, &next, &mut scratch);
+        let sids = sids(&f);
+        assert_eq!(sids.contains(&50), fires, "{past:?}: {sids:?}");
+        assert!(sids.contains(&52) && sids.contains(&53), "{past:?}: stream 3 is scanned: {sids:?}");
+        assert_eq!(f.unscanned(), [0, if fires { 0 } else { 200 }], "{past:?}");
+    }
 }
