@@ -93,7 +93,8 @@ pub struct Http1Dir {
     /// Why it stopped, when it stopped following HTTP (not yet taken by the IPS).
     anomaly: Option<Anomaly>,
     /// In the response direction: the kinds of the requests whose responses are still due,
-    /// oldest first ([`Http1Dir::expect`]); `lost` once more were pending than it holds.
+    /// oldest first ([`Http1Dir::expect`]); `lost` once more were pending than it holds, or a
+    /// response came that answers no request followed.
     pending: std::collections::VecDeque<Answers>,
     lost: bool,
 }
@@ -275,9 +276,11 @@ impl Http1Dir {
                 self.fail(Anomaly::Http1HeaderInvalid);
                 continue;
             };
-            // A final response answers the oldest request still due (an interim 1xx does not).
-            if framing != Framing::Interim && direction == Direction::ToClient {
-                self.pending.pop_front();
+            // A final response answers the oldest request still due (an interim 1xx does not);
+            // one that answers no request followed (the request direction stopped following)
+            // may be framed wrongly, so no more body is reported ahead.
+            if framing != Framing::Interim && direction == Direction::ToClient && self.pending.pop_front().is_none() {
+                self.lost = true;
             }
             self.followed = true;
             on(Http1Event::Head { info, raw: &self.head[..end] });
@@ -528,6 +531,12 @@ mod tests {
         let seen = follow(&mut resp, Direction::ToClient, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01");
         assert_eq!(seen, ["head", "end"]);
         assert!(resp.is_off() && resp.take_anomaly().is_none(), "a tunnel is not HTTP, and no anomaly");
+        assert_eq!(spans(&resp, b"abc"), []);
+
+        // A response to a request that was not followed (the request direction is off, or the
+        // server speaks first) may be framed wrongly: no body is reported ahead from then on.
+        let mut resp = Http1Dir::default();
+        follow(&mut resp, Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
         assert_eq!(spans(&resp, b"abc"), []);
 
         // Past what it remembers, a direction reports no body at all.
