@@ -93,8 +93,9 @@ pub struct Http1Dir {
     /// Why it stopped, when it stopped following HTTP (not yet taken by the IPS).
     anomaly: Option<Anomaly>,
     /// In the response direction: the kinds of the requests whose responses are still due,
-    /// oldest first ([`Http1Dir::expect`]); `lost` once more were pending than it holds, or a
-    /// response came that answers no request followed.
+    /// oldest first ([`Http1Dir::expect`]). `lost`: this direction's framing is no longer sure
+    /// to be its peers' (more requests were pending than it holds, a response answered no
+    /// request followed, or a head was not sure, see `parse_head`); no more body is reported.
     pending: std::collections::VecDeque<Answers>,
     lost: bool,
 }
@@ -270,7 +271,8 @@ impl Http1Dir {
             };
             data = &data[end - old..];
             let answers = self.pending.front().copied().unwrap_or(Answers::Other);
-            let (framing, info) = parse_head(&self.head[..end], direction, answers);
+            let (framing, info, sure) = parse_head(&self.head[..end], direction, answers);
+            self.lost |= !sure;
             let Some(framing) = framing else {
                 self.head.clear();
                 self.fail(Anomaly::Http1HeaderInvalid);
@@ -369,7 +371,10 @@ fn framing_byte(state: Chunked, c: u8) -> Option<Chunked> {
                     Some(Chunked::Data(value))
                 }
             }
-            b'\r' | b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext }),
+            b'\r' => Some(Chunked::Size { value, digits, in_ext }),
+            // Whitespace after the digits ends the size, as nginx reads it (`0 fff` is a last
+            // chunk, not one of 0xfff bytes); before them it is skipped.
+            b' ' | b'\t' => Some(Chunked::Size { value, digits, in_ext: in_ext || digits > 0 }),
             _ if in_ext => Some(Chunked::Size { value, digits, in_ext }),
             b';' if digits > 0 => Some(Chunked::Size { value, digits, in_ext: true }),
             _ => match (c as char).to_digit(16) {
@@ -415,8 +420,12 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-/// Parses a complete head: (body framing, request fields). `None` framing: not HTTP we follow.
-fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Framing>, Option<HttpInfo>) {
+/// Parses a complete head: (body framing, request fields, whether the peers surely frame the
+/// body as the follower does). `None` framing: not HTTP we follow. The framing is not sure when
+/// httparse ends the head before its CRLF CRLF (a bare LF ends it for servers too), when the
+/// head has several `Content-Length` or `Transfer-Encoding` fields, both, or a length that is
+/// not digits, and for a `CONNECT`, an `Upgrade` request or a `101` (a tunnel follows).
+fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Framing>, Option<HttpInfo>, bool) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let header_value = |headers: &[httparse::Header<'_>], name: &str| {
         headers
@@ -435,14 +444,24 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
             None => Some(Framing::Length(usize::MAX)),
         },
     };
+    let unambiguous = |hs: &[httparse::Header<'_>]| {
+        let named = |name: &str| hs.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
+        let length_digits = hs.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).all(|h| {
+            let v = h.value.trim_ascii();
+            !v.is_empty() && v.iter().all(u8::is_ascii_digit)
+        });
+        named("content-length") + named("transfer-encoding") <= 1 && length_digits
+    };
     match direction {
         Direction::ToServer => {
             let mut req = httparse::Request::new(&mut headers);
-            match req.parse(head) {
-                Ok(httparse::Status::Complete(_)) => {}
-                _ => return (None, None),
-            }
+            let exact = match req.parse(head) {
+                Ok(httparse::Status::Complete(n)) => n == head.len(),
+                _ => return (None, None, false),
+            };
             let hs = &*req.headers;
+            let tunnel = req.method == Some("CONNECT") || header_value(hs, "upgrade").is_some();
+            let sure = exact && unambiguous(hs) && !tunnel;
             let info = HttpInfo {
                 method: req.method.unwrap_or("").to_string(),
                 uri: req.path.unwrap_or("").to_string(),
@@ -450,23 +469,25 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
                 user_agent: header_value(hs, "user-agent").unwrap_or_default(),
                 h2_stream: None,
             };
-            (framing(hs), Some(info))
+            (framing(hs), Some(info), sure)
         }
         Direction::ToClient => {
             let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(head) {
-                Ok(httparse::Status::Complete(_)) => {}
-                _ => return (None, None),
-            }
+            let exact = match resp.parse(head) {
+                Ok(httparse::Status::Complete(n)) => n == head.len(),
+                _ => return (None, None, false),
+            };
             let hs = &*resp.headers;
+            let sure = exact && unambiguous(hs) && resp.code != Some(101);
             // 1xx, 204, 304 and a response to HEAD have no body whatever the headers say
             // (RFC 9112 6.3), and a 2xx to CONNECT starts a tunnel.
-            match (resp.code, answers) {
-                (Some(100..=199), _) => (Some(Framing::Interim), None),
-                (Some(200..=299), Answers::Connect) => (Some(Framing::Tunnel), None),
-                (Some(204 | 304), _) | (_, Answers::Head) => (Some(Framing::Length(0)), None),
-                _ => (framing(hs), None),
-            }
+            let framing = match (resp.code, answers) {
+                (Some(100..=199), _) => Some(Framing::Interim),
+                (Some(200..=299), Answers::Connect) => Some(Framing::Tunnel),
+                (Some(204 | 304), _) | (_, Answers::Head) => Some(Framing::Length(0)),
+                _ => framing(hs),
+            };
+            (framing, None, sure)
         }
     }
 }

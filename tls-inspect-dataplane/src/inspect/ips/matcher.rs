@@ -78,6 +78,18 @@ pub struct FlowIps {
     /// cut it in several pieces.
     spans: Vec<(usize, usize)>,
     unit_buf: Vec<u8>,
+    /// Per direction: bytes fed so far (an HTTP/2 follower that starts after some of a
+    /// direction's bytes may not be at a frame boundary: its spans are not trusted).
+    fed: [u64; 2],
+    /// HTTP/2: per direction, whether the follower saw every byte of it; and the streams that
+    /// are tunnels (`CONNECT`, extended CONNECT), whose DATA is never skipped (more than
+    /// [`MAX_H2_TUNNELS`]: none of the flow's is).
+    h2_whole: [bool; 2],
+    h2_tunnels: Vec<u32>,
+    /// What the server sent before the client's first bytes (its HTTP/2 preface, usually), at
+    /// most [`EARLY_SERVER`] bytes, to start a server side follower at the server's first
+    /// byte; `None` once the client spoke or the server sent more.
+    early_server: Option<Vec<u8>>,
     /// (rule, is_pcre, item) -> matches (start, end), a few per item.
     /// Per direction: matches of a direction's data combine only with each other, as in
     /// Suricata, where a request and its response are inspected apart.
@@ -146,6 +158,15 @@ fn gaps(spans: &[(usize, usize)], len: usize) -> impl Iterator<Item = (usize, us
     starts.zip(ends).filter(|(start, end)| start < end)
 }
 
+/// The most server bytes before the client's first that a flow keeps (see `early_server`).
+const EARLY_SERVER: usize = 1024;
+
+/// The most body spans of a read a flow keeps room for between reads.
+const SPANS_KEPT: usize = 64;
+
+/// The most HTTP/2 tunnel streams a flow tells apart (past that, no DATA of it is skipped).
+const MAX_H2_TUNNELS: usize = 64;
+
 /// The largest pieced-together data unit buffer a flow keeps between reads.
 const UNIT_BUF_KEPT: usize = 64 * 1024;
 
@@ -193,6 +214,10 @@ impl FlowIps {
             unscanned: [0, 0],
             spans: Vec::new(),
             unit_buf: Vec::new(),
+            fed: [0, 0],
+            h2_whole: [false, false],
+            h2_tunnels: Vec::new(),
+            early_server: Some(Vec::new()),
             matches: [Matches::default(), Matches::default()],
             field_len: Default::default(),
             field_bytes: Default::default(),
@@ -610,9 +635,24 @@ impl FlowIps {
         let unit = self.data_unit(d, data, &mut buf);
         self.scan_stream(d, unit, scratch);
         if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
-            self.h2 = Some([H2Dir::new(true), H2Dir::new(false)]);
+            let mut server = H2Dir::new(false);
+            // The server's preface may have come first: the server side's follower starts from
+            // the server's first byte (what those bytes said is not followed further).
+            let early = self.early_server.take();
+            if let Some(bytes) = early.as_deref() {
+                let _ = server.feed(bytes);
+            }
+            self.h2_whole = [self.fed[0] == 0, self.fed[1] == 0 || early.is_some_and(|b| b.len() as u64 == self.fed[1])];
+            self.h2 = Some([H2Dir::new(true), server]);
             self.http[0].turn_off();
             self.http[1].turn_off();
+        }
+        if let Some(early) = self.early_server.as_mut() {
+            if direction == Direction::ToServer || early.len() + data.len() > EARLY_SERVER {
+                self.early_server = None;
+            } else {
+                early.extend_from_slice(data);
+            }
         }
         if self.h2.is_some() {
             self.follow_h2(direction, data, unit, scratch);
@@ -645,6 +685,10 @@ impl FlowIps {
             buf.clear();
             self.unit_buf = buf;
         }
+        if self.spans.capacity() > SPANS_KEPT {
+            self.spans = Vec::new();
+        }
+        self.fed[d] += data.len() as u64;
         if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
             for finding in self.dlp.scan(data, &set.dlp) {
@@ -818,6 +862,9 @@ impl FlowIps {
                     self.tx_request(&head, Some(stream));
                     let f = crate::inspect::h2::fields(&headers);
                     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                    if get("method") == "CONNECT" && !self.h2_tunnels.contains(&stream) && self.h2_tunnels.len() <= MAX_H2_TUNNELS {
+                        self.h2_tunnels.push(stream);
+                    }
                     let info = HttpInfo {
                         method: get("method"),
                         uri: get("uri"),
@@ -934,10 +981,12 @@ impl FlowIps {
         }
         let depth = self.set.body_depth;
         match &self.h2 {
-            Some(dirs) => {
-                let bodies = &self.h2_bodies[d];
-                dirs[d].data_spans(data, |stream| bodies.get(&stream).is_some_and(|(_, seen)| *seen >= depth), &mut self.spans);
+            Some(dirs) if self.h2_whole[d] && self.h2_tunnels.len() <= MAX_H2_TUNNELS => {
+                let (bodies, tunnels) = (&self.h2_bodies[d], &self.h2_tunnels);
+                let past = |stream| bodies.get(&stream).is_some_and(|(_, seen)| *seen >= depth) && !tunnels.contains(&stream);
+                dirs[d].data_spans(data, past, &mut self.spans);
             }
+            Some(_) => return data,
             None if self.body_seen[d] >= depth => self.http[d].body_spans(data, &mut self.spans),
             None => return data,
         }

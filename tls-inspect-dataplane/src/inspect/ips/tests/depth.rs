@@ -107,13 +107,66 @@ fn a_response_to_head_has_no_body_whatever_its_length_says() {
     let s = with_depth(64, PastBodyDepth::Skip);
     let mut scratch = s.scratch().unwrap();
     let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
-    f.inspect(Direction::ToServer, b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
-    // A 1xx first (it answers nothing), then the HEAD's response claims a large body, then the
-    // GET's response: its head is a head, and its body within the depth.
-    f.inspect(Direction::ToClient, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", &mut scratch);
-    f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nServer: evilsrv\r\nContent-Length: 10\r\n\r\nMARKER-X..", &mut scratch);
+    f.inspect(Direction::ToServer, b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
+    // A 1xx first (it answers nothing), then the HEAD's response claims a large body; then the
+    // GET's response, 300 body bytes of which the last 200 (past the depth) are skipped; then the
+    // third response, whose head and body are scanned. Taken for the HEAD response's body, all
+    // of it would have been skipped.
+    let mut wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    wire.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n");
+    wire.extend_from_slice(&[b'.'; 100]);
+    f.inspect(Direction::ToClient, &wire, &mut scratch);
+    let mut next = vec![b'.'; 200];
+    next.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: evilsrv\r\nContent-Length: 10\r\n\r\nMARKER-X..");
+    f.inspect(Direction::ToClient, &next, &mut scratch);
     assert_eq!(sids(&f), [50, 53], "{:?}", f.hits);
-    assert_eq!(f.unscanned(), [0, 0]);
+    assert_eq!(f.unscanned(), [0, 200]);
+}
+
+/// What a peer frames otherwise than the follower would (or might) is never skipped: the read
+/// after the depth holds a second request, as the server reads it, and its marker is found.
+#[test]
+fn framing_the_peers_may_read_otherwise_is_never_skipped() {
+    let rules = r#"alert tcp any any -> any any (msg:"request marker"; flow:to_server; content:"EVIL-REQ"; sid:60;)"#;
+    let (rules, _) = parse_rules(rules);
+    let opts = Options { mode: IpsMode::Monitor, level: Level::Strict, body_depth: 64, ..Options::default() };
+    let up = Arc::new(Ruleset::compile(rules, &opts).unwrap().0);
+    let mut scratch = up.scratch().unwrap();
+    let body = [b'.'; 100];
+    for (what, head) in [
+        // A bare LF ends the head for httparse and servers: the body starts before the CRLF CRLF.
+        ("bare LF", &b"POST /a HTTP/1.1\r\nContent-Length: 300\r\n\nxxxx\r\n\r\n"[..]),
+        ("two lengths", b"POST /a HTTP/1.1\r\nContent-Length: 300\r\nContent-Length: 100\r\n\r\n"),
+        ("length and chunked", b"POST /a HTTP/1.1\r\nContent-Length: 300\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n"),
+        ("signed length", b"POST /a HTTP/1.1\r\nContent-Length: +300\r\n\r\n"),
+        ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nContent-Length: 300\r\n\r\n"),
+        ("upgrade", b"POST /a HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 300\r\n\r\n"),
+    ] {
+        let mut f = FlowIps::new(up.clone(), FlowTuple::to_port(443));
+        let mut first = head.to_vec();
+        first.extend_from_slice(&body);
+        f.inspect(Direction::ToServer, &first, &mut scratch);
+        f.inspect(Direction::ToServer, b"GET /x HTTP/1.1\r\nHost: EVIL-REQ\r\n\r\n", &mut scratch);
+        assert_eq!((sids(&f), f.unscanned()), (vec![60], [0, 0]), "{what}");
+    }
+    // A space after a chunk size starts an extension, as nginx reads it: `0 fff` is the last chunk,
+    // and what follows it a new request, scanned.
+    let mut f = FlowIps::new(up.clone(), FlowTuple::to_port(443));
+    let mut first = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n".to_vec();
+    first.extend_from_slice(&body);
+    first.extend_from_slice(b"\r\n");
+    f.inspect(Direction::ToServer, &first, &mut scratch);
+    f.inspect(Direction::ToServer, b"0 fff\r\n\r\nGET /x HTTP/1.1\r\nHost: EVIL-REQ\r\n\r\n", &mut scratch);
+    assert_eq!((sids(&f), f.unscanned()), (vec![60], [0, 0]), "chunk size with a space");
+    // The control: a well-framed body past the depth is skipped, and a request after it is not.
+    let mut f = FlowIps::new(up, FlowTuple::to_port(443));
+    let mut first = b"POST /a HTTP/1.1\r\nContent-Length: 300\r\n\r\n".to_vec();
+    first.extend_from_slice(&body);
+    f.inspect(Direction::ToServer, &first, &mut scratch);
+    let mut next = vec![b'.'; 200];
+    next.extend_from_slice(b"GET /x HTTP/1.1\r\nHost: EVIL-REQ\r\n\r\n");
+    f.inspect(Direction::ToServer, &next, &mut scratch);
+    assert_eq!((sids(&f), f.unscanned()), (vec![60], [200, 0]), "the control");
 }
 
 #[test]
@@ -172,5 +225,47 @@ fn http2_data_of_a_stream_past_the_depth_is_skipped_and_other_streams_are_not() 
         assert_eq!(sids.contains(&50), fires, "{past:?}: {sids:?}");
         assert!(sids.contains(&52) && sids.contains(&53), "{past:?}: stream 3 is scanned: {sids:?}");
         assert_eq!(f.unscanned(), [0, if fires { 0 } else { 200 }], "{past:?}");
+    }
+}
+
+#[test]
+fn http2_tunnels_and_a_server_side_that_may_be_out_of_step_are_never_skipped() {
+    use crate::inspect::h2::PREFACE;
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let s = with_depth(64, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    // What the server sends before the client's preface: nothing, its own preface (followed from
+    // its first byte), or more than the flow keeps (the server side's follower would start in
+    // the middle of what it sent).
+    let preface = frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let too_much = frame(4, 0, 0, &[0; 2046]);
+    for (case, method, server_first, skipped) in [
+        ("CONNECT stream", &b"CONNECT"[..], &b""[..], false),
+        ("the server said too much first", b"GET", &too_much[..], false),
+        ("the server's preface first", b"GET", &preface[..], true),
+        ("control", b"GET", b"", true),
+    ] {
+        let mut client = loona_hpack::Encoder::new();
+        let mut server = loona_hpack::Encoder::new();
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        if !server_first.is_empty() {
+            f.inspect(Direction::ToClient, server_first, &mut scratch);
+        }
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(4, 0, 0, &[]));
+        wire.extend(frame(1, 0x4, 1, &client.encode(vec![(&b":method"[..], method), (&b":authority"[..], &b"x:443"[..])])));
+        f.inspect(Direction::ToServer, &wire, &mut scratch);
+        let mut first = frame(1, 0x4, 1, &server.encode(vec![(&b":status"[..], &b"200"[..])]));
+        first.extend(frame(0, 0, 1, &[b'.'; 100]));
+        f.inspect(Direction::ToClient, &first, &mut scratch);
+        let mut body = vec![b'.'; 200];
+        body[120..128].copy_from_slice(b"MARKER-X");
+        f.inspect(Direction::ToClient, &frame(0, 0, 1, &body), &mut scratch);
+        assert_eq!((sids(&f).contains(&50), f.unscanned()), (!skipped, [0, if skipped { 200 } else { 0 }]), "{case}");
     }
 }
