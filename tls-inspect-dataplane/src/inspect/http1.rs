@@ -105,6 +105,11 @@ impl Http1Dir {
         self.off
     }
 
+    /// This direction's framing is still sure to be its peers' (see `lost`).
+    pub fn framing_sure(&self) -> bool {
+        !self.lost
+    }
+
     /// Stops following (the connection turned out to be HTTP/2).
     pub fn turn_off(&mut self) {
         self.off = true;
@@ -174,10 +179,6 @@ impl Http1Dir {
         }
     }
 
-    /// On, and no head under way: where a new protocol (HTTP/2's preface) could start.
-    pub fn awaiting_head(&self) -> bool {
-        !self.off && self.head.is_empty()
-    }
 
     /// The bytes at the end of what was fed that belong to a head not yet complete, when the
     /// relay should hold them back until the head is whole and judged (0: nothing to hold).
@@ -423,8 +424,9 @@ fn is_tchar(c: u8) -> bool {
 /// Parses a complete head: (body framing, request fields, whether the peers surely frame the
 /// body as the follower does). `None` framing: not HTTP we follow. The framing is not sure when
 /// httparse ends the head before its CRLF CRLF (a bare LF ends it for servers too), when the
-/// head has several `Content-Length` or `Transfer-Encoding` fields, both, or a length that is
-/// not digits, and for a `CONNECT`, an `Upgrade` request or a `101` (a tunnel follows).
+/// head has several `Content-Length` or `Transfer-Encoding` fields, both, a length that is not
+/// digits, or a `Transfer-Encoding` in HTTP/1.0, for a `CONNECT`, an `Upgrade` request or a
+/// `101` (a tunnel follows), and for a `205` (no content, whatever its length says).
 fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Framing>, Option<HttpInfo>, bool) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let header_value = |headers: &[httparse::Header<'_>], name: &str| {
@@ -444,13 +446,15 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
             None => Some(Framing::Length(usize::MAX)),
         },
     };
-    let unambiguous = |hs: &[httparse::Header<'_>]| {
+    // HTTP/1.0 has no Transfer-Encoding: some servers (Go's) ignore it there.
+    let unambiguous = |hs: &[httparse::Header<'_>], version: Option<u8>| {
         let named = |name: &str| hs.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
         let length_digits = hs.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).all(|h| {
             let v = h.value.trim_ascii();
             !v.is_empty() && v.iter().all(u8::is_ascii_digit)
         });
-        named("content-length") + named("transfer-encoding") <= 1 && length_digits
+        let encoded = named("transfer-encoding");
+        named("content-length") + encoded <= 1 && length_digits && (encoded == 0 || version == Some(1))
     };
     match direction {
         Direction::ToServer => {
@@ -461,7 +465,7 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
             };
             let hs = &*req.headers;
             let tunnel = req.method == Some("CONNECT") || header_value(hs, "upgrade").is_some();
-            let sure = exact && unambiguous(hs) && !tunnel;
+            let sure = exact && unambiguous(hs, req.version) && !tunnel;
             let info = HttpInfo {
                 method: req.method.unwrap_or("").to_string(),
                 uri: req.path.unwrap_or("").to_string(),
@@ -478,7 +482,8 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
                 _ => return (None, None, false),
             };
             let hs = &*resp.headers;
-            let sure = exact && unambiguous(hs) && resp.code != Some(101);
+            // A 205 must have no content, and browsers read none, whatever its length says.
+            let sure = exact && unambiguous(hs, resp.version) && !matches!(resp.code, Some(101 | 205));
             // 1xx, 204, 304 and a response to HEAD have no body whatever the headers say
             // (RFC 9112 6.3), and a 2xx to CONNECT starts a tunnel.
             let framing = match (resp.code, answers) {

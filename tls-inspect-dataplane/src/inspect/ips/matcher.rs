@@ -634,7 +634,8 @@ impl FlowIps {
         let mut buf = std::mem::take(&mut self.unit_buf);
         let unit = self.data_unit(d, data, &mut buf);
         self.scan_stream(d, unit, scratch);
-        if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
+        // HTTP/2 with prior knowledge: the connection starts with the client's preface.
+        if self.h2.is_none() && direction == Direction::ToServer && self.fed[0] == 0 && data.starts_with(b"PRI ") {
             let mut server = H2Dir::new(false);
             // The server's preface may have come first: the server side's follower starts from
             // the server's first byte (what those bytes said is not followed further).
@@ -987,7 +988,8 @@ impl FlowIps {
                 dirs[d].data_spans(data, past, &mut self.spans);
             }
             Some(_) => return data,
-            None if self.body_seen[d] >= depth => self.http[d].body_spans(data, &mut self.spans),
+            // A response is framed by its request: only while the requests' framing is sure.
+            None if self.body_seen[d] >= depth && self.http[0].framing_sure() => self.http[d].body_spans(data, &mut self.spans),
             None => return data,
         }
         if self.spans.is_empty() {

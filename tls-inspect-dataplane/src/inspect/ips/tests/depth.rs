@@ -141,6 +141,7 @@ fn framing_the_peers_may_read_otherwise_is_never_skipped() {
         ("signed length", b"POST /a HTTP/1.1\r\nContent-Length: +300\r\n\r\n"),
         ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nContent-Length: 300\r\n\r\n"),
         ("upgrade", b"POST /a HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 300\r\n\r\n"),
+        ("HTTP/1.0 chunked", b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n"),
     ] {
         let mut f = FlowIps::new(up.clone(), FlowTuple::to_port(443));
         let mut first = head.to_vec();
@@ -267,5 +268,28 @@ fn http2_tunnels_and_a_server_side_that_may_be_out_of_step_are_never_skipped() {
         body[120..128].copy_from_slice(b"MARKER-X");
         f.inspect(Direction::ToClient, &frame(0, 0, 1, &body), &mut scratch);
         assert_eq!((sids(&f).contains(&50), f.unscanned()), (!skipped, [0, if skipped { 200 } else { 0 }]), "{case}");
+    }
+}
+
+/// A response whose framing the client may read otherwise is never skipped: a 205 (no content
+/// for browsers, whatever its length says), or any response once the requests' own framing was
+/// not sure (a request the server read otherwise would pair the responses with the wrong ones).
+#[test]
+fn responses_framed_otherwise_are_never_skipped() {
+    let s = with_depth(64, PastBodyDepth::Skip);
+    let mut scratch = s.scratch().unwrap();
+    for (what, requests, status) in [
+        ("205", &b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"[..], "205 Reset Content"),
+        ("unsure request", b"GET /a HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK"),
+        ("control", b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK"),
+    ] {
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        f.inspect(Direction::ToServer, requests, &mut scratch);
+        let mut first = format!("HTTP/1.1 {status}\r\nContent-Length: 300\r\n\r\n").into_bytes();
+        first.extend_from_slice(&[b'.'; 100]);
+        f.inspect(Direction::ToClient, &first, &mut scratch);
+        f.inspect(Direction::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nMARKER-X..", &mut scratch);
+        let skipped = what == "control";
+        assert_eq!((sids(&f).contains(&50), f.unscanned()), (!skipped, [0, if skipped { 49 } else { 0 }]), "{what}");
     }
 }
