@@ -136,6 +136,11 @@ impl Http1Dir {
         }
     }
 
+    /// On, and no head under way: where a new protocol (HTTP/2's preface) could start.
+    pub fn awaiting_head(&self) -> bool {
+        !self.off && self.head.is_empty()
+    }
+
     /// The spans (start, end) of `data`, to be fed next, that are surely body bytes of the
     /// current message as its peer frames them, into `out`: up to its `Content-Length` (or the
     /// connection's end), or each chunk's data up to the last chunk. Chunk-size lines, trailers

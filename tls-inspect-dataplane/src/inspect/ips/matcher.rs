@@ -634,8 +634,9 @@ impl FlowIps {
         let mut buf = std::mem::take(&mut self.unit_buf);
         let unit = self.data_unit(d, data, &mut buf);
         self.scan_stream(d, unit, scratch);
-        // HTTP/2 with prior knowledge: the connection starts with the client's preface.
-        if self.h2.is_none() && direction == Direction::ToServer && self.fed[0] == 0 && data.starts_with(b"PRI ") {
+        // HTTP/2: the client's preface, at the connection's start (prior knowledge) or after an
+        // HTTP/1 exchange (an `Upgrade: h2c`); its follower then trusts only what it saw whole.
+        if self.h2.is_none() && direction == Direction::ToServer && self.http[0].awaiting_head() && data.starts_with(b"PRI ") {
             let mut server = H2Dir::new(false);
             // The server's preface may have come first: the server side's follower starts from
             // the server's first byte (what those bytes said is not followed further).
