@@ -26,6 +26,23 @@ fn sids(f: &FlowIps) -> Vec<u32> {
 }
 
 /// A response of `len` body bytes whose body holds MARKER-X at `at`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    crate::inspect::h2::frame(&mut f, kind, flags, stream, payload);
+    f
+}
+
+/// A response with the marker 700 bytes into its 1000-byte body, in 100-byte reads: the marker
+/// is found and nothing is skipped.
+fn scanned_whole(f: &mut FlowIps, scratch: &mut Scratch) {
+    let r = response_with_marker(1000, 700);
+    for piece in r.chunks(100) {
+        f.inspect(Direction::ToClient, piece, scratch);
+    }
+    assert_eq!(sids(f), [50]);
+    assert_eq!(f.unscanned(), [0, 0]);
+}
+
 fn response_with_marker(len: usize, at: usize) -> Vec<u8> {
     let mut body = vec![b'.'; len];
     body[at..at + 8].copy_from_slice(b"MARKER-X");
@@ -57,12 +74,7 @@ fn a_body_past_the_depth_reaches_no_database_unless_the_stream_is_asked_to_scan_
     let mut scratch = s.scratch().unwrap();
     let mut f = FlowIps::new(s, FlowTuple::to_port(443));
     f.inspect(Direction::ToServer, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &mut scratch);
-    let r = response_with_marker(1000, 700);
-    for piece in r.chunks(100) {
-        f.inspect(Direction::ToClient, piece, &mut scratch);
-    }
-    assert_eq!(sids(&f), [50]);
-    assert_eq!(f.unscanned(), [0, 0]);
+    scanned_whole(&mut f, &mut scratch);
 }
 
 #[test]
@@ -179,23 +191,12 @@ fn a_flow_whose_responses_cannot_be_matched_to_requests_is_scanned_whole() {
     // be taken for one with a body, so no body is skipped.
     let requests = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
     f.inspect(Direction::ToServer, requests.as_bytes(), &mut scratch);
-    let r = response_with_marker(1000, 700);
-    for piece in r.chunks(100) {
-        f.inspect(Direction::ToClient, piece, &mut scratch);
-    }
-    assert_eq!(sids(&f), [50]);
-    assert_eq!(f.unscanned(), [0, 0]);
+    scanned_whole(&mut f, &mut scratch);
 }
 
 #[test]
 fn http2_data_of_a_stream_past_the_depth_is_skipped_and_other_streams_are_not() {
     use crate::inspect::h2::PREFACE;
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     let mut client = loona_hpack::Encoder::new();
     let get = |enc: &mut loona_hpack::Encoder<'_>, path: &[u8]| enc.encode(vec![(&b":method"[..], &b"GET"[..]), (&b":path"[..], path), (&b":authority"[..], &b"x"[..])]);
     let mut server = loona_hpack::Encoder::new();
@@ -204,23 +205,23 @@ fn http2_data_of_a_stream_past_the_depth_is_skipped_and_other_streams_are_not() 
         let mut scratch = s.scratch().unwrap();
         let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
         let mut wire = PREFACE.to_vec();
-        wire.extend(frame(4, 0, 0, &[]));
-        wire.extend(frame(1, 0x5, 1, &get(&mut client, b"/big")));
-        wire.extend(frame(1, 0x5, 3, &get(&mut client, b"/small")));
+        wire.extend(h2_frame(4, 0, 0, &[]));
+        wire.extend(h2_frame(1, 0x5, 1, &get(&mut client, b"/big")));
+        wire.extend(h2_frame(1, 0x5, 3, &get(&mut client, b"/small")));
         f.inspect(Direction::ToServer, &wire, &mut scratch);
         let ok = server.encode(vec![(&b":status"[..], &b"200"[..])]);
         let evil = server.encode(vec![(&b":status"[..], &b"200"[..]), (&b"server"[..], &b"evilsrv"[..])]);
         // Stream 1: 100 body bytes (past the depth of 64), then 200 more with the marker, in a
         // read that also carries stream 3's response: its head and its body (within its depth).
-        let mut first = frame(4, 0, 0, &[]);
-        first.extend(frame(1, 0x4, 1, &ok));
-        first.extend(frame(0, 0, 1, &[b'.'; 100]));
+        let mut first = h2_frame(4, 0, 0, &[]);
+        first.extend(h2_frame(1, 0x4, 1, &ok));
+        first.extend(h2_frame(0, 0, 1, &[b'.'; 100]));
         f.inspect(Direction::ToClient, &first, &mut scratch);
         let mut body = vec![b'.'; 200];
         body[120..128].copy_from_slice(b"MARKER-X");
-        let mut next = frame(0, 0x1, 1, &body);
-        next.extend(frame(1, 0x4, 3, &evil));
-        next.extend(frame(0, 0x1, 3, b"..TAILMARK"));
+        let mut next = h2_frame(0, 0x1, 1, &body);
+        next.extend(h2_frame(1, 0x4, 3, &evil));
+        next.extend(h2_frame(0, 0x1, 3, b"..TAILMARK"));
         f.inspect(Direction::ToClient, &next, &mut scratch);
         let sids = sids(&f);
         assert_eq!(sids.contains(&50), fires, "{past:?}: {sids:?}");
@@ -232,19 +233,13 @@ fn http2_data_of_a_stream_past_the_depth_is_skipped_and_other_streams_are_not() 
 #[test]
 fn http2_tunnels_and_a_server_side_that_may_be_out_of_step_are_never_skipped() {
     use crate::inspect::h2::PREFACE;
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     let s = with_depth(64, PastBodyDepth::Skip);
     let mut scratch = s.scratch().unwrap();
     // What the server sends before the client's preface: nothing, its own preface (followed from
     // its first byte), or more than the flow keeps (the server side's follower would start in
     // the middle of what it sent).
-    let preface = frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
-    let too_much = frame(4, 0, 0, &[0; 2046]);
+    let preface = h2_frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let too_much = h2_frame(4, 0, 0, &[0; 2046]);
     for (case, method, server_first, skipped) in [
         ("CONNECT stream", &b"CONNECT"[..], &b""[..], false),
         ("the server said too much first", b"GET", &too_much[..], false),
@@ -258,15 +253,15 @@ fn http2_tunnels_and_a_server_side_that_may_be_out_of_step_are_never_skipped() {
             f.inspect(Direction::ToClient, server_first, &mut scratch);
         }
         let mut wire = PREFACE.to_vec();
-        wire.extend(frame(4, 0, 0, &[]));
-        wire.extend(frame(1, 0x4, 1, &client.encode(vec![(&b":method"[..], method), (&b":authority"[..], &b"x:443"[..])])));
+        wire.extend(h2_frame(4, 0, 0, &[]));
+        wire.extend(h2_frame(1, 0x4, 1, &client.encode(vec![(&b":method"[..], method), (&b":authority"[..], &b"x:443"[..])])));
         f.inspect(Direction::ToServer, &wire, &mut scratch);
-        let mut first = frame(1, 0x4, 1, &server.encode(vec![(&b":status"[..], &b"200"[..])]));
-        first.extend(frame(0, 0, 1, &[b'.'; 100]));
+        let mut first = h2_frame(1, 0x4, 1, &server.encode(vec![(&b":status"[..], &b"200"[..])]));
+        first.extend(h2_frame(0, 0, 1, &[b'.'; 100]));
         f.inspect(Direction::ToClient, &first, &mut scratch);
         let mut body = vec![b'.'; 200];
         body[120..128].copy_from_slice(b"MARKER-X");
-        f.inspect(Direction::ToClient, &frame(0, 0, 1, &body), &mut scratch);
+        f.inspect(Direction::ToClient, &h2_frame(0, 0, 1, &body), &mut scratch);
         assert_eq!((sids(&f).contains(&50), f.unscanned()), (!skipped, [0, if skipped { 200 } else { 0 }]), "{case}");
     }
 }
