@@ -761,3 +761,56 @@ fn a_body_past_the_depth_is_counted_not_scanned_and_the_next_response_is() -> Re
     }
     Ok(())
 }
+
+/// A WebSocket through the appliance in block mode: after the server's `101`, the frames both
+/// ways are not HTTP, and no anomaly blocks them (they used to be an invalid head, blocked).
+#[test]
+fn a_websocket_upgrade_is_followed_by_frames_not_blocked_as_broken_http() -> Result<()> {
+    let mut b = Bed::new("[ips]\nenabled = true\nmode = \"block\"\nlevel = \"strict\"")?;
+    // A WebSocket server in the server's namespace (port 8443, inspected): it answers the
+    // upgrade, reads one frame and sends one back.
+    let server = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+         ctx.load_cert_chain('{}', '{}')\n\
+         ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         ls.bind(('{SERVER_IP}', 8443)); ls.listen(1); print('listening', flush=True)\n\
+         c, _ = ls.accept(); s = ctx.wrap_socket(c, server_side=True)\n\
+         head = b''\n\
+         while b'\\r\\n\\r\\n' not in head: head += s.recv(4096)\n\
+         s.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\\r\\n\\r\\n')\n\
+         frame = s.recv(4096)\n\
+         print('frame', len(frame), flush=True)\n\
+         s.sendall(b'\\x82\\x05hello')\n\
+         s.close()\n",
+        b.server.cert.display(),
+        b.server.key.display()
+    );
+    let mut c = b.t.server.cmd("python3");
+    c.args(["-c", &server]);
+    let i = b.t.spawn(c)?;
+    b.t.background(i).wait_for("listening", std::time::Duration::from_secs(10))?;
+    let client = format!(
+        "import socket, ssl\n\
+         raw = socket.create_connection(('{SERVER_IP}', 8443), timeout=10)\n\
+         s = ssl.create_default_context(cafile='{}').wrap_socket(raw, server_hostname='server.test')\n\
+         s.sendall(b'GET /chat HTTP/1.1\\r\\nHost: server.test\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')\n\
+         head = b''\n\
+         while b'\\r\\n\\r\\n' not in head: head += s.recv(4096)\n\
+         print(head.split(b'\\r\\n')[0].decode())\n\
+         s.sendall(bytes([0x82, 0x84, 1, 2, 3, 4, 0xff, 0x00, 0x10, 0x20]))\n\
+         data = b''\n\
+         while len(data) < 7:\n\
+         \x20   chunk = s.recv(4096)\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(data[2:].decode(errors='replace'))\n",
+        b.ca.display()
+    );
+    let out = check(b.t.client.cmd("python3").args(["-c", &client]))?;
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["HTTP/1.1 101 Switching Protocols", "hello"], "{out}");
+    b.t.background(i).wait_for("frame 10", std::time::Duration::from_secs(10))?;
+    let records = b.wait_records(1)?;
+    assert!(records.iter().all(|r| r["event_type"] != "alert"), "no anomaly: {records:?}");
+    Ok(())
+}

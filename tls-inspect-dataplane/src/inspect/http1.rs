@@ -74,7 +74,8 @@ enum Framing {
     Chunked,
     /// An interim (1xx) response: no body, and the final response is still to come.
     Interim,
-    /// A 2xx answer to CONNECT: the bytes after it are a tunnel.
+    /// A 2xx answer to CONNECT, or a 101 to another protocol than h2c (a WebSocket): the bytes
+    /// after it, both ways, are no longer HTTP.
     Tunnel,
 }
 
@@ -98,11 +99,19 @@ pub struct Http1Dir {
     /// request followed, or a head was not sure, see `parse_head`); no more body is reported.
     pending: std::collections::VecDeque<Answers>,
     lost: bool,
+    /// A response opened a tunnel or switched protocols: neither direction is HTTP any more.
+    tunnel: bool,
 }
 
 impl Http1Dir {
     pub fn is_off(&self) -> bool {
         self.off
+    }
+
+    /// A response turned the connection into a tunnel or another protocol (a 2xx to CONNECT, a
+    /// 101 to a WebSocket): the request direction stops following too, without an anomaly.
+    pub fn tunnelled(&self) -> bool {
+        self.tunnel
     }
 
     /// This direction's framing is still sure to be its peers' (see `lost`).
@@ -303,10 +312,10 @@ impl Http1Dir {
                 Framing::Length(n) => self.body_left = n,
                 Framing::Chunked => self.chunked = Some(Chunked::Size { value: 0, digits: 0, in_ext: false }),
                 Framing::Tunnel => {
-                    // What follows a 2xx to CONNECT is no longer HTTP: the stream buffer alone
-                    // sees it, as after any other protocol switch.
+                    // What follows is no longer HTTP: the stream buffer alone sees it.
                     on(Http1Event::BodyEnd);
                     self.off = true;
+                    self.tunnel = true;
                 }
             }
         }
@@ -490,8 +499,11 @@ fn parse_head(head: &[u8], direction: Direction, answers: Answers) -> (Option<Fr
             // A 205 must have no content, and browsers read none, whatever its length says.
             let sure = exact && unambiguous(hs, resp.version) && !matches!(resp.code, Some(101 | 205));
             // 1xx, 204, 304 and a response to HEAD have no body whatever the headers say
-            // (RFC 9112 6.3), and a 2xx to CONNECT starts a tunnel.
+            // (RFC 9112 6.3); a 2xx to CONNECT starts a tunnel, and a 101 another protocol.
+            // A 101 to h2c is followed by the client's HTTP/2 preface, which the IPS follows.
+            let h2c = header_value(hs, "upgrade").is_some_and(|u| u.trim().eq_ignore_ascii_case("h2c"));
             let framing = match (resp.code, answers) {
+                (Some(101), _) if !h2c => Some(Framing::Tunnel),
                 (Some(100..=199), _) => Some(Framing::Interim),
                 (Some(200..=299), Answers::Connect) => Some(Framing::Tunnel),
                 (Some(204 | 304), _) | (_, Answers::Head) => Some(Framing::Length(0)),

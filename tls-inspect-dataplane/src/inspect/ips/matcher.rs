@@ -968,6 +968,11 @@ impl FlowIps {
             }
         });
         self.http[d] = follower;
+        // A tunnel or another protocol (WebSocket) after the response: the client's bytes are
+        // no longer HTTP either; only the stream rules see them, and they are no anomaly.
+        if self.http[1].tunnelled() && !self.http[0].is_off() {
+            self.http[0].turn_off();
+        }
     }
 
     /// What of `data`, fed in direction `d`, the stream database scans and rules evaluated per

@@ -1042,6 +1042,29 @@ fn http_that_cannot_be_followed_alerts_with_suricatas_sid_and_blocks_in_block_mo
     assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 2290009")), "{v:?} {:?}", f.hits);
 }
 
+/// A WebSocket (101) or a CONNECT tunnel is not HTTP that cannot be followed: no anomaly and no
+/// block in block mode, and the stream rules still see what goes through it.
+#[test]
+fn a_websocket_or_a_tunnel_is_no_anomaly_and_its_stream_is_still_scanned() {
+    let s = set(LOG4J, IpsMode::Block, Level::Strict);
+    let mut scratch = s.scratch().unwrap();
+    for (request, response) in [
+        (&b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..], &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..]),
+        (b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n", b"HTTP/1.1 200 Connection established\r\n\r\n"),
+    ] {
+        let mut f = FlowIps::new(s.clone(), FlowTuple::to_port(443));
+        assert_eq!(f.inspect(Direction::ToServer, request, &mut scratch), Verdict::Continue);
+        assert_eq!(f.inspect(Direction::ToClient, response, &mut scratch), Verdict::Continue);
+        // Binary frames both ways: not HTTP, and no anomaly.
+        assert_eq!(f.inspect(Direction::ToServer, &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], &mut scratch), Verdict::Continue);
+        assert_eq!(f.inspect(Direction::ToClient, &[0x82, 0x03, 0x00, 0xff, 0x10], &mut scratch), Verdict::Continue);
+        assert!(f.hits.is_empty(), "{:?}", f.hits);
+        // The raw stream rule still fires on what the tunnel carries.
+        let v = f.inspect(Direction::ToServer, b"\x81\x10xxEVIL-MARKyy", &mut scratch);
+        assert!(matches!(v, Verdict::Block(ref w) if w.to_string().contains("sid 2")), "{v:?}");
+    }
+}
+
 /// A stream rule's items are tried as Suricata tries them, every match of each against the rest,
 /// and no number of earlier or later matches of one item hides the one that completes the rule
 /// (a flow keeps a few matches per item: padding used to fill them, and the first match of a
