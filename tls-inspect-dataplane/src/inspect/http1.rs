@@ -67,6 +67,17 @@ enum Chunked {
     Trailers { line: usize },
 }
 
+impl Chunked {
+    /// After `n` of the `left` bytes of a chunk's data: the rest, or the CRLF after it.
+    fn after_data(left: usize, n: usize) -> Self {
+        if n == left {
+            Self::DataEnd(2)
+        } else {
+            Self::Data(left - n)
+        }
+    }
+}
+
 /// The body's framing, from the head (and, for a response, the request it answers).
 #[derive(Debug, PartialEq, Eq)]
 enum Framing {
@@ -174,11 +185,7 @@ impl Http1Dir {
                     let n = (data.len() - i).min(left);
                     out.push((i, i + n));
                     i += n;
-                    if n == left {
-                        Chunked::DataEnd(2)
-                    } else {
-                        Chunked::Data(left - n)
-                    }
+                    Chunked::after_data(left, n)
                 }
                 // The last chunk: the message ends in its trailers.
                 Chunked::Trailers { .. } => return,
@@ -339,11 +346,7 @@ impl Http1Dir {
                     let n = (data.len() - i).min(left);
                     on(Http1Event::Body(&data[i..i + n]));
                     i += n;
-                    if left == n {
-                        Some(Chunked::DataEnd(2))
-                    } else {
-                        Some(Chunked::Data(left - n))
-                    }
+                    Some(Chunked::after_data(left, n))
                 }
                 Chunked::Trailers { line } => {
                     let c = data[i];

@@ -78,9 +78,9 @@ pub struct FlowIps {
     /// cut it in several pieces.
     spans: Vec<(usize, usize)>,
     unit_buf: Vec<u8>,
-    /// Per direction: bytes fed so far (an HTTP/2 follower that starts after some of a
-    /// direction's bytes may not be at a frame boundary: its spans are not trusted).
-    fed: [u64; 2],
+    /// The client has sent bytes (an HTTP/2 client follower that starts after some of them may
+    /// not be at a frame boundary: its spans are not trusted).
+    client_spoke: bool,
     /// HTTP/2: per direction, whether the follower saw every byte of it; and the streams that
     /// are tunnels (`CONNECT`, extended CONNECT), whose DATA is never skipped (more than
     /// [`MAX_H2_TUNNELS`]: none of the flow's is).
@@ -214,7 +214,7 @@ impl FlowIps {
             unscanned: [0, 0],
             spans: Vec::new(),
             unit_buf: Vec::new(),
-            fed: [0, 0],
+            client_spoke: false,
             h2_whole: [false, false],
             h2_tunnels: Vec::new(),
             early_server: Some(Vec::new()),
@@ -644,7 +644,8 @@ impl FlowIps {
             if let Some(bytes) = early.as_deref() {
                 let _ = server.feed(bytes);
             }
-            self.h2_whole = [self.fed[0] == 0, self.fed[1] == 0 || early.is_some_and(|b| b.len() as u64 == self.fed[1])];
+            // The server side saw every server byte while `early` holds them all.
+            self.h2_whole = [!self.client_spoke, early.is_some()];
             self.h2 = Some([H2Dir::new(true), server]);
             self.http[0].turn_off();
             self.http[1].turn_off();
@@ -690,7 +691,7 @@ impl FlowIps {
         if self.spans.capacity() > SPANS_KEPT {
             self.spans = Vec::new();
         }
-        self.fed[d] += data.len() as u64;
+        self.client_spoke |= direction == Direction::ToServer && !data.is_empty();
         if direction == Direction::ToServer && !self.set.dlp.is_empty() && !self.passed {
             let set = self.set.clone();
             for finding in self.dlp.scan(data, &set.dlp) {
