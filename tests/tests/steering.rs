@@ -1,6 +1,7 @@
-//! Scopes steer the SYNs they match to the AF_XDP socket of their queue (a real AF_XDP receiver,
-//! `tls-inspect debug xsk-recv`, sees them) while other ports are bridged; a flow keeps its
-//! decision when its policy is disabled, new flows do not; with no socket, matching traffic
+//! Scopes record the handshakes they match and steer the connection from its first data segment
+//! on to the AF_XDP socket of their queue (a real AF_XDP receiver, `tls-inspect debug xsk-recv`,
+//! sees it; the handshake itself reaches the server) while other ports are bridged; a flow keeps
+//! its decision when its policy is disabled, new flows do not; with no socket, matching traffic
 //! still flows (fail-open) and the counters say so.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
@@ -45,18 +46,20 @@ fn curl_ok(t: &Topology, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// A client that sends SYNs from a fixed source port to 8080 until it gives up (the test
-/// receiver never answers, so the kernel retransmits the SYN at 1 s, 3 s, ...).
-fn hanging_connect(t: &Topology, sport: u16) -> Result<Background> {
+/// A client that connects from a fixed source port to 8080 (the handshake reaches the server)
+/// and sends a request, then waits for an answer that never comes while its first data segment
+/// is steered to the test receiver (the kernel retransmits it at 0.2 s, 0.6 s, ...).
+fn hanging_request(t: &Topology, sport: u16) -> Result<Background> {
     let mut c = t.client.cmd("python3");
     c.args([
         "-c",
         &format!(
             "import socket\n\
              s = socket.socket(); s.bind(('{CLIENT_IP}', {sport})); s.settimeout(8)\n\
-             print('connecting', flush=True)\n\
+             s.connect(('{SERVER_IP}', 8080)); print('connected', flush=True)\n\
+             s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
              try:\n\
-             \x20   s.connect(('{SERVER_IP}', 8080)); print('connected', flush=True)\n\
+             \x20   print('reply', len(s.recv(100)), flush=True)\n\
              except Exception as e:\n\
              \x20   print('failed', e, flush=True)\n"
         ),
@@ -64,8 +67,9 @@ fn hanging_connect(t: &Topology, sport: u16) -> Result<Background> {
     Background::spawn(c)
 }
 
-fn syns_seen(receiver: &Background, sport: u16) -> usize {
-    let needle = format!("tcp {CLIENT_IP}:{sport} > {SERVER_IP}:8080 flags=0x02");
+/// Data segments (PSH|ACK) of the client's connection from `sport` the receiver got.
+fn data_seen(receiver: &Background, sport: u16) -> usize {
+    let needle = format!("tcp {CLIENT_IP}:{sport} > {SERVER_IP}:8080 flags=0x18");
     receiver.lines().iter().filter(|l| l.contains(&needle)).count()
 }
 
@@ -91,7 +95,7 @@ fn flow_action(t: &Topology, sport: u16) -> Result<Option<String>> {
 }
 
 #[test]
-fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Result<()> {
+fn matching_connections_are_steered_from_their_first_data_and_policy_changes_affect_new_flows_only() -> Result<()> {
     let mut t = Topology::new()?;
     t.start_appliance_with(SCOPE_8080, &["--no-workers"])?;
     serve_http(&mut t)?;
@@ -100,32 +104,34 @@ fn matching_syns_are_steered_and_policy_changes_affect_new_flows_only() -> Resul
     // Another port of the same server is bridged and works.
     curl_ok(&t, 8081)?;
 
-    // A SYN to the scope's port reaches the AF_XDP socket, not the server.
-    let mut a = hanging_connect(&t, 40001)?;
-    wait_until("the first SYN at the AF_XDP socket", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40001) >= 1))?;
+    // A connection to the scope's port: its handshake reaches the server, its first data
+    // segment the AF_XDP socket (and not the server, which never answers).
+    let mut a = hanging_request(&t, 40001)?;
+    a.wait_for("connected", Duration::from_secs(5))?;
+    wait_until("the first data segment at the AF_XDP socket", Duration::from_secs(5), || Ok(data_seen(&receiver, 40001) >= 1))?;
     assert_eq!(flow_action(&t, 40001)?.as_deref(), Some("steer"));
+    assert!(receiver.lines().iter().all(|l| !l.contains("flags=0x02")), "the SYN is bridged: {:?}", receiver.lines());
     let stats = t.stats()?;
     assert!(metric_in(&stats, "tls_inspect_xdp_frames_total", &[("path", "steered")])? >= 1);
+    assert!(metric_in(&stats, "tls_inspect_xdp_handshake_frames_total", &[])? >= 2, "SYN and ACK bridged: {stats}");
+    assert!(metric_in(&stats, "tls_inspect_xdp_peeked_flows_total", &[])? >= 1, "{stats}");
     assert!(metric_in(&stats, "tls_inspect_scope_flows_total", &[("policy", "7"), ("scope", "70"), ("path", "steered")])? >= 1);
 
-    // Disable the policy: the flow already steered stays steered (its retransmitted SYN still
-    // arrives at the socket) ...
+    // Disable the policy: the flow already steered stays steered (its retransmitted data
+    // still arrives at the socket) ...
     check(t.cli().args(["policy", "disable", "7"]))?;
-    let seen = syns_seen(&receiver, 40001);
-    wait_until("a retransmitted SYN after disabling", Duration::from_secs(6), || Ok(syns_seen(&receiver, 40001) > seen))?;
+    let seen = data_seen(&receiver, 40001);
+    wait_until("a retransmitted segment after disabling", Duration::from_secs(6), || Ok(data_seen(&receiver, 40001) > seen))?;
     // ... while a new connection to the same port is bridged and reaches the server.
     curl_ok(&t, 8080)?;
-    let steered_sports: Vec<String> = receiver.lines().into_iter().filter(|l| l.contains("flags=0x02")).collect();
-    assert!(
-        steered_sports.iter().all(|l| l.contains(":40001 >")),
-        "only the old flow may reach the socket: {steered_sports:?}"
-    );
+    let steered: Vec<String> = receiver.lines().into_iter().filter(|l| l.contains("tcp ")).collect();
+    assert!(steered.iter().all(|l| l.contains(":40001 >")), "only the old flow may reach the socket: {steered:?}");
     a.wait_for("failed", Duration::from_secs(15))?;
 
     // Enable again: new connections are steered again.
     check(t.cli().args(["policy", "enable", "7"]))?;
-    let _b = hanging_connect(&t, 40002)?;
-    wait_until("the SYN of a new flow after enabling", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40002) >= 1))?;
+    let _b = hanging_request(&t, 40002)?;
+    wait_until("the data of a new flow after enabling", Duration::from_secs(5), || Ok(data_seen(&receiver, 40002) >= 1))?;
     receiver.stop(Duration::from_secs(5));
     Ok(())
 }
@@ -166,20 +172,12 @@ fn matching_traffic_fails_open_without_a_socket() -> Result<()> {
     let receiver = start_receiver(&t)?;
     t.background(old).wait_for("reply True", Duration::from_secs(10))?;
 
-    // A new connection now is steered to the socket and never reaches the server.
-    let out = tls_inspect_tests::run(t.client.cmd("python3").args([
-        "-c",
-        &format!(
-            "import socket\n\
-             try:\n\
-             \x20   socket.create_connection(('{SERVER_IP}', 8080), timeout=2); print('connected')\n\
-             except Exception:\n\
-             \x20   print('timeout')\n"
-        ),
-    ]))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("timeout"), "a steered SYN must not reach the server: {text}");
-    assert!(receiver.lines().iter().any(|l| l.contains("> 198.18.0.2:8080 flags=0x02")), "{:?}", receiver.lines());
+    // A new connection now connects (its handshake is bridged), but its request is steered to
+    // the socket and never reaches the server.
+    let mut c = hanging_request(&t, 40003)?;
+    c.wait_for("connected", Duration::from_secs(5))?;
+    wait_until("the request at the AF_XDP socket", Duration::from_secs(5), || Ok(data_seen(&receiver, 40003) >= 1))?;
+    c.wait_for("failed", Duration::from_secs(15))?;
     Ok(())
 }
 
@@ -241,12 +239,12 @@ fn a_fail_closed_policy_drops_its_scope_without_a_socket_and_bridges_the_rest() 
     assert!(scope("tls_inspect_scope_frames_total", "dropped")? >= 2, "SYN and its retransmission: {stats}");
     assert_eq!((scope("tls_inspect_scope_flows_total", "failopen")?, scope("tls_inspect_scope_flows_total", "steered")?), (0, 0), "{stats}");
     assert_eq!(metric_in(&stats, "tls_inspect_xdp_failopen_frames_total", &[])?, 0, "{stats}");
-    // Nothing of it is in the flow table: a worker coming back gets the next SYN.
+    // Nothing of it is in the flow table: with a worker back, the next connection is taken.
     let flows = check(t.cli().args(["flows"]))?;
     assert!(!flows.contains(":8080"), "{flows}");
     let mut receiver = start_receiver(&t)?;
-    let _b = hanging_connect(&t, 40010)?;
-    wait_until("the SYN once a socket is there", Duration::from_secs(5), || Ok(syns_seen(&receiver, 40010) >= 1))?;
+    let _b = hanging_request(&t, 40010)?;
+    wait_until("the data once a socket is there", Duration::from_secs(5), || Ok(data_seen(&receiver, 40010) >= 1))?;
     receiver.stop(Duration::from_secs(5));
     Ok(())
 }

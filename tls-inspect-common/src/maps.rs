@@ -25,8 +25,9 @@ pub const MAP_COUNTERS: &str = "TI_COUNTERS";
 pub const MAP_SCOPE_COUNTERS: &str = "TI_SCOPE_CNT";
 pub const MAP_INTEL: &str = "TI_INTEL";
 pub const MAP_INTEL_COUNTERS: &str = "TI_INTEL_CNT";
+pub const MAP_HANDSHAKES: &str = "TI_HANDSHAKES";
 /// Every map the program defines, in the order the loader pins them.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_PEERS,
     MAP_XSKS,
@@ -40,6 +41,7 @@ pub const ALL_MAPS: [&str; 13] = [
     MAP_SCOPE_COUNTERS,
     MAP_INTEL,
     MAP_INTEL_COUNTERS,
+    MAP_HANDSHAKES,
 ];
 /// The XDP program's name in the object.
 pub const PROGRAM_NAME: &str = "tls_inspect";
@@ -143,6 +145,41 @@ const _: () = assert!(size_of::<FlowKey>() == 12);
 pub const FLOW_STEER: u32 = 1;
 pub const FLOW_BYPASS: u32 = 2;
 
+/// The most TCP option bytes a header can carry.
+pub const TCP_OPTIONS_MAX: usize = 40;
+
+/// `TI_HANDSHAKES[key]`: a scoped connection whose handshake the XDP program bridges between
+/// the real ends, and what it recorded of it for the worker that takes the flow at its first
+/// data segment (to peek at it, then pass it back or adopt it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    pub policy_id: u32,
+    pub scope_id: u32,
+    /// The `SLOT_*` flags of the scope the SYN matched.
+    pub flags: u32,
+    /// `HANDSHAKE_*` bits: which of the two SYNs were seen.
+    pub seen: u32,
+    /// Initial sequence numbers, network byte order.
+    pub client_isn: [u8; 4],
+    pub server_isn: [u8; 4],
+    /// The windows of the SYN and SYN-ACK (never scaled), network byte order.
+    pub client_window: [u8; 2],
+    pub server_window: [u8; 2],
+    pub client_opts_len: u8,
+    pub server_opts_len: u8,
+    pub _pad: [u8; 2],
+    /// The SYN's and SYN-ACK's TCP options, as sent (`*_opts_len` bytes of each are valid).
+    pub client_opts: [u8; TCP_OPTIONS_MAX],
+    pub server_opts: [u8; TCP_OPTIONS_MAX],
+}
+const _: () = assert!(size_of::<Handshake>() == 112);
+
+/// `Handshake::seen`: the client's SYN.
+pub const HANDSHAKE_SYN: u32 = 1;
+/// ... and the server's SYN-ACK.
+pub const HANDSHAKE_SYN_ACK: u32 = 2;
+
 /// What happens to a flow's frames, decided on its SYN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowAction {
@@ -235,7 +272,15 @@ pub mod counter {
     pub const QUIC_DROPPED: usize = 18;
     /// ... whose policy passes QUIC (bridged).
     pub const QUIC_PASSED: usize = 19;
-    pub const COUNT: usize = 20;
+    /// Frames of scoped connections' handshakes (SYN, SYN-ACK, ACK, before any data), bridged.
+    pub const HANDSHAKE_FRAMES: usize = 20;
+    /// Scoped connections whose first data segment went to a worker (to peek at).
+    pub const FLOWS_PEEKED: usize = 21;
+    /// Data segments from inside of a scoped connection the program has no record of (the
+    /// record was evicted, or the connection predates the scope): steered, and the worker
+    /// resets the connection rather than let it pass uninspected.
+    pub const UNRECORDED_STEERED: usize = 22;
+    pub const COUNT: usize = 23;
 
     /// Names as printed by `tls-inspect stats` and the metrics endpoint.
     pub const NAMES: [&str; COUNT] = [
@@ -259,6 +304,9 @@ pub mod counter {
         "intel_dropped",
         "quic_dropped",
         "quic_passed",
+        "handshake_frames",
+        "flows_peeked",
+        "unrecorded_steered",
     ];
 }
 
@@ -340,6 +388,7 @@ mod pod {
         unsafe impl aya::Pod for AddrKey {}
         unsafe impl aya::Pod for FlowKey {}
         unsafe impl aya::Pod for FlowValue {}
+        unsafe impl aya::Pod for Handshake {}
         unsafe impl aya::Pod for SlotOwner {}
         unsafe impl aya::Pod for GlobalCounters {}
         unsafe impl aya::Pod for ScopeCounters {}

@@ -41,11 +41,18 @@ pub const TCP_ACK: u8 = 0x10;
 /// The transport part of an IPv4 packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    /// Ports in network byte order.
+    /// Ports, sequence number and window in network byte order.
     Tcp {
         sport: [u8; 2],
         dport: [u8; 2],
         flags: u8,
+        seq: [u8; 4],
+        window: [u8; 2],
+        /// Offset of the TCP options from the frame's start, and their length (0 to 40).
+        opts_offset: u16,
+        opts_len: u8,
+        /// Payload bytes, from the IPv4 total length (not the frame's, which may be padded).
+        payload_len: u16,
     },
     Udp {
         sport: [u8; 2],
@@ -133,15 +140,21 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3_offset: usize) -> Result<Frame, Pars
     } else {
         match proto {
             IPPROTO_TCP => {
-                let tcp: [u8; 14] = p.load(l4_offset).ok_or(ParseError::Truncated)?;
+                let tcp: [u8; 16] = p.load(l4_offset).ok_or(ParseError::Truncated)?;
                 let data_offset = ((tcp[12] >> 4) as usize) * 4;
                 if data_offset < 20 {
                     return Err(ParseError::BadTcpHeader);
                 }
+                let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
                 L4::Tcp {
                     sport: [tcp[0], tcp[1]],
                     dport: [tcp[2], tcp[3]],
                     flags: tcp[13],
+                    seq: [tcp[4], tcp[5], tcp[6], tcp[7]],
+                    window: [tcp[14], tcp[15]],
+                    opts_offset: (l4_offset + 20) as u16,
+                    opts_len: (data_offset - 20) as u8,
+                    payload_len: total.saturating_sub(ihl + data_offset) as u16,
                 }
             }
             IPPROTO_UDP => {
@@ -199,11 +212,28 @@ mod tests {
                 l4: L4::Tcp {
                     sport: 40000u16.to_be_bytes(),
                     dport: 443u16.to_be_bytes(),
-                    flags: TCP_SYN
+                    flags: TCP_SYN,
+                    seq: [0, 0, 0, 1],
+                    window: [0xfa, 0xf0],
+                    opts_offset: 54,
+                    opts_len: 20,
+                    payload_len: 0,
                 }
             }
         );
         assert!(f.is_tcp_syn());
+    }
+
+    #[test]
+    fn payload_length_comes_from_the_ip_header_not_the_padding() {
+        let mut f = [0u8; 84];
+        f[..74].copy_from_slice(&SYN);
+        // Total length 60 + 5 bytes of payload, then 5 bytes of Ethernet padding.
+        f[16..18].copy_from_slice(&65u16.to_be_bytes());
+        match parse_frame(&f[..]).unwrap() {
+            Frame::Ipv4 { l4: L4::Tcp { payload_len, .. }, .. } => assert_eq!(payload_len, 5),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

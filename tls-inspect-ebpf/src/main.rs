@@ -17,12 +17,13 @@ use aya_ebpf::{
 };
 use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
-    FlowKey, FlowValue, Frame, GlobalCounters, Packet, ScopeBitmap, ScopeCounters, SlotOwner,
-    CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
-    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, L4, MAX_QUEUES, MAX_SCOPES, PORTS,
-    SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
+    FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCounters,
+    SlotOwner, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
+    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
+    MAX_QUEUES, MAX_SCOPES, PORTS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
+    TCP_OPTIONS_MAX,
 };
-use tls_inspect_common::parse::{TCP_ACK, TCP_SYN};
+use tls_inspect_common::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[map(name = "TI_CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -35,9 +36,16 @@ static PEERS: DevMapHash = DevMapHash::with_max_entries(8, 0);
 #[map(name = "TI_XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(2 * MAX_QUEUES, 0);
 
-/// Flows decided on their SYN; the loader sets the size from the config.
+/// Flows given to a worker (steered) or bridged by decision (bypass); the loader sets the size
+/// from the config.
 #[map(name = "TI_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Scoped connections between their SYN and their first data segment: the handshake passes
+/// between the real ends and is recorded here. Apart from `TI_FLOWS`, so that a SYN flood
+/// evicts other half-open handshakes, never a flow a worker holds.
+#[map(name = "TI_HANDSHAKES")]
+static HANDSHAKES: LruHashMap<FlowKey, Handshake> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Server ports that have had a flow since the program was loaded (one byte each, set when a
 /// flow is created, never cleared): a TCP frame on any other port skips the flow-table lookup.
@@ -174,7 +182,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         src,
         dst,
         l4: L4::Tcp {
-            sport, dport, flags, ..
+            sport, dport, flags, seq, window, opts_offset, opts_len, payload_len,
         },
         ..
     } = frame
@@ -182,6 +190,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         // Not TCP or UDP over IPv4: ICMP, ARP, IPv6, ... all bridged.
         return Ok(bridge(ctx, len));
     };
+    let segment = Segment { flags, seq, window, opts_offset, opts_len, payload_len };
 
     let key = if side == SIDE_INSIDE {
         FlowKey {
@@ -198,9 +207,11 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             server_port: sport,
         }
     };
+    let is_syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let new_from_inside = side == SIDE_INSIDE && is_syn;
 
-    // A flow already decided keeps its decision, in both directions. Only ports that have had a
-    // flow can have one now.
+    // A flow already decided keeps its decision, in both directions; a connection in its
+    // handshake has it recorded. Only ports that have had a flow can have either.
     let server_port = u32::from(u16::from_be_bytes(key.server_port));
     let port_has_flows = FLOW_PORTS.get(server_port).is_none_or(|marked| *marked != 0);
     if port_has_flows {
@@ -210,24 +221,42 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             if flow.action == FLOW_STEER {
                 return Ok(steer(ctx, side, len, flow.scope_id, flow.flags));
             }
-            return Ok(bypass(ctx, len, flow.scope_id));
+            // A new connection on the addresses and ports of a passed one is classified
+            // afresh: what passed the last one (its server name) says nothing about this one.
+            if !new_from_inside {
+                return Ok(bypass(ctx, len, flow.scope_id));
+            }
+            let _ = FLOWS.remove(&key);
+        } else if let Some(record) = HANDSHAKES.get_ptr_mut(&key) {
+            // SAFETY: this key's value in a hash map; the program's other CPUs write the same
+            // fields only for the same connection's own segments, which TCP orders.
+            let record = unsafe { &mut *record };
+            return Ok(in_handshake(ctx, side, len, &key, record, &segment));
         }
     }
 
-    // Only a new connection from inside is classified.
-    let is_syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if side != SIDE_INSIDE || !is_syn {
+    // Only a new connection from inside is classified, and a data segment from inside on a
+    // port with flows: a scoped connection the program has no record of (evicted by a flood of
+    // other handshakes, or older than the scope) goes to a worker, which resets it, rather
+    // than past inspection.
+    if side != SIDE_INSIDE || !(is_syn || (port_has_flows && payload_len > 0 && flags & TCP_SYN == 0)) {
         return Ok(bridge(ctx, len));
     }
-    count(counter::SYN_CLASSIFIED, 1);
+    if is_syn {
+        count(counter::SYN_CLASSIFIED, 1);
+    }
     let generation = config.generation & 1;
     let Some(owner) = classify(generation, src, dst, sport, dport) else {
         return Ok(bridge(ctx, len));
     };
+    if !is_syn {
+        count(counter::UNRECORDED_STEERED, 1);
+        return Ok(steer(ctx, side, len, owner.scope_id, owner.flags));
+    }
     count(counter::SYN_MATCHED, 1);
 
-    // Steer only when a socket waits on this queue; otherwise remember the flow as bypass so it
-    // is never half-steered when a socket appears later.
+    // Given to a worker only when a socket waits on this queue; otherwise the flow is
+    // remembered as bypass so it is never half-steered when a socket appears later.
     let queue = ctx.rx_queue_index();
     let has_socket = queue < MAX_QUEUES && XSKS.get(xsk_index(side, queue)).is_some();
     // Fail-closed: no worker, no connection. Nothing is remembered, so the client's next SYN
@@ -235,12 +264,6 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     if !has_socket && owner.flags & SLOT_FAIL_CLOSED != 0 {
         return Ok(fail_closed(len, owner.scope_id));
     }
-    let value = FlowValue {
-        policy_id: owner.policy_id,
-        scope_id: owner.scope_id,
-        action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
-        flags: owner.flags,
-    };
     // Marked before the flow exists, so that no frame of it can skip the lookup.
     if !port_has_flows {
         if let Some(marked) = FLOW_PORTS.get_ptr_mut(server_port) {
@@ -248,17 +271,144 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             unsafe { *marked = 1 };
         }
     }
-    if FLOWS.insert(&key, &value, 0).is_err() {
+    // A SYN that carries data (TCP Fast Open) would hand the server the client's first bytes
+    // before any decision: such a connection is a worker's from its SYN on.
+    if !has_socket || payload_len > 0 {
+        let value = FlowValue {
+            policy_id: owner.policy_id,
+            scope_id: owner.scope_id,
+            action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
+            flags: owner.flags,
+        };
+        if FLOWS.insert(&key, &value, 0).is_err() {
+            count(counter::FLOW_INSERT_FAILED, 1);
+            return Ok(bridge(ctx, len));
+        }
+        if has_socket {
+            scope_add(owner.scope_id, |c| c.flows_steered += 1);
+            return Ok(steer(ctx, side, len, owner.scope_id, owner.flags));
+        }
+        scope_add(owner.scope_id, |c| c.flows_failopen += 1);
+        return Ok(fail_open(ctx, len, owner.scope_id));
+    }
+    // Peek, then decide: the handshake passes between the real ends (the server's own SYN
+    // handling, cookies included, answers a flood; a closed port answers with its own RST),
+    // and a worker sees the connection from its first data segment on.
+    let mut record = Handshake {
+        policy_id: owner.policy_id,
+        scope_id: owner.scope_id,
+        flags: owner.flags,
+        seen: 0,
+        client_isn: [0; 4],
+        server_isn: [0; 4],
+        client_window: [0; 2],
+        server_window: [0; 2],
+        client_opts_len: 0,
+        server_opts_len: 0,
+        _pad: [0; 2],
+        client_opts: [0; TCP_OPTIONS_MAX],
+        server_opts: [0; TCP_OPTIONS_MAX],
+    };
+    record_syn(ctx, &mut record, &segment);
+    if HANDSHAKES.insert(&key, &record, 0).is_err() {
         count(counter::FLOW_INSERT_FAILED, 1);
         return Ok(bridge(ctx, len));
     }
-    if has_socket {
-        scope_add(owner.scope_id, |c| c.flows_steered += 1);
-        Ok(steer(ctx, side, len, owner.scope_id, owner.flags))
-    } else {
-        scope_add(owner.scope_id, |c| c.flows_failopen += 1);
-        Ok(fail_open(ctx, len, owner.scope_id))
+    scope_add(owner.scope_id, |c| c.flows_steered += 1);
+    count(counter::HANDSHAKE_FRAMES, 1);
+    Ok(bridge(ctx, len))
+}
+
+/// What the program reads of a TCP segment beyond its ports.
+struct Segment {
+    flags: u8,
+    seq: [u8; 4],
+    window: [u8; 2],
+    opts_offset: u16,
+    opts_len: u8,
+    payload_len: u16,
+}
+
+/// A segment of a scoped connection in its handshake: the SYN and SYN-ACK are recorded and
+/// bridged, as are the ACKs; the first segment with data (or a FIN) makes it a worker's.
+#[inline(always)]
+fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &mut Handshake, s: &Segment) -> u32 {
+    let syn = s.flags & TCP_SYN != 0;
+    let ack = s.flags & TCP_ACK != 0;
+    if s.flags & TCP_RST != 0 {
+        let _ = HANDSHAKES.remove(key);
+        count(counter::HANDSHAKE_FRAMES, 1);
+        return bridge(ctx, len);
     }
+    if side == SIDE_INSIDE && syn && !ack && s.payload_len == 0 {
+        // A retransmitted SYN, or the next connection on the tuple: recorded afresh.
+        record_syn(ctx, record, s);
+        count(counter::HANDSHAKE_FRAMES, 1);
+        return bridge(ctx, len);
+    }
+    if side == SIDE_OUTSIDE && syn && ack {
+        if s.payload_len > 0 {
+            // Data in a SYN-ACK would reach the client before any decision.
+            count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
+            return XDP_DROP;
+        }
+        record.server_isn = s.seq;
+        record.server_window = s.window;
+        record.server_opts_len = copy_options(ctx, s.opts_offset, s.opts_len, &mut record.server_opts);
+        record.seen |= HANDSHAKE_SYN_ACK;
+        count(counter::HANDSHAKE_FRAMES, 1);
+        return bridge(ctx, len);
+    }
+    if s.payload_len > 0 || s.flags & TCP_FIN != 0 {
+        // The first data (or a SYN with data, a FIN): a worker decides. The record stays for
+        // the worker to read.
+        let value = FlowValue {
+            policy_id: record.policy_id,
+            scope_id: record.scope_id,
+            action: FLOW_STEER,
+            flags: record.flags,
+        };
+        if FLOWS.insert(key, &value, 0).is_err() {
+            count(counter::FLOW_INSERT_FAILED, 1);
+        }
+        count(counter::FLOWS_PEEKED, 1);
+        return steer(ctx, side, len, record.scope_id, record.flags);
+    }
+    count(counter::HANDSHAKE_FRAMES, 1);
+    bridge(ctx, len)
+}
+
+/// Records the client's SYN: its sequence number, window and options.
+#[inline(always)]
+fn record_syn(ctx: &XdpContext, record: &mut Handshake, s: &Segment) {
+    record.client_isn = s.seq;
+    record.client_window = s.window;
+    record.client_opts_len = copy_options(ctx, s.opts_offset, s.opts_len, &mut record.client_opts);
+    record.seen = HANDSHAKE_SYN;
+}
+
+/// Copies a header's options (a multiple of 4 bytes, at most 40) four bytes at a time; returns
+/// how many were copied.
+#[inline(always)]
+fn copy_options(ctx: &XdpContext, offset: u16, len: u8, out: &mut [u8; TCP_OPTIONS_MAX]) -> u8 {
+    let frame = XdpFrame(ctx);
+    let len = usize::from(len).min(TCP_OPTIONS_MAX);
+    let mut copied = 0u8;
+    for word in 0..TCP_OPTIONS_MAX / 4 {
+        if word * 4 >= len {
+            break;
+        }
+        let Some(bytes) = frame.load::<4>(usize::from(offset) + word * 4) else {
+            break;
+        };
+        for (i, b) in bytes.iter().enumerate() {
+            if let Some(slot) = out.get_mut(word * 4 + i) {
+                *slot = *b;
+            }
+        }
+        copied += 4;
+    }
+    copied
 }
 
 /// The owner of the lowest scope slot of the live generation that accepts all four values.

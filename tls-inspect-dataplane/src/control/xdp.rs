@@ -81,6 +81,7 @@ pub fn attach(
 ) -> Result<aya::Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_FLOWS, file.appliance.flow_table_size)
+        .map_max_entries(tls_inspect_common::MAP_HANDSHAKES, file.appliance.flow_table_size)
         .map_max_entries(MAP_SRC_ADDR, file.appliance.prefix_table_size)
         .map_max_entries(MAP_DST_ADDR, file.appliance.prefix_table_size)
         .map_max_entries(tls_inspect_common::MAP_INTEL, file.appliance.intel_table_size)

@@ -27,6 +27,10 @@ pub enum FlowEnd {
     Closed,
     /// Idle past the timeout: the appliance reset both sides (`established`, `timeout`).
     Timeout,
+    /// Passed after its first flight and handed to the XDP program, which bridges the rest
+    /// (`bypassed`, with Suricata's `bypass: capture`); the record is written at the hand-off
+    /// and counts what the worker saw.
+    Bypassed,
 }
 
 impl FlowEnd {
@@ -35,6 +39,7 @@ impl FlowEnd {
         match self {
             FlowEnd::Closed => ("closed", "shutdown"),
             FlowEnd::Timeout => ("established", "timeout"),
+            FlowEnd::Bypassed => ("bypassed", "shutdown"),
         }
     }
 }
@@ -297,6 +302,9 @@ impl FlowLog {
         flow["state"] = json!(state);
         flow["reason"] = json!(reason);
         flow["alerted"] = json!(alerted);
+        if self.end_reason == FlowEnd::Bypassed {
+            flow["bypass"] = json!("capture");
+        }
         self.eve(end, "flow", json!({ "flow": flow, "tls_inspect": self.ours() }))
     }
 

@@ -59,6 +59,12 @@ counters! {
     ConnectRefused "connect_refused" Counter "Servers that answered the SYN with a RST (the client got the RST).";
     ConnectTimeouts "connect_timeouts" Counter "Servers that never answered the SYN.";
     Resets "resets" Counter "Flows ended by a RST from either side, passed on to the other.";
+    FlowsPeeked "flows_peeked" Counter "Connections whose handshake the XDP program bridged and whose first flight the worker held to decide on.";
+    FlowsBypassed "flows_bypassed" Counter "Peeked connections passed: their held first flight released unchanged and the rest bridged by the XDP program.";
+    FlowsAdopted "flows_adopted" Counter "Peeked connections the worker took over on both legs (to inspect, to block, or to decide later).";
+    AdoptFailed "adopt_failed" Counter "Peeked connections whose legs would not take the recorded handshake (both ends reset).";
+    BypassedFramesSeen "bypassed_frames_seen" Counter "Frames of passed connections that still reached the worker after the hand-off (forwarded unchanged).";
+    Unrecorded "unrecorded_resets" Counter "Scoped connections with data but no handshake record (evicted, or older than the scope): reset at both ends rather than passed uninspected.";
     UnknownFlow "unknown_flow" Counter "Frames of steered flows no worker knows (their flow entries are removed).";
     MapErrors "map_errors" Counter "Flow-map updates that failed.";
     TlsInspected "tls_inspected" Counter "Flows decrypted, inspected and re-encrypted.";

@@ -5,10 +5,13 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use tls_inspect_common::FlowKey;
+
 use super::counters::Counter;
 use super::flow::{finished_receiving, Flow, Phase};
 use super::relay::ALERT_ACCESS_DENIED;
 use super::{Context, TlsWorker};
+use crate::inspect::ips::FlowIps;
 use crate::inspect::{HelloFields, Inspector, PassAll, Verdict};
 use crate::log::{FlowLog, Outcome, Reason};
 use crate::tls::clienthello::{sniff, version_name, ClientHello, Sniff};
@@ -16,10 +19,10 @@ use crate::tls::intercept::Interceptor;
 use crate::tls::policy::{Decision, PassOrBlock};
 
 /// The first bytes of a client that are read before deciding.
-const MAX_FIRST: usize = 96 * 1024;
+pub(super) const MAX_FIRST: usize = 96 * 1024;
 
 /// What the decision point chose.
-enum Decided {
+pub(super) enum Decided {
     Splice(Reason),
     Block(Reason),
     Inspect(ClientHello),
@@ -32,6 +35,16 @@ impl Context {
         let Some(client) = flow.client.as_mut() else {
             return;
         };
+        // Decided while the worker peeked at the first flight: applied once the adopted client
+        // leg holds the hello again.
+        if let Some(decided) = flow.decided.take() {
+            let held = client.socket().recv_queue();
+            match decided {
+                Decided::Inspect(hello) if held < hello.record_len => flow.decided = Some(Decided::Inspect(hello)),
+                decided => self.apply_decision(flow, decided),
+            }
+            return;
+        }
         if !client.socket().can_recv() {
             let s = flow.server.socket();
             flow.server_spoke_first |= s.can_recv() || !s.may_recv();
@@ -62,7 +75,14 @@ impl Context {
                 return;
             }
         };
-        match self.scan_client_hello(flow, decided) {
+        let (decided, ips) = self.scan_client_hello(&flow.key, &mut flow.log, decided);
+        flow.ips = ips;
+        self.apply_decision(flow, decided);
+    }
+
+    /// Carries a flow's decision out on its legs.
+    fn apply_decision(&mut self, flow: &mut Flow, decided: Decided) {
+        match decided {
             Decided::Splice(reason) => {
                 flow.log.decision = Outcome::Passed;
                 flow.log.reason = reason;
@@ -87,35 +107,35 @@ impl Context {
     /// The flow's IPS state starts with the ClientHello: `tls.sni` rules see it before any
     /// decryption (passed flows too), and an inspected flow keeps the same state, so a rule
     /// that combines `tls.sni` with an HTTP buffer can fire.
-    fn scan_client_hello(&mut self, flow: &mut Flow, decided: Decided) -> Decided {
+    pub(super) fn scan_client_hello(&mut self, key: &FlowKey, log: &mut FlowLog, decided: Decided) -> (Decided, Option<FlowIps>) {
         let Some(hook) = &self.hooks.ips else {
-            return decided;
+            return (decided, None);
         };
         // Nothing to scan and nothing to inspect: no state (its streams cost an allocation).
         if !matches!(decided, Decided::Inspect(_)) && !hook.current().scans_hello() {
-            return decided;
+            return (decided, None);
         }
         let tuple = crate::inspect::ips::FlowTuple {
-            client: (Ipv4Addr::from(flow.key.client_addr), u16::from_be_bytes(flow.key.client_port)),
-            server: (Ipv4Addr::from(flow.key.server_addr), u16::from_be_bytes(flow.key.server_port)),
+            client: (Ipv4Addr::from(key.client_addr), u16::from_be_bytes(key.client_port)),
+            server: (Ipv4Addr::from(key.server_addr), u16::from_be_bytes(key.server_port)),
         };
         let mut state = hook.start_flow(tuple);
-        let verdict = match (&flow.log.ja3, &flow.log.ja4, flow.log.hello_version) {
+        let verdict = match (&log.ja3, &log.ja4, log.hello_version) {
             (Some((ja3_hash, ja3_string)), Some(ja4), Some(version)) => {
-                let fields = HelloFields { sni: flow.log.sni.as_deref(), version, ja3_string, ja3_hash, ja4 };
+                let fields = HelloFields { sni: log.sni.as_deref(), version, ja3_string, ja3_hash, ja4 };
                 hook.scan_client_hello(&mut state, &fields)
             }
             // Not a ClientHello (not TLS): nothing of a hello to scan.
             _ => Verdict::Continue,
         };
         let hits = state.take_hits();
-        flow.ips = Some(state);
-        self.log_alerts(&mut flow.log, hits);
-        match decided {
+        self.log_alerts(log, hits);
+        let decided = match decided {
             Decided::Block(r) => Decided::Block(r),
             _ if matches!(verdict, Verdict::Block(_)) => Decided::Block(Reason::IpsSni),
             other => other,
-        }
+        };
+        (decided, Some(state))
     }
 
     /// Takes the ClientHello's records off the client leg and hands them, with the flow's
@@ -160,7 +180,7 @@ impl Context {
 }
 
 /// The answer for a first flight: `Err(need)` says to wait until it holds `need` bytes.
-fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Result<Decided, usize> {
+pub(super) fn decide(tls: Option<&TlsWorker>, log: &mut FlowLog, first: &[u8], can_wait: bool, server_spoke: bool) -> Result<Decided, usize> {
     let not_tls = if server_spoke { Reason::ServerFirst } else { Reason::NotTls };
     let hello = match sniff(first) {
         Sniff::NeedMore(need) if can_wait => return Err(need),

@@ -57,6 +57,9 @@ pub(super) struct Flow {
     /// inspector when the flow is inspected.
     pub ips: Option<crate::inspect::ips::FlowIps>,
     pub log: FlowLog,
+    /// The decision taken on the first flight while the worker peeked at it, applied once the
+    /// adopted legs hold it.
+    pub decided: Option<super::decide::Decided>,
 }
 
 impl Flow {

@@ -12,7 +12,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::buffers::{BufferPool, Lease};
-use super::wire::EthHeader;
+use super::wire::{build_segment, segment, EthHeader, SynOptions, Xlate};
 use super::{Side, Transmit};
 
 /// Socket buffer sizes and TCP behaviour of a leg.
@@ -32,8 +32,76 @@ pub struct Leg {
     eth: EthHeader,
     /// The socket's state after the last poll (to tell a reset from an orderly close).
     pub last_state: tcp::State,
+    /// An adopted leg's translation into the numbers its peer agreed on.
+    xlate: Option<Xlate>,
+    /// Where an adopted leg's received packets are translated (reused).
+    scratch: Vec<u8>,
     /// The buffers `sockets` borrows: after it, so that it is dropped first.
     _buffers: Option<Lease>,
+}
+
+/// What the real ends agreed on in a handshake the XDP program bridged between them, as the
+/// worker learned it (the SYN and SYN-ACK it recorded, the segments the worker held).
+#[derive(Clone, Copy, Debug)]
+pub struct Agreed {
+    pub client: (Ipv4Addr, u16),
+    pub server: (Ipv4Addr, u16),
+    pub client_isn: u32,
+    pub server_isn: u32,
+    /// The SYN's and SYN-ACK's windows (never scaled).
+    pub client_syn_window: u16,
+    pub server_syn_window: u16,
+    /// The client's window field in its latest segment (scaled as agreed).
+    pub client_window: u16,
+    pub client_opts: SynOptions,
+    pub server_opts: SynOptions,
+    /// The latest TSval each end sent.
+    pub client_tsval: u32,
+    pub server_tsval: u32,
+    /// The MSS each leg is told its peer takes (floored like a SYN's).
+    pub client_mss: u16,
+    pub server_mss: u16,
+}
+
+impl Agreed {
+    /// Window scaling, when both ends offered it: (the client's shift, the server's).
+    fn scale(&self) -> Option<(u8, u8)> {
+        Some((self.client_opts.wscale?, self.server_opts.wscale?))
+    }
+
+    fn sack(&self) -> bool {
+        self.client_opts.sack && self.server_opts.sack
+    }
+
+    fn timestamps(&self) -> bool {
+        self.client_opts.ts.is_some() && self.server_opts.ts.is_some()
+    }
+}
+
+/// A transmitter that keeps the last frame a leg sent and sends nothing: the segments a leg
+/// makes while it is shown a handshake that already happened.
+#[derive(Default)]
+struct Capture {
+    frame: Vec<u8>,
+}
+
+impl Transmit for Capture {
+    fn frame(&mut self, _side: Side, len: usize) -> &mut [u8] {
+        self.frame.clear();
+        self.frame.resize(len, 0);
+        &mut self.frame
+    }
+    fn commit(&mut self, _side: Side, _len: usize) {}
+}
+
+/// The options of the captured segment (after the leg's Ethernet header).
+fn captured(cap: &Capture, eth: usize) -> Option<(super::wire::SegmentInfo, SynOptions)> {
+    let ip = cap.frame.get(eth..)?;
+    let info = segment(ip)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    let doff = usize::from(*ip.get(ihl + 12)? >> 4) * 4;
+    let opts = SynOptions::parse(ip.get(ihl + 20..ihl + doff)?);
+    Some((info, opts))
 }
 
 /// smoltcp's view of the wire for one poll: the IP packets this leg received in the batch, and
@@ -44,6 +112,8 @@ struct LegDevice<'a, T: Transmit> {
     side: Side,
     eth: &'a EthHeader,
     mtu: usize,
+    xlate: Option<Xlate>,
+    scratch: &'a mut Vec<u8>,
 }
 
 pub struct LegRx<'a>(&'a [u8]);
@@ -52,6 +122,7 @@ pub struct LegTx<'a, T: Transmit> {
     tx: &'a mut T,
     side: Side,
     eth: &'a EthHeader,
+    xlate: Option<Xlate>,
 }
 
 impl smoltcp::phy::RxToken for LegRx<'_> {
@@ -66,6 +137,9 @@ impl<T: Transmit> smoltcp::phy::TxToken for LegTx<'_, T> {
         let frame = self.tx.frame(self.side, header + len);
         frame[..header].copy_from_slice(self.eth.as_bytes());
         let r = f(&mut frame[header..]);
+        if let Some(x) = self.xlate {
+            x.outbound(&mut frame[header..]);
+        }
         self.tx.commit(self.side, header + len);
         r
     }
@@ -84,12 +158,22 @@ impl<'a, T: Transmit> Device for LegDevice<'a, T> {
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (packet, rest) = self.rx.split_first()?;
         self.rx = rest;
+        let packet: &[u8] = match self.xlate {
+            Some(x) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(packet);
+                x.inbound(self.scratch);
+                self.scratch
+            }
+            None => packet,
+        };
         Some((
             LegRx(packet),
             LegTx {
                 tx: self.tx,
                 side: self.side,
                 eth: self.eth,
+                xlate: self.xlate,
             },
         ))
     }
@@ -99,6 +183,7 @@ impl<'a, T: Transmit> Device for LegDevice<'a, T> {
             tx: self.tx,
             side: self.side,
             eth: self.eth,
+            xlate: self.xlate,
         })
     }
 
@@ -134,12 +219,15 @@ impl Leg {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let eth_copy = eth;
+        let mut scratch = Vec::new();
         let mut device = LegDevice {
             rx: &[],
             tx: &mut NoTransmit,
             side,
             eth: &eth_copy,
             mtu,
+            xlate: None,
+            scratch: &mut scratch,
         };
         let mut iface = Interface::new(config, &mut device, now);
         // A /0 prefix: every destination is on-link for this point-to-point leg.
@@ -175,8 +263,84 @@ impl Leg {
             side,
             eth,
             last_state: tcp::State::Closed,
+            xlate: None,
+            scratch,
             _buffers: lease,
         }
+    }
+
+    /// The leg towards the server of a connection the real ends already opened: its socket
+    /// connects, is shown the server's SYN-ACK as recorded, and from then on sends in the
+    /// client's sequence space, with the client's timestamps and window scale. `None` if the
+    /// socket does not take the handshake.
+    #[allow(clippy::too_many_arguments, reason = "one constructor, called once")]
+    pub fn adopt_server(a: &Agreed, eth: EthHeader, mtu: usize, cfg: &LegConfig, pool: &BufferPool, seed: u64, now: Instant) -> Option<Self> {
+        let mut leg = Self::new(a.client.0, Side::Outside, eth, mtu, cfg, pool, seed, now);
+        let cx = leg.iface.context();
+        leg.sockets
+            .get_mut::<tcp::Socket>(leg.handle)
+            .connect(cx, (IpAddress::Ipv4(a.server.0), a.server.1), (IpAddress::Ipv4(a.client.0), a.client.1))
+            .ok()?;
+        let mut cap = Capture::default();
+        leg.poll(now, &[], &mut cap);
+        let (syn, syn_opts) = captured(&cap, eth.len())?;
+        let scale = a.scale();
+        let opts = SynOptions {
+            mss: Some(a.server_mss),
+            wscale: scale.map(|(_, server)| server),
+            sack: a.sack(),
+            ts: a.timestamps().then(|| (a.server_tsval, syn_opts.ts.map_or(0, |t| t.0))),
+        };
+        let syn_ack = build_segment(a.server, a.client, a.server_isn, Some(syn.seq.wrapping_add(1)), true, a.server_syn_window, &opts);
+        leg.poll(now, &[&syn_ack], &mut cap);
+        if leg.state() != tcp::State::Established {
+            return None;
+        }
+        leg.xlate = Some(Xlate {
+            seq: a.client_isn.wrapping_sub(syn.seq),
+            ts: syn_opts.ts.map_or(0, |t| a.client_tsval.wrapping_sub(t.0)),
+            win_from: scale.and(syn_opts.wscale).unwrap_or(0),
+            win_to: scale.map_or(0, |(client, _)| client),
+        });
+        leg.last_state = tcp::State::Established;
+        Some(leg)
+    }
+
+    /// The leg towards the client of a connection the real ends already opened: its socket
+    /// listens, is shown the client's SYN and ACK as recorded, and from then on sends in the
+    /// server's sequence space, with the server's timestamps and window scale.
+    #[allow(clippy::too_many_arguments, reason = "one constructor, called once")]
+    pub fn adopt_client(a: &Agreed, eth: EthHeader, mtu: usize, cfg: &LegConfig, pool: &BufferPool, seed: u64, now: Instant) -> Option<Self> {
+        let mut leg = Self::new(a.server.0, Side::Inside, eth, mtu, cfg, pool, seed, now);
+        leg.socket().listen((IpAddress::Ipv4(a.server.0), a.server.1)).ok()?;
+        let scale = a.scale();
+        let opts = SynOptions {
+            mss: Some(a.client_mss),
+            wscale: scale.map(|(client, _)| client),
+            sack: a.sack(),
+            ts: a.timestamps().then_some((a.client_tsval, 0)),
+        };
+        let syn = build_segment(a.client, a.server, a.client_isn, None, true, a.client_syn_window, &opts);
+        let mut cap = Capture::default();
+        leg.poll(now, &[&syn], &mut cap);
+        let (syn_ack, ours) = captured(&cap, eth.len())?;
+        let ack_opts = SynOptions {
+            ts: a.timestamps().then(|| (a.client_tsval, ours.ts.map_or(0, |t| t.0))),
+            ..SynOptions::default()
+        };
+        let ack = build_segment(a.client, a.server, a.client_isn.wrapping_add(1), Some(syn_ack.seq.wrapping_add(1)), false, a.client_window, &ack_opts);
+        leg.poll(now, &[&ack], &mut cap);
+        if leg.state() != tcp::State::Established {
+            return None;
+        }
+        leg.xlate = Some(Xlate {
+            seq: a.server_isn.wrapping_sub(syn_ack.seq),
+            ts: ours.ts.map_or(0, |t| a.server_tsval.wrapping_sub(t.0)),
+            win_from: scale.and(ours.wscale).unwrap_or(0),
+            win_to: scale.map_or(0, |(_, server)| server),
+        });
+        leg.last_state = tcp::State::Established;
+        Some(leg)
     }
 
     /// The leg towards the server: connects from the client's address and port.
@@ -229,6 +393,8 @@ impl Leg {
             side: self.side,
             eth: &self.eth,
             mtu: self.mtu,
+            xlate: self.xlate,
+            scratch: &mut self.scratch,
         };
         self.iface.poll(now, &mut device, &mut self.sockets);
     }
@@ -244,6 +410,8 @@ impl Leg {
             side: self.side,
             eth: &self.eth,
             mtu: self.mtu,
+            xlate: self.xlate,
+            scratch: &mut self.scratch,
         };
         self.iface.poll_maintenance(now);
         while !matches!(

@@ -15,6 +15,7 @@ pub mod counters;
 mod decide;
 mod flow;
 pub mod leg;
+mod peek;
 mod relay;
 pub mod timer;
 pub mod wire;
@@ -111,6 +112,9 @@ pub struct Hooks {
     pub pcap: Option<crate::log::pcap::PcapTap>,
     #[allow(clippy::type_complexity, reason = "a plain callback")]
     pub flow_ids: Option<Box<dyn FnMut(&FlowKey) -> FlowIds + Send>>,
+    /// Takes the XDP program's record of a connection's handshake (read once, then removed).
+    #[allow(clippy::type_complexity, reason = "a plain callback")]
+    pub handshake: Option<Box<dyn FnMut(&FlowKey) -> Option<tls_inspect_common::Handshake> + Send>>,
 }
 
 /// RFC 9293's default IPv4 MSS: what a peer that sends none, or an absurd one, gets.
@@ -164,6 +168,8 @@ pub struct Engine {
     flows: Vec<Option<Flow>>,
     free: Vec<usize>,
     index: HashMap<FlowKey, usize>,
+    /// Connections whose first flight the worker holds (`peek`).
+    peeks: peek::Peeks,
     timers: TimerWheel,
     expired: Vec<usize>,
     updates: Vec<MapUpdate>,
@@ -191,7 +197,7 @@ pub fn flow_of(side: Side, frame: &[u8]) -> Option<(FlowKey, usize, u8)> {
             l3_offset,
             src,
             dst,
-            l4: L4::Tcp { sport, dport, flags },
+            l4: L4::Tcp { sport, dport, flags, .. },
         } => {
             let key = match side {
                 Side::Inside => FlowKey {
@@ -230,6 +236,7 @@ impl Engine {
             flows: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
+            peeks: peek::Peeks::default(),
             timers: TimerWheel::new(4096, ms(now)),
             expired: Vec::new(),
             updates: Vec::new(),
@@ -247,13 +254,13 @@ impl Engine {
     /// The relay's counters (the flows it holds and the certificates it forged included).
     pub fn stats(&self) -> Counters {
         let mut c = self.cx.stats;
-        c.set(Counter::FlowsOpen, self.index.len() as u64);
+        c.set(Counter::FlowsOpen, (self.index.len() + self.peeks.len()) as u64);
         c.set(Counter::CertsForged, self.cx.hooks.tls.as_ref().map_or(0, |t| t.shared.forger.signed));
         c
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.is_empty() && self.peeks.len() == 0
     }
 
     /// BPF flow map changes since the last call.
@@ -296,6 +303,8 @@ impl Engine {
                 work.push((id, side, i, l3_offset));
             } else if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 self.new_flow(key, frame, l3_offset, ip, now, tx);
+            } else if self.peek_frame(key, side, frame, l3_offset, now, tx) {
+                // Held, decided on, passed or adopted (`peek`).
             } else {
                 // A flow steered by the XDP program that no worker knows (an earlier
                 // dataplane, or one already closed here): forget it, so its frames are bridged
@@ -407,7 +416,15 @@ impl Engine {
             fin_client_when_sent: false,
             last_activity: now,
             armed: None,
+            decided: None,
         };
+        let id = self.insert_flow(key, flow);
+        self.cx.stats.incr(Counter::FlowsTotal);
+        self.schedule(id, now);
+    }
+
+    /// A new flow into the table; returns its ID.
+    fn insert_flow(&mut self, key: FlowKey, flow: Flow) -> usize {
         let id = match self.free.pop() {
             Some(id) => {
                 self.flows[id] = Some(flow);
@@ -419,8 +436,7 @@ impl Engine {
             }
         };
         self.index.insert(key, id);
-        self.cx.stats.incr(Counter::FlowsTotal);
-        self.schedule(id, now);
+        id
     }
 
     fn on_packets<T: Transmit>(&mut self, id: usize, side: Side, ips: &[&[u8]], now: Instant, tx: &mut T) {
@@ -458,6 +474,7 @@ impl Engine {
 
     /// Fires due timers (retransmissions, timeouts).
     pub fn poll_timers<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
+        self.poll_peeks(now, tx);
         let mut expired = std::mem::take(&mut self.expired);
         self.timers.expire(ms(now), &mut expired);
         for id in expired.drain(..) {

@@ -147,6 +147,9 @@ fn xdp_series(i: usize) -> (&'static str, &'static str, Option<(&'static str, &'
         counter::INTEL_DROPPED => ("tls_inspect_xdp_intel_dropped_frames_total", "Threat-intelligence frames dropped (block mode).", None),
         counter::QUIC_DROPPED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("action", "dropped"))),
         counter::QUIC_PASSED => ("tls_inspect_xdp_quic_datagrams_total", "UDP datagrams from inside of a scope, by what its policy does with QUIC (dropped or passed).", Some(("action", "passed"))),
+        counter::HANDSHAKE_FRAMES => ("tls_inspect_xdp_handshake_frames_total", "Frames of scoped connections' handshakes (before any data), bridged between the real ends.", None),
+        counter::FLOWS_PEEKED => ("tls_inspect_xdp_peeked_flows_total", "Scoped connections whose first data segment went to a worker to decide on.", None),
+        counter::UNRECORDED_STEERED => ("tls_inspect_xdp_unrecorded_frames_total", "Data segments from inside of scoped connections without a handshake record (the worker resets them).", None),
         _ => ("tls_inspect_xdp_unknown_total", "A counter this build does not name.", None),
     }
 }
@@ -198,6 +201,12 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
         Counter::ConnectRefused => ("connect_refused_total", None, None),
         Counter::ConnectTimeouts => ("connect_timeouts_total", None, None),
         Counter::Resets => ("resets_total", None, None),
+        Counter::FlowsPeeked => ("peeked_flows_total", None, None),
+        Counter::FlowsBypassed => ("bypassed_flows_total", None, None),
+        Counter::FlowsAdopted => ("adopted_flows_total", None, None),
+        Counter::AdoptFailed => ("adopt_failed_flows_total", None, None),
+        Counter::BypassedFramesSeen => ("bypassed_frames_seen_total", None, None),
+        Counter::Unrecorded => ("unrecorded_resets_total", None, None),
         Counter::UnknownFlow => ("unknown_flow_frames_total", None, None),
         Counter::MapErrors => ("map_errors_total", None, None),
         Counter::TlsInspected => ("tls_flows_total", Some(TLS), Some(("decision", "inspected"))),

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use smoltcp::time::Instant;
-use tls_inspect_common::{xsk_index, FlowKey, FlowValue, FLOW_BYPASS, MAP_FLOWS, SIDE_INSIDE, SIDE_OUTSIDE};
+use tls_inspect_common::{xsk_index, FlowKey, FlowValue, Handshake, FLOW_BYPASS, MAP_FLOWS, MAP_HANDSHAKES, SIDE_INSIDE, SIDE_OUTSIDE};
 use tracing::{debug, warn};
 
 use crate::control::maps::{Paths, Sockets};
@@ -170,6 +170,9 @@ impl Worker {
         };
         // The policy and scope the XDP program recorded for a flow, read once per flow.
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
+        // The handshake the XDP program recorded of a peeked connection, taken once per flow.
+        let mut handshakes: BpfHashMap<MapData, FlowKey, Handshake> =
+            Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?)?.try_into()?;
         Ok(Hooks {
             tls,
             ips: self.config.ips.clone().map(WorkerIps::new).transpose()?,
@@ -177,6 +180,13 @@ impl Worker {
             pcap: self.config.pcap.clone(),
             flow_ids: Some(Box::new(move |k: &FlowKey| {
                 ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })
+            })),
+            handshake: Some(Box::new(move |k: &FlowKey| {
+                let record = handshakes.get(k, 0).ok();
+                if record.is_some() {
+                    let _ = handshakes.remove(k);
+                }
+                record
             })),
         })
     }
