@@ -86,6 +86,9 @@ pub enum Target<'a> {
 
 pub struct ProgRun<'a> {
     pub target: Target<'a>,
+    /// The pinned flow map (the appliance's program only): a passed flow is marked bypass in
+    /// it, as a worker does after its decision.
+    pub flows_pin: Option<&'a Path>,
     /// The interface the frames arrive on (inside; its peer in the devmap is `outside`).
     pub inside: &'a str,
     pub outside: &'a str,
@@ -115,16 +118,30 @@ pub fn prog_run(opts: &ProgRun) -> Result<Vec<(&'static str, f64, u32)>> {
     };
     let fd = fd.as_raw_fd();
     let other = [198, 18, 99, 1];
-    let frames: [(&'static str, Vec<u8>); 5] = [
+    let frames: [(&'static str, Vec<u8>); 7] = [
         ("tcp, no scope", frames::tcp(opts.client, other, 40_000, 80, frames::ACK)),
         ("udp/443 (QUIC)", frames::udp(opts.client, opts.server, 40_001, 443)),
         ("ipv6 tcp", frames::ipv6_tcp()),
         ("arp", frames::arp(opts.client, opts.server)),
         ("steered flow (ACK)", frames::tcp(opts.client, opts.server, 1_024, opts.port, frames::ACK)),
+        ("passed flow (ACK, bypass)", frames::tcp(opts.client, opts.server, 1_025, opts.port, frames::ACK)),
+        ("handshake (ACK)", frames::tcp(opts.client, opts.server, 1_026, opts.port, frames::ACK)),
     ];
     let mut out = Vec::new();
-    // The steered flow exists once its SYN has run (a no-op for the bare program).
-    test_run(fd, &frames::tcp(opts.client, opts.server, 1_024, opts.port, frames::SYN), inside, 1)?;
+    // Each flow is made as on the wire (a no-op for the bare program): the handshake is bridged
+    // and recorded, and the first data segment makes the flow a worker's (steered); the passed
+    // one is then marked bypass as its worker would after the decision; the third stays in its
+    // handshake.
+    for sport in [1_024, 1_025, 1_026] {
+        test_run(fd, &frames::tcp(opts.client, opts.server, sport, opts.port, frames::SYN), inside, 1)?;
+        test_run(fd, &frames::tcp(opts.server, opts.client, opts.port, sport, frames::SYN | frames::ACK), outside, 1)?;
+        if sport != 1_026 {
+            test_run(fd, &frames::tcp_data(opts.client, opts.server, sport, opts.port, 100), inside, 1)?;
+        }
+    }
+    if let Some(pin) = opts.flows_pin {
+        mark_bypass(pin, opts.client, opts.server, 1_025, opts.port)?;
+    }
     for (name, frame) in &frames {
         let (ns, action) = test_run(fd, frame, inside, opts.repeat)?;
         out.push((*name, ns, action));
@@ -139,6 +156,18 @@ pub fn prog_run(opts: &ProgRun) -> Result<Vec<(&'static str, f64, u32)>> {
     }
     out.push(("matching SYN (new flow)", total / f64::from(opts.new_flows.max(1)), action));
     Ok(out)
+}
+
+/// Marks a flow bypass in the pinned flow map, as a worker does when it passes the flow.
+fn mark_bypass(pin: &Path, client: [u8; 4], server: [u8; 4], sport: u16, dport: u16) -> Result<()> {
+    use tls_inspect_common::{FlowKey, FlowValue, FLOW_BYPASS};
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(pin).context("opening the flow map")?)?;
+    let mut flows: aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue> = map.try_into()?;
+    let key = FlowKey { client_addr: client, server_addr: server, client_port: sport.to_be_bytes(), server_port: dport.to_be_bytes() };
+    let mut value = flows.get(&key, 0).context("the passed flow's entry (made by its first data segment)")?;
+    value.action = FLOW_BYPASS;
+    flows.insert(key, value, 0)?;
+    Ok(())
 }
 
 /// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for the context.
@@ -282,6 +311,15 @@ mod frames {
         ipv4(&mut f, 6, src, dst, 20);
         tcp_header(&mut f, sport, dport, flags);
         f.resize(64, 0);
+        f
+    }
+
+    /// A segment with `n` bytes of payload (PSH|ACK).
+    pub fn tcp_data(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, n: usize) -> Vec<u8> {
+        let mut f = eth(0x0800);
+        ipv4(&mut f, 6, src, dst, 20 + n);
+        tcp_header(&mut f, sport, dport, ACK | 0x08);
+        f.resize(f.len() + n, 0x16);
         f
     }
 

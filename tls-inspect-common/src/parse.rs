@@ -330,7 +330,7 @@ mod tests {
     fn every_truncation_is_an_error_or_a_frame_never_a_panic() {
         for len in 0..SYN.len() {
             let r = parse_frame(&SYN[..len]);
-            if len < 14 + 20 + 14 {
+            if len < 14 + 20 + 16 {
                 assert_eq!(r, Err(ParseError::Truncated), "len {len}");
             } else {
                 assert!(r.is_ok(), "len {len}");

@@ -341,8 +341,11 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
         return bridge(ctx, len);
     }
     if side == SIDE_INSIDE && syn && !ack && s.payload_len == 0 {
-        // A retransmitted SYN, or the next connection on the tuple: recorded afresh.
-        record_syn(ctx, record, s);
+        // The next connection on the tuple is recorded afresh; a retransmitted SYN (the same
+        // sequence number) keeps the SYN-ACK already recorded, even when it arrives after it.
+        if record.client_isn != s.seq {
+            record_syn(ctx, record, s);
+        }
         count(counter::HANDSHAKE_FRAMES, 1);
         return bridge(ctx, len);
     }

@@ -50,6 +50,8 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "squid-openssl",
     "nftables",
+    // a real SYN flood against a scope (tests and the flood benchmark)
+    "hping3",
 ];
 
 /// mitmproxy for the benchmarks, from PyPI, in `bench/.venv` (where `tls-inspect-bench` looks).

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use tls_inspect_common::FlowKey;
 
 use super::counters::Counter;
-use super::flow::{finished_receiving, Flow, Phase};
+use super::flow::{finished_receiving, Decided, Flow, Phase};
 use super::relay::ALERT_ACCESS_DENIED;
 use super::{Context, TlsWorker};
 use crate::inspect::ips::FlowIps;
@@ -20,13 +20,6 @@ use crate::tls::policy::{Decision, PassOrBlock};
 
 /// The first bytes of a client that are read before deciding.
 pub(super) const MAX_FIRST: usize = 96 * 1024;
-
-/// What the decision point chose.
-pub(super) enum Decided {
-    Splice(Reason),
-    Block(Reason),
-    Inspect(ClientHello),
-}
 
 impl Context {
     /// A flow in [`Phase::Deciding`]: relays a server's banner, and decides once the client's

@@ -1,12 +1,17 @@
-//! One relayed flow: its two legs, the phase it is in, and what the log will say about it.
+//! One relayed flow: its two legs, the phase it is in, and what the log will say about it; and
+//! a connection the worker peeks at before it decides (the logic is in `peek`).
+
+use std::collections::{HashMap, VecDeque};
 
 use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
-use tls_inspect_common::FlowKey;
+use tls_inspect_common::{FlowKey, Handshake};
 
 use super::leg::Leg;
 use super::wire::EthHeader;
-use crate::log::FlowLog;
+use crate::log::{FlowLog, Reason};
+use crate::phy::Side;
+use crate::tls::clienthello::ClientHello;
 use crate::tls::intercept::Interceptor;
 
 /// The state machine of a flow. The decision (splice now; inspect with the TLS layer) is taken
@@ -25,6 +30,51 @@ pub enum Phase {
     Inspected,
     /// One side reset or timed out; the flow is being torn down.
     Closing,
+}
+
+/// What the decision point chose.
+pub(super) enum Decided {
+    Splice(Reason),
+    Block(Reason),
+    Inspect(ClientHello),
+}
+
+/// A connection the worker peeks at.
+pub(super) struct Peek {
+    pub(super) record: Handshake,
+    pub(super) to_client: EthHeader,
+    pub(super) to_server: EthHeader,
+    /// The first flight's frames, in arrival order.
+    pub(super) held: Vec<(Side, Vec<u8>)>,
+    pub(super) held_bytes: usize,
+    /// The client's bytes from its first sequence number on, as far as they are contiguous.
+    pub(super) first: Vec<u8>,
+    /// A held client segment lies past `first` (a gap to fill).
+    pub(super) gap: bool,
+    pub(super) client_fin: bool,
+    /// The client sent a segment again: it waits for an acknowledgement.
+    pub(super) retransmitted: bool,
+    pub(super) server_spoke: bool,
+    pub(super) client_tsval: Option<u32>,
+    pub(super) server_tsval: Option<u32>,
+    pub(super) client_window: Option<u16>,
+    pub(super) deadline: Instant,
+    /// Passed: frames are forwarded unchanged until the deadline.
+    pub(super) passed: bool,
+    pub(super) log: FlowLog,
+}
+
+/// Peeked connections and their deadlines (in the order they were set, which is their order).
+#[derive(Default)]
+pub(super) struct Peeks {
+    pub(super) map: HashMap<FlowKey, Peek>,
+    pub(super) deadlines: VecDeque<(Instant, FlowKey)>,
+}
+
+impl Peeks {
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
 }
 
 pub(super) struct Flow {
@@ -59,7 +109,7 @@ pub(super) struct Flow {
     pub log: FlowLog,
     /// The decision taken on the first flight while the worker peeked at it, applied once the
     /// adopted legs hold it.
-    pub decided: Option<super::decide::Decided>,
+    pub decided: Option<Decided>,
 }
 
 impl Flow {

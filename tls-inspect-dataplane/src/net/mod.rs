@@ -169,7 +169,7 @@ pub struct Engine {
     free: Vec<usize>,
     index: HashMap<FlowKey, usize>,
     /// Connections whose first flight the worker holds (`peek`).
-    peeks: peek::Peeks,
+    peeks: flow::Peeks,
     timers: TimerWheel,
     expired: Vec<usize>,
     updates: Vec<MapUpdate>,
@@ -236,7 +236,7 @@ impl Engine {
             flows: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
-            peeks: peek::Peeks::default(),
+            peeks: flow::Peeks::default(),
             timers: TimerWheel::new(4096, ms(now)),
             expired: Vec::new(),
             updates: Vec::new(),

@@ -15,19 +15,18 @@
 //! A connection with data but no complete record is reset at both ends: whatever evicted its
 //! record, it does not pass uninspected.
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use smoltcp::time::{Duration, Instant};
-use tls_inspect_common::{FlowKey, Handshake, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK};
+use tls_inspect_common::{FlowKey, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK};
 
 use super::counters::Counter;
-use super::decide::{decide, Decided};
-use super::flow::{Flow, Phase};
+use super::decide::decide;
+use super::flow::{Decided, Flow, Peek, Phase};
 use super::leg::{Agreed, Leg};
 use super::wire::{self, EthHeader, SegmentInfo, SynOptions};
-use super::{send_ip, Engine, FlowIds, MapUpdate, WhenFull, DEFAULT_MSS};
+use super::{send_ip, Engine, MapUpdate, WhenFull, DEFAULT_MSS};
 use crate::inspect::ips::FlowIps;
 use crate::log::{FlowEnd, FlowLog, Outcome, Record};
 use crate::phy::{Side, Transmit};
@@ -40,45 +39,6 @@ const HOLD: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_millis(2000);
 /// Frames of a first flight held at most (ten full segments are a usual initial window).
 const MAX_HELD_FRAMES: usize = 64;
-
-/// A connection the worker peeks at.
-pub(super) struct Peek {
-    ids: FlowIds,
-    record: Handshake,
-    to_client: EthHeader,
-    to_server: EthHeader,
-    /// The first flight's frames, in arrival order.
-    held: Vec<(Side, Vec<u8>)>,
-    held_bytes: usize,
-    /// The client's bytes from its first sequence number on, as far as they are contiguous.
-    first: Vec<u8>,
-    /// A held client segment lies past `first` (a gap to fill).
-    gap: bool,
-    client_fin: bool,
-    /// The client sent a segment again: it waits for an acknowledgement.
-    retransmitted: bool,
-    server_spoke: bool,
-    client_tsval: Option<u32>,
-    server_tsval: Option<u32>,
-    client_window: Option<u16>,
-    deadline: Instant,
-    /// Passed: frames are forwarded unchanged until the deadline.
-    passed: bool,
-    log: FlowLog,
-}
-
-/// Peeked connections and their deadlines (in the order they were set, which is their order).
-#[derive(Default)]
-pub(super) struct Peeks {
-    pub(super) map: std::collections::HashMap<FlowKey, Peek>,
-    deadlines: VecDeque<(Instant, FlowKey)>,
-}
-
-impl Peeks {
-    pub(super) fn len(&self) -> usize {
-        self.map.len()
-    }
-}
 
 fn be32(b: [u8; 4]) -> u32 {
     u32::from_be_bytes(b)
@@ -183,7 +143,6 @@ impl Engine {
             // Handled here, without a peek.
             return true;
         }
-        let ids = FlowIds { policy_id: record.policy_id, scope_id: record.scope_id, flags: record.flags };
         let client = (Ipv4Addr::from(key.client_addr), u16::from_be_bytes(key.client_port));
         let server = (Ipv4Addr::from(key.server_addr), u16::from_be_bytes(key.server_port));
         self.next_flow_id += 1;
@@ -193,8 +152,8 @@ impl Engine {
             src_port: client.1,
             dest_ip: Some(server.0),
             dest_port: server.1,
-            policy_id: ids.policy_id,
-            scope_id: ids.scope_id,
+            policy_id: record.policy_id,
+            scope_id: record.scope_id,
             start: Some(SystemTime::now()),
             ..FlowLog::default()
         };
@@ -202,7 +161,6 @@ impl Engine {
         self.peeks.map.insert(
             key,
             Peek {
-                ids,
                 record,
                 to_client,
                 to_server,
@@ -353,7 +311,7 @@ impl Engine {
             server_mss: Some(server_mss),
             upstream_rst: false,
             server_spoke_first: false,
-            scope_flags: peek.ids.flags,
+            scope_flags: peek.record.flags,
             first_need: 0,
             fin_to_server: false,
             fin_to_client: false,

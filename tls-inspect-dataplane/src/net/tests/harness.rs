@@ -3,7 +3,8 @@
 //! here, is bridged as XDP would), a simulated clock, and optional fault injection ([`Lossy`]) on
 //! the engine's two legs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
@@ -34,6 +35,105 @@ pub(super) struct Net {
     pub(super) largest_to_client: usize,
     /// Drops and reorders the frames between the hosts and the engine, both ways.
     pub(super) loss: Option<Lossy>,
+    /// The XDP program's peek-then-decide path (`Net::peeking`): handshakes bridged and
+    /// recorded, flows steered from their first data segment, passed flows bridged.
+    xdp: Option<XdpModel>,
+}
+
+/// What the XDP program does with a flow, as far as the harness models it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum XdpFlow {
+    Handshake,
+    Steer,
+    Bypass,
+}
+
+/// A model of the XDP program's flow table and handshake records (the program itself is
+/// tested in namespaces; this runs the engine's peek path in process).
+struct XdpModel {
+    flows: HashMap<FlowKey, XdpFlow>,
+    records: Arc<Mutex<HashMap<FlowKey, tls_inspect_common::Handshake>>>,
+    /// Frames the model bridged (never seen by the engine).
+    bridged: usize,
+}
+
+impl XdpModel {
+    /// Where a frame from `side` goes: true to the engine, false bridged.
+    fn steer(&mut self, side: Side, frame: &[u8]) -> bool {
+        use tls_inspect_common::{parse_frame, Frame, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4};
+        let Some((key, _, _)) = flow_of(side, frame) else {
+            return false;
+        };
+        let Ok(Frame::Ipv4 { l4: L4::Tcp { flags, seq, window, opts_offset, opts_len, payload_len, .. }, .. }) = parse_frame(frame) else {
+            return false;
+        };
+        let opts = |out: &mut [u8; 40]| {
+            let n = usize::from(opts_len).min(40);
+            let at = usize::from(opts_offset);
+            out[..n].copy_from_slice(&frame[at..at + n]);
+            n as u8
+        };
+        let syn = flags & TCP_SYN != 0;
+        let ack = flags & TCP_ACK != 0;
+        let data = payload_len > 0 || flags & 0x01 != 0;
+        let state = self.flows.get(&key).copied();
+        let mut records = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (state, side) {
+            (Some(XdpFlow::Steer), _) => true,
+            (Some(XdpFlow::Bypass), Side::Outside) => false,
+            (Some(XdpFlow::Bypass), Side::Inside) if !(syn && !ack) => false,
+            (_, Side::Inside) if syn && !ack => {
+                if payload_len > 0 {
+                    self.flows.insert(key, XdpFlow::Steer);
+                    return true;
+                }
+                // A retransmitted SYN keeps the SYN-ACK recorded (as the program does).
+                if state == Some(XdpFlow::Handshake) && records.get(&key).is_some_and(|r| r.client_isn == seq) {
+                    return false;
+                }
+                let mut r = tls_inspect_common::Handshake {
+                    policy_id: 0,
+                    scope_id: 0,
+                    flags: 0,
+                    seen: HANDSHAKE_SYN,
+                    client_isn: seq,
+                    server_isn: [0; 4],
+                    client_window: window,
+                    server_window: [0; 2],
+                    client_opts_len: 0,
+                    server_opts_len: 0,
+                    _pad: [0; 2],
+                    client_opts: [0; 40],
+                    server_opts: [0; 40],
+                };
+                r.client_opts_len = opts(&mut r.client_opts);
+                records.insert(key, r);
+                self.flows.insert(key, XdpFlow::Handshake);
+                false
+            }
+            (Some(XdpFlow::Handshake), _) if flags & 0x04 != 0 => {
+                self.flows.remove(&key);
+                records.remove(&key);
+                false
+            }
+            (Some(XdpFlow::Handshake), Side::Outside) if syn && ack => {
+                if let Some(r) = records.get_mut(&key) {
+                    r.server_isn = seq;
+                    r.server_window = window;
+                    r.server_opts_len = opts(&mut r.server_opts);
+                    r.seen |= HANDSHAKE_SYN_ACK;
+                }
+                false
+            }
+            (Some(XdpFlow::Handshake), _) if data => {
+                self.flows.insert(key, XdpFlow::Steer);
+                true
+            }
+            // A data segment from inside with no record: the worker resets it.
+            (None, Side::Inside) if data => true,
+            _ => false,
+        }
+    }
 }
 
 impl Net {
@@ -55,7 +155,24 @@ impl Net {
             mss: (None, None),
             largest_to_client: 0,
             loss: None,
+            xdp: None,
         }
+    }
+
+    /// The engine behind the XDP program's peek-then-decide path: handshakes pass between the
+    /// hosts and are recorded, the engine sees each flow from its first data segment on.
+    pub(super) fn peeking(config: EngineConfig, mut hooks: Hooks) -> Self {
+        let records: Arc<Mutex<HashMap<FlowKey, tls_inspect_common::Handshake>>> = Arc::default();
+        let reader = Arc::clone(&records);
+        hooks.handshake = Some(Box::new(move |k: &FlowKey| reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(k)));
+        let mut net = Self::with_hooks(config, hooks);
+        net.xdp = Some(XdpModel { flows: HashMap::new(), records, bridged: 0 });
+        net
+    }
+
+    /// Frames the XDP model bridged between the hosts.
+    pub(super) fn bridged(&self) -> usize {
+        self.xdp.as_ref().map_or(0, |x| x.bridged)
     }
 
     /// Simulated milliseconds since the start.
@@ -79,7 +196,15 @@ impl Net {
             }
         }
         for f in self.impair(Path::ClientToEngine, up) {
-            self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
+            let bridge = self.xdp.as_mut().is_some_and(|x| !x.steer(Side::Inside, &f));
+            if bridge {
+                if let Some(x) = self.xdp.as_mut() {
+                    x.bridged += 1;
+                }
+                self.server.dev.rx.push_back(f);
+            } else {
+                self.engine.handle_frame(Side::Inside, &f, now, &mut self.col);
+            }
         }
         let mut down = Vec::new();
         while let Some(mut f) = self.server.dev.tx.pop_front() {
@@ -95,9 +220,29 @@ impl Net {
             }
         }
         for f in self.impair(Path::ServerToEngine, down) {
-            self.engine.handle_frame(Side::Outside, &f, now, &mut self.col);
+            let bridge = self.xdp.as_mut().is_some_and(|x| !x.steer(Side::Outside, &f));
+            if bridge {
+                if let Some(x) = self.xdp.as_mut() {
+                    x.bridged += 1;
+                }
+                self.client.dev.rx.push_back(f);
+            } else {
+                self.engine.handle_frame(Side::Outside, &f, now, &mut self.col);
+            }
         }
         self.engine.poll_timers(now, &mut self.col);
+        if let Some(x) = self.xdp.as_mut() {
+            for u in self.engine.take_updates() {
+                match u {
+                    MapUpdate::Bypass(k) => {
+                        x.flows.insert(k, XdpFlow::Bypass);
+                    }
+                    MapUpdate::Remove(k) => {
+                        x.flows.remove(&k);
+                    }
+                }
+            }
+        }
         let (mut to_client, mut to_server) = (Vec::new(), Vec::new());
         for (side, f) in self.col.out.drain(..) {
             match side {

@@ -30,7 +30,14 @@ const BLOCK_EVIL: &str = r#"reject http any any -> any any (msg:"evil path"; htt
 
 #[test]
 fn an_inspected_upload_and_download_survive_loss_and_reordering() {
-    upload_download(0x5eed_1e55, 5, 5);
+    upload_download(0x5eed_1e55, 5, 5, false);
+}
+
+#[test]
+fn an_adopted_upload_and_download_survive_loss_and_reordering() {
+    for seed in [0x5eed_1e55, 3, 5, 7] {
+        upload_download(seed, 10, 10, true);
+    }
 }
 
 /// The same exchange over 40 seeds with 10% of the frames dropped and 10% delayed (about 25 s):
@@ -40,7 +47,7 @@ fn an_inspected_upload_and_download_survive_loss_and_reordering() {
 fn loss_sweep() {
     let mut slowest = (0, 0);
     for seed in (0..40).map(|i| 2 * i + 1) {
-        let ms = upload_download(seed, 10, 10);
+        let ms = upload_download(seed, 10, 10, true);
         slowest = slowest.max((ms, seed));
     }
     eprintln!("slowest: seed {} in {} simulated ms", slowest.1, slowest.0);
@@ -48,8 +55,8 @@ fn loss_sweep() {
 
 /// A 200 kB upload answered by a 300 kB download, then both close, over a link that drops and
 /// delays these percentages of the frames on both legs; returns the simulated milliseconds.
-fn upload_download(seed: u64, drop: u64, delay: u64) -> i64 {
-    let mut bed = Bed::new(&["server.test"], None);
+fn upload_download(seed: u64, drop: u64, delay: u64, peek: bool) -> i64 {
+    let mut bed = if peek { Bed::peeking(&["server.test"], None) } else { Bed::new(&["server.test"], None) };
     bed.net.loss = Some(Lossy::new(seed, drop, delay, 8));
     let request = http_message("POST /upload HTTP/1.1\r\nHost: server.test", &pattern(200_000, 1));
     let response = http_message("HTTP/1.1 200 OK", &pattern(300_000, 7));
@@ -90,6 +97,10 @@ fn upload_download(seed: u64, drop: u64, delay: u64) -> i64 {
     assert_eq!(flow.sni.as_deref(), Some("server.test"));
     let stats = bed.net.engine.stats();
     assert_eq!((stats.get(Counter::TlsInspected), stats.get(Counter::TlsBlocked), stats.get(Counter::TlsFailed)), (1, 0, 0));
+    if peek {
+        assert_eq!((stats.get(Counter::FlowsPeeked), stats.get(Counter::FlowsAdopted), stats.get(Counter::AdoptFailed)), (1, 1, 0), "{stats:?}");
+        assert!(bed.net.bridged() >= 2, "the SYN and SYN-ACK passed between the hosts: {}", bed.net.bridged());
+    }
     // TLS bytes: the plaintext plus record overhead, counted alike in the stats and the log.
     assert!(stats.get(Counter::BytesToServer) > request.len() as u64 && stats.get(Counter::BytesToClient) > response.len() as u64, "{stats:?}");
     assert_eq!((flow.bytes_toserver, flow.bytes_toclient), (stats.get(Counter::BytesToServer), stats.get(Counter::BytesToClient)));
@@ -227,6 +238,16 @@ struct Bed {
 
 impl Bed {
     fn new(server_names: &[&str], rules: Option<&str>) -> Self {
+        Self::build(server_names, rules, false)
+    }
+
+    /// As `new`, behind the XDP program's peek-then-decide path (the engine adopts the flow
+    /// after a handshake the hosts made between themselves).
+    fn peeking(server_names: &[&str], rules: Option<&str>) -> Self {
+        Self::build(server_names, rules, true)
+    }
+
+    fn build(server_names: &[&str], rules: Option<&str>, peek: bool) -> Self {
         let (server_root, server_root_key) = ca("Test Server Root");
         let (operator, operator_key) = ca("Operator CA");
         let (chain, key) = leaf(&server_root, server_root_key, server_names);
@@ -251,8 +272,9 @@ impl Bed {
             log: Some(sender),
             pcap: None,
             flow_ids: None,
+            handshake: None,
         };
-        let mut net = Net::with_hooks(EngineConfig::default(), hooks);
+        let mut net = if peek { Net::peeking(EngineConfig::default(), hooks) } else { Net::with_hooks(EngineConfig::default(), hooks) };
         net.server.socket().listen(443).unwrap();
         net.connect(443);
         let name = ServerName::try_from("server.test").unwrap();
