@@ -45,6 +45,7 @@ pub fn from_results(r: &Map<String, Value>) -> Vec<Chart> {
                 ("mitmproxy", num(&t["others"]["mitmproxy"][other_key])),
                 ("tls-inspect", num(&t[key]["inspected"])),
                 ("tls-inspect + IPS", num(&t[key]["inspected_ips"])),
+                ("tls-inspect passed (Do-Not-Inspect)", num(&t[key]["passed"])),
                 ("direct (no inspection)", num(&t[key]["direct"])),
             ], 0));
         }

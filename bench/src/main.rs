@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 use tls_inspect_tests::{check, Topology, INSIDE, OUTSIDE, SERVER_IP};
 
 mod charts;
+mod flood;
 mod ipsscan;
 mod memory;
 mod passthrough;
@@ -79,6 +80,8 @@ enum Scenario {
     Tls,
     /// Memory per idle inspected connection at 1k, 10k and 100k connections.
     Memory,
+    /// A SYN flood at an inspected scope while a client makes new inspected connections.
+    Flood,
 }
 
 /// The terminal table: each row printed when measured, all of them again at the end.
@@ -340,8 +343,14 @@ fn run_all(args: &Args) -> Result<()> {
     table.note(&format!("machine: {cores} cores; {runs} run(s) per system, medians"));
     let mut results = serde_json::Map::new();
     let mut failed = Vec::new();
-    let scenarios: [(Scenario, &str); 5] =
-        [(Scenario::Forwarding, "forwarding"), (Scenario::Pps, "pps"), (Scenario::ProgRun, "prog_run"), (Scenario::Tls, "tls"), (Scenario::Memory, "memory")];
+    let scenarios: [(Scenario, &str); 6] = [
+        (Scenario::Forwarding, "forwarding"),
+        (Scenario::Pps, "pps"),
+        (Scenario::ProgRun, "prog_run"),
+        (Scenario::Tls, "tls"),
+        (Scenario::Memory, "memory"),
+        (Scenario::Flood, "flood"),
+    ];
     for (scenario, key) in scenarios {
         if !want(scenario) {
             continue;
@@ -352,6 +361,7 @@ fn run_all(args: &Args) -> Result<()> {
             Scenario::ProgRun => passthrough::prog_run(args.quick, runs, &mut table),
             Scenario::Tls => tlsbench::compare(args.quick, runs, &args.et_rules, &mut table),
             Scenario::Memory => memory::idle_memory(args.quick, &args.memory_levels, &args.et_rules, &mut table),
+            Scenario::Flood => flood::syn_flood(args.quick, &mut table),
         };
         match r {
             Ok(v) => {

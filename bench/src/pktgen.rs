@@ -217,7 +217,9 @@ impl Plan {
         f.extend_from_slice(&self.src_mac);
         let l4_len = if self.syn { 20 } else { 8 };
         let proto = if self.syn { 6u8 } else { 17u8 };
-        let payload = self.frame_len.saturating_sub(self.headers());
+        // A SYN carries no data (as a real flood's does not): the rest of its frame is
+        // Ethernet padding. A datagram carries the rest as payload.
+        let payload = if self.syn { 0 } else { self.frame_len.saturating_sub(self.headers()) };
         let l4_total = l4_len + payload;
         let pseudo: Vec<u8> = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -260,7 +262,7 @@ impl Plan {
         }
         f.resize(self.frame_len, 0);
         let at = if self.syn { l4 + 16 } else { l4 + 6 };
-        let mut sum = !fold(sum16(&f[l4..], sum16(&pseudo, 0)));
+        let mut sum = !fold(sum16(&f[l4..l4 + l4_total], sum16(&pseudo, 0)));
         if sum == 0 && !self.syn {
             sum = 0xffff;
         }
@@ -373,9 +375,13 @@ mod tests {
             let f = plan.frame(3);
             assert_eq!(f.len(), size);
             assert_eq!(fold(sum16(&f[14..34], 0)), 0xffff, "IPv4 header checksum");
-            let l4_len = f.len() - 34;
+            // The IPv4 total length says where the segment ends: a SYN carries no data (the rest
+            // of its frame is padding), a datagram fills the frame.
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            assert_eq!(total, if f[23] == 6 { 40 } else { size - 14 });
+            let l4_len = total - 20;
             let pseudo = [&f[26..34], &[0, f[23]], &(l4_len as u16).to_be_bytes()[..]].concat();
-            assert_eq!(fold(sum16(&f[34..], sum16(&pseudo, 0))), 0xffff, "L4 checksum");
+            assert_eq!(fold(sum16(&f[34..34 + l4_len], sum16(&pseudo, 0))), 0xffff, "L4 checksum");
         }
     }
 

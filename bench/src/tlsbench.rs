@@ -1,5 +1,5 @@
 //! TLS scenarios: new HTTPS connections per second and bulk throughput on one connection,
-//! through the inspection path, the splice path and the XDP bridge (no inspection), and the
+//! through the inspection path, the passed path (a Do-Not-Inspect host) and the XDP bridge (no inspection), and the
 //! ceiling: rustls' own handshake rate, client and server in memory, on one core.
 
 use std::io::{Read, Write};
@@ -212,7 +212,7 @@ fn open_idle(addr: SocketAddr, config: &Arc<ClientConfig>, name: &ServerName<'st
     Ok(tcp)
 }
 
-/// nginx on one port per system: 443 direct, 8443 splice, 9443 inspected, 10443 Squid, 11443
+/// nginx on one port per system: 443 direct, 8443 passed (Do-Not-Inspect), 9443 inspected, 10443 Squid, 11443
 /// mitmproxy, so that no run meets the server's TIME-WAIT sockets of another.
 const PORTS: [u16; 5] = [443, 8443, 9443, crate::proxies::SQUID_PORT, crate::proxies::MITM_PORT];
 
@@ -346,7 +346,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let et_name = crate::ipsscan::ruleset_name(et_rules);
     let secs = if quick { 1.0 } else { 3.0 };
     let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
-    println!("\nmeasuring HTTPS: direct, splice, inspected (IPS off/on), Squid ssl-bump, mitmproxy, the rustls ceiling");
+    println!("\nmeasuring HTTPS: direct, passed, inspected (IPS off/on), Squid ssl-bump, mitmproxy, the rustls ceiling");
     let mut t = Topology::new()?;
     let pki = TestPki::new(&t.dir)?;
     let server = pki.server("server", &["server.test", SERVER_IP], "root", None)?;
@@ -367,12 +367,22 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
             pki.root.display()
         )
     };
-    t.start_appliance(&scope(false))?;
-    let splice = (repeat(runs, || tls_rps(&t, 8443, &pki.root, secs))?, repeat(runs, || tls_bulk(&t, 8443, &pki.root, big))?);
-    // What a connection costs the workers without TLS (TCP relayed on both legs, the same
-    // AF_XDP and veth path): the part of an inspected connection's CPU that is not its TLS.
-    let cpu_splice = cpu_per(&t, ("tls_inspect_worker_flows_total", &[]), || tls_rps(&t, 8443, &pki.root, secs))?.0;
-    table.row("HTTPS tls-inspect splice (TCP only)", &[("req/s", splice.0), ("bulk Gbit/s", splice.1)], "");
+    // Passed: a Do-Not-Inspect host. The workers peek at each connection's first flight, hand
+    // it back to XDP, and see nothing of it after that (the rest is bridged at line rate).
+    t.start_appliance(&format!("{}do_not_inspect_hosts = [\"server.test\"]\n", scope(true)))?;
+    let rx_before = t.metric("tls_inspect_worker_frames_total", &[("direction", "rx")])?;
+    let passed_before = t.metric("tls_inspect_worker_bypassed_flows_total", &[])?;
+    let (cpu_passed, passed_rps) = cpu_per(&t, ("tls_inspect_worker_bypassed_flows_total", &[]), || tls_rps(&t, 8443, &pki.root, secs))?;
+    let frames_per_passed = (t.metric("tls_inspect_worker_frames_total", &[("direction", "rx")])? - rx_before) as f64
+        / (t.metric("tls_inspect_worker_bypassed_flows_total", &[])? - passed_before).max(1) as f64;
+    let mut passed_rates = vec![passed_rps];
+    for _ in 1..runs {
+        passed_rates.push(tls_rps(&t, 8443, &pki.root, secs)?);
+    }
+    let passed = (median(passed_rates), repeat(runs, || tls_bulk(&t, 8443, &pki.root, big))?);
+    let cpu_passed_conn = cpu_passed;
+    table.row("HTTPS tls-inspect passed (Do-Not-Inspect host)", &[("req/s", passed.0), ("bulk Gbit/s", passed.1)], "");
+    table.row("worker frames per passed connection (its first flight)", &[("frames", frames_per_passed)], "");
     t.stop_appliance();
     check(t.cli().arg("detach"))?;
 
@@ -507,7 +517,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let pair_secs = 1.0 / ceiling;
     table.row("worker CPU per inspected connection, new sessions", &[("ms", cpu_new * 1e3)], "");
     table.row("worker CPU per inspected connection, resuming clients", &[("ms", cpu_resumed * 1e3)], "");
-    table.row("worker CPU per spliced connection (TCP only)", &[("ms", cpu_splice * 1e3)], "");
+    table.row("worker CPU per passed connection (peek and hand-off)", &[("ms", cpu_passed_conn * 1e3)], "");
     let other = |name: &str, i: usize| {
         let key = ["req_per_s", "bulk_gbit_s", "resumed_req_per_s"][i];
         others.get(name).and_then(|v| v[key].as_f64()).unwrap_or(f64::NAN)
@@ -525,8 +535,8 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), ">= 1.5");
     ratio(table, "cpu_per_conn_over_rustls_pair", "worker CPU per new inspected conn / rustls handshake pair", cpu_new / pair_secs, "<= 1.0");
     ratio(table, "cpu_per_resumed_conn_over_rustls_pair", "worker CPU per resumed inspected conn / rustls handshake pair", cpu_resumed / pair_secs, "<= 0.5");
-    ratio(table, "tls_cpu_per_conn_over_rustls_pair", "(inspected - spliced) worker CPU per conn / rustls pair", (cpu_new - cpu_splice) / pair_secs, "-");
-    ratio(table, "tls_cpu_per_resumed_conn_over_rustls_pair", "(resumed inspected - spliced) worker CPU per conn / rustls pair", (cpu_resumed - cpu_splice) / pair_secs, "-");
+    ratio(table, "passed_over_direct_req", "new conns: passed (Do-Not-Inspect) / XDP bridge (direct)", passed.0 / direct.0, ">= 0.90");
+    ratio(table, "passed_over_direct_bulk", "bulk: passed (Do-Not-Inspect) / XDP bridge (direct)", passed.1 / direct.1, ">= 0.90");
     ratio(table, "inspected_over_direct_req", "new conns: tls-inspect / direct", inspected.0 / direct.0, "-");
     ratio(table, "inspected_over_direct_bulk", "bulk: tls-inspect / direct", inspected.1 / direct.1, "-");
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
@@ -534,14 +544,15 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     ratio(table, "ips_on_over_off_bulk", "IPS on / off, bulk", with_ips.1 / inspected.1, ">= 0.90");
     ratio(table, "et_ips_on_over_off_req", &format!("IPS with {et_name} on / off, new conns"), with_et.0 / inspected.0, ">= 0.80");
     ratio(table, "et_ips_on_over_off_bulk", &format!("IPS with {et_name} on / off, bulk"), with_et.1 / inspected.1, ">= 0.80");
-    ratio(table, "inspected_over_splice_req", "new conns: inspected / splice", inspected.0 / splice.0, "-");
+    ratio(table, "inspected_over_passed_req", "new conns: inspected / passed", inspected.0 / passed.0, "-");
     Ok(serde_json::json!({
-        "https_req_per_s": { "direct": direct.0, "splice": splice.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
-        "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "spliced": cpu_splice * 1e3, "rustls_pair": pair_secs * 1e3 },
-        "https_bulk_gbit_s": { "direct": direct.1, "splice": splice.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
+        "https_req_per_s": { "direct": direct.0, "passed": passed.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "passed": cpu_passed_conn * 1e3, "rustls_pair": pair_secs * 1e3 },
+        "worker_frames_per_passed_conn": frames_per_passed,
+        "https_bulk_gbit_s": { "direct": direct.1, "passed": passed.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
         "others": others,
         "ratios": ratios,
-        "targets": { "over_squid_req": 6.0, "over_mitmproxy_req": 12.0, "over_squid_bulk": 3.0, "over_mitmproxy_bulk": 1.5, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9, "cpu_per_conn_over_rustls_pair": 1.0, "cpu_per_resumed_conn_over_rustls_pair": 0.5 },
+        "targets": { "over_squid_req": 6.0, "over_mitmproxy_req": 12.0, "over_squid_bulk": 3.0, "over_mitmproxy_bulk": 1.5, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9, "cpu_per_conn_over_rustls_pair": 1.0, "cpu_per_resumed_conn_over_rustls_pair": 0.5, "passed_over_direct": 0.9 },
         "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0, "et_open_sample_bulk": scans[4].1.0 },
         "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
         "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },

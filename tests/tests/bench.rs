@@ -120,15 +120,19 @@ fn quick_bench_produces_a_number_for_every_scenario_and_system() -> Result<()> {
             }
         }
         for items in ["10", "10000", "1000000"] {
-            for frame in ["tcp, no scope", "udp/443 (QUIC)", "ipv6 tcp", "arp", "steered flow (ACK)", "matching SYN (new flow)"] {
+            for frame in ["tcp, no scope", "udp/443 (QUIC)", "ipv6 tcp", "arp", "steered flow (ACK)", "passed flow (ACK, bypass)", "handshake (ACK)", "matching SYN (new flow)"] {
                 positive(&["prog_run", "items", items, "frames", frame, "ns"]);
                 positive(&["prog_run", "items", items, "frames", frame, "bare_ns"]);
             }
         }
-        for system in ["direct", "splice", "inspected", "inspected_resuming", "inspected_ips", "rustls_ceiling"] {
+        for system in ["direct", "passed", "inspected", "inspected_resuming", "inspected_ips", "rustls_ceiling"] {
             positive(&["tls", "https_req_per_s", system]);
         }
-        for system in ["direct", "splice", "inspected", "inspected_ips"] {
+        positive(&["tls", "worker_frames_per_passed_conn"]);
+        positive(&["flood", "syn_per_s"]);
+        assert!(v["flood"]["inspected_ok_share"].as_f64().is_some_and(|s| s >= 0.95), "flood: {}", v["flood"]);
+        assert_eq!(v["flood"]["worker_frames_per_flood_syn"].as_f64().map(|f| f < 0.01), Some(true), "flood: {}", v["flood"]);
+        for system in ["direct", "passed", "inspected", "inspected_ips"] {
             positive(&["tls", "https_bulk_gbit_s", system]);
         }
         for other in ["squid", "mitmproxy"] {
@@ -136,7 +140,7 @@ fn quick_bench_produces_a_number_for_every_scenario_and_system() -> Result<()> {
             positive(&["tls", "others", other, "bulk_gbit_s"]);
             positive(&["tls", "others", other, "resumed_req_per_s"]);
         }
-        for leg in ["new", "resuming", "spliced", "rustls_pair"] {
+        for leg in ["new", "resuming", "passed", "rustls_pair"] {
             positive(&["tls", "worker_cpu_ms_per_inspected_conn", leg]);
         }
         positive(&["memory", "levels", "1000", "kib_per_connection"]);

@@ -174,22 +174,18 @@ fn tcp_fast_open_connections_are_inspected_and_passed() -> Result<()> {
             assert!(o.status.success() && text(&o).contains("fast open"), "{host}: {}", text(&o));
         }
     }
-    // The client's kernel did send its ClientHello in SYNs (it counts them: accepted, or not
-    // acknowledged in the SYN-ACK and sent again), and those connections were a worker's from
-    // their SYN on: the worker answered the SYN without taking its data (TCP sends it again
-    // after the handshake) and opened its own connection upstream, so the server never got a
-    // client's first bytes before the decision.
+    // The client's kernel did send its ClientHello in a SYN (it counts it as failed: never
+    // acknowledged); the XDP program dropped that SYN, so the server never got a client's
+    // first bytes before the decision, and the client went on without Fast Open.
     let nstat = |ns: &tls_inspect_tests::Netns, name: &str| -> u64 {
         check(ns.sh(&format!("nstat -az {name} | awk '$1 == \"{name}\" {{print $2}}'"))).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     let with_data = nstat(&b.t.client, "TcpExtTCPFastOpenActive") + nstat(&b.t.client, "TcpExtTCPFastOpenActiveFail");
-    assert!(with_data >= 2, "the client sent data in its SYNs: {with_data}");
+    assert!(with_data >= 1, "the client sent data in a SYN: {with_data}");
     assert_eq!(nstat(&b.t.server, "TcpExtTCPFastOpenPassive"), 0, "the server took SYN data past the appliance");
-    let stats = b.t.stats()?;
-    let flows = tls_inspect_tests::metric_in(&stats, "tls_inspect_worker_flows_total", &[])?;
-    let peeked = tls_inspect_tests::metric_in(&stats, "tls_inspect_worker_peeked_flows_total", &[])?;
-    assert!(flows > tls_inspect_tests::metric_in(&stats, "tls_inspect_worker_adopted_flows_total", &[])?, "some flows were taken at their SYN: {stats}");
-    assert!(peeked >= 1, "the cookie requests were peeked at: {stats}");
+    assert!(b.t.metric("tls_inspect_xdp_syn_data_dropped_total", &[])? >= 1);
+    // Workers publish their counters a few times a second.
+    wait_until("every connection to be peeked at", Duration::from_secs(5), || Ok(b.t.metric("tls_inspect_worker_peeked_flows_total", &[])? == 6))?;
     let records = b.wait_records(6)?;
     assert_eq!(records.iter().filter(|r| r["tls_inspect"]["decision"] == "inspected").count(), 3, "{records:?}");
     assert_eq!(records.iter().filter(|r| r["tls_inspect"]["decision"] == "passed").count(), 3, "{records:?}");

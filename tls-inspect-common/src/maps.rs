@@ -280,7 +280,9 @@ pub mod counter {
     /// record was evicted, or the connection predates the scope): steered, and the worker
     /// resets the connection rather than let it pass uninspected.
     pub const UNRECORDED_STEERED: usize = 22;
-    pub const COUNT: usize = 23;
+    /// SYNs from inside of a scope that carried data (TCP Fast Open, or a flood), dropped.
+    pub const SYN_DATA_DROPPED: usize = 23;
+    pub const COUNT: usize = 24;
 
     /// Names as printed by `tls-inspect stats` and the metrics endpoint.
     pub const NAMES: [&str; COUNT] = [
@@ -307,6 +309,7 @@ pub mod counter {
         "handshake_frames",
         "flows_peeked",
         "unrecorded_steered",
+        "syn_data_dropped",
     ];
 }
 

@@ -271,22 +271,23 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             unsafe { *marked = 1 };
         }
     }
-    // A SYN that carries data (TCP Fast Open) would hand the server the client's first bytes
-    // before any decision: such a connection is a worker's from its SYN on.
-    if !has_socket || payload_len > 0 {
+    // A SYN that carries data (TCP Fast Open, or a flood's padding) would hand the server the
+    // client's first bytes before any decision, and make every SYN a worker's: it is dropped.
+    // A TFO client sends its SYN again without data (and stops using TFO towards that server).
+    if payload_len > 0 {
+        count(counter::SYN_DATA_DROPPED, 1);
+        return Ok(fail_closed(len, owner.scope_id));
+    }
+    if !has_socket {
         let value = FlowValue {
             policy_id: owner.policy_id,
             scope_id: owner.scope_id,
-            action: if has_socket { FLOW_STEER } else { FLOW_BYPASS },
+            action: FLOW_BYPASS,
             flags: owner.flags,
         };
         if FLOWS.insert(&key, &value, 0).is_err() {
             count(counter::FLOW_INSERT_FAILED, 1);
             return Ok(bridge(ctx, len));
-        }
-        if has_socket {
-            scope_add(owner.scope_id, |c| c.flows_steered += 1);
-            return Ok(steer(ctx, side, len, owner.scope_id, owner.flags));
         }
         scope_add(owner.scope_id, |c| c.flows_failopen += 1);
         return Ok(fail_open(ctx, len, owner.scope_id));
@@ -340,7 +341,12 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
         count(counter::HANDSHAKE_FRAMES, 1);
         return bridge(ctx, len);
     }
-    if side == SIDE_INSIDE && syn && !ack && s.payload_len == 0 {
+    if side == SIDE_INSIDE && syn && !ack && s.payload_len > 0 {
+        // Data in a SYN would reach the server before any decision (see the classifier).
+        count(counter::SYN_DATA_DROPPED, 1);
+        return fail_closed(len, record.scope_id);
+    }
+    if side == SIDE_INSIDE && syn && !ack {
         // The next connection on the tuple is recorded afresh; a retransmitted SYN (the same
         // sequence number) keeps the SYN-ACK already recorded, even when it arrives after it.
         if record.client_isn != s.seq {

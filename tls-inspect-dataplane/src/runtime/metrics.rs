@@ -150,6 +150,7 @@ fn xdp_series(i: usize) -> (&'static str, &'static str, Option<(&'static str, &'
         counter::HANDSHAKE_FRAMES => ("tls_inspect_xdp_handshake_frames_total", "Frames of scoped connections' handshakes (before any data), bridged between the real ends.", None),
         counter::FLOWS_PEEKED => ("tls_inspect_xdp_peeked_flows_total", "Scoped connections whose first data segment went to a worker to decide on.", None),
         counter::UNRECORDED_STEERED => ("tls_inspect_xdp_unrecorded_frames_total", "Data segments from inside of scoped connections without a handshake record (the worker resets them).", None),
+        counter::SYN_DATA_DROPPED => ("tls_inspect_xdp_syn_data_dropped_total", "SYNs from inside of a scope that carried data (TCP Fast Open, or a flood), dropped before any decision.", None),
         _ => ("tls_inspect_xdp_unknown_total", "A counter this build does not name.", None),
     }
 }
