@@ -203,15 +203,11 @@ fn lossy(ns: &tls_inspect_tests::Netns, percent: u32) -> Result<()> {
 }
 
 #[test]
-#[ignore = "known defect: with 10% loss into the server or the client, about one run in two stalls one \
-            inspected connection (an adopted leg does not retransmit a lost segment until the peer \
-            sends again); the in-process seeded-loss tests of adoption pass. Run with --ignored."]
 fn a_lossy_link_during_the_handshake_peek_and_adoption_loses_nothing() -> Result<()> {
     let mut b = Bed::new("do_not_inspect_hosts = [\"passthrough.test\"]")?;
     b.nginx()?;
     let root = b.pki.root.to_str().unwrap().to_string();
     let ca = b.ca.to_str().unwrap().to_string();
-    let want = big_sha(&b)?;
     // 10% of the segments into the client and into the server are lost: SYNs, SYN-ACKs, held
     // first flights, their retransmissions while the worker peeks, and the adopted legs' data.
     lossy(&b.t.client, 10)?;
@@ -227,8 +223,13 @@ fn a_lossy_link_during_the_handshake_peek_and_adoption_loses_nothing() -> Result
             }
         }
     }
-    assert_eq!(download_sha(&b, "server.test", &ca, &["--max-time", "120"])?, want);
-    assert_eq!(download_sha(&b, "passthrough.test", &root, &["--max-time", "120"])?, want);
+    // 3 MB each way under that loss (the whole 30 MB takes minutes at 10% loss, with or without
+    // the appliance): every byte arrives, in order.
+    let head = check(b.t.server.sh(&format!("head -c 3000000 {} | sha256sum", b.t.dir.join("nginx/www/big").display())))?;
+    let head = head.split_whitespace().next().unwrap_or_default().to_string();
+    for (host, cafile) in [("server.test", &ca), ("passthrough.test", &root)] {
+        assert_eq!(download_sha(&b, host, cafile, &["--max-time", "120", "--range", "0-2999999"])?, head, "{host}");
+    }
     let stats = b.t.stats()?;
     let m = |f: &str| tls_inspect_tests::metric_in(&stats, f, &[]).unwrap();
     assert_eq!(m("tls_inspect_worker_adopt_failed_flows_total"), 0, "{stats}");

@@ -223,6 +223,11 @@ fn ms(t: Instant) -> i64 {
     t.total_millis()
 }
 
+/// The wheel's millisecond for deadline `t` (see [`timer::ceil_millis`]).
+fn ms_ceil(t: Instant) -> i64 {
+    timer::ceil_millis(t.total_micros())
+}
+
 impl Engine {
     pub fn new(config: EngineConfig, seed: u64, now: Instant) -> Self {
         Self {
@@ -562,7 +567,7 @@ impl Engine {
         }
         if flow.armed.is_none_or(|armed| next < armed || armed <= now) {
             flow.armed = Some(next);
-            self.timers.arm(id, ms(next));
+            self.timers.arm(id, ms_ceil(next));
         }
     }
 

@@ -6,6 +6,14 @@
 /// Milliseconds since the worker started (smoltcp's clock).
 pub type Millis = i64;
 
+/// The first millisecond tick at or after a deadline given in microseconds: what a deadline is
+/// armed at. Armed at the floor, a deadline 0.4 ms into a tick fires when the clock reads 0.1
+/// ms into it, finds its flow not yet due, and is gone: the flow's next timer (a lost segment's
+/// retransmission) waits for the next packet, which may never come.
+pub fn ceil_millis(micros: i64) -> Millis {
+    micros.div_euclid(1000) + Millis::from(micros.rem_euclid(1000) != 0)
+}
+
 pub struct TimerWheel {
     slots: Vec<Vec<(Millis, usize)>>,
     /// The next tick to examine.
@@ -56,6 +64,19 @@ impl TimerWheel {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_inside_a_tick_fires_at_the_next_one() {
+        assert_eq!((ceil_millis(5_000), ceil_millis(5_001), ceil_millis(5_999), ceil_millis(0)), (5, 6, 6, 0));
+        // Armed for 1234.4 ms: the wheel at 1234.1 ms (tick 1234) must not fire it.
+        let mut w = TimerWheel::new(4096, 1000);
+        w.arm(7, ceil_millis(1_234_400));
+        let mut out = Vec::new();
+        w.expire(1234, &mut out);
+        assert!(out.is_empty());
+        w.expire(1235, &mut out);
+        assert_eq!(out, vec![7]);
+    }
 
     #[test]
     fn fires_in_time_and_only_once() {

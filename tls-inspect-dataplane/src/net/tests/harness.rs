@@ -81,7 +81,7 @@ impl XdpModel {
         match (state, side) {
             (Some(XdpFlow::Steer), _) => true,
             (Some(XdpFlow::Bypass), Side::Outside) => false,
-            (Some(XdpFlow::Bypass), Side::Inside) if !(syn && !ack) => false,
+            (Some(XdpFlow::Bypass), Side::Inside) if !syn || ack => false,
             (_, Side::Inside) if syn && !ack => {
                 if payload_len > 0 {
                     self.flows.insert(key, XdpFlow::Steer);
