@@ -58,6 +58,8 @@ fn a_passed_flow_never_reaches_a_worker_after_its_first_flight() -> Result<()> {
     assert!(m("tls_inspect_xdp_bypass_frames_total", &[]) >= 20_000, "the rest was bridged in XDP: {stats}");
     assert_eq!(m("tls_inspect_worker_adopted_flows_total", &[]), 0, "{stats}");
     assert!(m("tls_inspect_xdp_handshake_frames_total", &[]) >= 3, "SYN, SYN-ACK and ACK bridged: {stats}");
+    // Once both ends sent their FIN, the passed flow leaves the XDP flow table.
+    wait_until("the passed flow to leave the flow table", Duration::from_secs(5), || Ok(b.t.metric("tls_inspect_xdp_flows", &[])? == 0))?;
 
     // The same download, inspected: the worker adopted it and carried every frame.
     let before = worker_rx(&b)?;

@@ -207,10 +207,16 @@ pub struct FlowValue {
     pub scope_id: u32,
     /// [`FLOW_STEER`] or [`FLOW_BYPASS`].
     pub action: u32,
-    /// The `SLOT_*` flags of the scope the SYN matched, as they were then.
+    /// The `SLOT_*` flags of the scope the SYN matched, as they were then; and, for a bypass
+    /// flow, the `FLOW_FIN_*` bits of the FINs seen.
     pub flags: u32,
 }
 const _: () = assert!(size_of::<FlowValue>() == 16);
+
+/// `FlowValue::flags` of a bypass flow: the client sent its FIN ...
+pub const FLOW_FIN_CLIENT: u32 = 1 << 16;
+/// ... the server sent its FIN (with both, the entry is removed).
+pub const FLOW_FIN_SERVER: u32 = 1 << 17;
 
 /// `TI_SLOTS[generation * MAX_SCOPES + slot]`: who owns a bit of that generation, and what its
 /// policy says beyond steering.

@@ -19,7 +19,7 @@ use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
     FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCounters,
     SlotOwner, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
-    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
+    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
     MAX_QUEUES, MAX_SCOPES, PORTS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
     TCP_OPTIONS_MAX,
 };
@@ -224,6 +224,9 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             // A new connection on the addresses and ports of a passed one is classified
             // afresh: what passed the last one (its server name) says nothing about this one.
             if !new_from_inside {
+                if flags & (TCP_FIN | TCP_RST) != 0 {
+                    closing(&key, side, flags);
+                }
                 return Ok(bypass(ctx, len, flow.scope_id));
             }
             let _ = FLOWS.remove(&key);
@@ -385,6 +388,24 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
     }
     count(counter::HANDSHAKE_FRAMES, 1);
     bridge(ctx, len)
+}
+
+/// A passed flow that closes leaves the flow table (at a RST, or once both ends sent their FIN),
+/// so that the LRU holds live flows rather than evicting them for finished ones.
+#[inline(always)]
+fn closing(key: &FlowKey, side: u32, flags: u8) {
+    if flags & TCP_RST != 0 {
+        let _ = FLOWS.remove(key);
+        return;
+    }
+    if let Some(value) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: this key's value in a hash map; a byte-wide OR of this flow's own bits.
+        let value = unsafe { &mut *value };
+        value.flags |= if side == SIDE_INSIDE { FLOW_FIN_CLIENT } else { FLOW_FIN_SERVER };
+        if value.flags & (FLOW_FIN_CLIENT | FLOW_FIN_SERVER) == FLOW_FIN_CLIENT | FLOW_FIN_SERVER {
+            let _ = FLOWS.remove(key);
+        }
+    }
 }
 
 /// Records the client's SYN: its sequence number, window and options.

@@ -113,6 +113,34 @@ pub(super) struct Flow {
 }
 
 impl Flow {
+    /// A flow in `phase` with these legs; everything else starts empty.
+    #[allow(clippy::too_many_arguments, reason = "one constructor, for the relay's two ways in")]
+    pub fn new(key: FlowKey, phase: Phase, server: Leg, client: Option<Leg>, to_client: EthHeader, log: FlowLog, scope_flags: u32, now: Instant) -> Self {
+        Self {
+            tls: None,
+            ips: None,
+            log,
+            key,
+            phase,
+            server,
+            client,
+            held_syn: Vec::new(),
+            to_client,
+            server_mss: None,
+            upstream_rst: false,
+            server_spoke_first: false,
+            scope_flags,
+            first_need: 0,
+            fin_to_server: false,
+            fin_to_client: false,
+            reset_client_when_sent: false,
+            fin_client_when_sent: false,
+            last_activity: now,
+            armed: None,
+            decided: None,
+        }
+    }
+
     /// Bytes queued for the client, on its leg or in the interceptor.
     pub fn client_unsent(&mut self) -> bool {
         self.client.as_mut().is_some_and(|c| c.socket().send_queue() > 0) || self.tls.as_ref().is_some_and(|t| !t.to_client.is_empty())

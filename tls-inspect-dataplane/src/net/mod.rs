@@ -385,47 +385,30 @@ impl Engine {
         };
         server_leg.poll(now, &[], tx);
         let ids = self.cx.hooks.flow_ids.as_mut().map_or(FlowIds::default(), |f| f(&key));
-        let (policy_id, scope_id) = (ids.policy_id, ids.scope_id);
-        self.next_flow_id += 1;
-        let log = FlowLog {
-            flow_id: self.next_flow_id,
-            src_ip: Some(client.0),
-            src_port: client.1,
-            dest_ip: Some(server.0),
-            dest_port: server.1,
-            policy_id,
-            scope_id,
-            start: Some(SystemTime::now()),
-            // The SYN.
-            pkts_toserver: 1,
-            ..FlowLog::default()
-        };
-        let flow = Flow {
-            tls: None,
-            ips: None,
-            log,
-            key,
-            phase: Phase::Connecting,
-            server: server_leg,
-            client: None,
-            held_syn: ip.to_vec(),
-            to_client,
-            server_mss: None,
-            upstream_rst: false,
-            server_spoke_first: false,
-            scope_flags: ids.flags,
-            first_need: 0,
-            fin_to_server: false,
-            fin_to_client: false,
-            reset_client_when_sent: false,
-            fin_client_when_sent: false,
-            last_activity: now,
-            armed: None,
-            decided: None,
-        };
+        let mut log = self.flow_log(&key, ids.policy_id, ids.scope_id);
+        // The SYN.
+        log.pkts_toserver = 1;
+        let mut flow = Flow::new(key, Phase::Connecting, server_leg, None, to_client, log, ids.flags, now);
+        flow.held_syn = ip.to_vec();
         let id = self.insert_flow(key, flow);
         self.cx.stats.incr(Counter::FlowsTotal);
         self.schedule(id, now);
+    }
+
+    /// The log record a new flow starts with (its ID, addresses, policy and scope, start).
+    fn flow_log(&mut self, key: &FlowKey, policy_id: u32, scope_id: u32) -> FlowLog {
+        self.next_flow_id += 1;
+        FlowLog {
+            flow_id: self.next_flow_id,
+            src_ip: Some(Ipv4Addr::from(key.client_addr)),
+            src_port: u16::from_be_bytes(key.client_port),
+            dest_ip: Some(Ipv4Addr::from(key.server_addr)),
+            dest_port: u16::from_be_bytes(key.server_port),
+            policy_id,
+            scope_id,
+            start: Some(SystemTime::now()),
+            ..FlowLog::default()
+        }
     }
 
     /// A new flow into the table; returns its ID.

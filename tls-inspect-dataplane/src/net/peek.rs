@@ -143,20 +143,7 @@ impl Engine {
             // Handled here, without a peek.
             return true;
         }
-        let client = (Ipv4Addr::from(key.client_addr), u16::from_be_bytes(key.client_port));
-        let server = (Ipv4Addr::from(key.server_addr), u16::from_be_bytes(key.server_port));
-        self.next_flow_id += 1;
-        let log = FlowLog {
-            flow_id: self.next_flow_id,
-            src_ip: Some(client.0),
-            src_port: client.1,
-            dest_ip: Some(server.0),
-            dest_port: server.1,
-            policy_id: record.policy_id,
-            scope_id: record.scope_id,
-            start: Some(SystemTime::now()),
-            ..FlowLog::default()
-        };
+        let log = self.flow_log(&key, record.policy_id, record.scope_id);
         let deadline = now + HOLD;
         self.peeks.map.insert(
             key,
@@ -298,29 +285,11 @@ impl Engine {
             Some((d, ips)) => (Some(d), ips),
             None => (None, None),
         };
-        let flow = Flow {
-            tls: None,
-            ips,
-            log: std::mem::take(&mut peek.log),
-            key,
-            phase: Phase::Deciding,
-            server: server_leg,
-            client: Some(client_leg),
-            held_syn: Vec::new(),
-            to_client: peek.to_client,
-            server_mss: Some(server_mss),
-            upstream_rst: false,
-            server_spoke_first: false,
-            scope_flags: peek.record.flags,
-            first_need: 0,
-            fin_to_server: false,
-            fin_to_client: false,
-            reset_client_when_sent: false,
-            fin_client_when_sent: false,
-            last_activity: now,
-            armed: None,
-            decided,
-        };
+        let log = std::mem::take(&mut peek.log);
+        let mut flow = Flow::new(key, Phase::Deciding, server_leg, Some(client_leg), peek.to_client, log, peek.record.flags, now);
+        flow.ips = ips;
+        flow.server_mss = Some(server_mss);
+        flow.decided = decided;
         let id = self.insert_flow(key, flow);
         self.cx.stats.incr(Counter::FlowsTotal);
         self.cx.stats.incr(Counter::FlowsAdopted);

@@ -240,8 +240,9 @@ impl Worker {
                     }
                 }
             }
-            work += device.flush();
-
+            // The flow map first, then the frames: a passed flow's held first flight leaves only
+            // once its entry says bypass, so the server's answer is bridged in XDP rather than
+            // steered to a worker that has already let the flow go.
             for update in engine.take_updates() {
                 let ok = match update {
                     MapUpdate::Remove(key) => flows.remove(&key).is_ok(),
@@ -257,6 +258,8 @@ impl Worker {
                     own.incr(Counter::MapErrors);
                 }
             }
+
+            work += device.flush();
 
             self.stats.publish(&published(&engine, device, &own));
 
