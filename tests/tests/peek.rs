@@ -263,10 +263,12 @@ fn a_syn_flood_at_a_scope_never_reaches_a_worker_and_inspection_goes_on() -> Res
     let rss_before = rss_kib(&mut b);
     let rx_before = worker_rx(&b)?;
     let syn_before = b.t.metric("tls_inspect_xdp_syns_matched_total", &[])?;
-    // hping3 floods the inspected port with SYNs from the client's address, its source port
-    // moving on with every SYN: tens of thousands of half-open connections.
+    // hping3 floods the inspected port with SYNs from another address of the client network
+    // (a source that answers nothing, as a spoofed flood's), its source port moving on with
+    // every SYN: tens of thousands of half-open connections. (From the client's own address,
+    // the flood would reuse the curls' own ports and break them with or without the appliance.)
     let mut flood = b.t.client.cmd("timeout");
-    flood.args(["8", "hping3", "--flood", "-q", "-S", "-p", "443", SERVER_IP]);
+    flood.args(["8", "hping3", "--flood", "-q", "-S", "-a", "198.18.0.77", "-p", "443", SERVER_IP]);
     let mut flood = Background::spawn(flood)?;
     std::thread::sleep(Duration::from_millis(500));
     let (mut ok, total) = (0, 20);
