@@ -362,8 +362,8 @@ mod frames {
         fn frames_parse_as_what_they_claim() {
             let (c, s) = ([198, 18, 0, 1], [198, 18, 0, 2]);
             match parse_frame(&super::tcp(c, s, 1024, 443, super::SYN)[..]) {
-                Ok(Frame::Ipv4 { src, dst, l4: L4::Tcp { sport, dport, flags, .. }, .. }) => {
-                    assert_eq!((src, dst, u16::from_be_bytes(sport), u16::from_be_bytes(dport), flags), (c, s, 1024, 443, super::SYN));
+                Ok(Frame::Ipv4 { src, dst, l4: L4::Tcp { sport, dport, seg }, .. }) => {
+                    assert_eq!((src, dst, u16::from_be_bytes(sport), u16::from_be_bytes(dport), seg.flags), (c, s, 1024, 443, super::SYN));
                 }
                 other => panic!("tcp frame parsed as {other:?}"),
             }

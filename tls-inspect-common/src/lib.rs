@@ -12,4 +12,4 @@ pub mod parse;
 
 pub use classify::{first_common_bit, ScopeBitmap, BITMAP_WORDS, MAX_SCOPES};
 pub use maps::*;
-pub use parse::{parse_frame, Frame, L4, Packet, ParseError};
+pub use parse::{parse_frame, Frame, L4, Packet, ParseError, TcpSegment};

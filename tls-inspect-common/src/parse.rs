@@ -41,18 +41,11 @@ pub const TCP_ACK: u8 = 0x10;
 /// The transport part of an IPv4 packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    /// Ports, sequence number and window in network byte order.
+    /// Ports in network byte order, and the rest of the header.
     Tcp {
         sport: [u8; 2],
         dport: [u8; 2],
-        flags: u8,
-        seq: [u8; 4],
-        window: [u8; 2],
-        /// Offset of the TCP options from the frame's start, and their length (0 to 40).
-        opts_offset: u16,
-        opts_len: u8,
-        /// Payload bytes, from the IPv4 total length (not the frame's, which may be padded).
-        payload_len: u16,
+        seg: TcpSegment,
     },
     Udp {
         sport: [u8; 2],
@@ -62,6 +55,22 @@ pub enum L4 {
     Fragment,
     /// Any other IP protocol (ICMP, GRE, ...).
     Other(u8),
+}
+
+/// What the parser reads of a TCP segment beyond its ports (what the XDP program records of a
+/// handshake, and how it tells data from a bare ACK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub flags: u8,
+    /// Network byte order.
+    pub seq: [u8; 4],
+    /// Network byte order.
+    pub window: [u8; 2],
+    /// Offset of the TCP options from the frame's start, and their length (0 to 40).
+    pub opts_offset: u16,
+    pub opts_len: u8,
+    /// Payload bytes, from the IPv4 total length (not the frame's, which may be padded).
+    pub payload_len: u16,
 }
 
 /// What a frame is, as far as classification cares.
@@ -84,7 +93,7 @@ impl Frame {
     /// True for a TCP segment with SYN set and ACK clear: the only segment that is classified.
     #[inline(always)]
     pub fn is_tcp_syn(&self) -> bool {
-        matches!(self, Frame::Ipv4 { l4: L4::Tcp { flags, .. }, .. } if flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+        matches!(self, Frame::Ipv4 { l4: L4::Tcp { seg, .. }, .. } if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
     }
 }
 
@@ -149,12 +158,14 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3_offset: usize) -> Result<Frame, Pars
                 L4::Tcp {
                     sport: [tcp[0], tcp[1]],
                     dport: [tcp[2], tcp[3]],
-                    flags: tcp[13],
-                    seq: [tcp[4], tcp[5], tcp[6], tcp[7]],
-                    window: [tcp[14], tcp[15]],
-                    opts_offset: (l4_offset + 20) as u16,
-                    opts_len: (data_offset - 20) as u8,
-                    payload_len: total.saturating_sub(ihl + data_offset) as u16,
+                    seg: TcpSegment {
+                        flags: tcp[13],
+                        seq: [tcp[4], tcp[5], tcp[6], tcp[7]],
+                        window: [tcp[14], tcp[15]],
+                        opts_offset: (l4_offset + 20) as u16,
+                        opts_len: (data_offset - 20) as u8,
+                        payload_len: total.saturating_sub(ihl + data_offset) as u16,
+                    },
                 }
             }
             IPPROTO_UDP => {
@@ -212,12 +223,14 @@ mod tests {
                 l4: L4::Tcp {
                     sport: 40000u16.to_be_bytes(),
                     dport: 443u16.to_be_bytes(),
-                    flags: TCP_SYN,
-                    seq: [0, 0, 0, 1],
-                    window: [0xfa, 0xf0],
-                    opts_offset: 54,
-                    opts_len: 20,
-                    payload_len: 0,
+                    seg: TcpSegment {
+                        flags: TCP_SYN,
+                        seq: [0, 0, 0, 1],
+                        window: [0xfa, 0xf0],
+                        opts_offset: 54,
+                        opts_len: 20,
+                        payload_len: 0,
+                    },
                 }
             }
         );
@@ -231,7 +244,7 @@ mod tests {
         // Total length 60 + 5 bytes of payload, then 5 bytes of Ethernet padding.
         f[16..18].copy_from_slice(&65u16.to_be_bytes());
         match parse_frame(&f[..]).unwrap() {
-            Frame::Ipv4 { l4: L4::Tcp { payload_len, .. }, .. } => assert_eq!(payload_len, 5),
+            Frame::Ipv4 { l4: L4::Tcp { seg, .. }, .. } => assert_eq!(seg.payload_len, 5),
             other => panic!("{other:?}"),
         }
     }
@@ -250,7 +263,7 @@ mod tests {
             match parse_frame(&f[..]).unwrap() {
                 Frame::Ipv4 { l3_offset, l4, .. } => {
                     assert_eq!(l3_offset, 18);
-                    assert!(matches!(l4, L4::Tcp { flags: TCP_SYN, .. }));
+                    assert!(matches!(l4, L4::Tcp { seg: TcpSegment { flags: TCP_SYN, .. }, .. }));
                 }
                 other => panic!("{other:?}"),
             }

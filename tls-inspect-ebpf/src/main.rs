@@ -18,7 +18,7 @@ use aya_ebpf::{
 use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
     FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCounters,
-    SlotOwner, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
+    SlotOwner, TcpSegment, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
     MAX_QUEUES, MAX_SCOPES, PORTS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
     TCP_OPTIONS_MAX,
@@ -181,16 +181,14 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     let Frame::Ipv4 {
         src,
         dst,
-        l4: L4::Tcp {
-            sport, dport, flags, seq, window, opts_offset, opts_len, payload_len,
-        },
+        l4: L4::Tcp { sport, dport, seg: segment },
         ..
     } = frame
     else {
         // Not TCP or UDP over IPv4: ICMP, ARP, IPv6, ... all bridged.
         return Ok(bridge(ctx, len));
     };
-    let segment = Segment { flags, seq, window, opts_offset, opts_len, payload_len };
+    let (flags, payload_len) = (segment.flags, segment.payload_len);
 
     let key = if side == SIDE_INSIDE {
         FlowKey {
@@ -323,20 +321,10 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     Ok(bridge(ctx, len))
 }
 
-/// What the program reads of a TCP segment beyond its ports.
-struct Segment {
-    flags: u8,
-    seq: [u8; 4],
-    window: [u8; 2],
-    opts_offset: u16,
-    opts_len: u8,
-    payload_len: u16,
-}
-
 /// A segment of a scoped connection in its handshake: the SYN and SYN-ACK are recorded and
 /// bridged, as are the ACKs; the first segment with data (or a FIN) makes it a worker's.
 #[inline(always)]
-fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &mut Handshake, s: &Segment) -> u32 {
+fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &mut Handshake, s: &TcpSegment) -> u32 {
     let syn = s.flags & TCP_SYN != 0;
     let ack = s.flags & TCP_ACK != 0;
     if s.flags & TCP_RST != 0 {
@@ -410,7 +398,7 @@ fn closing(key: &FlowKey, side: u32, flags: u8) {
 
 /// Records the client's SYN: its sequence number, window and options.
 #[inline(always)]
-fn record_syn(ctx: &XdpContext, record: &mut Handshake, s: &Segment) {
+fn record_syn(ctx: &XdpContext, record: &mut Handshake, s: &TcpSegment) {
     record.client_isn = s.seq;
     record.client_window = s.window;
     record.client_opts_len = copy_options(ctx, s.opts_offset, s.opts_len, &mut record.client_opts);

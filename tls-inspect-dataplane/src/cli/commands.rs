@@ -414,10 +414,11 @@ fn describe(frame: &[u8]) -> String {
         Ok(Frame::Ipv4 { src, dst, l4, .. }) => {
             let (s, d) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
             match l4 {
-                L4::Tcp { sport, dport, flags, .. } => format!(
-                    "tcp {s}:{} > {d}:{} flags=0x{flags:02x} len={}",
+                L4::Tcp { sport, dport, seg } => format!(
+                    "tcp {s}:{} > {d}:{} flags=0x{:02x} len={}",
                     u16::from_be_bytes(sport),
                     u16::from_be_bytes(dport),
+                    seg.flags,
                     frame.len()
                 ),
                 L4::Udp { sport, dport } => format!("udp {s}:{} > {d}:{} len={}", u16::from_be_bytes(sport), u16::from_be_bytes(dport), frame.len()),

@@ -197,7 +197,7 @@ pub fn flow_of(side: Side, frame: &[u8]) -> Option<(FlowKey, usize, u8)> {
             l3_offset,
             src,
             dst,
-            l4: L4::Tcp { sport, dport, flags, .. },
+            l4: L4::Tcp { sport, dport, seg },
         } => {
             let key = match side {
                 Side::Inside => FlowKey {
@@ -213,7 +213,7 @@ pub fn flow_of(side: Side, frame: &[u8]) -> Option<(FlowKey, usize, u8)> {
                     server_port: sport,
                 },
             };
-            Some((key, l3_offset, flags))
+            Some((key, l3_offset, seg.flags))
         }
         _ => None,
     }

@@ -64,9 +64,10 @@ impl XdpModel {
         let Some((key, _, _)) = flow_of(side, frame) else {
             return false;
         };
-        let Ok(Frame::Ipv4 { l4: L4::Tcp { flags, seq, window, opts_offset, opts_len, payload_len, .. }, .. }) = parse_frame(frame) else {
+        let Ok(Frame::Ipv4 { l4: L4::Tcp { seg, .. }, .. }) = parse_frame(frame) else {
             return false;
         };
+        let tls_inspect_common::TcpSegment { flags, seq, window, opts_offset, opts_len, payload_len } = seg;
         let opts = |out: &mut [u8; 40]| {
             let n = usize::from(opts_len).min(40);
             let at = usize::from(opts_offset);
