@@ -302,13 +302,12 @@ fn main() -> Result<()> {
         Some(Cmd::ProgRun { bare, instance, inside, outside, repeat, new_flows, first_port, client, server, port, json }) => {
             let paths = tls_inspect_dataplane::control::maps::Paths::new(&instance)?;
             let pin = if bare { None } else { Some(xdp::program_pin(&paths)?) };
-            let flows_pin = paths.pin(tls_inspect_common::MAP_FLOWS);
             let rows = xdp::prog_run(&xdp::ProgRun {
                 target: match &pin {
                     Some(p) => xdp::Target::Pinned(p),
                     None => xdp::Target::Bare,
                 },
-                flows_pin: pin.as_ref().map(|_| flows_pin.as_path()),
+                paths: pin.as_ref().map(|_| &paths),
                 inside: &inside,
                 outside: &outside,
                 repeat,

@@ -251,3 +251,50 @@ fn a_fail_closed_policy_drops_its_scope_without_a_socket_and_bridges_the_rest() 
     receiver.stop(Duration::from_secs(5));
     Ok(())
 }
+
+/// Scope counters live in an array, at an element each scope is given; flows carry the element.
+/// A deleted scope's element goes to the next new scope, but the frames of the deleted scope's
+/// last flow (it keeps its decision) never count towards the new owner, and a scope that stays
+/// keeps its counts across changes.
+#[test]
+fn a_deleted_scopes_last_flow_never_counts_towards_the_scope_given_its_counters() -> Result<()> {
+    let mut t = Topology::new()?;
+    t.start_appliance_with(SCOPE_8080, &["--no-workers"])?;
+    serve_http(&mut t)?;
+    let mut receiver = start_receiver(&t)?;
+    let scope_frames = |t: &Topology, scope: &str| -> Result<u64> {
+        metric_in(&t.stats()?, "tls_inspect_scope_frames_total", &[("scope", scope), ("path", "steered")])
+    };
+
+    // Scope 70's flow, steered (and retransmitting its data: nobody answers it).
+    let mut a = hanging_request(&t, 40020)?;
+    a.wait_for("connected", Duration::from_secs(5))?;
+    wait_until("the first data segment at the AF_XDP socket", Duration::from_secs(5), || Ok(data_seen(&receiver, 40020) >= 1))?;
+    assert!(scope_frames(&t, "70")? >= 1);
+
+    // Another scope (another port) is added: 70 keeps its counts; then 70 is deleted, which
+    // frees its element, and a third scope is added, which is given it.
+    let add = |port: &str| -> Result<u32> {
+        let out = check(t.cli().args([
+            "--json", "scope", "add", "--policy", "7", "--src", "198.18.0.0/24", "--sport", "1024/65535",
+            "--dst", SERVER_IP, "--dport", &format!("{port}/{port}"),
+        ]))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v["scope"].as_u64().expect("the new scope's ID") as u32)
+    };
+    let second = add("9001")?;
+    assert!(scope_frames(&t, "70")? >= 1, "a scope that stays keeps its counters");
+    check(t.cli().args(["scope", "del", "70"]))?;
+    let third = add("9002")?;
+    assert_eq!(scope_frames(&t, &third.to_string())?, 0);
+
+    // The old flow still goes to the socket, and its retransmissions count for nobody.
+    let seen = data_seen(&receiver, 40020);
+    wait_until("a retransmission after the changes", Duration::from_secs(8), || Ok(data_seen(&receiver, 40020) > seen))?;
+    assert_eq!(flow_action(&t, 40020)?.as_deref(), Some("steer"));
+    for scope in [second, third] {
+        assert_eq!(scope_frames(&t, &scope.to_string())?, 0, "scope {scope} counted another scope's frames");
+    }
+    receiver.stop(Duration::from_secs(5));
+    Ok(())
+}

@@ -26,8 +26,11 @@ pub const MAP_SCOPE_COUNTERS: &str = "TI_SCOPE_CNT";
 pub const MAP_INTEL: &str = "TI_INTEL";
 pub const MAP_INTEL_COUNTERS: &str = "TI_INTEL_CNT";
 pub const MAP_HANDSHAKES: &str = "TI_HANDSHAKES";
+pub const MAP_SCOPE_INDEX: &str = "TI_SCOPE_IDX";
+pub const MAP_FLOW_EPOCH: &str = "TI_FLOW_EPOCH";
+pub const MAP_FLOW_CACHE: &str = "TI_FLOW_CACHE";
 /// Every map the program defines, in the order the loader pins them.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_CONFIG,
     MAP_PEERS,
     MAP_XSKS,
@@ -42,6 +45,9 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_INTEL,
     MAP_INTEL_COUNTERS,
     MAP_HANDSHAKES,
+    MAP_SCOPE_INDEX,
+    MAP_FLOW_EPOCH,
+    MAP_FLOW_CACHE,
 ];
 /// The XDP program's name in the object.
 pub const PROGRAM_NAME: &str = "tls_inspect";
@@ -158,6 +164,8 @@ pub struct Handshake {
     pub scope_id: u32,
     /// The `SLOT_*` flags of the scope the SYN matched.
     pub flags: u32,
+    /// The scope's element in `TI_SCOPE_CNT`.
+    pub counter: u32,
     /// `HANDSHAKE_*` bits: which of the two SYNs were seen.
     pub seen: u32,
     /// Initial sequence numbers, network byte order.
@@ -173,7 +181,7 @@ pub struct Handshake {
     pub client_opts: [u8; TCP_OPTIONS_MAX],
     pub server_opts: [u8; TCP_OPTIONS_MAX],
 }
-const _: () = assert!(size_of::<Handshake>() == 112);
+const _: () = assert!(size_of::<Handshake>() == 116);
 
 /// `Handshake::seen`: the client's SYN.
 pub const HANDSHAKE_SYN: u32 = 1;
@@ -205,13 +213,39 @@ impl TryFrom<u32> for FlowAction {
 pub struct FlowValue {
     pub policy_id: u32,
     pub scope_id: u32,
+    /// The scope's element in `TI_SCOPE_CNT`, as it was when the flow was made.
+    pub counter: u32,
     /// [`FLOW_STEER`] or [`FLOW_BYPASS`].
     pub action: u32,
     /// The `SLOT_*` flags of the scope the SYN matched, as they were then; and, for a bypass
     /// flow, the `FLOW_FIN_*` bits of the FINs seen.
     pub flags: u32,
 }
-const _: () = assert!(size_of::<FlowValue>() == 16);
+const _: () = assert!(size_of::<FlowValue>() == 20);
+
+/// `TI_FLOW_CACHE`, per CPU: the last flow this CPU found in `TI_FLOWS`, valid while
+/// `TI_FLOW_EPOCH` still holds `epoch`. Every change to `TI_FLOWS` (the program's inserts and
+/// removals, a worker's batch of updates) adds one to the epoch, so a copy is never used after
+/// the table changed; a bulk flow's frames, which come in runs on a CPU, skip the hash lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCacheEntry {
+    pub epoch: u64,
+    /// The key as three words, compared without a byte loop.
+    pub key: [u32; 3],
+    pub value: FlowValue,
+}
+const _: () = assert!(size_of::<FlowCacheEntry>() == 40);
+
+impl FlowKey {
+    /// The key as three native-endian words (the bytes unchanged).
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 3] {
+        let [p0, p1] = self.client_port;
+        let [q0, q1] = self.server_port;
+        [u32::from_ne_bytes(self.client_addr), u32::from_ne_bytes(self.server_addr), u32::from_ne_bytes([p0, p1, q0, q1])]
+    }
+}
 
 /// `FlowValue::flags` of a bypass flow: the client sent its FIN ...
 pub const FLOW_FIN_CLIENT: u32 = 1 << 16;
@@ -227,7 +261,8 @@ pub struct SlotOwner {
     pub scope_id: u32,
     /// `SLOT_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The scope's element in `TI_SCOPE_CNT` (from `TI_SCOPE_IDX`).
+    pub counter: u32,
 }
 const _: () = assert!(size_of::<SlotOwner>() == 16);
 
@@ -327,7 +362,23 @@ pub struct GlobalCounters {
 }
 const _: () = assert!(size_of::<GlobalCounters>() == 8 * counter::COUNT);
 
-/// `TI_SCOPE_CNT[scope_id]`, per CPU; the entry is created by userspace with the scope.
+/// `TI_SCOPE_CNT[counter]`, per CPU: the counters of the scope that userspace gave element
+/// `counter` (`TI_SCOPE_IDX[scope_id]`), tagged with its ID. Flows carry the element's index, so
+/// a frame costs an array lookup, not a hash lookup; the tag keeps the frames of a removed
+/// scope's last flows out of the scope that is given its element next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopeCell {
+    pub scope_id: u32,
+    pub _pad: u32,
+    pub counters: ScopeCounters,
+}
+const _: () = assert!(size_of::<ScopeCell>() == 96);
+
+/// Elements of `TI_SCOPE_CNT` (and entries of `TI_SCOPE_IDX`): the scopes of both generations.
+pub const SCOPE_CELLS: u32 = 2 * MAX_SCOPES;
+
+/// One scope's counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScopeCounters {
@@ -401,6 +452,8 @@ mod pod {
         unsafe impl aya::Pod for SlotOwner {}
         unsafe impl aya::Pod for GlobalCounters {}
         unsafe impl aya::Pod for ScopeCounters {}
+        unsafe impl aya::Pod for ScopeCell {}
+        unsafe impl aya::Pod for FlowCacheEntry {}
         unsafe impl aya::Pod for ScopeBitmap {}
     }
 }

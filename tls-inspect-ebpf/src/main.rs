@@ -7,20 +7,22 @@
 //! the other interface through a devmap. No per-packet logging: per-CPU counters instead.
 #![no_std]
 #![no_main]
+#![allow(internal_features, reason = "the atomic add intrinsic: BPF has no atomic types in core")]
+#![feature(core_intrinsics, adt_const_params)]
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::{map, xdp},
-    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, XskMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
-    FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCounters,
+    FlowCacheEntry, FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCell, ScopeCounters,
     SlotOwner, TcpSegment, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
-    MAX_QUEUES, MAX_SCOPES, PORTS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
+    MAX_QUEUES, MAX_SCOPES, PORTS, SCOPE_CELLS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
     TCP_OPTIONS_MAX,
 };
 use tls_inspect_common::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -40,6 +42,15 @@ static XSKS: XskMap = XskMap::with_max_entries(2 * MAX_QUEUES, 0);
 /// from the config.
 #[map(name = "TI_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65_536, 0);
+
+/// One more at every change to `TI_FLOWS`, by the program or a worker (through its mapping):
+/// what tells a CPU that its copy of a flow in `TI_FLOW_CACHE` may be stale.
+#[map(name = "TI_FLOW_EPOCH")]
+static FLOW_EPOCH: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Each CPU's last flow found in `TI_FLOWS`, with the epoch it was read in.
+#[map(name = "TI_FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scoped connections between their SYN and their first data segment: the handshake passes
 /// between the real ends and is recorded here. Apart from `TI_FLOWS`, so that a SYN flood
@@ -71,10 +82,15 @@ static SLOTS: Array<SlotOwner> = Array::with_max_entries(GENERATIONS * MAX_SCOPE
 #[map(name = "TI_COUNTERS")]
 static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
 
-/// scope ID -> counters; entries are created by userspace when it adds the scope.
+/// A scope's counters at the element userspace gave it (`SlotOwner::counter`, carried by its
+/// flows and handshakes), tagged with the scope's ID.
 #[map(name = "TI_SCOPE_CNT")]
-static SCOPE_COUNTERS: PerCpuHashMap<u32, ScopeCounters> =
-    PerCpuHashMap::with_max_entries(2 * MAX_SCOPES, 0);
+static SCOPE_COUNTERS: PerCpuArray<ScopeCell> = PerCpuArray::with_max_entries(SCOPE_CELLS, 0);
+
+/// scope ID -> its element of `TI_SCOPE_CNT`: kept by userspace (the program reads the index
+/// from the slot owner), pinned with the rest so that every process sees one allocation.
+#[map(name = "TI_SCOPE_IDX")]
+static SCOPE_INDEX: HashMap<u32, u32> = HashMap::with_max_entries(SCOPE_CELLS, 0);
 
 /// Threat intelligence: (generation, prefix) -> entry index in `TI_INTEL_CNT`.
 #[map(name = "TI_INTEL")]
@@ -168,11 +184,11 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
                 if owner.flags & SLOT_QUIC_BLOCK != 0 {
                     count(counter::QUIC_DROPPED, 1);
                     count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
-                    scope_add(owner.scope_id, |c| c.quic_dropped += 1);
+                    scope_add(Scope::of(&owner), |c| c.quic_dropped += 1);
                     return Ok(XDP_DROP);
                 }
                 count(counter::QUIC_PASSED, 1);
-                scope_add(owner.scope_id, |c| c.quic_passed += 1);
+                scope_add(Scope::of(&owner), |c| c.quic_passed += 1);
             }
         }
         return Ok(bridge(ctx, len));
@@ -213,11 +229,9 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     let server_port = u32::from(u16::from_be_bytes(key.server_port));
     let port_has_flows = FLOW_PORTS.get(server_port).is_none_or(|marked| *marked != 0);
     if port_has_flows {
-        if let Some(flow) = FLOWS.get_ptr(&key) {
-            // SAFETY: a pointer the map returned for this key; read once, by value.
-            let flow = unsafe { *flow };
+        if let Some(flow) = flow_of(&key) {
             if flow.action == FLOW_STEER {
-                return Ok(steer(ctx, side, len, flow.scope_id, flow.flags));
+                return Ok(steer(ctx, side, len, Scope { id: flow.scope_id, counter: flow.counter }, flow.flags));
             }
             // A new connection on the addresses and ports of a passed one is classified
             // afresh: what passed the last one (its server name) says nothing about this one.
@@ -225,9 +239,10 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
                 if flags & (TCP_FIN | TCP_RST) != 0 {
                     closing(&key, side, flags);
                 }
-                return Ok(bypass(ctx, len, flow.scope_id));
+                return Ok(bypass(ctx, len, Scope { id: flow.scope_id, counter: flow.counter }));
             }
             let _ = FLOWS.remove(&key);
+            flows_changed();
         } else if let Some(record) = HANDSHAKES.get_ptr_mut(&key) {
             // SAFETY: this key's value in a hash map; the program's other CPUs write the same
             // fields only for the same connection's own segments, which TCP orders.
@@ -252,7 +267,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     };
     if !is_syn {
         count(counter::UNRECORDED_STEERED, 1);
-        return Ok(steer(ctx, side, len, owner.scope_id, owner.flags));
+        return Ok(steer(ctx, side, len, Scope::of(&owner), owner.flags));
     }
     count(counter::SYN_MATCHED, 1);
 
@@ -263,7 +278,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     // Fail-closed: no worker, no connection. Nothing is remembered, so the client's next SYN
     // is steered once a worker is back.
     if !has_socket && owner.flags & SLOT_FAIL_CLOSED != 0 {
-        return Ok(fail_closed(len, owner.scope_id));
+        return Ok(fail_closed(len, Scope::of(&owner)));
     }
     // Marked before the flow exists, so that no frame of it can skip the lookup.
     if !port_has_flows {
@@ -277,12 +292,13 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     // A TFO client sends its SYN again without data (and stops using TFO towards that server).
     if payload_len > 0 {
         count(counter::SYN_DATA_DROPPED, 1);
-        return Ok(fail_closed(len, owner.scope_id));
+        return Ok(fail_closed(len, Scope::of(&owner)));
     }
     if !has_socket {
         let value = FlowValue {
             policy_id: owner.policy_id,
             scope_id: owner.scope_id,
+            counter: owner.counter,
             action: FLOW_BYPASS,
             flags: owner.flags,
         };
@@ -290,8 +306,9 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             count(counter::FLOW_INSERT_FAILED, 1);
             return Ok(bridge(ctx, len));
         }
-        scope_add(owner.scope_id, |c| c.flows_failopen += 1);
-        return Ok(fail_open(ctx, len, owner.scope_id));
+        flows_changed();
+        scope_add(Scope::of(&owner), |c| c.flows_failopen += 1);
+        return Ok(fail_open(ctx, len, Scope::of(&owner)));
     }
     // Peek, then decide: the handshake passes between the real ends (the server's own SYN
     // handling, cookies included, answers a flood; a closed port answers with its own RST),
@@ -300,6 +317,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         policy_id: owner.policy_id,
         scope_id: owner.scope_id,
         flags: owner.flags,
+        counter: owner.counter,
         seen: 0,
         client_isn: [0; 4],
         server_isn: [0; 4],
@@ -316,7 +334,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         count(counter::FLOW_INSERT_FAILED, 1);
         return Ok(bridge(ctx, len));
     }
-    scope_add(owner.scope_id, |c| c.flows_steered += 1);
+    scope_add(Scope::of(&owner), |c| c.flows_steered += 1);
     count(counter::HANDSHAKE_FRAMES, 1);
     Ok(bridge(ctx, len))
 }
@@ -335,7 +353,7 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
     if side == SIDE_INSIDE && syn && !ack && s.payload_len > 0 {
         // Data in a SYN would reach the server before any decision (see the classifier).
         count(counter::SYN_DATA_DROPPED, 1);
-        return fail_closed(len, record.scope_id);
+        return fail_closed(len, Scope { id: record.scope_id, counter: record.counter });
     }
     if side == SIDE_INSIDE && syn && !ack {
         // The next connection on the tuple is recorded afresh; a retransmitted SYN (the same
@@ -365,14 +383,16 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
         let value = FlowValue {
             policy_id: record.policy_id,
             scope_id: record.scope_id,
+            counter: record.counter,
             action: FLOW_STEER,
             flags: record.flags,
         };
         if FLOWS.insert(key, &value, 0).is_err() {
             count(counter::FLOW_INSERT_FAILED, 1);
         }
+        flows_changed();
         count(counter::FLOWS_PEEKED, 1);
-        return steer(ctx, side, len, record.scope_id, record.flags);
+        return steer(ctx, side, len, Scope { id: record.scope_id, counter: record.counter }, record.flags);
     }
     count(counter::HANDSHAKE_FRAMES, 1);
     bridge(ctx, len)
@@ -384,6 +404,7 @@ fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &m
 fn closing(key: &FlowKey, side: u32, flags: u8) {
     if flags & TCP_RST != 0 {
         let _ = FLOWS.remove(key);
+        flows_changed();
         return;
     }
     if let Some(value) = FLOWS.get_ptr_mut(key) {
@@ -392,6 +413,47 @@ fn closing(key: &FlowKey, side: u32, flags: u8) {
         value.flags |= if side == SIDE_INSIDE { FLOW_FIN_CLIENT } else { FLOW_FIN_SERVER };
         if value.flags & (FLOW_FIN_CLIENT | FLOW_FIN_SERVER) == FLOW_FIN_CLIENT | FLOW_FIN_SERVER {
             let _ = FLOWS.remove(key);
+            flows_changed();
+        }
+    }
+}
+
+/// The flow of `key` in `TI_FLOWS`: this CPU's copy of its last flow when the table has not
+/// changed since it was read (the epoch is read before the table, so a change that races the
+/// read leaves a copy that is already stale), else the table's, kept for the next frame.
+///
+/// A flow served from the copy does not touch its LRU entry, but the table only evicts while
+/// inserting, and every insert changes the epoch: a live flow is looked up again between any
+/// two inserts, so the LRU still sees it in use.
+#[inline(always)]
+fn flow_of(key: &FlowKey) -> Option<FlowValue> {
+    let (Some(epoch), Some(cache)) = (FLOW_EPOCH.get_ptr(0), FLOW_CACHE.get_ptr_mut(0)) else {
+        // SAFETY: a pointer the map returned for this key; read once, by value.
+        return FLOWS.get_ptr(key).map(|v| unsafe { *v });
+    };
+    // SAFETY: element 0 of an array map; a volatile read, so that it stays before the lookup.
+    let epoch = unsafe { core::ptr::read_volatile(epoch) };
+    // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+    let cache = unsafe { &mut *cache };
+    let words = key.words();
+    if cache.epoch == epoch && cache.value.action != 0 && cache.key == words {
+        return Some(cache.value);
+    }
+    // SAFETY: a pointer the map returned for this key; read once, by value.
+    let value = unsafe { *FLOWS.get_ptr(key)? };
+    *cache = FlowCacheEntry { epoch, key: words, value };
+    Some(value)
+}
+
+/// Tells every CPU that its copy of a flow may be stale (after the program changed `TI_FLOWS`).
+#[inline(always)]
+fn flows_changed() {
+    if let Some(epoch) = FLOW_EPOCH.get_ptr_mut(0) {
+        // SAFETY: element 0 of an array map, 8-aligned; the only writes are atomic adds (here
+        // and in the workers' mapping). BPF has no atomic types in `core`: the intrinsic is
+        // the program's one `lock add`.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(epoch, 1);
         }
     }
 }
@@ -453,13 +515,13 @@ fn classify(
 }
 
 #[inline(always)]
-fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32, flags: u32) -> u32 {
+fn steer(ctx: &XdpContext, side: u32, len: u64, scope: Scope, flags: u32) -> u32 {
     let queue = ctx.rx_queue_index();
     if queue < MAX_QUEUES {
         // With no flags the redirect fails when the queue has no socket.
         if let Ok(action) = XSKS.redirect(xsk_index(side, queue), 0) {
             count2(counter::STEERED_FRAMES, counter::STEERED_BYTES, len);
-            scope_add(scope_id, |c| {
+            scope_add(scope, |c| {
                 c.steered_frames += 1;
                 c.steered_bytes += len;
             });
@@ -469,39 +531,39 @@ fn steer(ctx: &XdpContext, side: u32, len: u64, scope_id: u32, flags: u32) -> u3
     // The socket is gone (dataplane stopped or crashed): keep the network up, unless the
     // scope's policy fails closed.
     if flags & SLOT_FAIL_CLOSED != 0 {
-        return fail_closed(len, scope_id);
+        return fail_closed(len, scope);
     }
-    fail_open(ctx, len, scope_id)
+    fail_open(ctx, len, scope)
 }
 
 /// A frame of a fail-closed scope that found no socket: dropped, and counted as such.
 #[inline(always)]
-fn fail_closed(len: u64, scope_id: u32) -> u32 {
+fn fail_closed(len: u64, scope: Scope) -> u32 {
     count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
-    scope_add(scope_id, |c| c.dropped_frames += 1);
+    scope_add(scope, |c| c.dropped_frames += 1);
     XDP_DROP
 }
 
 /// A frame that should have gone to a socket and found none: bridged, so the network stays up.
 #[inline(always)]
-fn fail_open(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
+fn fail_open(ctx: &XdpContext, len: u64, scope: Scope) -> u32 {
     count2(counter::FAILOPEN_FRAMES, counter::FAILOPEN_BYTES, len);
-    scope_add(scope_id, |c| {
+    scope_add(scope, |c| {
         c.failopen_frames += 1;
         c.failopen_bytes += len;
     });
-    to_peer(ctx, len, Some(scope_id))
+    to_peer(ctx, len, Some(scope))
 }
 
 /// A frame of a flow marked bypass.
 #[inline(always)]
-fn bypass(ctx: &XdpContext, len: u64, scope_id: u32) -> u32 {
+fn bypass(ctx: &XdpContext, len: u64, scope: Scope) -> u32 {
     count2(counter::BYPASS_FRAMES, counter::BYPASS_BYTES, len);
-    scope_add(scope_id, |c| {
+    scope_add(scope, |c| {
         c.bypass_frames += 1;
         c.bypass_bytes += len;
     });
-    to_peer(ctx, len, Some(scope_id))
+    to_peer(ctx, len, Some(scope))
 }
 
 /// A frame no scope cares about.
@@ -512,7 +574,7 @@ fn bridge(ctx: &XdpContext, len: u64) -> u32 {
 
 /// Redirects to the other interface; every frame that leaves this way is counted as bridged.
 #[inline(always)]
-fn to_peer(ctx: &XdpContext, len: u64, scope_id: Option<u32>) -> u32 {
+fn to_peer(ctx: &XdpContext, len: u64, scope: Option<Scope>) -> u32 {
     match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
         Ok(action) => {
             count2(counter::BRIDGED_FRAMES, counter::BRIDGED_BYTES, len);
@@ -520,8 +582,8 @@ fn to_peer(ctx: &XdpContext, len: u64, scope_id: Option<u32>) -> u32 {
         }
         Err(_) => {
             count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
-            if let Some(id) = scope_id {
-                scope_add(id, |c| c.dropped_frames += 1);
+            if let Some(scope) = scope {
+                scope_add(scope, |c| c.dropped_frames += 1);
             }
             XDP_DROP
         }
@@ -558,11 +620,29 @@ fn count2(frames: usize, bytes: usize, len: u64) {
     }
 }
 
+/// A scope's ID and its counters' element, as a slot owner, flow or handshake carries them.
+#[derive(Clone, Copy)]
+struct Scope {
+    id: u32,
+    counter: u32,
+}
+
+impl Scope {
+    #[inline(always)]
+    fn of(owner: &SlotOwner) -> Self {
+        Self { id: owner.scope_id, counter: owner.counter }
+    }
+}
+
+/// Adds to a scope's counters: an array lookup, and the tag must still name the scope.
 #[inline(always)]
-fn scope_add(scope_id: u32, f: impl FnOnce(&mut ScopeCounters)) {
-    if let Some(c) = SCOPE_COUNTERS.get_ptr_mut(&scope_id) {
-        // SAFETY: this CPU's own value of a per-CPU hash entry.
-        f(unsafe { &mut *c });
+fn scope_add(scope: Scope, f: impl FnOnce(&mut ScopeCounters)) {
+    if let Some(c) = SCOPE_COUNTERS.get_ptr_mut(scope.counter) {
+        // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+        let c = unsafe { &mut *c };
+        if c.scope_id == scope.id {
+            f(&mut c.counters);
+        }
     }
 }
 

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, XskMap};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, XskMap};
 use tls_inspect_common::{
     counter, port_index, slot_index, AddrKey, Config, FlowKey, FlowValue, GlobalCounters,
-    ScopeBitmap, ScopeCounters, SlotOwner, ALL_MAPS, GENERATIONS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_DST_ADDR, MAP_DST_PORT, MAP_FLOWS, MAP_SCOPE_COUNTERS, MAP_SLOTS, MAP_SRC_ADDR,
-    MAP_SRC_PORT, MAP_XSKS, PORTS,
+    ScopeBitmap, ScopeCell, ScopeCounters, SlotOwner, ALL_MAPS, GENERATIONS, MAP_CONFIG, MAP_COUNTERS,
+    MAP_DST_ADDR, MAP_DST_PORT, MAP_FLOWS, MAP_FLOW_EPOCH, MAP_SCOPE_COUNTERS, MAP_SCOPE_INDEX, MAP_SLOTS, MAP_SRC_ADDR,
+    MAP_SRC_PORT, MAP_XSKS, PORTS, SCOPE_CELLS,
 };
 
 use super::scopes::ScopeSet;
@@ -113,7 +113,8 @@ pub struct Maps {
     dst_port: MappedTable,
     slots: Array<MapData, SlotOwner>,
     counters: PerCpuArray<MapData, GlobalCounters>,
-    scope_counters: PerCpuHashMap<MapData, u32, ScopeCounters>,
+    scope_counters: PerCpuArray<MapData, ScopeCell>,
+    scope_index: HashMap<MapData, u32, u32>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     flow_capacity: u32,
 }
@@ -172,6 +173,7 @@ impl Maps {
             slots: open(paths, MAP_SLOTS)?.try_into()?,
             counters: open(paths, MAP_COUNTERS)?.try_into()?,
             scope_counters: open(paths, MAP_SCOPE_COUNTERS)?.try_into()?,
+            scope_index: open(paths, MAP_SCOPE_INDEX)?.try_into()?,
             flows: open(paths, MAP_FLOWS)?.try_into()?,
             flow_capacity,
         })
@@ -201,20 +203,15 @@ impl Maps {
         }
         let live = self.config()?.generation & 1;
         let target = live ^ 1;
+        // Counter elements exist, zeroed and tagged, before any packet can match the scope.
+        let index = self.give_counters(set).context("giving scopes their counters")?;
         write_prefixes(&mut self.src_addr, target, &tables.src).context("writing source prefixes")?;
         write_prefixes(&mut self.dst_addr, target, &tables.dst).context("writing destination prefixes")?;
         tables.sport.fill(self.src_port.generation_mut(target));
         tables.dport.fill(self.dst_port.generation_mut(target));
         for (slot, owner) in tables.slots.iter().enumerate() {
-            self.slots.set(slot_index(target, slot as u32), owner, 0)?;
-        }
-        // Counter entries exist before any packet can match the scope.
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        for id in set.scopes.keys() {
-            if self.scope_counters.get(id, 0).is_err() {
-                let zeros = PerCpuValues::try_from(vec![ScopeCounters::default(); cpus])?;
-                self.scope_counters.insert(id, zeros, 0)?;
-            }
+            let counter = *index.get(&owner.scope_id).context("a slot's scope has no counters")?;
+            self.slots.set(slot_index(target, slot as u32), SlotOwner { counter, ..*owner }, 0)?;
         }
         Ok(Staged {
             maps: self,
@@ -235,12 +232,38 @@ impl Maps {
         Ok(sum)
     }
 
+    /// Gives every scope of `set` an element of `TI_SCOPE_CNT` (`TI_SCOPE_IDX` keeps which):
+    /// the one it has, or the lowest free one, zeroed and tagged with its ID before the
+    /// index is recorded. Returns scope ID -> element.
+    fn give_counters(&mut self, set: &ScopeSet) -> Result<std::collections::BTreeMap<u32, u32>> {
+        let mut index: std::collections::BTreeMap<u32, u32> =
+            self.scope_index.iter().filter_map(Result::ok).collect();
+        let mut used: BTreeSet<u32> = index.values().copied().collect();
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        for &id in set.scopes.keys() {
+            if index.contains_key(&id) {
+                continue;
+            }
+            // At most MAX_SCOPES live and MAX_SCOPES staged: a free element always exists.
+            let cell = (0..SCOPE_CELLS).find(|c| !used.contains(c)).context("no free scope counters")?;
+            let zeros = ScopeCell { scope_id: id, ..ScopeCell::default() };
+            self.scope_counters.set(cell, PerCpuValues::try_from(vec![zeros; cpus])?, 0)?;
+            self.scope_index.insert(id, cell, 0)?;
+            used.insert(cell);
+            index.insert(id, cell);
+        }
+        Ok(index)
+    }
+
     /// Counters of one scope, summed over CPUs (zeros if it has none yet).
     pub fn scope_counters(&self, scope_id: u32) -> ScopeCounters {
         let mut sum = ScopeCounters::default();
-        if let Ok(per_cpu) = self.scope_counters.get(&scope_id, 0) {
-            for c in per_cpu.iter() {
-                sum.accumulate(c);
+        let Ok(cell) = self.scope_index.get(&scope_id, 0) else {
+            return sum;
+        };
+        if let Ok(per_cpu) = self.scope_counters.get(&cell, 0) {
+            for c in per_cpu.iter().filter(|c| c.scope_id == scope_id) {
+                sum.accumulate(&c.counters);
             }
         }
         sum
@@ -264,21 +287,21 @@ pub struct Staged<'a> {
 }
 
 impl Staged<'_> {
-    /// Makes the staged generation live (one map write), then drops counters of scopes that no
-    /// longer exist.
+    /// Makes the staged generation live (one map write), then frees the counters of scopes that
+    /// no longer exist (their elements keep their tags until given to another scope).
     pub fn commit(self) -> Result<()> {
         let mut config = self.maps.config()?;
         config.generation = self.target;
         self.maps.set_config(config).context("switching the live generation")?;
         let stale: Vec<u32> = self
             .maps
-            .scope_counters
+            .scope_index
             .keys()
             .filter_map(Result::ok)
             .filter(|id| !self.keep.contains(id))
             .collect();
         for id in stale {
-            let _ = self.maps.scope_counters.remove(&id);
+            let _ = self.maps.scope_index.remove(&id);
         }
         Ok(())
     }
@@ -305,6 +328,85 @@ fn write_prefixes(
         trie.insert(&key, bits, 0)?;
     }
     Ok(())
+}
+
+/// `TI_FLOWS` as the workers (and the benchmarks) change it: every batch of changes ends with
+/// [`FlowTable::publish`], which moves `TI_FLOW_EPOCH` on so that no CPU of the XDP program
+/// keeps using its copy of a flow from before the batch.
+pub struct FlowTable {
+    map: HashMap<MapData, FlowKey, FlowValue>,
+    /// `TI_FLOW_EPOCH`'s one element, mapped into this process.
+    epoch: *mut u64,
+    changed: bool,
+}
+
+// SAFETY: the mapping is process-wide shared memory, only ever accessed atomically.
+unsafe impl Send for FlowTable {}
+
+impl FlowTable {
+    pub fn open(paths: &Paths) -> Result<Self> {
+        let map: HashMap<MapData, FlowKey, FlowValue> = open(paths, MAP_FLOWS)?.try_into()?;
+        let Map::Array(data) = open(paths, MAP_FLOW_EPOCH)? else {
+            bail!("map {MAP_FLOW_EPOCH} is not an array");
+        };
+        // SAFETY: mapping a BPF_F_MMAPABLE array's fd over its one 8-byte element (the kernel
+        // rounds to a page and checks the flags); unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                std::mem::size_of::<u64>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&data.fd().as_fd()),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the flow epoch");
+        }
+        Ok(Self { map, epoch: ptr.cast(), changed: false })
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.map.get(key, 0).ok()
+    }
+
+    /// Marks a flow bypass; false if it has no entry (none is made).
+    pub fn set_bypass(&mut self, key: &FlowKey) -> bool {
+        let Ok(mut value) = self.map.get(key, 0) else {
+            return false;
+        };
+        value.action = tls_inspect_common::FLOW_BYPASS;
+        // BPF_EXIST: an entry removed in the meantime is not made again.
+        let ok = self.map.insert(key, value, 2).is_ok();
+        self.changed |= ok;
+        ok
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        let ok = self.map.remove(key).is_ok();
+        self.changed |= ok;
+        ok
+    }
+
+    /// Ends a batch of changes: the XDP program's per-CPU copies of flows are stale from here.
+    pub fn publish(&mut self) {
+        if std::mem::take(&mut self.changed) {
+            // SAFETY: the mapped element, 8-aligned (page start), accessed only atomically here
+            // and in the program.
+            unsafe { std::sync::atomic::AtomicU64::from_ptr(self.epoch) }.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for FlowTable {
+    fn drop(&mut self) {
+        self.publish();
+        // SAFETY: unmapping exactly what `open` mapped.
+        unsafe {
+            libc::munmap(self.epoch.cast(), std::mem::size_of::<u64>());
+        }
+    }
 }
 
 /// Registers and unregisters AF_XDP sockets in `TI_XSKS`.

@@ -512,7 +512,8 @@ impl ScopeSet {
                 policy_id: scope.policy,
                 scope_id: scope.id,
                 flags,
-                _pad: 0,
+                // Given at staging, from `TI_SCOPE_IDX`.
+                counter: 0,
             });
             for c in &scope.spec.src {
                 src.entry(*c).or_insert(ScopeBitmap::EMPTY).set(slot);

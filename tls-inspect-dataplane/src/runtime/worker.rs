@@ -14,10 +14,10 @@ use anyhow::{anyhow, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use smoltcp::time::Instant;
-use tls_inspect_common::{xsk_index, FlowKey, FlowValue, Handshake, FLOW_BYPASS, MAP_FLOWS, MAP_HANDSHAKES, SIDE_INSIDE, SIDE_OUTSIDE};
+use tls_inspect_common::{xsk_index, FlowKey, FlowValue, Handshake, MAP_FLOWS, MAP_HANDSHAKES, SIDE_INSIDE, SIDE_OUTSIDE};
 use tracing::{debug, warn};
 
-use crate::control::maps::{Paths, Sockets};
+use crate::control::maps::{FlowTable, Paths, Sockets};
 use crate::inspect::SharedRules;
 use crate::log::Record;
 use crate::net::counters::{Counter, Counters, COUNTERS};
@@ -141,10 +141,7 @@ impl Worker {
         let q = self.config.queue;
         let mut device = XskDevice::open(&self.config.inside, &self.config.outside, q).map_err(|e| anyhow!("worker {}: {e:#}", self.config.id))?;
         let mut sockets = Sockets::open(&self.paths)?;
-        let mut flows: BpfHashMap<MapData, FlowKey, FlowValue> =
-            Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS)).context("opening the flow map")?)
-                .context("flow map")?
-                .try_into()?;
+        let mut flows = FlowTable::open(&self.paths).context("opening the flow map")?;
         let indices = [xsk_index(SIDE_INSIDE, q), xsk_index(SIDE_OUTSIDE, q)];
         for (fd, i) in device.fds().into_iter().zip(indices) {
             sockets.register(i, fd)?;
@@ -191,7 +188,7 @@ impl Worker {
         })
     }
 
-    fn main_loop(&self, device: &mut XskDevice, flows: &mut BpfHashMap<MapData, FlowKey, FlowValue>) -> Result<()> {
+    fn main_loop(&self, device: &mut XskDevice, flows: &mut FlowTable) -> Result<()> {
         let start = std::time::Instant::now();
         let now = || Instant::from_micros(start.elapsed().as_micros() as i64);
         let mut engine = Engine::new(self.config.engine, seed(self.config.id), now()).with_hooks(self.hooks()?);
@@ -245,19 +242,14 @@ impl Worker {
             // steered to a worker that has already let the flow go.
             for update in engine.take_updates() {
                 let ok = match update {
-                    MapUpdate::Remove(key) => flows.remove(&key).is_ok(),
-                    MapUpdate::Bypass(key) => match flows.get(&key, 0) {
-                        Ok(mut v) => {
-                            v.action = FLOW_BYPASS;
-                            flows.insert(key, v, 0).is_ok()
-                        }
-                        Err(_) => false,
-                    },
+                    MapUpdate::Remove(key) => flows.remove(&key),
+                    MapUpdate::Bypass(key) => flows.set_bypass(&key),
                 };
                 if !ok {
                     own.incr(Counter::MapErrors);
                 }
             }
+            flows.publish();
 
             work += device.flush();
 

@@ -96,6 +96,7 @@ impl XdpModel {
                     policy_id: 0,
                     scope_id: 0,
                     flags: 0,
+                    counter: 0,
                     seen: HANDSHAKE_SYN,
                     client_isn: seq,
                     server_isn: [0; 4],
