@@ -8,11 +8,11 @@
 #![no_std]
 #![no_main]
 #![allow(internal_features, reason = "the atomic add intrinsic: BPF has no atomic types in core")]
-#![feature(core_intrinsics, adt_const_params)]
+#![feature(core_intrinsics, adt_const_params, bpf_target_feature)]
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    macros::{map, xdp},
+    macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -117,8 +117,14 @@ impl Packet for XdpFrame<'_> {
     }
 }
 
-#[xdp]
-pub fn tls_inspect(ctx: XdpContext) -> u32 {
+/// The program (what `#[xdp]` would generate, with one addition: loads of the packet and of
+/// map values may be unaligned, which the kernel allows on the architectures XDP runs on at
+/// speed, so the parser reads words instead of bytes).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "xdp")]
+#[target_feature(enable = "allows-misaligned-mem-access")]
+pub fn tls_inspect(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    let ctx = XdpContext::new(ctx);
     match try_tls_inspect(&ctx) {
         Ok(action) => action,
         // Fail open: whatever went wrong, the frame goes on to the other interface.
