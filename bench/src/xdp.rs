@@ -175,7 +175,7 @@ pub fn prog_run(opts: &ProgRun) -> Result<Vec<(&'static str, f64, u32)>> {
 fn mark_bypass(paths: &Paths, client: [u8; 4], server: [u8; 4], sport: u16, dport: u16) -> Result<()> {
     let mut flows = FlowTable::open(paths)?;
     let key = tls_inspect_common::FlowKey { client_addr: client, server_addr: server, client_port: sport.to_be_bytes(), server_port: dport.to_be_bytes() };
-    if !flows.set_bypass(&key) {
+    if !flows.set_bypass(&key, None) {
         bail!("the passed flow has no entry (its first data segment makes it)");
     }
     flows.publish();

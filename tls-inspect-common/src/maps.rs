@@ -457,3 +457,23 @@ mod pod {
         unsafe impl aya::Pod for ScopeBitmap {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache compares keys as words: two keys have the same words exactly when they are the
+    /// same key, and the words hold the key's bytes in order.
+    #[test]
+    fn flow_key_words_are_its_bytes() {
+        let key = FlowKey { client_addr: [198, 18, 0, 1], server_addr: [198, 18, 0, 2], client_port: [0x9c, 0x40], server_port: [0x01, 0xbb] };
+        let bytes: Vec<u8> = key.words().iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(bytes, [198, 18, 0, 1, 198, 18, 0, 2, 0x9c, 0x40, 0x01, 0xbb]);
+        let mut other = key;
+        other.server_port = [0x01, 0xbc];
+        assert_ne!(key.words(), other.words());
+        other = key;
+        other.client_port = [0x40, 0x9c];
+        assert_ne!(key.words(), other.words());
+    }
+}

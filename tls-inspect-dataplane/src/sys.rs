@@ -143,6 +143,38 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Reads and removes one element of a BPF hash map in one call
+/// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, which aya does not offer for hash maps): `None` if the key
+/// has none, or on any error.
+pub fn bpf_take<K: Copy, V: Copy>(map: std::os::fd::BorrowedFd<'_>, key: &K) -> Option<V> {
+    /// The element member of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let mut value = std::mem::MaybeUninit::<V>::zeroed();
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: a valid bpf_attr for the command, whose key and value pointers outlive the call;
+    // the kernel writes at most the map's value size, which the caller's V is (the map types
+    // of tls-inspect-common, checked by size when the map was opened elsewhere).
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr as *mut ElemAttr, std::mem::size_of::<ElemAttr>())
+    };
+    // SAFETY: on success the kernel filled the value; V is plain integers (any bit pattern).
+    (rc == 0).then(|| unsafe { value.assume_init() })
+}
+
 /// Receive queues of an interface (ETHTOOL_GCHANNELS), 1 when the driver does not say.
 pub fn queue_count(iface: &str) -> u32 {
     #[repr(C)]

@@ -371,12 +371,16 @@ impl FlowTable {
         self.map.get(key, 0).ok()
     }
 
-    /// Marks a flow bypass; false if it has no entry (none is made).
-    pub fn set_bypass(&mut self, key: &FlowKey) -> bool {
-        let Ok(mut value) = self.map.get(key, 0) else {
-            return false;
+    /// Marks a flow bypass (with `entry`, the entry it has, as bypass: one write; otherwise read
+    /// first); false if it has no entry (none is made).
+    pub fn set_bypass(&mut self, key: &FlowKey, entry: Option<FlowValue>) -> bool {
+        let value = match entry {
+            Some(v) => v,
+            None => match self.map.get(key, 0) {
+                Ok(v) => FlowValue { action: tls_inspect_common::FLOW_BYPASS, ..v },
+                Err(_) => return false,
+            },
         };
-        value.action = tls_inspect_common::FLOW_BYPASS;
         // BPF_EXIST: an entry removed in the meantime is not made again.
         let ok = self.map.insert(key, value, 2).is_ok();
         self.changed |= ok;

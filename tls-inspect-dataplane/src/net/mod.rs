@@ -126,8 +126,10 @@ pub enum MapUpdate {
     /// The flow is gone: remove its entry, so the next connection on this tuple is classified
     /// afresh.
     Remove(FlowKey),
-    /// The flow could not be taken (table full, fail-open): mark it bypass.
-    Bypass(FlowKey),
+    /// The flow is passed (after its peek), or could not be taken (table full, fail-open): mark
+    /// it bypass. With the entry the XDP program made (known from the handshake record), the
+    /// write needs no read first.
+    Bypass(FlowKey, Option<tls_inspect_common::FlowValue>),
 }
 
 /// What every flow's phase functions share: settings, counters, hooks, buffers.
@@ -353,7 +355,7 @@ impl Engine {
                     // Forward the SYN as it came; its flow is bridged from now on.
                     tx.frame(Side::Outside, frame.len()).copy_from_slice(frame);
                     tx.commit(Side::Outside, frame.len());
-                    self.updates.push(MapUpdate::Bypass(key));
+                    self.updates.push(MapUpdate::Bypass(key, None));
                 }
                 WhenFull::Refuse => {
                     send_ip(tx, Side::Inside, &to_client, wire::rst_for_syn(ip).as_deref());

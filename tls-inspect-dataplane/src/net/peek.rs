@@ -230,7 +230,15 @@ impl Engine {
         peek.log.reason = reason;
         let mut log = std::mem::take(&mut peek.log);
         self.peeks.deadlines.push_back((now + LINGER, key));
-        self.updates.push(MapUpdate::Bypass(key));
+        let r = &peek.record;
+        let entry = tls_inspect_common::FlowValue {
+            policy_id: r.policy_id,
+            scope_id: r.scope_id,
+            counter: r.counter,
+            action: tls_inspect_common::FLOW_BYPASS,
+            flags: r.flags,
+        };
+        self.updates.push(MapUpdate::Bypass(key, Some(entry)));
         self.cx.stats.incr(Counter::TlsPassed);
         self.cx.stats.incr(Counter::FlowsBypassed);
         self.log_flow(&mut log, FlowEnd::Bypassed);
@@ -435,7 +443,7 @@ fn forward<T: Transmit>(tx: &mut T, from: Side, frame: &[u8]) {
 /// A connection the worker cannot take: this frame goes on and the XDP program bridges the rest.
 fn forward_frame_and_bypass<T: Transmit>(engine: &mut Engine, tx: &mut T, key: FlowKey, side: Side, frame: &[u8]) {
     forward(tx, side, frame);
-    engine.updates.push(MapUpdate::Bypass(key));
+    engine.updates.push(MapUpdate::Bypass(key, None));
 }
 
 /// Resets the connection of `frame` (sent from `side`) at both ends.

@@ -168,8 +168,7 @@ impl Worker {
         // The policy and scope the XDP program recorded for a flow, read once per flow.
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
         // The handshake the XDP program recorded of a peeked connection, taken once per flow.
-        let mut handshakes: BpfHashMap<MapData, FlowKey, Handshake> =
-            Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?)?.try_into()?;
+        let handshakes = MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?;
         Ok(Hooks {
             tls,
             ips: self.config.ips.clone().map(WorkerIps::new).transpose()?,
@@ -178,13 +177,7 @@ impl Worker {
             flow_ids: Some(Box::new(move |k: &FlowKey| {
                 ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })
             })),
-            handshake: Some(Box::new(move |k: &FlowKey| {
-                let record = handshakes.get(k, 0).ok();
-                if record.is_some() {
-                    let _ = handshakes.remove(k);
-                }
-                record
-            })),
+            handshake: Some(Box::new(move |k: &FlowKey| crate::sys::bpf_take::<FlowKey, Handshake>(std::os::fd::AsFd::as_fd(handshakes.fd()), k))),
         })
     }
 
@@ -243,7 +236,7 @@ impl Worker {
             for update in engine.take_updates() {
                 let ok = match update {
                     MapUpdate::Remove(key) => flows.remove(&key),
-                    MapUpdate::Bypass(key) => flows.set_bypass(&key),
+                    MapUpdate::Bypass(key, entry) => flows.set_bypass(&key, entry),
                 };
                 if !ok {
                     own.incr(Counter::MapErrors);
