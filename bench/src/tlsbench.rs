@@ -348,6 +348,12 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let big: u64 = if quick { 20_000_000 } else { 200_000_000 };
     println!("\nmeasuring HTTPS: direct, passed, inspected (IPS off/on), Squid ssl-bump, mitmproxy, the rustls ceiling");
     let mut t = Topology::new()?;
+    // One client address makes tens of thousands of connections to one server port here: with
+    // the default 28,232 ports and 60 s of TIME_WAIT, a later system would find ports still
+    // waiting from an earlier one's run (stalls of a second per collision, up to half its
+    // rate). Every system gets the whole port range and reuses its own TIME_WAIT ports, as a
+    // busy client host does.
+    check(t.client.sh("sysctl -qw net.ipv4.ip_local_port_range='1024 65535' net.ipv4.tcp_tw_reuse=1"))?;
     let pki = TestPki::new(&t.dir)?;
     let server = pki.server("server", &["server.test", SERVER_IP], "root", None)?;
     let (ca_dir, ca_cert, ca_key) = shared_ca(&t.dir)?;
