@@ -467,7 +467,10 @@ mod tests {
     #[test]
     fn flow_key_words_are_its_bytes() {
         let key = FlowKey { client_addr: [198, 18, 0, 1], server_addr: [198, 18, 0, 2], client_port: [0x9c, 0x40], server_port: [0x01, 0xbb] };
-        let bytes: Vec<u8> = key.words().iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut bytes = [0u8; 12];
+        for (chunk, w) in bytes.chunks_mut(4).zip(key.words()) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
         assert_eq!(bytes, [198, 18, 0, 1, 198, 18, 0, 2, 0x9c, 0x40, 0x01, 0xbb]);
         let mut other = key;
         other.server_port = [0x01, 0xbc];

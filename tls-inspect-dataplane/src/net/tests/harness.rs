@@ -236,7 +236,7 @@ impl Net {
         if let Some(x) = self.xdp.as_mut() {
             for u in self.engine.take_updates() {
                 match u {
-                    MapUpdate::Bypass(k) => {
+                    MapUpdate::Bypass(k, _) => {
                         x.flows.insert(k, XdpFlow::Bypass);
                     }
                     MapUpdate::Remove(k) => {
