@@ -102,6 +102,11 @@ pub const CONFIG_INTEL_ACTIVE: u32 = 1;
 pub const CONFIG_INTEL_BLOCK: u32 = 2;
 /// ... and its live generation is 1 (otherwise 0).
 pub const CONFIG_INTEL_GENERATION: u32 = 4;
+/// Each CPU may use its copy of its last flow (`TI_FLOW_CACHE`). Set by the loader on x86-64
+/// only: the copy is safe where a CPU never reads the table ahead of the epoch it read before
+/// it (x86's ordered loads); on weakly ordered CPUs (arm64) a CPU could pair a new epoch with
+/// the table as it was, so every frame looks the table up there.
+pub const CONFIG_FLOW_CACHE: u32 = 8;
 
 /// `TI_INTEL` and `TI_INTEL_CNT` hold each generation's entries in one half.
 #[inline(always)]

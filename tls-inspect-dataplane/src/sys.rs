@@ -144,9 +144,10 @@ pub fn pin_to_cpu(cpu: usize) {
 }
 
 /// Reads and removes one element of a BPF hash map in one call
-/// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, which aya does not offer for hash maps): `None` if the key
-/// has none, or on any error.
-pub fn bpf_take<K: Copy, V: Copy>(map: std::os::fd::BorrowedFd<'_>, key: &K) -> Option<V> {
+/// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, which aya does not offer for hash maps): `Ok(None)` if the
+/// key has none; an error if the kernel refuses the call (hash maps take it from Linux 5.14).
+pub fn bpf_take<K: aya::Pod, V: aya::Pod>(map: &aya::maps::HashMap<aya::maps::MapData, K, V>, key: &K) -> std::io::Result<Option<V>> {
+    use aya::maps::IterableMap;
     /// The element member of `union bpf_attr`.
     #[repr(C)]
     struct ElemAttr {
@@ -159,20 +160,24 @@ pub fn bpf_take<K: Copy, V: Copy>(map: std::os::fd::BorrowedFd<'_>, key: &K) -> 
     const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
     let mut value = std::mem::MaybeUninit::<V>::zeroed();
     let mut attr = ElemAttr {
-        map_fd: map.as_raw_fd() as u32,
+        map_fd: std::os::fd::AsFd::as_fd(map.map().fd()).as_raw_fd() as u32,
         _pad: 0,
         key: key as *const K as u64,
         value: value.as_mut_ptr() as u64,
         flags: 0,
     };
     // SAFETY: a valid bpf_attr for the command, whose key and value pointers outlive the call;
-    // the kernel writes at most the map's value size, which the caller's V is (the map types
-    // of tls-inspect-common, checked by size when the map was opened elsewhere).
+    // the kernel reads the map's key size from `key` and writes its value size into `value`,
+    // which are K's and V's (aya checked both sizes when the typed map was made).
     let rc = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr as *mut ElemAttr, std::mem::size_of::<ElemAttr>())
     };
-    // SAFETY: on success the kernel filled the value; V is plain integers (any bit pattern).
-    (rc == 0).then(|| unsafe { value.assume_init() })
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(None) } else { Err(e) };
+    }
+    // SAFETY: the kernel filled the value; V is Pod (any bit pattern is valid).
+    Ok(Some(unsafe { value.assume_init() }))
 }
 
 /// Receive queues of an interface (ETHTOOL_GCHANNELS), 1 when the driver does not say.

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
     FlowCacheEntry, FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCell, ScopeCounters,
-    SlotOwner, TcpSegment, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
+    SlotOwner, TcpSegment, CONFIG_FLOW_CACHE, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
     BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
     MAX_QUEUES, MAX_SCOPES, PORTS, SCOPE_CELLS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
     TCP_OPTIONS_MAX,
@@ -235,7 +235,7 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     let server_port = u32::from(u16::from_be_bytes(key.server_port));
     let port_has_flows = FLOW_PORTS.get(server_port).is_none_or(|marked| *marked != 0);
     if port_has_flows {
-        if let Some(flow) = flow_of(&key) {
+        if let Some(flow) = flow_of(&key, config.flags & CONFIG_FLOW_CACHE != 0) {
             if flow.action == FLOW_STEER {
                 return Ok(steer(ctx, side, len, Scope { id: flow.scope_id, counter: flow.counter }, flow.flags));
             }
@@ -308,11 +308,13 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
             action: FLOW_BYPASS,
             flags: owner.flags,
         };
-        if FLOWS.insert(&key, &value, 0).is_err() {
+        // An LRU insert may evict another flow even when it fails: the epoch moves on either way.
+        let inserted = FLOWS.insert(&key, &value, 0).is_ok();
+        flows_changed();
+        if !inserted {
             count(counter::FLOW_INSERT_FAILED, 1);
             return Ok(bridge(ctx, len));
         }
-        flows_changed();
         scope_add(Scope::of(&owner), |c| c.flows_failopen += 1);
         return Ok(fail_open(ctx, len, Scope::of(&owner)));
     }
@@ -432,14 +434,15 @@ fn closing(key: &FlowKey, side: u32, flags: u8) {
 /// inserting, and every insert changes the epoch: a live flow is looked up again between any
 /// two inserts, so the LRU still sees it in use.
 #[inline(always)]
-fn flow_of(key: &FlowKey) -> Option<FlowValue> {
-    let (Some(epoch), Some(cache)) = (FLOW_EPOCH.get_ptr(0), FLOW_CACHE.get_ptr_mut(0)) else {
+fn flow_of(key: &FlowKey, use_copy: bool) -> Option<FlowValue> {
+    let (true, Some(epoch), Some(cache)) = (use_copy, FLOW_EPOCH.get_ptr(0), FLOW_CACHE.get_ptr_mut(0)) else {
         // SAFETY: a pointer the map returned for this key; read once, by value.
         return FLOWS.get_ptr(key).map(|v| unsafe { *v });
     };
     // SAFETY: element 0 of an array map; a volatile read, so that it stays before the lookup.
     let epoch = unsafe { core::ptr::read_volatile(epoch) };
-    // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+    // SAFETY: this CPU's own slot of a per-CPU array; native XDP runs in its CPU's NAPI poll,
+    // which does not nest.
     let cache = unsafe { &mut *cache };
     let words = key.words();
     if cache.epoch == epoch && cache.value.action != 0 && cache.key == words {

@@ -133,14 +133,17 @@ fn open(paths: &Paths, name: &str) -> Result<Map> {
 
 impl Maps {
     pub fn open(paths: &Paths) -> Result<Self> {
-        for name in ALL_MAPS {
-            if !paths.pin(name).exists() {
-                bail!(
-                    "no running appliance for instance '{}' ({} is missing)",
-                    paths.instance,
-                    paths.pin(name).display()
-                );
-            }
+        let missing: Vec<&str> = ALL_MAPS.into_iter().filter(|name| !paths.pin(name).exists()).collect();
+        if missing.len() == ALL_MAPS.len() {
+            bail!("no running appliance for instance '{}' (nothing pinned under {})", paths.instance, paths.pin_dir.display());
+        }
+        if let Some(name) = missing.first() {
+            bail!(
+                "the appliance of instance '{}' was attached by another version ({} is missing): \
+                 `tls-inspect detach` it, then `run` again",
+                paths.instance,
+                paths.pin(name).display()
+            );
         }
         let table = |name| -> Result<MappedTable> {
             let map = open(paths, name)?;
@@ -349,6 +352,10 @@ impl FlowTable {
         let Map::Array(data) = open(paths, MAP_FLOW_EPOCH)? else {
             bail!("map {MAP_FLOW_EPOCH} is not an array");
         };
+        let info = data.info()?;
+        if info.max_entries() != 1 || info.value_size() as usize != std::mem::size_of::<u64>() {
+            bail!("map {MAP_FLOW_EPOCH} has an unexpected layout (built by another version?)");
+        }
         // SAFETY: mapping a BPF_F_MMAPABLE array's fd over its one 8-byte element (the kernel
         // rounds to a page and checks the flags); unmapped in Drop.
         let ptr = unsafe {
@@ -381,16 +388,16 @@ impl FlowTable {
                 Err(_) => return false,
             },
         };
-        // BPF_EXIST: an entry removed in the meantime is not made again.
-        let ok = self.map.insert(key, value, 2).is_ok();
-        self.changed |= ok;
-        ok
+        // BPF_EXIST: an entry removed in the meantime is not made again. An LRU update takes a
+        // free node (evicting another flow if need be) before it checks that, so even a failed
+        // one counts as a change.
+        self.changed = true;
+        self.map.insert(key, value, 2).is_ok()
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> bool {
-        let ok = self.map.remove(key).is_ok();
-        self.changed |= ok;
-        ok
+        self.changed = true;
+        self.map.remove(key).is_ok()
     }
 
     /// Ends a batch of changes: the XDP program's per-CPU copies of flows are stale from here.

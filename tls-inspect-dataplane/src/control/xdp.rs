@@ -107,7 +107,7 @@ pub fn attach(
         generation: 0,
         inside_ifindex: inside.1,
         outside_ifindex: outside.1,
-        flags: 0,
+        flags: if cfg!(target_arch = "x86_64") { tls_inspect_common::CONFIG_FLOW_CACHE } else { 0 },
     })?;
     maps.stage(set)?.commit()?;
     state::write(paths, set)?;

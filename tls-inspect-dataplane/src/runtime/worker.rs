@@ -168,7 +168,8 @@ impl Worker {
         // The policy and scope the XDP program recorded for a flow, read once per flow.
         let ids: BpfHashMap<MapData, FlowKey, FlowValue> = Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_FLOWS))?)?.try_into()?;
         // The handshake the XDP program recorded of a peeked connection, taken once per flow.
-        let handshakes = MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?;
+        let mut handshakes: BpfHashMap<MapData, FlowKey, Handshake> =
+            Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?)?.try_into()?;
         Ok(Hooks {
             tls,
             ips: self.config.ips.clone().map(WorkerIps::new).transpose()?,
@@ -177,7 +178,17 @@ impl Worker {
             flow_ids: Some(Box::new(move |k: &FlowKey| {
                 ids.get(k, 0).map_or(FlowIds::default(), |v| FlowIds { policy_id: v.policy_id, scope_id: v.scope_id, flags: v.flags })
             })),
-            handshake: Some(Box::new(move |k: &FlowKey| crate::sys::bpf_take::<FlowKey, Handshake>(std::os::fd::AsFd::as_fd(handshakes.fd()), k))),
+            // Read and removed in one call; where the kernel has no such call, in two.
+            handshake: Some(Box::new(move |k: &FlowKey| match crate::sys::bpf_take(&handshakes, k) {
+                Ok(record) => record,
+                Err(_) => {
+                    let record = handshakes.get(k, 0).ok();
+                    if record.is_some() {
+                        let _ = handshakes.remove(k);
+                    }
+                    record
+                }
+            })),
         })
     }
 
