@@ -60,24 +60,30 @@ struct MappedTable {
     entries: usize,
 }
 
+/// Maps the first `len` bytes of a `BPF_F_MMAPABLE` array's values into this process, shared
+/// with the XDP program (the kernel checks the flag and the size, rounded up to a page).
+fn map_values(map: &MapData, len: usize) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: a new shared mapping of the map's fd; the kernel fails the call for a map that is
+    // not mmap-able or a length past its values. The caller unmaps it with the same length.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ptr)
+}
+
 impl MappedTable {
     fn new(map: &MapData, entries: usize) -> Result<Self> {
-        let len = entries * std::mem::size_of::<ScopeBitmap>();
-        // SAFETY: mapping a BPF array map's fd with its exact value area size; the kernel checks
-        // the flags and size and fails the call otherwise.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap of a port table");
-        }
+        let ptr = map_values(map, entries * std::mem::size_of::<ScopeBitmap>()).context("mmap of a port table")?;
         Ok(Self {
             ptr: ptr.cast(),
             entries,
@@ -356,21 +362,7 @@ impl FlowTable {
         if info.max_entries() != 1 || info.value_size() as usize != std::mem::size_of::<u64>() {
             bail!("map {MAP_FLOW_EPOCH} has an unexpected layout (built by another version?)");
         }
-        // SAFETY: mapping a BPF_F_MMAPABLE array's fd over its one 8-byte element (the kernel
-        // rounds to a page and checks the flags); unmapped in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                std::mem::size_of::<u64>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&data.fd().as_fd()),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap of the flow epoch");
-        }
+        let ptr = map_values(&data, std::mem::size_of::<u64>()).context("mmap of the flow epoch")?;
         Ok(Self { map, epoch: ptr.cast(), changed: false })
     }
 
