@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
-use tls_inspect_tests::tlsbed::Bed;
+use tls_inspect_tests::tlsbed::{Bed, TRIAL_ISSUER};
 use tls_inspect_tests::{check, wait_until, Background, SERVER_IP};
 
 fn text(o: &std::process::Output) -> String {
@@ -77,6 +77,60 @@ fn a_passed_flow_never_reaches_a_worker_after_its_first_flight() -> Result<()> {
     let flow = b.eve_all().into_iter().find(|r| r["event_type"] == "flow" && r["flow"]["state"] == "bypassed").unwrap();
     assert_eq!(flow["flow"]["bypass"], "capture", "{flow}");
     tls_inspect_tests::tlsbed::check_eve_schema(&b.eve_all())?;
+    Ok(())
+}
+
+/// A client that reuses its port at once: the first connection is passed (a Do-Not-Inspect
+/// host), the next on the same addresses and ports asks for an inspected host while the worker
+/// still lingers on the first. It is peeked and decided afresh (inspected: the forged
+/// certificate), not forwarded as the passed connection's late frames, and nothing of it stays
+/// in the flow table.
+#[test]
+fn a_new_connection_on_a_just_passed_connections_port_is_decided_afresh() -> Result<()> {
+    let mut b = Bed::new("do_not_inspect_hosts = [\"passthrough.test\"]")?;
+    b.nginx()?;
+    let bundle = b.t.dir.join("both-roots.pem");
+    std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(&b.pki.root)?, std::fs::read_to_string(&b.ca)?))?;
+    // Each connection: the issuer of the certificate the client got, the response, then a RST
+    // (SO_LINGER 0), so that the port is free again at once at both ends.
+    let py = format!(
+        "import socket, ssl, struct\n\
+         ctx = ssl.create_default_context(cafile='{bundle}')\n\
+         for name in ['passthrough.test', 'server.test']:\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(('198.18.0.1', 41234))\n\
+         \x20   s.settimeout(10)\n\
+         \x20   s.connect(('{SERVER_IP}', 443))\n\
+         \x20   t = ctx.wrap_socket(s, server_hostname=name)\n\
+         \x20   issuer = dict(x[0] for x in t.getpeercert()['issuer'])['commonName']\n\
+         \x20   t.sendall(b'GET / HTTP/1.1\\r\\nHost: ' + name.encode() + b'\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         \x20   data = b''\n\
+         \x20   while True:\n\
+         \x20       chunk = t.recv(4096)\n\
+         \x20       if not chunk: break\n\
+         \x20       data += chunk\n\
+         \x20   t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+         \x20   t.close()\n\
+         \x20   print(name, '|', issuer, '|', data.split(b'\\r\\n')[0].decode())\n",
+        bundle = bundle.display()
+    );
+    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("passthrough.test |") && !lines[0].contains(TRIAL_ISSUER) && lines[0].contains("200 OK"), "passed, the real certificate: {out}");
+    assert!(lines[1].starts_with("server.test |") && lines[1].contains(TRIAL_ISSUER) && lines[1].contains("200 OK"), "inspected, the forged certificate: {out}");
+
+    wait_until("the reused port to be counted", Duration::from_secs(5), || Ok(b.t.metric("tls_inspect_worker_peeks_port_reused_total", &[])? == 1))?;
+    assert_eq!(b.t.metric("tls_inspect_worker_adopted_flows_total", &[])?, 1);
+    assert_eq!(b.t.metric("tls_inspect_worker_bypassed_flows_total", &[])?, 1);
+    // Nothing of either connection stays steered in the flow table.
+    wait_until("both flows to leave the flow table", Duration::from_secs(5), || Ok(b.t.metric("tls_inspect_xdp_flows", &[])? == 0))?;
+    let records = b.wait_records(2)?;
+    let decision = |sni: &str| records.iter().find(|r| r["tls"]["sni"] == sni).map(|r| r["tls_inspect"]["decision"].clone());
+    assert_eq!(decision("passthrough.test"), Some(Value::from("passed")), "{records:?}");
+    assert_eq!(decision("server.test"), Some(Value::from("inspected")), "{records:?}");
+    assert!(records.iter().all(|r| r["src_port"] == 41234), "{records:?}");
     Ok(())
 }
 

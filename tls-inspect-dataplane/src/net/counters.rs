@@ -64,6 +64,7 @@ counters! {
     FlowsAdopted "flows_adopted" Counter "Peeked connections the worker took over on both legs (to inspect, to block, or to decide later).";
     AdoptFailed "adopt_failed" Counter "Peeked connections whose legs would not take the recorded handshake (both ends reset).";
     BypassedFramesSeen "bypassed_frames_seen" Counter "Frames of passed connections that still reached the worker after the hand-off (forwarded unchanged).";
+    PortReused "peeks_port_reused" Counter "New connections on the addresses and ports of a connection passed moments before (peeked and decided afresh, not forwarded as its late frames).";
     Unrecorded "unrecorded_resets" Counter "Scoped connections with data but no handshake record (evicted, or older than the scope): reset at both ends rather than passed uninspected.";
     UnknownFlow "unknown_flow" Counter "Frames of steered flows no worker knows (their flow entries are removed).";
     MapErrors "map_errors" Counter "Flow-map updates that failed.";

@@ -64,11 +64,49 @@ pub(super) struct Peek {
     pub(super) log: FlowLog,
 }
 
-/// Peeked connections and their deadlines (in the order they were set, which is their order).
+/// Peeked connections and their deadlines.
 #[derive(Default)]
 pub(super) struct Peeks {
     pub(super) map: HashMap<FlowKey, Peek>,
-    pub(super) deadlines: VecDeque<(Instant, FlowKey)>,
+    pub(super) deadlines: PeekDeadlines,
+}
+
+/// The peeks' deadlines: one queue per kind, each set a fixed time ahead, so that a queue's order
+/// of setting is its order of expiry (a hold of 100 ms never waits behind a linger of 2 s).
+#[derive(Default)]
+pub(super) struct PeekDeadlines {
+    /// When a held first flight is adopted if it has not decided.
+    holds: VecDeque<(Instant, FlowKey)>,
+    /// When a passed connection is forgotten.
+    lingers: VecDeque<(Instant, FlowKey)>,
+}
+
+impl PeekDeadlines {
+    pub(super) fn hold(&mut self, at: Instant, key: FlowKey) {
+        self.holds.push_back((at, key));
+    }
+
+    pub(super) fn linger(&mut self, at: Instant, key: FlowKey) {
+        self.lingers.push_back((at, key));
+    }
+
+    /// The next peek whose deadline has come, and whether it is a passed one's linger.
+    /// `current` gives a key's peek as it is now (its deadline, and whether it was passed):
+    /// an entry set for an earlier peek on the same key, or of the other kind, is dropped.
+    pub(super) fn pop_due(&mut self, now: Instant, current: impl Fn(&FlowKey) -> Option<(Instant, bool)>) -> Option<(FlowKey, bool)> {
+        for (queue, passed) in [(&mut self.holds, false), (&mut self.lingers, true)] {
+            while let Some(&(at, key)) = queue.front() {
+                if at > now {
+                    break;
+                }
+                queue.pop_front();
+                if current(&key).is_some_and(|(deadline, p)| deadline <= now && p == passed) {
+                    return Some((key, passed));
+                }
+            }
+        }
+        None
+    }
 }
 
 impl Peeks {
@@ -162,4 +200,49 @@ pub(super) fn finished_receiving(leg: &mut Leg) -> bool {
     let state = leg.state();
     let socket = leg.socket();
     !socket.may_recv() && socket.recv_queue() == 0 && !matches!(state, State::Closed | State::Listen | State::SynSent | State::SynReceived)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey { client_addr: [198, 18, 0, 1], server_addr: [198, 18, 0, 2], client_port: port.to_be_bytes(), server_port: 443u16.to_be_bytes() }
+    }
+
+    #[test]
+    fn a_hold_is_due_on_time_behind_a_longer_linger() {
+        let ms = Instant::from_millis;
+        let mut d = PeekDeadlines::default();
+        // A passed peek lingers until 2,000 ms; a held one set after it is due at 110 ms.
+        d.linger(ms(2_000), key(1));
+        d.hold(ms(110), key(2));
+        let peeks: HashMap<FlowKey, (Instant, bool)> = [(key(1), (ms(2_000), true)), (key(2), (ms(110), false))].into();
+        let current = |k: &FlowKey| peeks.get(k).copied();
+        assert_eq!(d.pop_due(ms(100), current), None);
+        assert_eq!(d.pop_due(ms(120), current), Some((key(2), false)));
+        assert_eq!(d.pop_due(ms(120), current), None);
+        assert_eq!(d.pop_due(ms(2_000), current), Some((key(1), true)));
+    }
+
+    #[test]
+    fn an_earlier_peeks_entry_on_the_same_key_is_dropped() {
+        let ms = Instant::from_millis;
+        let mut d = PeekDeadlines::default();
+        // The key's first peek was held (deadline 100 ms) and passed at 10 ms (linger to
+        // 2,010 ms); its hold entry finds a passed peek and is dropped.
+        d.hold(ms(100), key(1));
+        d.linger(ms(2_010), key(1));
+        let passed: HashMap<FlowKey, (Instant, bool)> = [(key(1), (ms(2_010), true))].into();
+        assert_eq!(d.pop_due(ms(150), |k| passed.get(k).copied()), None);
+        // A new connection on the key is peeked at 500 ms (held to 600 ms): the old linger
+        // entry, due at 2,010 ms, finds a held peek and is dropped.
+        d.hold(ms(600), key(1));
+        let held: HashMap<FlowKey, (Instant, bool)> = [(key(1), (ms(600), false))].into();
+        assert_eq!(d.pop_due(ms(650), |k| held.get(k).copied()), Some((key(1), false)));
+        assert_eq!(d.pop_due(ms(2_100), |k| held.get(k).copied()), None);
+        // Nothing is due for a key with no peek.
+        d.hold(ms(700), key(3));
+        assert_eq!(d.pop_due(ms(800), |_| None), None);
+    }
 }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use smoltcp::time::{Duration, Instant};
-use tls_inspect_common::{FlowKey, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK};
+use tls_inspect_common::{FlowKey, Handshake, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK};
 
 use super::counters::Counter;
 use super::decide::decide;
@@ -54,8 +54,33 @@ impl Engine {
     /// XDP program steered (peeked at from now on), or one it holds no record of. Returns false
     /// when the frame is none of these (the caller treats it as unknown).
     pub(super) fn peek_frame<T: Transmit>(&mut self, key: FlowKey, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
-        if !self.peeks.map.contains_key(&key) && !self.start_peek(key, side, frame, l3_offset, now, tx) {
-            return false;
+        match self.peeks.map.get(&key).map(|p| p.passed) {
+            Some(false) => {}
+            Some(true) => {
+                // A new connection on the passed one's addresses and ports (its client reused
+                // the port within the linger) has a handshake record of its own, made by the
+                // XDP program at its SYN: it is peeked and decided afresh. Forwarding it as the
+                // last connection's late frames would pass it uninspected, and leave its
+                // steered entry behind for the tuple's next connection.
+                let Some(record) = self.take_record(&key) else {
+                    // On its way before the flow map said bypass: forwarded as the XDP program
+                    // would.
+                    self.cx.stats.incr(Counter::BypassedFramesSeen);
+                    forward(tx, side, frame);
+                    return true;
+                };
+                self.peeks.map.remove(&key);
+                self.cx.stats.incr(Counter::PortReused);
+                if !self.start_peek(key, Some(record), side, frame, l3_offset, now, tx) {
+                    return false;
+                }
+            }
+            None => {
+                let record = self.take_record(&key);
+                if !self.start_peek(key, record, side, frame, l3_offset, now, tx) {
+                    return false;
+                }
+            }
         }
         let Some(ip) = wire::ip_packet(frame, l3_offset) else {
             return true;
@@ -66,12 +91,6 @@ impl Engine {
         let Some(peek) = self.peeks.map.get_mut(&key) else {
             return true;
         };
-        if peek.passed {
-            // On its way before the flow map said bypass: forwarded as the XDP program would.
-            self.cx.stats.incr(Counter::BypassedFramesSeen);
-            forward(tx, side, frame);
-            return true;
-        }
         if seg.rst {
             // Either end gave up: the RST goes on, and there is nothing left to decide.
             forward(tx, side, frame);
@@ -104,11 +123,11 @@ impl Engine {
 
     /// Takes a connection at its first steered frame, from the record the XDP program kept of
     /// its handshake; one without a complete record is reset at both ends if it has data.
-    fn start_peek<T: Transmit>(&mut self, key: FlowKey, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
+    #[allow(clippy::too_many_arguments, reason = "the frame, where it came from, and the record read for it")]
+    fn start_peek<T: Transmit>(&mut self, key: FlowKey, record: Option<Handshake>, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
         let Some(ip) = wire::ip_packet(frame, l3_offset) else {
             return false;
         };
-        let record = self.cx.hooks.handshake.as_mut().and_then(|read| read(&key));
         let complete = record.is_some_and(|r| r.seen & (HANDSHAKE_SYN | HANDSHAKE_SYN_ACK) == HANDSHAKE_SYN | HANDSHAKE_SYN_ACK);
         let Some(record) = record.filter(|_| complete) else {
             let has_data = wire::segment(ip).is_some_and(|s| !s.payload.is_empty() || s.fin);
@@ -166,9 +185,14 @@ impl Engine {
                 log,
             },
         );
-        self.peeks.deadlines.push_back((deadline, key));
+        self.peeks.deadlines.hold(deadline, key);
         self.cx.stats.incr(Counter::FlowsPeeked);
         true
+    }
+
+    /// The XDP program's record of `key`'s handshake, taken (read and removed).
+    fn take_record(&mut self, key: &FlowKey) -> Option<Handshake> {
+        self.cx.hooks.handshake.as_mut().and_then(|take| take(key))
     }
 
     /// Decides on a peeked first flight when it can: pass, adopt with the decision, or adopt
@@ -229,7 +253,7 @@ impl Engine {
         peek.log.decision = Outcome::Passed;
         peek.log.reason = reason;
         let mut log = std::mem::take(&mut peek.log);
-        self.peeks.deadlines.push_back((now + LINGER, key));
+        self.peeks.deadlines.linger(now + LINGER, key);
         let r = &peek.record;
         let entry = tls_inspect_common::FlowValue {
             policy_id: r.policy_id,
@@ -322,18 +346,12 @@ impl Engine {
 
     /// Peeks whose hold ran out are adopted; passed ones are forgotten once they linger no more.
     pub(super) fn poll_peeks<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
-        while let Some(&(at, key)) = self.peeks.deadlines.front() {
-            if at > now {
+        loop {
+            let map = &self.peeks.map;
+            let Some((key, passed)) = self.peeks.deadlines.pop_due(now, |k| map.get(k).map(|p| (p.deadline, p.passed))) else {
                 break;
-            }
-            self.peeks.deadlines.pop_front();
-            let Some(peek) = self.peeks.map.get(&key) else {
-                continue;
             };
-            if peek.deadline > now {
-                continue;
-            }
-            if peek.passed {
+            if passed {
                 self.peeks.map.remove(&key);
             } else {
                 self.adopt(key, None, now, tx);

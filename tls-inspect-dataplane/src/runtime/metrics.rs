@@ -207,6 +207,7 @@ fn worker_series(c: Counter) -> (&'static str, Option<&'static str>, Option<(&'s
         Counter::FlowsAdopted => ("adopted_flows_total", None, None),
         Counter::AdoptFailed => ("adopt_failed_flows_total", None, None),
         Counter::BypassedFramesSeen => ("bypassed_frames_seen_total", None, None),
+        Counter::PortReused => ("peeks_port_reused_total", None, None),
         Counter::Unrecorded => ("unrecorded_resets_total", None, None),
         Counter::UnknownFlow => ("unknown_flow_frames_total", None, None),
         Counter::MapErrors => ("map_errors_total", None, None),
