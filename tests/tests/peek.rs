@@ -80,6 +80,58 @@ fn a_passed_flow_never_reaches_a_worker_after_its_first_flight() -> Result<()> {
     Ok(())
 }
 
+/// HTTPS requests from one client port (41234), one connection each, as fast as the client can
+/// open them (a connect waits while the last connection's socket still holds the port); `reset`: each ends with a RST (SO_LINGER 0), else with FINs (the server's first).
+/// Prints, per connection: the name, the issuer of the certificate the client got, the status line.
+fn same_port_connections(b: &Bed, names: &[&str], reset: bool) -> Result<String> {
+    let bundle = b.t.dir.join("both-roots.pem");
+    std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(&b.pki.root)?, std::fs::read_to_string(&b.ca)?))?;
+    let names = names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+    // Closing after the server's FIN has arrived (CLOSE_WAIT, state 8) leaves the client no
+    // TIME_WAIT of its own, as in a `Connection: close` exchange the client reads to its end.
+    let ending = if reset {
+        "t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))"
+    } else {
+        "[time.sleep(0.001) for _ in range(5000) if t.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != 8]"
+    };
+    let py = format!(
+        "import socket, ssl, struct, time\n\
+         ctx = ssl.create_default_context(cafile='{bundle}')\n\
+         for name in [{names}]:\n\
+         \x20   for attempt in range(2000):\n\
+         \x20       s = socket.socket()\n\
+         \x20       s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20       s.bind(('198.18.0.1', 41234))\n\
+         \x20       s.settimeout(10)\n\
+         \x20       try:\n\
+         \x20           s.connect(('{SERVER_IP}', 443))\n\
+         \x20           break\n\
+         \x20       except OSError as e:\n\
+         \x20           if e.errno != 99: raise\n\
+         \x20           s.close()\n\
+         \x20           time.sleep(0.001)\n\
+         \x20   t = ctx.wrap_socket(s, server_hostname=name)\n\
+         \x20   issuer = dict(x[0] for x in t.getpeercert()['issuer'])['commonName']\n\
+         \x20   t.sendall(b'GET / HTTP/1.1\\r\\nHost: ' + name.encode() + b'\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         \x20   data = b''\n\
+         \x20   while True:\n\
+         \x20       chunk = t.recv(4096)\n\
+         \x20       if not chunk: break\n\
+         \x20       data += chunk\n\
+         \x20   {ending}\n\
+         \x20   t.close()\n\
+         \x20   print(name, '|', issuer, '|', data.split(b'\\r\\n')[0].decode())\n",
+        bundle = bundle.display()
+    );
+    check(b.t.client.cmd("python3").args(["-c", &py]))
+}
+
+/// The client's SYNs sent again so far (its namespace's own count).
+fn syn_retransmits(b: &Bed) -> Result<u64> {
+    let out = check(b.t.client.cmd("nstat").args(["-az", "TcpExtTCPSynRetrans"]))?;
+    Ok(out.lines().filter_map(|l| l.strip_prefix("TcpExtTCPSynRetrans")).find_map(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0))
+}
+
 /// A client that reuses its port at once: the first connection is passed (a Do-Not-Inspect
 /// host), the next on the same addresses and ports asks for an inspected host while the worker
 /// still lingers on the first. It is peeked and decided afresh (inspected: the forged
@@ -89,33 +141,7 @@ fn a_passed_flow_never_reaches_a_worker_after_its_first_flight() -> Result<()> {
 fn a_new_connection_on_a_just_passed_connections_port_is_decided_afresh() -> Result<()> {
     let mut b = Bed::new("do_not_inspect_hosts = [\"passthrough.test\"]")?;
     b.nginx()?;
-    let bundle = b.t.dir.join("both-roots.pem");
-    std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(&b.pki.root)?, std::fs::read_to_string(&b.ca)?))?;
-    // Each connection: the issuer of the certificate the client got, the response, then a RST
-    // (SO_LINGER 0), so that the port is free again at once at both ends.
-    let py = format!(
-        "import socket, ssl, struct\n\
-         ctx = ssl.create_default_context(cafile='{bundle}')\n\
-         for name in ['passthrough.test', 'server.test']:\n\
-         \x20   s = socket.socket()\n\
-         \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         \x20   s.bind(('198.18.0.1', 41234))\n\
-         \x20   s.settimeout(10)\n\
-         \x20   s.connect(('{SERVER_IP}', 443))\n\
-         \x20   t = ctx.wrap_socket(s, server_hostname=name)\n\
-         \x20   issuer = dict(x[0] for x in t.getpeercert()['issuer'])['commonName']\n\
-         \x20   t.sendall(b'GET / HTTP/1.1\\r\\nHost: ' + name.encode() + b'\\r\\nConnection: close\\r\\n\\r\\n')\n\
-         \x20   data = b''\n\
-         \x20   while True:\n\
-         \x20       chunk = t.recv(4096)\n\
-         \x20       if not chunk: break\n\
-         \x20       data += chunk\n\
-         \x20   t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
-         \x20   t.close()\n\
-         \x20   print(name, '|', issuer, '|', data.split(b'\\r\\n')[0].decode())\n",
-        bundle = bundle.display()
-    );
-    let out = check(b.t.client.cmd("python3").args(["-c", &py]))?;
+    let out = same_port_connections(&b, &["passthrough.test", "server.test"], true)?;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("passthrough.test |") && !lines[0].contains(TRIAL_ISSUER) && lines[0].contains("200 OK"), "passed, the real certificate: {out}");
@@ -131,6 +157,34 @@ fn a_new_connection_on_a_just_passed_connections_port_is_decided_afresh() -> Res
     assert_eq!(decision("passthrough.test"), Some(Value::from("passed")), "{records:?}");
     assert_eq!(decision("server.test"), Some(Value::from("inspected")), "{records:?}");
     assert!(records.iter().all(|r| r["src_port"] == 41234), "{records:?}");
+    Ok(())
+}
+
+/// A client that reconnects at once from the port it just closed (the server's FIN first, then
+/// the client's, as `Connection: close` goes), after inspected and passed connections alike: the
+/// server's TIME_WAIT takes the new SYN, and so must the appliance. No SYN waits for a resend,
+/// each connection is decided for itself, and nothing stays in the flow table.
+#[test]
+fn a_client_reconnecting_from_a_just_closed_port_is_not_held_up() -> Result<()> {
+    let mut b = Bed::new("do_not_inspect_hosts = [\"passthrough.test\"]")?;
+    b.nginx()?;
+    let before = syn_retransmits(&b)?;
+    let names = ["server.test", "server.test", "passthrough.test", "server.test", "passthrough.test", "passthrough.test", "server.test"];
+    let out = same_port_connections(&b, &names, false)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), names.len(), "{out}");
+    for (line, name) in lines.iter().zip(names) {
+        assert!(line.starts_with(&format!("{name} |")) && line.contains("200 OK"), "{out}");
+        assert_eq!(line.contains(TRIAL_ISSUER), name == "server.test", "inspected exactly when not Do-Not-Inspect: {out}");
+    }
+    assert_eq!(syn_retransmits(&b)? - before, 0, "a SYN on the reused port waited for its resend");
+    wait_until("every flow to be counted", Duration::from_secs(5), || {
+        Ok(b.t.metric("tls_inspect_worker_adopted_flows_total", &[])? == 4 && b.t.metric("tls_inspect_worker_bypassed_flows_total", &[])? == 3)
+    })?;
+    wait_until("every flow to leave the flow table", Duration::from_secs(5), || Ok(b.t.metric("tls_inspect_xdp_flows", &[])? == 0))?;
+    let records = b.wait_records(names.len())?;
+    assert_eq!(records.iter().filter(|r| r["tls_inspect"]["decision"] == "inspected").count(), 4, "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["tls_inspect"]["decision"] == "passed").count(), 3, "{records:?}");
     Ok(())
 }
 

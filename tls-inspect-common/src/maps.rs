@@ -192,6 +192,10 @@ const _: () = assert!(size_of::<Handshake>() == 116);
 pub const HANDSHAKE_SYN: u32 = 1;
 /// ... and the server's SYN-ACK.
 pub const HANDSHAKE_SYN_ACK: u32 = 2;
+/// The SYN came on the addresses and ports of a steered flow both ends had closed: until the
+/// SYN-ACK, the server's other segments are that flow's last ones (the worker's side of its
+/// close) and go to the worker, not to the client.
+pub const HANDSHAKE_AFTER_STEERED: u32 = 4;
 
 /// What happens to a flow's frames, decided on its SYN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use tls_inspect_common::{
     counter, first_common_bit, parse_frame, port_index, slot_index, xsk_index, AddrKey, Config,
     FlowCacheEntry, FlowKey, FlowValue, Frame, GlobalCounters, Handshake, Packet, ScopeBitmap, ScopeCell, ScopeCounters,
     SlotOwner, TcpSegment, CONFIG_FLOW_CACHE, CONFIG_INTEL_ACTIVE, CONFIG_INTEL_BLOCK, CONFIG_INTEL_GENERATION,
-    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
+    BPF_F_MMAPABLE, FLOW_BYPASS, FLOW_FIN_CLIENT, FLOW_FIN_SERVER, FLOW_STEER, GENERATIONS, HANDSHAKE_AFTER_STEERED, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK, L4,
     MAX_QUEUES, MAX_SCOPES, PORTS, SCOPE_CELLS, SIDE_INSIDE, SIDE_OUTSIDE, SLOT_FAIL_CLOSED, SLOT_QUIC_BLOCK,
     TCP_OPTIONS_MAX,
 };
@@ -234,19 +234,25 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
     // handshake has it recorded. Only ports that have had a flow can have either.
     let server_port = u32::from(u16::from_be_bytes(key.server_port));
     let port_has_flows = FLOW_PORTS.get(server_port).is_none_or(|marked| *marked != 0);
+    let mut after_steered = false;
     if port_has_flows {
         if let Some(flow) = flow_of(&key, config.flags & CONFIG_FLOW_CACHE != 0) {
-            if flow.action == FLOW_STEER {
+            if flow.action == FLOW_STEER && !(new_from_inside && ended(&key)) {
+                if flags & (TCP_FIN | TCP_RST) != 0 {
+                    steered_closing(&key, side, flags);
+                }
                 return Ok(steer(ctx, side, len, Scope { id: flow.scope_id, counter: flow.counter }, flow.flags));
             }
-            // A new connection on the addresses and ports of a passed one is classified
-            // afresh: what passed the last one (its server name) says nothing about this one.
+            // A new connection on the addresses and ports of a passed one, or of a steered one
+            // whose ends have both closed, is classified afresh: what passed the last one (its
+            // server name) says nothing about this one.
             if !new_from_inside {
                 if flags & (TCP_FIN | TCP_RST) != 0 {
                     closing(&key, side, flags);
                 }
                 return Ok(bypass(ctx, len, Scope { id: flow.scope_id, counter: flow.counter }));
             }
+            after_steered = flow.action == FLOW_STEER;
             let _ = FLOWS.remove(&key);
             flows_changed();
         } else if let Some(record) = HANDSHAKES.get_ptr_mut(&key) {
@@ -338,6 +344,9 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
         server_opts: [0; TCP_OPTIONS_MAX],
     };
     record_syn(ctx, &mut record, &segment);
+    if after_steered {
+        record.seen |= HANDSHAKE_AFTER_STEERED;
+    }
     if HANDSHAKES.insert(&key, &record, 0).is_err() {
         count(counter::FLOW_INSERT_FAILED, 1);
         return Ok(bridge(ctx, len));
@@ -353,6 +362,11 @@ fn try_tls_inspect(ctx: &XdpContext) -> Result<u32, ()> {
 fn in_handshake(ctx: &XdpContext, side: u32, len: u64, key: &FlowKey, record: &mut Handshake, s: &TcpSegment) -> u32 {
     let syn = s.flags & TCP_SYN != 0;
     let ack = s.flags & TCP_ACK != 0;
+    if side == SIDE_OUTSIDE && !syn && record.seen & (HANDSHAKE_AFTER_STEERED | HANDSHAKE_SYN_ACK) == HANDSHAKE_AFTER_STEERED {
+        // The last segments of the steered flow this one follows (the server's ACK of the
+        // worker's FIN, on its way when the client's new SYN overtook it): the worker's.
+        return steer(ctx, side, len, Scope { id: record.scope_id, counter: record.counter }, record.flags);
+    }
     if s.flags & TCP_RST != 0 {
         let _ = HANDSHAKES.remove(key);
         count(counter::HANDSHAKE_FRAMES, 1);
@@ -424,6 +438,34 @@ fn closing(key: &FlowKey, side: u32, flags: u8) {
             flows_changed();
         }
     }
+}
+
+/// A steered flow's real ends closing: each FIN (or a RST, for both) is marked in its entry, so
+/// that a SYN from the client after both is known for a new connection on the same addresses and
+/// ports (a client reconnecting at once from the port it just closed) rather than one for the
+/// worker's old flow. The worker still carries the old flow's last segments; the entry stays.
+#[inline(always)]
+fn steered_closing(key: &FlowKey, side: u32, flags: u8) {
+    if let Some(value) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: this key's value in a hash map; a word-wide OR of this flow's own bits.
+        let value = unsafe { &mut *value };
+        value.flags |= if flags & TCP_RST != 0 {
+            FLOW_FIN_CLIENT | FLOW_FIN_SERVER
+        } else if side == SIDE_INSIDE {
+            FLOW_FIN_CLIENT
+        } else {
+            FLOW_FIN_SERVER
+        };
+    }
+}
+
+/// Both real ends of `key`'s steered flow have closed it (read from the table, not this CPU's
+/// copy, which may predate the marks): a SYN from the client starts a new connection, classified
+/// afresh.
+#[inline(always)]
+fn ended(key: &FlowKey) -> bool {
+    // SAFETY: a pointer the map returned for this key; one field read.
+    FLOWS.get_ptr(key).is_some_and(|v| unsafe { (*v).flags } & (FLOW_FIN_CLIENT | FLOW_FIN_SERVER) == FLOW_FIN_CLIENT | FLOW_FIN_SERVER)
 }
 
 /// The flow of `key` in `TI_FLOWS`: this CPU's copy of its last flow when the table has not

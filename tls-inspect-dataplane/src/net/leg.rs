@@ -299,6 +299,7 @@ impl Leg {
         leg.xlate = Some(Xlate {
             seq: a.client_isn.wrapping_sub(syn.seq),
             ts: syn_opts.ts.map_or(0, |t| a.client_tsval.wrapping_sub(t.0)),
+            ts_cap: a.timestamps().then_some(a.client_tsval),
             win_from: scale.and(syn_opts.wscale).unwrap_or(0),
             win_to: scale.map_or(0, |(client, _)| client),
         });
@@ -336,6 +337,7 @@ impl Leg {
         leg.xlate = Some(Xlate {
             seq: a.server_isn.wrapping_sub(syn_ack.seq),
             ts: ours.ts.map_or(0, |t| a.server_tsval.wrapping_sub(t.0)),
+            ts_cap: None,
             win_from: scale.and(ours.wscale).unwrap_or(0),
             win_to: scale.map_or(0, |(_, server)| server),
         });
@@ -403,6 +405,19 @@ impl Leg {
     /// the flow's next [`Leg::poll`], after the relay has queued its data, sends the ACK with that
     /// data instead of on its own. Only segments that need an immediate answer of their own (a
     /// RST to a stray segment, a challenge ACK) go out here.
+    /// Segments from the real end whose clock this (adopted) leg continues, seen on the other
+    /// leg: the leg's TSval is kept from passing theirs (`Xlate::ts_cap`).
+    pub fn follow_tsval(&mut self, segments: &[&[u8]]) {
+        let Some(cap) = self.xlate.as_mut().and_then(|x| x.ts_cap.as_mut()) else {
+            return;
+        };
+        for ts in segments.iter().filter_map(|ip| super::wire::tsval(ip)) {
+            if (ts.wrapping_sub(*cap) as i32) > 0 {
+                *cap = ts;
+            }
+        }
+    }
+
     pub fn ingest<T: Transmit>(&mut self, now: Instant, rx: &[&[u8]], tx: &mut T) {
         let mut device = LegDevice {
             rx,

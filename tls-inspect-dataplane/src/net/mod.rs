@@ -306,12 +306,32 @@ impl Engine {
                 self.cx.stats.incr(Counter::NotTcp);
                 continue;
             };
-            if let Some(&id) = self.index.get(&key) {
+            let known = self.index.get(&key).copied();
+            // Not while this batch still has frames for the old flow (its slot must not be
+            // reused under them); the new connection's next segment finds it then.
+            let renewed = known.filter(|&id| !work.iter().any(|w| w.0 == id)).and_then(|id| Some((id, self.reconnection(id, &key, ip)?)));
+            if let Some((old, record)) = renewed {
+                // A new connection on the addresses and ports of a flow both ends have closed:
+                // the old flow is forgotten (the entry is the new connection's now) and the new
+                // one peeked like any other.
+                self.end_flow(old, false);
+                self.cx.stats.incr(Counter::PortReused);
+                if !self.peek_frame(key, Some(record), side, frame, l3_offset, now, tx) {
+                    self.cx.stats.incr(Counter::UnknownFlow);
+                    self.updates.push(MapUpdate::Remove(key));
+                }
+            } else if let Some(id) = known.filter(|&id| !(side == Side::Outside && bare_ack(ip) && self.server_closed(id))) {
                 work.push((id, side, i, l3_offset));
             } else if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 self.new_flow(key, frame, l3_offset, ip, now, tx);
-            } else if self.peek_frame(key, side, frame, l3_offset, now, tx) {
+            } else if self.peek_frame(key, None, side, frame, l3_offset, now, tx) {
                 // Held, decided on, passed or adopted (`peek`).
+            } else if bare_ack(ip) {
+                // A bare ACK of no flow this worker holds (the server's answer to a client's
+                // new SYN on a closed flow's addresses and ports, which the XDP program gives
+                // the worker until the SYN-ACK): on its way, as the bridge would carry it.
+                self.cx.stats.incr(Counter::UnknownFlow);
+                peek::forward(tx, side, frame);
             } else {
                 // A flow steered by the XDP program that no worker knows (an earlier
                 // dataplane, or one already closed here): forget it, so its frames are bridged
@@ -456,6 +476,7 @@ impl Engine {
                 // While the server leg connects, the client's retransmitted SYNs wait with the
                 // first one.
                 if let Some(client) = flow.client.as_mut() {
+                    flow.server.follow_tsval(ips);
                     client.ingest(now, ips, tx);
                 }
             }
@@ -556,10 +577,24 @@ impl Engine {
         }
     }
 
+    /// The flow's server leg is done (closed, or in TIME-WAIT): it expects nothing more.
+    fn server_closed(&self, id: usize) -> bool {
+        use smoltcp::socket::tcp::State;
+        self.flows.get(id).and_then(Option::as_ref).is_some_and(|f| matches!(f.server.state(), State::Closed | State::TimeWait))
+    }
+
     fn remove(&mut self, id: usize) {
+        self.end_flow(id, true);
+    }
+
+    /// Forgets a flow and logs it; with `unmap`, its entry leaves the flow table too (not when a
+    /// new connection on its addresses and ports holds the entry now).
+    fn end_flow(&mut self, id: usize, unmap: bool) {
         if let Some(mut flow) = self.flows.get_mut(id).and_then(Option::take) {
             self.index.remove(&flow.key);
-            self.updates.push(MapUpdate::Remove(flow.key));
+            if unmap {
+                self.updates.push(MapUpdate::Remove(flow.key));
+            }
             self.free.push(id);
             if let Some(icpt) = flow.tls.as_mut() {
                 let txs = icpt.take_http(true);
@@ -712,6 +747,11 @@ fn poll_legs<T: Transmit>(flow: &mut Flow, now: Instant, tx: &mut T) -> bool {
     client.last_state = client.state();
     let gone = |s: State| matches!(s, State::Closed | State::TimeWait);
     gone(client.state()) && gone(flow.server.state())
+}
+
+/// A TCP segment with no data and no SYN, FIN or RST.
+fn bare_ack(ip: &[u8]) -> bool {
+    wire::segment(ip).is_some_and(|s| s.payload.is_empty() && !s.syn && !s.fin && !s.rst)
 }
 
 fn send_ip<T: Transmit>(tx: &mut T, side: Side, eth: &EthHeader, ip: Option<&[u8]>) {

@@ -53,7 +53,18 @@ impl Engine {
     /// A frame of a flow this worker does not hold: a connection whose first data segment the
     /// XDP program steered (peeked at from now on), or one it holds no record of. Returns false
     /// when the frame is none of these (the caller treats it as unknown).
-    pub(super) fn peek_frame<T: Transmit>(&mut self, key: FlowKey, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
+    ///
+    /// `record`: the handshake record of a new connection on the addresses and ports of a flow
+    /// that has ended, already taken (`reconnection`).
+    #[allow(clippy::too_many_arguments, reason = "the frame, where it came from, and the record read for it")]
+    pub(super) fn peek_frame<T: Transmit>(&mut self, key: FlowKey, record: Option<Handshake>, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
+        if let Some(record) = record {
+            self.peeks.map.remove(&key);
+            if !self.start_peek(key, Some(record), side, frame, l3_offset, now, tx) {
+                return false;
+            }
+            return self.hold(key, side, frame, l3_offset, now, tx);
+        }
         match self.peeks.map.get(&key).map(|p| p.passed) {
             Some(false) => {}
             Some(true) => {
@@ -76,12 +87,36 @@ impl Engine {
                 }
             }
             None => {
-                let record = self.take_record(&key);
+                // Only a segment with data (or a FIN) starts a peek: a bare segment leaves the
+                // record for the connection's first data segment.
+                let starts = wire::ip_packet(frame, l3_offset).and_then(wire::segment).is_some_and(|s| !s.payload.is_empty() || s.fin);
+                let record = if starts { self.take_record(&key) } else { None };
                 if !self.start_peek(key, record, side, frame, l3_offset, now, tx) {
                     return false;
                 }
             }
         }
+        self.hold(key, side, frame, l3_offset, now, tx)
+    }
+
+    /// The handshake record of a new connection on `key`, when `id`'s flow has ended at both
+    /// real ends (each sent its FIN, or a RST) and `ip` carries data or a FIN: the XDP program
+    /// classified the client's new SYN afresh and steers the new connection from its first
+    /// data segment on. Taken, so only ever looked for in a closed flow's rare data segments.
+    pub(super) fn reconnection(&mut self, id: usize, key: &FlowKey, ip: &[u8]) -> Option<Handshake> {
+        use smoltcp::socket::tcp::State;
+        let peer_closed = |s: State| matches!(s, State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed);
+        let flow = self.flows.get(id)?.as_ref()?;
+        let ended = peer_closed(flow.server.state()) && flow.client.as_ref().is_some_and(|c| peer_closed(c.state()));
+        let seg = wire::segment(ip)?;
+        if !ended || (seg.payload.is_empty() && !seg.fin) {
+            return None;
+        }
+        self.take_record(key).filter(|r| r.seen & (HANDSHAKE_SYN | HANDSHAKE_SYN_ACK) == HANDSHAKE_SYN | HANDSHAKE_SYN_ACK)
+    }
+
+    /// Holds a frame of a peeked connection and decides when the first flight allows.
+    fn hold<T: Transmit>(&mut self, key: FlowKey, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
         let Some(ip) = wire::ip_packet(frame, l3_offset) else {
             return true;
         };
@@ -334,6 +369,7 @@ impl Engine {
                 match side {
                     Side::Inside => {
                         if let Some(c) = flow.client.as_mut() {
+                            flow.server.follow_tsval(&[ip]);
                             c.ingest(now, &[ip], tx);
                         }
                     }
@@ -449,7 +485,7 @@ fn l3_offset_of(frame: &[u8]) -> Option<usize> {
 }
 
 /// A frame out of the other interface, unchanged (as the XDP bridge would send it).
-fn forward<T: Transmit>(tx: &mut T, from: Side, frame: &[u8]) {
+pub(super) fn forward<T: Transmit>(tx: &mut T, from: Side, frame: &[u8]) {
     let to = match from {
         Side::Inside => Side::Outside,
         Side::Outside => Side::Inside,

@@ -289,6 +289,11 @@ pub struct Xlate {
     pub seq: u32,
     /// Added to the leg's TSval on the way out.
     pub ts: u32,
+    /// The latest TSval the real other end sent, which the leg's translated TSval never
+    /// passes: the leg's clock and that end's tick apart, and a TSval ahead of the end's own
+    /// would leave the peer (in TIME-WAIT after the close) refusing the end's next SYN on the
+    /// same addresses and ports as older (PAWS).
+    pub ts_cap: Option<u32>,
     /// The window shift the leg announces with, and the one the peer applies.
     pub win_from: u8,
     pub win_to: u8,
@@ -341,7 +346,13 @@ impl Xlate {
             tcp[16..18].copy_from_slice(&csum.to_be_bytes());
         }
         if let Some(at) = ts_offset(tcp) {
-            rewrite32(tcp, at, |v| v.wrapping_add(self.ts));
+            rewrite32(tcp, at, |v| {
+                let v = v.wrapping_add(self.ts);
+                match self.ts_cap {
+                    Some(cap) if (v.wrapping_sub(cap) as i32) > 0 => cap,
+                    _ => v,
+                }
+            });
         }
     }
 
@@ -353,6 +364,18 @@ impl Xlate {
             rewrite32(tcp, 8, |ack| ack.wrapping_sub(self.seq));
         }
     }
+}
+
+/// The TSval of a TCP segment in an IPv4 packet, if it has a timestamps option.
+pub fn tsval(ip: &[u8]) -> Option<u32> {
+    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
+        return None;
+    }
+    let tcp = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
+    let tcp = tcp.get(..doff)?;
+    let at = ts_offset(tcp)?;
+    Some(u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]))
 }
 
 /// Offset of the TSval in a TCP header, if it has a timestamps option.
@@ -451,7 +474,7 @@ mod tests {
     fn translation_keeps_the_checksum_and_moves_the_numbers() {
         let opts = SynOptions { ts: Some((1000, 2000)), ..SynOptions::default() };
         let mut ip = build_segment((Ipv4Addr::new(198, 18, 0, 2), 443), (Ipv4Addr::new(198, 18, 0, 1), 40000), 100, Some(500), false, 0x4000, &opts);
-        let x = Xlate { seq: u32::MAX - 9, ts: 5, win_from: 0, win_to: 7 };
+        let x = Xlate { seq: u32::MAX - 9, ts: 5, ts_cap: None, win_from: 0, win_to: 7 };
         x.outbound(&mut ip);
         assert!(checksum_ok(&ip));
         let s = segment(&ip).unwrap();
@@ -461,9 +484,31 @@ mod tests {
         assert_eq!(segment(&ip).unwrap().ack, Some(510));
         // A window larger than the peer's scale can say is capped, not wrapped.
         let mut ip = build_segment((Ipv4Addr::new(1, 1, 1, 1), 1), (Ipv4Addr::new(2, 2, 2, 2), 2), 0, Some(0), false, 0xffff, &SynOptions::default());
-        Xlate { seq: 0, ts: 0, win_from: 7, win_to: 0 }.outbound(&mut ip);
+        Xlate { seq: 0, ts: 0, ts_cap: None, win_from: 7, win_to: 0 }.outbound(&mut ip);
         assert_eq!(segment(&ip).unwrap().window, 0xffff);
         assert!(checksum_ok(&ip));
+    }
+
+    #[test]
+    fn a_translated_tsval_never_passes_the_real_ends() {
+        let opts = SynOptions { ts: Some((1000, 2000)), ..SynOptions::default() };
+        let seg = || build_segment((Ipv4Addr::new(198, 18, 0, 2), 443), (Ipv4Addr::new(198, 18, 0, 1), 40000), 100, Some(500), false, 100, &opts);
+        assert_eq!(tsval(&seg()), Some(1000));
+        // The leg's clock is 2 ms ahead of the end's latest TSval (1001): capped there.
+        let mut ip = seg();
+        Xlate { seq: 0, ts: 3, ts_cap: Some(1001), win_from: 0, win_to: 0 }.outbound(&mut ip);
+        assert!(checksum_ok(&ip));
+        assert_eq!(tsval(&ip), Some(1001));
+        // Behind the end's latest: unchanged. Across the 32-bit wrap, in sequence order.
+        let mut ip = seg();
+        Xlate { seq: 0, ts: 3, ts_cap: Some(5000), win_from: 0, win_to: 0 }.outbound(&mut ip);
+        assert_eq!(tsval(&ip), Some(1003));
+        let mut ip = seg();
+        Xlate { seq: 0, ts: u32::MAX - 1999, ts_cap: Some(u32::MAX - 900), win_from: 0, win_to: 0 }.outbound(&mut ip);
+        assert_eq!(tsval(&ip), Some(u32::MAX - 999), "before the cap, across the wrap");
+        let mut ip = seg();
+        Xlate { seq: 0, ts: 10, ts_cap: Some(u32::MAX - 1), win_from: 0, win_to: 0 }.outbound(&mut ip);
+        assert_eq!(tsval(&ip), Some(u32::MAX - 1), "1010 is later than 2^32 - 2");
     }
 
     #[test]

@@ -157,7 +157,11 @@ impl XskDevice {
     /// ones back, and wakes the fill rings up when asked. Returns the frames handed over.
     pub fn flush(&mut self) -> usize {
         let mut sent = 0;
-        for (i, port) in self.ports.iter_mut().enumerate() {
+        // Towards the server first: what the relay owes the server (a FIN, the last data) is on
+        // its way before the client hears what its own segments brought (the ACK of its FIN),
+        // so that a client reconnecting at once from the same port never overtakes it.
+        for i in [1, 0] {
+            let port = &mut self.ports[i];
             let queued = &mut self.pending[i];
             if !queued.is_empty() {
                 // SAFETY: frames written by XskTx, handed to the kernel until completed.

@@ -200,6 +200,10 @@ impl Worker {
         let mut outboxes: Vec<Handoff> = (0..workers).map(|_| Handoff::default()).collect();
         // The worker's own counts, beside the engine's and the device's.
         let mut own = Counters::default();
+        // Handshakes recorded since a flow here ended: a new connection on its addresses and
+        // ports, whose entry the ended flow's removal must leave alone.
+        let recorded: BpfHashMap<MapData, FlowKey, Handshake> =
+            Map::from_map_data(MapData::from_pin(self.paths.pin(MAP_HANDSHAKES)).context("opening the handshake map")?)?.try_into()?;
 
         while !self.stop.load(Ordering::Relaxed) {
             let t = now();
@@ -246,6 +250,11 @@ impl Worker {
             // steered to a worker that has already let the flow go.
             for update in engine.take_updates() {
                 let ok = match update {
+                    // The client may have reconnected from the same port while the flow's
+                    // last segments were carried: the XDP program recorded the new SYN (and
+                    // may have made the new connection's entry since). The old flow's entry
+                    // went at that SYN.
+                    MapUpdate::Remove(key) if recorded.get(&key, 0).is_ok() => true,
                     MapUpdate::Remove(key) => flows.remove(&key),
                     MapUpdate::Bypass(key, entry) => flows.set_bypass(&key, entry),
                 };
