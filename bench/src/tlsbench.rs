@@ -381,13 +381,33 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let (cpu_passed, passed_rps) = cpu_per(&t, ("tls_inspect_worker_bypassed_flows_total", &[]), || tls_rps(&t, 8443, &pki.root, secs))?;
     let frames_per_passed = (t.metric("tls_inspect_worker_frames_total", &[("direction", "rx")])? - rx_before) as f64
         / (t.metric("tls_inspect_worker_bypassed_flows_total", &[])? - passed_before).max(1) as f64;
-    let mut passed_rates = vec![passed_rps];
-    for _ in 1..runs {
+    // The XDP bridge in the same appliance (port 443 is outside the scope), alternated run by run
+    // with the passed runs (at least five pairs), and the ratio taken pair by pair: the VM's
+    // drift, over the minutes between the direct phase and this one or between two runs, does
+    // not decide it.
+    let pairs = runs.max(5);
+    let (mut passed_rates, mut bridged_rates) = (vec![passed_rps], vec![tls_rps(&t, 443, &pki.root, secs)?]);
+    for _ in 1..pairs {
         passed_rates.push(tls_rps(&t, 8443, &pki.root, secs)?);
+        bridged_rates.push(tls_rps(&t, 443, &pki.root, secs)?);
     }
-    let passed = (median(passed_rates), repeat(runs, || tls_bulk(&t, 8443, &pki.root, big))?);
+    let (mut passed_bulks, mut bridged_bulks) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        passed_bulks.push(tls_bulk(&t, 8443, &pki.root, big)?);
+        bridged_bulks.push(tls_bulk(&t, 443, &pki.root, big)?);
+    }
+    let pair_ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(a, b)| a / b).collect());
+    let passed_over_bridge = (pair_ratio(&passed_rates, &bridged_rates), pair_ratio(&passed_bulks, &bridged_bulks));
+    let bridged_alongside = (median(bridged_rates.clone()), median(bridged_bulks.clone()));
+    table.note(&format!(
+        "(passed / bridge, run by run: new conns {:?}, bulk {:?})",
+        passed_rates.iter().zip(&bridged_rates).map(|(a, b)| format!("{a:.0}/{b:.0}")).collect::<Vec<_>>(),
+        passed_bulks.iter().zip(&bridged_bulks).map(|(a, b)| format!("{a:.2}/{b:.2}")).collect::<Vec<_>>()
+    ));
+    let passed = (median(passed_rates), median(passed_bulks));
     let cpu_passed_conn = cpu_passed;
     table.row("HTTPS tls-inspect passed (Do-Not-Inspect host)", &[("req/s", passed.0), ("bulk Gbit/s", passed.1)], "");
+    table.row("HTTPS XDP bridge, run by run with passed (same appliance, port outside the scope)", &[("req/s", bridged_alongside.0), ("bulk Gbit/s", bridged_alongside.1)], "");
     table.row("worker frames per passed connection (its first flight)", &[("frames", frames_per_passed)], "");
     t.stop_appliance();
     check(t.cli().arg("detach"))?;
@@ -541,8 +561,10 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     ratio(table, "inspected_over_mitmproxy_bulk", "bulk: tls-inspect / mitmproxy", inspected.1 / other("mitmproxy", 1), ">= 1.5");
     ratio(table, "cpu_per_conn_over_rustls_pair", "worker CPU per new inspected conn / rustls handshake pair", cpu_new / pair_secs, "<= 1.0");
     ratio(table, "cpu_per_resumed_conn_over_rustls_pair", "worker CPU per resumed inspected conn / rustls handshake pair", cpu_resumed / pair_secs, "<= 0.5");
-    ratio(table, "passed_over_direct_req", "new conns: passed (Do-Not-Inspect) / XDP bridge (direct)", passed.0 / direct.0, ">= 0.90");
-    ratio(table, "passed_over_direct_bulk", "bulk: passed (Do-Not-Inspect) / XDP bridge (direct)", passed.1 / direct.1, ">= 0.90");
+    ratio(table, "passed_over_bridge_req", "new conns: passed (Do-Not-Inspect) / XDP bridge, pair by pair", passed_over_bridge.0, ">= 0.90");
+    ratio(table, "passed_over_bridge_bulk", "bulk: passed (Do-Not-Inspect) / XDP bridge, pair by pair", passed_over_bridge.1, ">= 0.90");
+    ratio(table, "passed_over_direct_req", "new conns: passed (Do-Not-Inspect) / XDP bridge (direct, earlier phase)", passed.0 / direct.0, "-");
+    ratio(table, "passed_over_direct_bulk", "bulk: passed (Do-Not-Inspect) / XDP bridge (direct, earlier phase)", passed.1 / direct.1, "-");
     ratio(table, "inspected_over_direct_req", "new conns: tls-inspect / direct", inspected.0 / direct.0, "-");
     ratio(table, "inspected_over_direct_bulk", "bulk: tls-inspect / direct", inspected.1 / direct.1, "-");
     ratio(table, "inspected_over_rustls_ceiling", "new conns: tls-inspect / rustls ceiling", inspected.0 / ceiling, ">= 0.80");
@@ -552,13 +574,13 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     ratio(table, "et_ips_on_over_off_bulk", &format!("IPS with {et_name} on / off, bulk"), with_et.1 / inspected.1, ">= 0.80");
     ratio(table, "inspected_over_passed_req", "new conns: inspected / passed", inspected.0 / passed.0, "-");
     Ok(serde_json::json!({
-        "https_req_per_s": { "direct": direct.0, "passed": passed.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "https_req_per_s": { "direct": direct.0, "passed": passed.0, "bridged_alongside_passed": bridged_alongside.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
         "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "passed": cpu_passed_conn * 1e3, "rustls_pair": pair_secs * 1e3 },
         "worker_frames_per_passed_conn": frames_per_passed,
-        "https_bulk_gbit_s": { "direct": direct.1, "passed": passed.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
+        "https_bulk_gbit_s": { "direct": direct.1, "passed": passed.1, "bridged_alongside_passed": bridged_alongside.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },
         "others": others,
         "ratios": ratios,
-        "targets": { "over_squid_req": 6.0, "over_mitmproxy_req": 12.0, "over_squid_bulk": 3.0, "over_mitmproxy_bulk": 1.5, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9, "cpu_per_conn_over_rustls_pair": 1.0, "cpu_per_resumed_conn_over_rustls_pair": 0.5, "passed_over_direct": 0.9 },
+        "targets": { "over_squid_req": 6.0, "over_mitmproxy_req": 12.0, "over_squid_bulk": 3.0, "over_mitmproxy_bulk": 1.5, "over_rustls_ceiling": 0.8, "ips_on_over_off": 0.9, "cpu_per_conn_over_rustls_pair": 1.0, "cpu_per_resumed_conn_over_rustls_pair": 0.5, "passed_over_bridge_req": 0.9, "passed_over_bridge_bulk": 0.9 },
         "ips_scan_mb_s": { "bundled": scans[0].1.0, "generated_1000": scans[1].1.0, "generated_10000": scans[2].1.0, "et_open_sample": scans[3].1.0, "et_open_sample_bulk": scans[4].1.0 },
         "ips_compile_s": { "bundled": scans[0].1.1, "et_open_sample": scans[3].1.1 },
         "ips_compiled_mib": { "bundled": scans[0].1.2, "et_open_sample": scans[3].1.2 },

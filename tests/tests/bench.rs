@@ -125,14 +125,14 @@ fn quick_bench_produces_a_number_for_every_scenario_and_system() -> Result<()> {
                 positive(&["prog_run", "items", items, "frames", frame, "bare_ns"]);
             }
         }
-        for system in ["direct", "passed", "inspected", "inspected_resuming", "inspected_ips", "rustls_ceiling"] {
+        for system in ["direct", "passed", "inspected", "inspected_resuming", "inspected_ips", "rustls_ceiling", "bridged_alongside_passed"] {
             positive(&["tls", "https_req_per_s", system]);
         }
         positive(&["tls", "worker_frames_per_passed_conn"]);
         positive(&["flood", "syn_per_s"]);
         assert!(v["flood"]["inspected_ok_share"].as_f64().is_some_and(|s| s >= 0.95), "flood: {}", v["flood"]);
         assert_eq!(v["flood"]["worker_frames_per_flood_syn"].as_f64().map(|f| f < 0.01), Some(true), "flood: {}", v["flood"]);
-        for system in ["direct", "passed", "inspected", "inspected_ips"] {
+        for system in ["direct", "passed", "inspected", "inspected_ips", "bridged_alongside_passed"] {
             positive(&["tls", "https_bulk_gbit_s", system]);
         }
         for other in ["squid", "mitmproxy"] {
