@@ -309,7 +309,10 @@ impl Engine {
             let known = self.index.get(&key).copied();
             // Not while this batch still has frames for the old flow (its slot must not be
             // reused under them); the new connection's next segment finds it then.
-            let renewed = known.filter(|&id| !work.iter().any(|w| w.0 == id)).and_then(|id| Some((id, self.reconnection(id, &key, ip)?)));
+            let renewed = match known {
+                Some(id) if self.may_be_reconnection(id, ip) && !work.iter().any(|w| w.0 == id) => self.take_complete_record(&key).map(|r| (id, r)),
+                _ => None,
+            };
             if let Some((old, record)) = renewed {
                 // A new connection on the addresses and ports of a flow both ends have closed:
                 // the old flow is forgotten (the entry is the new connection's now) and the new
@@ -320,7 +323,7 @@ impl Engine {
                     self.cx.stats.incr(Counter::UnknownFlow);
                     self.updates.push(MapUpdate::Remove(key));
                 }
-            } else if let Some(id) = known.filter(|&id| !(side == Side::Outside && bare_ack(ip) && self.server_closed(id))) {
+            } else if let Some(id) = known.filter(|&id| !(side == Side::Outside && self.server_closed(id) && bare_ack(ip))) {
                 work.push((id, side, i, l3_offset));
             } else if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 self.new_flow(key, frame, l3_offset, ip, now, tx);
@@ -332,6 +335,9 @@ impl Engine {
                 // the worker until the SYN-ACK): on its way, as the bridge would carry it.
                 self.cx.stats.incr(Counter::UnknownFlow);
                 peek::forward(tx, side, frame);
+                // A stale steered entry goes (the worker skips the removal while a new
+                // handshake on the tuple is recorded).
+                self.updates.push(MapUpdate::Remove(key));
             } else {
                 // A flow steered by the XDP program that no worker knows (an earlier
                 // dataplane, or one already closed here): forget it, so its frames are bridged

@@ -55,7 +55,7 @@ impl Engine {
     /// when the frame is none of these (the caller treats it as unknown).
     ///
     /// `record`: the handshake record of a new connection on the addresses and ports of a flow
-    /// that has ended, already taken (`reconnection`).
+    /// that has ended, already taken (`take_complete_record`).
     #[allow(clippy::too_many_arguments, reason = "the frame, where it came from, and the record read for it")]
     pub(super) fn peek_frame<T: Transmit>(&mut self, key: FlowKey, record: Option<Handshake>, side: Side, frame: &[u8], l3_offset: usize, now: Instant, tx: &mut T) -> bool {
         if let Some(record) = record {
@@ -73,7 +73,9 @@ impl Engine {
                 // XDP program at its SYN: it is peeked and decided afresh. Forwarding it as the
                 // last connection's late frames would pass it uninspected, and leave its
                 // steered entry behind for the tuple's next connection.
-                let Some(record) = self.take_record(&key) else {
+                // Only a segment with data or a FIN can be a new connection's first steered one.
+                let opens = wire::ip_packet(frame, l3_offset).and_then(wire::segment).is_some_and(|s| !s.payload.is_empty() || s.fin);
+                let Some(record) = opens.then(|| self.take_record(&key)).flatten() else {
                     // On its way before the flow map said bypass: forwarded as the XDP program
                     // would.
                     self.cx.stats.incr(Counter::BypassedFramesSeen);
@@ -99,19 +101,21 @@ impl Engine {
         self.hold(key, side, frame, l3_offset, now, tx)
     }
 
-    /// The handshake record of a new connection on `key`, when `id`'s flow has ended at both
-    /// real ends (each sent its FIN, or a RST) and `ip` carries data or a FIN: the XDP program
-    /// classified the client's new SYN afresh and steers the new connection from its first
-    /// data segment on. Taken, so only ever looked for in a closed flow's rare data segments.
-    pub(super) fn reconnection(&mut self, id: usize, key: &FlowKey, ip: &[u8]) -> Option<Handshake> {
+    /// Whether `ip` may open a new connection on the addresses and ports of `id`'s flow: the
+    /// flow has ended at both real ends (each sent its FIN, or a RST) and `ip` carries data,
+    /// which no segment of the old connection can after both FINs. Cheap: legs' states first.
+    pub(super) fn may_be_reconnection(&self, id: usize, ip: &[u8]) -> bool {
         use smoltcp::socket::tcp::State;
         let peer_closed = |s: State| matches!(s, State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed);
-        let flow = self.flows.get(id)?.as_ref()?;
-        let ended = peer_closed(flow.server.state()) && flow.client.as_ref().is_some_and(|c| peer_closed(c.state()));
-        let seg = wire::segment(ip)?;
-        if !ended || (seg.payload.is_empty() && !seg.fin) {
-            return None;
-        }
+        let Some(flow) = self.flows.get(id).and_then(Option::as_ref) else {
+            return false;
+        };
+        peer_closed(flow.server.state()) && flow.client.as_ref().is_some_and(|c| peer_closed(c.state())) && wire::segment(ip).is_some_and(|s| !s.payload.is_empty())
+    }
+
+    /// The record of a new connection's whole handshake on `key` (the XDP program classified
+    /// the client's SYN afresh after both ends of the last connection closed), taken.
+    pub(super) fn take_complete_record(&mut self, key: &FlowKey) -> Option<Handshake> {
         self.take_record(key).filter(|r| r.seen & (HANDSHAKE_SYN | HANDSHAKE_SYN_ACK) == HANDSHAKE_SYN | HANDSHAKE_SYN_ACK)
     }
 
