@@ -323,20 +323,19 @@ impl Engine {
                     self.cx.stats.incr(Counter::UnknownFlow);
                     self.updates.push(MapUpdate::Remove(key));
                 }
-            } else if let Some(id) = known.filter(|&id| !(side == Side::Outside && self.server_closed(id) && bare_ack(ip))) {
+            } else if let Some(id) = known.filter(|&id| !(side == Side::Outside && self.closed_at_both_ends(id) && bare_ack(ip))) {
                 work.push((id, side, i, l3_offset));
             } else if side == Side::Inside && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 self.new_flow(key, frame, l3_offset, ip, now, tx);
             } else if self.peek_frame(key, None, side, frame, l3_offset, now, tx) {
                 // Held, decided on, passed or adopted (`peek`).
-            } else if bare_ack(ip) {
-                // A bare ACK of no flow this worker holds (the server's answer to a client's
-                // new SYN on a closed flow's addresses and ports, which the XDP program gives
-                // the worker until the SYN-ACK): on its way, as the bridge would carry it.
+            } else if side == Side::Outside && bare_ack(ip) {
+                // The server's bare ACK on the addresses and ports of a flow that is over at
+                // both ends (which the XDP program gives the worker between a client's new SYN
+                // there and the server's SYN-ACK): the server's answer to that SYN (a
+                // TIME-WAIT's challenge), on its way to the client as the bridge would carry it.
                 self.cx.stats.incr(Counter::UnknownFlow);
                 peek::forward(tx, side, frame);
-                // A stale steered entry goes (the worker skips the removal while a new
-                // handshake on the tuple is recorded).
                 self.updates.push(MapUpdate::Remove(key));
             } else {
                 // A flow steered by the XDP program that no worker knows (an earlier
@@ -583,10 +582,15 @@ impl Engine {
         }
     }
 
-    /// The flow's server leg is done (closed, or in TIME-WAIT): it expects nothing more.
-    fn server_closed(&self, id: usize) -> bool {
+    /// Both real ends closed the flow, and its server leg expects nothing more (closed, or in
+    /// TIME-WAIT).
+    fn closed_at_both_ends(&self, id: usize) -> bool {
         use smoltcp::socket::tcp::State;
-        self.flows.get(id).and_then(Option::as_ref).is_some_and(|f| matches!(f.server.state(), State::Closed | State::TimeWait))
+        let Some(flow) = self.flows.get(id).and_then(Option::as_ref) else {
+            return false;
+        };
+        matches!(flow.server.state(), State::Closed | State::TimeWait)
+            && flow.client.as_ref().is_some_and(|c| matches!(c.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed))
     }
 
     fn remove(&mut self, id: usize) {
