@@ -196,6 +196,11 @@ pub(super) fn was_reset(before: State, after: State) -> bool {
 }
 
 /// The peer has sent its FIN and everything before it has been relayed.
+/// The real end behind `leg` has closed its side (the leg took its FIN), or the leg is gone.
+pub(super) fn peer_closed(leg: &Leg) -> bool {
+    matches!(leg.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed)
+}
+
 pub(super) fn finished_receiving(leg: &mut Leg) -> bool {
     let state = leg.state();
     let socket = leg.socket();

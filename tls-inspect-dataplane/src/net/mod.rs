@@ -589,8 +589,7 @@ impl Engine {
         let Some(flow) = self.flows.get(id).and_then(Option::as_ref) else {
             return false;
         };
-        matches!(flow.server.state(), State::Closed | State::TimeWait)
-            && flow.client.as_ref().is_some_and(|c| matches!(c.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed))
+        matches!(flow.server.state(), State::Closed | State::TimeWait) && flow.client.as_ref().is_some_and(flow::peer_closed)
     }
 
     fn remove(&mut self, id: usize) {

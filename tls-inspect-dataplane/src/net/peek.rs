@@ -23,7 +23,7 @@ use tls_inspect_common::{FlowKey, Handshake, HANDSHAKE_SYN, HANDSHAKE_SYN_ACK};
 
 use super::counters::Counter;
 use super::decide::decide;
-use super::flow::{Decided, Flow, Peek, Phase};
+use super::flow::{peer_closed, Decided, Flow, Peek, Phase};
 use super::leg::{Agreed, Leg};
 use super::wire::{self, EthHeader, SegmentInfo, SynOptions};
 use super::{send_ip, Engine, MapUpdate, WhenFull, DEFAULT_MSS};
@@ -105,12 +105,10 @@ impl Engine {
     /// flow has ended at both real ends (each sent its FIN, or a RST) and `ip` carries data,
     /// which no segment of the old connection can after both FINs. Cheap: legs' states first.
     pub(super) fn may_be_reconnection(&self, id: usize, ip: &[u8]) -> bool {
-        use smoltcp::socket::tcp::State;
-        let peer_closed = |s: State| matches!(s, State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed);
         let Some(flow) = self.flows.get(id).and_then(Option::as_ref) else {
             return false;
         };
-        peer_closed(flow.server.state()) && flow.client.as_ref().is_some_and(|c| peer_closed(c.state())) && wire::segment(ip).is_some_and(|s| !s.payload.is_empty())
+        peer_closed(&flow.server) && flow.client.as_ref().is_some_and(peer_closed) && wire::segment(ip).is_some_and(|s| !s.payload.is_empty())
     }
 
     /// The record of a new connection's whole handshake on `key` (the XDP program classified
