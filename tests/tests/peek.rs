@@ -334,12 +334,14 @@ fn a_lossy_link_during_the_handshake_peek_and_adoption_loses_nothing() -> Result
             }
         }
     }
-    // 3 MB each way under that loss (the whole 30 MB takes minutes at 10% loss, with or without
-    // the appliance): every byte arrives, in order.
-    let head = check(b.t.server.sh(&format!("head -c 3000000 {} | sha256sum", b.t.dir.join("nginx/www/big").display())))?;
+    // 1 MB each way under that loss: every byte arrives, in order. (An adopted leg recovers
+    // from a lost tail with smoltcp's retransmission timer, at least 1 s and doubling when the
+    // resend is lost too, where Linux waits 200 ms: at 10% loss an inspected download runs at
+    // 30-75 KB/s here with a debug build, and far slower when other tests share the cores.)
+    let head = check(b.t.server.sh(&format!("head -c 1000000 {} | sha256sum", b.t.dir.join("nginx/www/big").display())))?;
     let head = head.split_whitespace().next().unwrap_or_default().to_string();
     for (host, cafile) in [("server.test", &ca), ("passthrough.test", &root)] {
-        assert_eq!(download_sha(&b, host, cafile, &["--max-time", "120", "--range", "0-2999999"])?, head, "{host}");
+        assert_eq!(download_sha(&b, host, cafile, &["--max-time", "150", "--range", "0-999999"])?, head, "{host}");
     }
     // Every connection was peeked at and handed over one way or the other (11 each; the
     // workers publish their counters as they go round, so the last ones are waited for).
