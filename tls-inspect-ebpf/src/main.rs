@@ -598,23 +598,21 @@ fn fail_closed(len: u64, scope: Scope) -> u32 {
 /// A frame that should have gone to a socket and found none: bridged, so the network stays up.
 #[inline(always)]
 fn fail_open(ctx: &XdpContext, len: u64, scope: Scope) -> u32 {
-    count2(counter::FAILOPEN_FRAMES, counter::FAILOPEN_BYTES, len);
     scope_add(scope, |c| {
         c.failopen_frames += 1;
         c.failopen_bytes += len;
     });
-    to_peer(ctx, len, Some(scope))
+    to_peer(ctx, len, Some((scope, counter::FAILOPEN_FRAMES, counter::FAILOPEN_BYTES)))
 }
 
 /// A frame of a flow marked bypass.
 #[inline(always)]
 fn bypass(ctx: &XdpContext, len: u64, scope: Scope) -> u32 {
-    count2(counter::BYPASS_FRAMES, counter::BYPASS_BYTES, len);
     scope_add(scope, |c| {
         c.bypass_frames += 1;
         c.bypass_bytes += len;
     });
-    to_peer(ctx, len, Some(scope))
+    to_peer(ctx, len, Some((scope, counter::BYPASS_FRAMES, counter::BYPASS_BYTES)))
 }
 
 /// A frame no scope cares about.
@@ -624,21 +622,34 @@ fn bridge(ctx: &XdpContext, len: u64) -> u32 {
 }
 
 /// Redirects to the other interface; every frame that leaves this way is counted as bridged.
+/// A scope's frame also counts in the global pair of counters named with it (bypass,
+/// fail-open), through the same per-CPU lookup.
 #[inline(always)]
-fn to_peer(ctx: &XdpContext, len: u64, scope: Option<Scope>) -> u32 {
-    match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
-        Ok(action) => {
-            count2(counter::BRIDGED_FRAMES, counter::BRIDGED_BYTES, len);
-            action
-        }
+fn to_peer(ctx: &XdpContext, len: u64, scoped: Option<(Scope, usize, usize)>) -> u32 {
+    let (action, frames, bytes) = match PEERS.redirect(ctx.ingress_ifindex() as u32, 0) {
+        Ok(action) => (action, counter::BRIDGED_FRAMES, counter::BRIDGED_BYTES),
         Err(_) => {
-            count2(counter::DROPPED_FRAMES, counter::DROPPED_BYTES, len);
-            if let Some(scope) = scope {
+            if let Some((scope, _, _)) = scoped {
                 scope_add(scope, |c| c.dropped_frames += 1);
             }
-            XDP_DROP
+            (XDP_DROP, counter::DROPPED_FRAMES, counter::DROPPED_BYTES)
+        }
+    };
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot of a per-CPU array; XDP runs with preemption off.
+        let c = unsafe { &mut *c };
+        if frames < counter::COUNT && bytes < counter::COUNT {
+            c.values[frames] += 1;
+            c.values[bytes] += len;
+        }
+        if let Some((_, frames, bytes)) = scoped {
+            if frames < counter::COUNT && bytes < counter::COUNT {
+                c.values[frames] += 1;
+                c.values[bytes] += len;
+            }
         }
     }
+    action
 }
 
 #[inline(always)]
