@@ -54,8 +54,10 @@ pub fn route_through_appliance(t: &Topology) -> Result<()> {
     }
     let rules = format!(
         "table ip bench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n\
-         iifname \"{INSIDE}\" tcp dport {SQUID_PORT} redirect to :{SQUID_LISTEN}\n\
-         iifname \"{INSIDE}\" tcp dport {MITM_PORT} redirect to :{MITM_LISTEN}\n  }}\n}}\n"
+         iifname \"{INSIDE}\" tcp dport {{ {SQUID_PORT}, {squid_resumable} }} redirect to :{SQUID_LISTEN}\n\
+         iifname \"{INSIDE}\" tcp dport {{ {MITM_PORT}, {mitm_resumable} }} redirect to :{MITM_LISTEN}\n  }}\n}}\n",
+        squid_resumable = SQUID_PORT + crate::tlsbench::RESUMABLE,
+        mitm_resumable = MITM_PORT + crate::tlsbench::RESUMABLE,
     );
     let path = t.dir.join("redirect.nft");
     std::fs::write(&path, rules)?;

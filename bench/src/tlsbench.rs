@@ -213,8 +213,15 @@ fn open_idle(addr: SocketAddr, config: &Arc<ClientConfig>, name: &ServerName<'st
 }
 
 /// nginx on one port per system: 443 direct, 8443 passed (Do-Not-Inspect), 9443 inspected, 10443 Squid, 11443
-/// mitmproxy, so that no run meets the server's TIME-WAIT sockets of another.
+/// mitmproxy, so that no run meets the server's TIME-WAIT sockets of another. These ports
+/// resume no session: every connection costs the server, and each system's upstream leg, a
+/// full handshake.
 const PORTS: [u16; 5] = [443, 8443, 9443, crate::proxies::SQUID_PORT, crate::proxies::MITM_PORT];
+
+/// The port one above each of [`PORTS`] serves the same with nginx's own default of session
+/// tickets on: the resuming clients' runs go there, so that a system which keeps its upstream
+/// sessions (as tls-inspect's workers do) can resume them as it would with a real server.
+pub const RESUMABLE: u16 = 1;
 
 fn nginx(t: &mut Topology, cert: &Path, key: &Path, big: u64) -> Result<()> {
     let d = t.dir.join("nginx");
@@ -223,18 +230,21 @@ fn nginx(t: &mut Topology, cert: &Path, key: &Path, big: u64) -> Result<()> {
     check(Command::new("head").arg("-c").arg(big.to_string()).arg("/dev/urandom").stdout(std::fs::File::create(d.join("www/big"))?))?;
     std::fs::write(d.join("www/index.html"), "hello from nginx\n")?;
     let listen: String = PORTS.iter().map(|p| format!("listen {SERVER_IP}:{p} ssl http2; ")).collect();
+    let listen_resumable: String = PORTS.iter().map(|p| format!("listen {SERVER_IP}:{} ssl http2; ", p + RESUMABLE)).collect();
     let conf = format!(
         "worker_processes 2; daemon off; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
          http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
            uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; sendfile on; keepalive_timeout 0;\n\
-           server {{ {listen} ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;\n\
-             ssl_session_cache off; ssl_session_tickets off; root {d}/www; }} }}\n",
-        cert.display(),
-        key.display(),
+           ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; root {d}/www;\n\
+           server {{ {listen} ssl_session_cache off; ssl_session_tickets off; }}\n\
+           server {{ {listen_resumable} ssl_session_tickets on; }} }}\n",
+        cert = cert.display(),
+        key = key.display(),
         d = d.display()
     );
-    t.start_nginx(&d, &conf, &PORTS).map(drop)
+    let ports: Vec<u16> = PORTS.iter().flat_map(|&p| [p, p + RESUMABLE]).collect();
+    t.start_nginx(&d, &conf, &ports).map(drop)
 }
 
 fn tls_rps(t: &Topology, port: u16, ca: &Path, secs: f64) -> Result<f64> {
@@ -368,7 +378,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let scope = |inspect: bool| {
         format!(
             "[[policy]]\nid = 1\n[[policy.scope]]\nsrc = [\"198.18.0.0/24\"]\nsport = [\"1024/65535\"]\ndst = [\"198.18.0.2\"]\n\
-             dport = [\"8443/8443\", \"9443/9443\"]\n[tls]\ninspect = {inspect}\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
+             dport = [\"8443/8443\", \"9443/9444\"]\n[tls]\ninspect = {inspect}\nca_dir = \"{}\"\nextra_roots = [\"{}\"]\n",
             ca_dir.display(),
             pki.root.display()
         )
@@ -427,6 +437,9 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     // With the IPS off: worker CPU per inspected connection (new sessions, resuming clients),
     // and the connection rate of resuming clients.
     let (mut cpu_new, mut cpu_resumed, mut resumed_rps) = (Vec::new(), Vec::new(), Vec::new());
+    // The share of the resuming clients' inspected flows that resumed, per leg (the worker's
+    // counters): a CPU figure for "resumed" connections means little without it.
+    let mut resumed_legs = (Vec::new(), Vec::new());
     for _ in 0..runs {
         for (i, (config, into)) in [(scope(true), &mut off), (with_ips_config.clone(), &mut on), (with_et_config.clone(), &mut et)].into_iter().enumerate() {
             t.start_appliance(&config)?;
@@ -434,7 +447,12 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
                 let (cpu, rps) = cpu_per_inspected(&t, || tls_rps(&t, 9443, &ca_cert, secs))?;
                 cpu_new.push(cpu);
                 into.0.push(rps);
-                let (cpu, rps) = cpu_per_inspected(&t, || tls_rps_with(&t, 9443, &ca_cert, secs, true))?;
+                let resumed = |leg: &str| t.metric("tls_inspect_worker_tls_resumed_total", &[("leg", leg)]);
+                let (flows0, client0, upstream0) = (t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])?, resumed("client")?, resumed("upstream")?);
+                let (cpu, rps) = cpu_per_inspected(&t, || tls_rps_with(&t, 9443 + RESUMABLE, &ca_cert, secs, true))?;
+                let flows = (t.metric("tls_inspect_worker_tls_flows_total", &[("decision", "inspected")])? - flows0).max(1) as f64;
+                resumed_legs.0.push((resumed("client")? - client0) as f64 / flows);
+                resumed_legs.1.push((resumed("upstream")? - upstream0) as f64 / flows);
                 cpu_resumed.push(cpu);
                 resumed_rps.push(rps);
             } else {
@@ -452,7 +470,8 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     let with_et = (median(et.0), median(et.1));
     table.row("HTTPS tls-inspect inspected", &[("req/s", inspected.0), ("bulk Gbit/s", inspected.1)], "");
     let resuming = median(resumed_rps);
-    table.row("HTTPS tls-inspect inspected, resuming clients", &[("req/s", resuming)], "");
+    let resumed_legs = (median(resumed_legs.0), median(resumed_legs.1));
+    table.row("HTTPS tls-inspect inspected, resuming clients", &[("req/s", resuming), ("client leg resumed", resumed_legs.0), ("upstream resumed", resumed_legs.1)], "");
     let (cpu_new, cpu_resumed) = (median(cpu_new), median(cpu_resumed));
     table.row("HTTPS tls-inspect inspected + IPS (bundled, block)", &[("req/s", with_ips.0), ("bulk Gbit/s", with_ips.1)], "");
     table.row(&format!("HTTPS tls-inspect inspected + IPS (bundled + {et_name})"), &[("req/s", with_et.0), ("bulk Gbit/s", with_et.1)], "");
@@ -477,7 +496,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
             Ok((
                 repeat(runs, || tls_rps(&t, port, &ca_cert, secs))?,
                 repeat(runs, || tls_bulk(&t, port, &ca_cert, big))?,
-                repeat(runs, || tls_rps_with(&t, port, &ca_cert, secs, true))?,
+                repeat(runs, || tls_rps_with(&t, port + RESUMABLE, &ca_cert, secs, true))?,
             ))
         })()
         .map_err(|e| {
@@ -575,6 +594,7 @@ pub fn compare(quick: bool, runs: usize, et_rules: &Path, table: &mut Table) -> 
     ratio(table, "inspected_over_passed_req", "new conns: inspected / passed", inspected.0 / passed.0, "-");
     Ok(serde_json::json!({
         "https_req_per_s": { "direct": direct.0, "passed": passed.0, "bridged_alongside_passed": bridged_alongside.0, "inspected": inspected.0, "inspected_resuming": resuming, "inspected_ips": with_ips.0, "inspected_ips_et": with_et.0, "rustls_ceiling": ceiling },
+        "resumed_share_of_resuming_clients": { "client": resumed_legs.0, "upstream": resumed_legs.1 },
         "worker_cpu_ms_per_inspected_conn": { "new": cpu_new * 1e3, "resuming": cpu_resumed * 1e3, "passed": cpu_passed_conn * 1e3, "rustls_pair": pair_secs * 1e3 },
         "worker_frames_per_passed_conn": frames_per_passed,
         "https_bulk_gbit_s": { "direct": direct.1, "passed": passed.1, "bridged_alongside_passed": bridged_alongside.1, "inspected": inspected.1, "inspected_ips": with_ips.1, "inspected_ips_et": with_et.1 },

@@ -1,6 +1,7 @@
 //! EVE-style JSON flow logs: one line per flow when it closes, with field names from Suricata's
 //! EVE where one exists. Workers hand records to a logger thread over a channel; the thread owns
-//! the file and stdout, so no worker ever blocks on I/O.
+//! the file and stdout, so no worker ever blocks on I/O, and polls the channel every
+//! [`LOG_TICK`], so no worker makes a system call to log.
 
 pub mod console;
 pub mod pcap;
@@ -550,6 +551,9 @@ pub struct LogTargets {
 /// Alerts counted by rule and action (for the metrics endpoint): (sid, action) -> count.
 pub type AlertCounts = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(u32, &'static str), u64>>>;
 
+/// How often the logger thread writes what the workers sent.
+const LOG_TICK: Duration = Duration::from_millis(20);
+
 pub struct Logger {
     pub sender: Sender<Record>,
     pub alert_counts: AlertCounts,
@@ -576,31 +580,22 @@ impl Logger {
         let alert_counts: AlertCounts = Default::default();
         let counts = alert_counts.clone();
         let path = targets.file.clone();
+        // The thread polls rather than sleeping on the channel: a sender then never has a
+        // sleeper to wake, so a worker logs a record with no system call (a blocking receive
+        // cost each record a futex wake-up, several per inspected connection). Records wait
+        // at most one tick.
         let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || loop {
-            let first = crossbeam_channel::select! {
-                recv(receiver) -> r => match r {
+            let mut wrote = false;
+            let mut ended = false;
+            loop {
+                let record = match receiver.try_recv() {
                     Ok(record) => record,
-                    Err(_) => break,
-                },
-                recv(reopen_rx) -> r => {
-                    if r.is_err() {
-                        continue;
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
                     }
-                    // What was written goes to the old file; the new one gets what follows.
-                    if let (Some(f), Some(path)) = (file.as_mut(), path.as_deref()) {
-                        let _ = f.flush();
-                        match open_eve(path) {
-                            Ok(fresh) => {
-                                file = Some(fresh);
-                                tracing::info!(path = %path.display(), "reopened the flow log");
-                            }
-                            Err(e) => tracing::error!(error = %format!("{e:#}"), "reopening the flow log failed; writing on to the old file"),
-                        }
-                    }
-                    continue;
-                }
-            };
-            for record in std::iter::once(first).chain(receiver.try_iter()) {
+                };
                 if matches!(record, Record::Http(_)) && !http {
                     continue;
                 }
@@ -619,10 +614,30 @@ impl Logger {
                         println!("{line}");
                     }
                 }
+                wrote = true;
             }
-            if let Some(f) = file.as_mut() {
-                let _ = f.flush();
+            if wrote {
+                if let Some(f) = file.as_mut() {
+                    let _ = f.flush();
+                }
             }
+            if ended {
+                break;
+            }
+            // What was written goes to the old file; the new one gets what follows.
+            if reopen_rx.try_recv().is_ok() {
+                if let (Some(f), Some(path)) = (file.as_mut(), path.as_deref()) {
+                    let _ = f.flush();
+                    match open_eve(path) {
+                        Ok(fresh) => {
+                            file = Some(fresh);
+                            tracing::info!(path = %path.display(), "reopened the flow log");
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reopening the flow log failed; writing on to the old file"),
+                    }
+                }
+            }
+            std::thread::sleep(LOG_TICK);
         })?;
         Ok(Self { sender, alert_counts, reopen, thread })
     }
