@@ -129,6 +129,12 @@ fn quick_bench_produces_a_number_for_every_scenario_and_system() -> Result<()> {
             positive(&["tls", "https_req_per_s", system]);
         }
         positive(&["tls", "worker_frames_per_passed_conn"]);
+        // The resuming clients' runs resumed on both legs (a server with tickets on): most of
+        // their connections, by the workers' counters.
+        for leg in ["client", "upstream"] {
+            let share = &v["tls"]["resumed_share_of_resuming_clients"][leg];
+            assert!(share.as_f64().is_some_and(|s| s >= 0.8), "{leg} leg resumed {share} of the resuming clients' connections");
+        }
         positive(&["flood", "syn_per_s"]);
         assert!(v["flood"]["inspected_ok_share"].as_f64().is_some_and(|s| s >= 0.95), "flood: {}", v["flood"]);
         assert_eq!(v["flood"]["worker_frames_per_flood_syn"].as_f64().map(|f| f < 0.01), Some(true), "flood: {}", v["flood"]);
