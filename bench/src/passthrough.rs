@@ -194,7 +194,7 @@ pub fn prog_run(quick: bool, runs: usize, table: &mut Table) -> Result<serde_jso
             let diffs: Vec<f64> = mine.iter().zip(&bares).map(|(m, b)| paired_extra(m, b, frame)).collect();
             let extra = median(diffs.clone());
             let each = diffs.iter().map(|d| format!("{d:+.0}")).collect::<Vec<_>>().join(" ");
-            table.row(&format!("prog-run {items} items: {frame}"), &[("ns/frame", ns), ("bare ns", base)], &format!("+{extra:.0} ns (pairs: {each})"));
+            table.row(&format!("prog-run {items} items: {frame}"), &[("ns/frame", ns), ("bare ns", base)], &format!("{extra:+.0} ns (pairs: {each})"));
             if frame.starts_with("steered flow") || frame.starts_with("passed flow") {
                 worst_extra = worst_extra.max(extra);
             } else if !frame.starts_with("matching SYN") {

@@ -334,7 +334,7 @@ fn a_lossy_link_during_the_handshake_peek_and_adoption_loses_nothing() -> Result
             }
         }
     }
-    // 1 MB each way under that loss: every byte arrives, in order. (An adopted leg recovers
+    // 1 MB from each server under that loss: every byte arrives, in order. (An adopted leg recovers
     // from a lost tail with smoltcp's retransmission timer, at least 1 s and doubling when the
     // resend is lost too, where Linux waits 200 ms: at 10% loss an inspected download runs at
     // 30-75 KB/s here with a debug build, and far slower when other tests share the cores.)

@@ -582,12 +582,16 @@ impl Logger {
         let path = targets.file.clone();
         // The thread polls rather than sleeping on the channel: a sender then never has a
         // sleeper to wake, so a worker logs a record with no system call (a blocking receive
-        // cost each record a futex wake-up, several per inspected connection). Records wait
-        // at most one tick.
+        // cost each record a futex wake-up, several per inspected connection). A record waits
+        // a tick at most, and the writing of those before it.
         let thread = std::thread::Builder::new().name("flow-log".into()).spawn(move || loop {
+            // A reopen asked for before this pass comes after the records already sent: they go
+            // to the old file, what follows to the new one. A pass takes only what was there at
+            // its start, so that a steady stream of records cannot put a reopen off.
+            let reopen = reopen_rx.try_recv().is_ok();
             let mut wrote = false;
             let mut ended = false;
-            loop {
+            for _ in 0..receiver.len().max(1) {
                 let record = match receiver.try_recv() {
                     Ok(record) => record,
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
@@ -624,8 +628,7 @@ impl Logger {
             if ended {
                 break;
             }
-            // What was written goes to the old file; the new one gets what follows.
-            if reopen_rx.try_recv().is_ok() {
+            if reopen {
                 if let (Some(f), Some(path)) = (file.as_mut(), path.as_deref()) {
                     let _ = f.flush();
                     match open_eve(path) {
@@ -637,7 +640,10 @@ impl Logger {
                     }
                 }
             }
-            std::thread::sleep(LOG_TICK);
+            // Behind (a pass takes only what was there at its start): on at once.
+            if receiver.is_empty() {
+                std::thread::sleep(LOG_TICK);
+            }
         })?;
         Ok(Self { sender, alert_counts, reopen, thread })
     }
