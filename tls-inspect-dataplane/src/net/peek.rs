@@ -73,9 +73,7 @@ impl Engine {
                 // XDP program at its SYN: it is peeked and decided afresh. Forwarding it as the
                 // last connection's late frames would pass it uninspected, and leave its
                 // steered entry behind for the tuple's next connection.
-                // Only a segment with data or a FIN can be a new connection's first steered one.
-                let opens = wire::ip_packet(frame, l3_offset).and_then(wire::segment).is_some_and(|s| !s.payload.is_empty() || s.fin);
-                let Some(record) = opens.then(|| self.take_record(&key)).flatten() else {
+                let Some(record) = opens(frame, l3_offset).then(|| self.take_record(&key)).flatten() else {
                     // On its way before the flow map said bypass: forwarded as the XDP program
                     // would.
                     self.cx.stats.incr(Counter::BypassedFramesSeen);
@@ -89,10 +87,8 @@ impl Engine {
                 }
             }
             None => {
-                // Only a segment with data (or a FIN) starts a peek: a bare segment leaves the
-                // record for the connection's first data segment.
-                let starts = wire::ip_packet(frame, l3_offset).and_then(wire::segment).is_some_and(|s| !s.payload.is_empty() || s.fin);
-                let record = if starts { self.take_record(&key) } else { None };
+                // A bare segment leaves the record for the connection's first data segment.
+                let record = if opens(frame, l3_offset) { self.take_record(&key) } else { None };
                 if !self.start_peek(key, record, side, frame, l3_offset, now, tx) {
                     return false;
                 }
@@ -484,6 +480,12 @@ fn l3_offset_of(frame: &[u8]) -> Option<usize> {
         tls_inspect_common::Frame::Ipv4 { l3_offset, .. } => Some(l3_offset),
         _ => None,
     }
+}
+
+/// Whether the segment in `frame` can be a connection's first steered one (and take its
+/// handshake record): only one with data or a FIN.
+fn opens(frame: &[u8], l3_offset: usize) -> bool {
+    wire::ip_packet(frame, l3_offset).and_then(wire::segment).is_some_and(|s| !s.payload.is_empty() || s.fin)
 }
 
 /// A frame out of the other interface, unchanged (as the XDP bridge would send it).
